@@ -1,0 +1,267 @@
+"""Typed experiment configuration: the single source of truth for the trigger form and every step.
+
+Light on purpose: imported by the DAG files at parse time, so only pydantic and the stdlib here.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+SLUG = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SlugStr = Annotated[str, Field(pattern=SLUG)]
+
+TrainingType = Literal["pretrain", "sft", "dpo"]
+TrainingMethod = Literal["full", "lora", "qlora"]
+
+# Which (type, method) pairs this build can run, and why the others are refused up front.
+ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("full",),
+    "sft": ("full", "lora"),
+    "dpo": (),
+}
+NOT_YET = {
+    ("sft", "qlora"): "QLoRA needs bitsandbytes and a CUDA device; it is not available in this build yet",
+    ("dpo", "lora"): "DPO is not available in this build yet",
+    ("dpo", "qlora"): "DPO is not available in this build yet",
+    ("dpo", "full"): "DPO is not available in this build yet",
+}
+
+METRICS = ("exact_match", "token_f1", "rouge_l", "bleu", "eval_loss")
+# Metrics where a lower value is better; selection negates them.
+LOWER_IS_BETTER = frozenset({"eval_loss"})
+
+EXPORT_FORMATS = ("onnx", "onnx-int8")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DatasetConfig(_Strict):
+    name: SlugStr = Field(
+        description="Short name of the dataset, used in job labels and store keys (lowercase, digits, . _ -).",
+        title="Name",
+    )
+    uri: str = Field(
+        description="Where the rows are: a local path or file:// URI to a JSONL/JSON file, or "
+        "`builtin:<name>` for a dataset shipped under include/data/.",
+        title="URI",
+        min_length=1,
+    )
+    format: Literal["auto", "alpaca", "messages", "text"] = Field(
+        "auto",
+        description="Row format. `auto` detects it from the first row's keys: alpaca "
+        "(instruction/input/output), messages (OpenAI chat), text (raw text for pretraining).",
+        title="Format",
+    )
+    split: str = Field(
+        "90,5,5",
+        description="train,validation,test percentages: three integers summing to 100, train above 0.",
+        title="Split ratios",
+        pattern=r"^\s*\d{1,3}\s*,\s*\d{1,3}\s*,\s*\d{1,3}\s*$",
+    )
+    seed: int = Field(42, description="Seed of the deterministic split.", title="Split seed", ge=0)
+    max_drop_ratio: float = Field(
+        0.2,
+        description="Fail the dataset when more than this fraction of rows is dropped by validation.",
+        title="Max drop ratio",
+        ge=0.0,
+        le=1.0,
+    )
+
+    @field_validator("split")
+    @classmethod
+    def _split_sums_to_100(cls, value: str) -> str:
+        parts = [int(p) for p in value.split(",")]
+        if sum(parts) != 100:
+            raise ValueError(f"split '{value}' sums to {sum(parts)}; the three percentages must sum to 100")
+        if parts[0] <= 0:
+            raise ValueError(f"split '{value}' gives no rows to train; the first number must be above 0")
+        return ",".join(str(p) for p in parts)
+
+    @property
+    def ratios(self) -> tuple[int, int, int]:
+        train, validation, test = (int(p) for p in self.split.split(","))
+        return train, validation, test
+
+
+class ModelConfig(_Strict):
+    name: SlugStr = Field(description="Catalog name (include/configs/models.yaml) or your own short name.")
+    uri: str | None = Field(
+        None,
+        description="Where the weights are when the model is not in the catalog: a local directory or "
+        "file:// URI of a Hugging Face model (safetensors), or `hf:<hub id>`.",
+    )
+
+
+class HParams(_Strict):
+    """One hyperparameter group. Unset fields come from the preset, then from these defaults."""
+
+    name: SlugStr | None = Field(None, description="Label of the group in job names; defaults to the preset.")
+    preset: str | None = Field(
+        None, description="Name of a preset in include/configs/hparams/ whose values are the base."
+    )
+    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] | None = Field(None, description="LR schedule.")
+    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of steps spent warming up.")
+    epochs: float | None = Field(None, gt=0, description="Passes over the training split.")
+    max_steps: int | None = Field(None, description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int | None = Field(None, ge=1, description="Global batch size (rows per optimizer step).")
+    micro_batch_size: int | None = Field(
+        None, ge=1, description="Rows per forward pass; gradient accumulation = batch_size / micro_batch_size."
+    )
+    max_seq_length: int | None = Field(None, ge=8, description="Longest tokenized row; longer rows are cut.")
+    weight_decay: float | None = Field(None, ge=0, description="AdamW weight decay.")
+    lora_r: int | None = Field(None, ge=1, description="LoRA rank.")
+    lora_alpha: int | None = Field(None, ge=1, description="LoRA scaling numerator (alpha / r).")
+    lora_dropout: float | None = Field(None, ge=0, lt=1, description="Dropout on the LoRA branch.")
+    lora_target_modules: list[str] | str | None = Field(
+        None, description="Modules to adapt: a list of names, or `all-linear`."
+    )
+    seed: int | None = Field(None, ge=0, description="Training seed.")
+    logging_steps: int | None = Field(None, ge=1, description="Log metrics every N steps.")
+
+
+class ResolvedHParams(_Strict):
+    """A hyperparameter group with every value filled in, as the train step receives it."""
+
+    name: SlugStr
+    learning_rate: float = Field(description="Peak learning rate.")
+    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(description="LR schedule.")
+    warmup_ratio: float = Field(description="Fraction of steps spent warming up.")
+    epochs: float = Field(description="Passes over the training split.")
+    max_steps: int = Field(description="Stop after this many optimizer steps (-1: use epochs).")
+    batch_size: int = Field(description="Global batch size.")
+    micro_batch_size: int = Field(description="Rows per forward pass.")
+    max_seq_length: int = Field(description="Longest tokenized row.")
+    weight_decay: float = Field(description="AdamW weight decay.")
+    lora_r: int = Field(description="LoRA rank.")
+    lora_alpha: int = Field(description="LoRA alpha.")
+    lora_dropout: float = Field(description="LoRA dropout.")
+    lora_target_modules: list[str] | str = Field(description="Modules to adapt.")
+    seed: int = Field(description="Training seed.")
+    logging_steps: int = Field(description="Log metrics every N steps.")
+
+    @model_validator(mode="after")
+    def _batch_divides(self) -> ResolvedHParams:
+        if self.batch_size % self.micro_batch_size:
+            raise ValueError(
+                f"hparams '{self.name}': batch_size {self.batch_size} is not a multiple of "
+                f"micro_batch_size {self.micro_batch_size}"
+            )
+        if self.max_steps == 0 or self.max_steps < -1:
+            raise ValueError(f"hparams '{self.name}': max_steps must be -1 (use epochs) or above 0")
+        return self
+
+
+class TrainingConfig(_Strict):
+    type: TrainingType = Field("sft", description="pretrain (loss on all text), sft (loss on answers), dpo.")
+    method: TrainingMethod = Field("lora", description="full fine-tuning, LoRA adapters, or QLoRA (4-bit).")
+
+
+class ScoringConfig(_Strict):
+    metrics: list[Literal[METRICS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["exact_match", "rouge_l"],
+        description="Metrics computed for every job on the test split.",
+        min_length=1,
+    )
+    primary: Literal[METRICS] = Field(  # type: ignore[valid-type]
+        "rouge_l", description="The metric that picks the winner (argmax; eval_loss is minimised)."
+    )
+    max_new_tokens: int = Field(48, ge=1, le=4096, description="Generation budget per answer.")
+    batch_size: int = Field(16, ge=1, description="Rows per generation batch.")
+    max_samples: int | None = Field(None, ge=1, description="Score at most this many test rows.")
+    compare_base: bool = Field(
+        True, description="Also score each base model untouched, as a reference row on the leaderboard."
+    )
+
+
+class ExportConfig(_Strict):
+    enabled: bool = Field(True, description="Export the winner to ONNX.")
+    formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["onnx", "onnx-int8"],
+        description="onnx (fp32, with KV cache) and onnx-int8 (dynamic INT8 with onnxruntime).",
+    )
+    max_logit_diff: float = Field(
+        1e-2, gt=0, description="Largest allowed |logit| difference of fp32 ONNX against PyTorch."
+    )
+    min_next_token_agreement: float = Field(
+        0.9, ge=0, le=1, description="Least share of fixed prompts whose greedy next token matches PyTorch."
+    )
+
+
+class PromotionConfig(_Strict):
+    enabled: bool = Field(True, description="Register the winner and move the production pointer.")
+    registry_name: SlugStr | None = Field(
+        None, description="Name of the model in the registry; defaults to the experiment name."
+    )
+    margin: float = Field(
+        0.0, ge=0, description="The candidate must beat the champion's primary metric by more than this."
+    )
+
+
+class ExperimentConfig(_Strict):
+    """One experiment: every dataset x model x hyperparameter group becomes one training job."""
+
+    name: SlugStr = Field(description="Experiment name, used in store keys and the registry.")
+    description: str = Field("", description="Free text shown in the report.")
+    datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to train on, one job row each.")
+    models: list[ModelConfig] = Field(min_length=1, description="Base models, from the catalog or by uri.")
+    hparams: list[HParams] = Field(min_length=1, description="Hyperparameter groups: presets or inline values.")
+    training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training type and method.")
+    scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="How every job is scored.")
+    export: ExportConfig = Field(default_factory=ExportConfig, description="How the winner is exported.")
+    promotion: PromotionConfig = Field(default_factory=PromotionConfig, description="Registry promotion.")
+
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ExperimentConfig:
+        problems: list[str] = []
+        for field, items in (("datasets", self.datasets), ("models", self.models)):
+            names = [item.name for item in items]
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                problems.append(f"{field}: names must be unique, repeated: {', '.join(duplicates)}")
+        labels = [h.name or h.preset for h in self.hparams]
+        if any(label is None for label in labels):
+            problems.append("hparams: every group needs a `name` or a `preset`")
+        elif len(set(labels)) != len(labels):
+            problems.append("hparams: group names must be unique; set `name` on groups sharing a preset")
+        pair = (self.training.type, self.training.method)
+        if self.training.method not in ALLOWED_METHODS[self.training.type]:
+            reason = NOT_YET.get(pair, f"{self.training.type} supports {ALLOWED_METHODS[self.training.type]}")
+            problems.append(f"training: type '{pair[0]}' with method '{pair[1]}' is refused: {reason}")
+        if self.scoring.primary not in self.scoring.metrics:
+            problems.append(
+                f"scoring.primary '{self.scoring.primary}' must be one of scoring.metrics {self.scoring.metrics}"
+            )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    @property
+    def registry_name(self) -> str:
+        return self.promotion.registry_name or self.name
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field path, e.g. `datasets.0.split: ...`."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "conf"
+        message = re.sub(r"^Value error, ", "", item["msg"])
+        lines.append(f"{path}: {message}")
+    return "\n".join(lines)
+
+
+class ConfError(ValueError):
+    """A trigger conf that does not validate; the message names every bad field."""
+
+
+def parse_experiment(conf: dict[str, Any]) -> ExperimentConfig:
+    try:
+        return ExperimentConfig.model_validate(conf)
+    except ValidationError as error:
+        raise ConfError("invalid experiment conf:\n" + format_validation_error(error)) from None

