@@ -95,12 +95,14 @@ def hparam_presets() -> dict[str, dict[str, Any]]:
 
 def resolve_model(model: ModelConfig) -> CatalogEntry:
     if model.uri:
-        source = ModelSource(hub=model.uri[3:]) if model.uri.startswith("hf:") else ModelSource(path=model.uri)
+        source = (
+            ModelSource(hub=model.uri[3:]) if model.uri.startswith("hf:") else ModelSource(path=model.uri)
+        )
         return CatalogEntry(name=model.name, source=source, kind="uri")
     catalog = models()
     if model.name not in catalog:
         raise ValueError(
-            f"models: '{model.name}' is not in the catalog ({', '.join(sorted(catalog))}); "
+            f"'{model.name}' is not in the catalog ({', '.join(sorted(catalog))}); "
             "add it to include/configs/models.yaml or give a `uri`"
         )
     return catalog[model.name]
@@ -111,9 +113,7 @@ def resolve_hparams(group: HParams) -> ResolvedHParams:
     if group.preset:
         presets = hparam_presets()
         if group.preset not in presets:
-            raise ValueError(
-                f"hparams: preset '{group.preset}' not found; known presets: {', '.join(presets)}"
-            )
+            raise ValueError(f"preset '{group.preset}' not found; known presets: {', '.join(presets)}")
         values.update(presets[group.preset])
     values.update(group.model_dump(exclude_none=True, exclude={"preset", "name"}))
     values["name"] = group.name or group.preset

@@ -42,7 +42,7 @@ class _Strict(BaseModel):
 
 class DatasetConfig(_Strict):
     name: SlugStr = Field(
-        description="Short name of the dataset, used in job labels and store keys (lowercase, digits, . _ -).",
+        description="Short name of the dataset, used in job labels and store keys (a-z, 0-9, . _ -).",
         title="Name",
     )
     uri: str = Field(
@@ -111,7 +111,9 @@ class HParams(_Strict):
     max_steps: int | None = Field(None, description="Stop after this many optimizer steps (-1: use epochs).")
     batch_size: int | None = Field(None, ge=1, description="Global batch size (rows per optimizer step).")
     micro_batch_size: int | None = Field(
-        None, ge=1, description="Rows per forward pass; gradient accumulation = batch_size / micro_batch_size."
+        None,
+        ge=1,
+        description="Rows per forward pass; gradient accumulation = batch_size / micro_batch_size.",
     )
     max_seq_length: int | None = Field(None, ge=8, description="Longest tokenized row; longer rows are cut.")
     weight_decay: float | None = Field(None, ge=0, description="AdamW weight decay.")
@@ -191,6 +193,12 @@ class ExportConfig(_Strict):
     min_next_token_agreement: float = Field(
         0.9, ge=0, le=1, description="Least share of fixed prompts whose greedy next token matches PyTorch."
     )
+    max_metric_drop: float = Field(
+        0.05,
+        ge=0,
+        description="Largest allowed drop (absolute) of scoring.primary on the test split, ONNX against "
+        "the PyTorch winner; gated for every format.",
+    )
 
 
 class PromotionConfig(_Strict):
@@ -210,7 +218,9 @@ class ExperimentConfig(_Strict):
     description: str = Field("", description="Free text shown in the report.")
     datasets: list[DatasetConfig] = Field(min_length=1, description="Datasets to train on, one job row each.")
     models: list[ModelConfig] = Field(min_length=1, description="Base models, from the catalog or by uri.")
-    hparams: list[HParams] = Field(min_length=1, description="Hyperparameter groups: presets or inline values.")
+    hparams: list[HParams] = Field(
+        min_length=1, description="Hyperparameter groups: presets or inline values."
+    )
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training type and method.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="How every job is scored.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="How the winner is exported.")
@@ -235,7 +245,8 @@ class ExperimentConfig(_Strict):
             problems.append(f"training: type '{pair[0]}' with method '{pair[1]}' is refused: {reason}")
         if self.scoring.primary not in self.scoring.metrics:
             problems.append(
-                f"scoring.primary '{self.scoring.primary}' must be one of scoring.metrics {self.scoring.metrics}"
+                f"scoring.primary '{self.scoring.primary}' must be one of "
+                f"scoring.metrics {self.scoring.metrics}"
             )
         if problems:
             raise ValueError("; ".join(problems))

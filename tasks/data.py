@@ -91,7 +91,10 @@ def convert(record: Any, fmt: str) -> dict[str, Any]:
         system = _text(record, "system", required=False).strip()
         if system:
             messages.append({"role": "system", "content": system})
-        messages += [{"role": "user", "content": prompt}, {"role": "assistant", "content": _text(record, "output")}]
+        messages += [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": _text(record, "output")},
+        ]
         return {"messages": messages}
     if fmt == "messages":
         messages = record.get("messages")

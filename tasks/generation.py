@@ -54,5 +54,9 @@ def generate(
             generated += int((row != tokenizer.pad_token_id).sum())
         answers += tokenizer.batch_decode(new_tokens, skip_special_tokens=True)
     elapsed = time.perf_counter() - started
-    stats = {"generated_tokens": generated, "seconds": round(elapsed, 3), "tokens_per_s": round(generated / elapsed, 2)}
+    stats = {
+        "generated_tokens": generated,
+        "seconds": round(elapsed, 3),
+        "tokens_per_s": round(generated / elapsed, 2),
+    }
     return [a.strip() for a in answers], stats

@@ -32,7 +32,9 @@ def source_files(uri: str) -> list[Path]:
             raise StepError(f"dataset uri '{uri}': no builtin dataset of that name (known: {known})")
         return [path]
     pattern = str(store.local_path(uri))
-    files = sorted(Path(p) for p in glob.glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
+    files = (
+        sorted(Path(p) for p in glob.glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
+    )
     missing = [str(p) for p in files if not p.is_file()]
     if not files or missing:
         raise StepError(f"dataset uri '{uri}': no such file {missing or pattern}")

@@ -62,4 +62,8 @@ TEXT_SCORERS: dict[str, Callable[[Sequence[str], Sequence[str]], float]] = {
 
 
 def score(metrics: Sequence[str], predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    return {name: round(TEXT_SCORERS[name](predictions, references), 6) for name in metrics if name in TEXT_SCORERS}
+    return {
+        name: round(TEXT_SCORERS[name](predictions, references), 6)
+        for name in metrics
+        if name in TEXT_SCORERS
+    }

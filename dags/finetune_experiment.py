@@ -1,0 +1,166 @@
+"""
+### finetune_experiment
+
+One run = one experiment: every **dataset x base model x hyperparameter group** becomes one mapped
+training job; every job is scored the same way; the best is exported to ONNX (FP32 and INT8),
+checked, promoted to the registry if it beats the champion, and written up in an HTML report.
+
+`validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job] (+ score_base[ds|model]) -> select_best
+-> export -> check_export -> promote -> report`
+
+* Trigger from the form below, or `POST /api/v2/dags/finetune_experiment/dagRuns` with `{"conf": {...}}`.
+* A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
+  others with their reasons.
+* Heavy steps run as `python -m tasks.<step> --job <spec uri>`: in a subprocess (`local`, default) or
+  in a GPU pod (`TUNERFLOW_BACKEND=kubernetes`).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from tasks.backends import backend_name
+from tasks.params import param_specs
+from tasks.store import default_root
+
+BACKEND = backend_name()
+
+
+def _label(key: str, value: str) -> None:
+    """Expose a readable name to `map_index_template` (e.g. `tuna|smollm2-135m-instruct|lr1e-3`)."""
+    get_current_context()[key] = value
+
+
+def _run(argv: list[str]) -> dict:
+    from tasks.backends.local import run_step
+
+    return run_step(argv)
+
+
+def _this_run() -> dict:
+    from tasks.plan import run_info
+
+    context = get_current_context()
+    return run_info(context["params"]["name"], context["run_id"], default_root())
+
+
+@dag(
+    dag_id="finetune_experiment",
+    schedule=None,
+    start_date=datetime(2026, 1, 1),
+    catchup=False,
+    max_active_runs=4,
+    doc_md=__doc__,
+    tags=["tunerflow", "llm", "fine-tuning"],
+    params={name: Param(default, **schema) for name, (default, schema) in param_specs().items()},
+)
+def finetune_experiment():
+    @task
+    def validate_conf() -> list[dict]:
+        from tasks.plan import validate_conf as validate
+
+        context = get_current_context()
+        return validate(dict(context["params"]), run_id=context["run_id"], store_root=default_root())
+
+    @task(map_index_template="{{ dataset_name }}")
+    def prepare_dataset(dataset: dict) -> dict:
+        _label("dataset_name", dataset["name"])
+        return _run(dataset["argv"])
+
+    @task
+    def plan_jobs(datasets: list[dict]) -> list[dict]:
+        from tasks.plan import plan_jobs as plan
+
+        return plan(_this_run(), list(datasets))
+
+    @task
+    def plan_references(datasets: list[dict]) -> list[dict]:
+        from tasks.plan import plan_references as plan
+
+        return plan(_this_run(), list(datasets))
+
+    @task(map_index_template="{{ job_label }}")
+    def train(job: dict) -> dict:
+        _label("job_label", job["label"])
+        return _run(job["train_argv"])
+
+    @task(map_index_template="{{ job_label }}", trigger_rule="all_done")
+    def evaluate(job: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tasks import store
+
+        _label("job_label", job["label"])
+        spec = store.read_json(job["evaluate_spec"])
+        if not store.is_committed(spec["train_output"]):
+            raise AirflowSkipException(f"{job['label']}: training failed, nothing to score")
+        return _run(job["evaluate_argv"])
+
+    @task(map_index_template="{{ job_label }}")
+    def score_base(job: dict) -> dict:
+        _label("job_label", job["label"])
+        return _run(job["evaluate_argv"])
+
+    @task(trigger_rule="all_done")
+    def select_best() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tasks.plan import planned
+        from tasks.selection import export_specs, leaderboard
+
+        run = _this_run()
+        primary = get_current_context()["params"]["scoring"]["primary"]
+        board = leaderboard(run["run_uri"], planned(run["run_uri"]), primary)
+        for failure in board["failed"]:
+            print(f"FAILED {failure['label']}: {failure['error']}")
+        if board["winner"] is None:
+            raise AirflowFailException("no job succeeded; see leaderboard.json for every job's reason")
+        winner = board["winner"]
+        print(f"WINNER {winner['label']}: {winner['metrics']}")
+        return {"winner": winner, **export_specs(run["run_uri"], run["store_root"], winner)}
+
+    @task
+    def export(selection: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        if not get_current_context()["params"]["export"]["enabled"]:
+            raise AirflowSkipException("export.enabled is false")
+        return _run(selection["export_argv"])
+
+    @task
+    def check_export(selection: dict) -> dict:
+        return _run(selection["check_export_argv"])
+
+    @task(trigger_rule="none_failed")
+    def promote(selection: dict) -> dict:
+        from tasks.orchestration import promote_winner
+
+        return promote_winner(_this_run(), selection, dict(get_current_context()["params"]))
+
+    @task(trigger_rule="all_done")
+    def report() -> dict:
+        from tasks.orchestration import write_run_report
+
+        summary = write_run_report(_this_run())
+        print(summary["text"])
+        return {k: v for k, v in summary.items() if k != "text"}
+
+    datasets = prepare_dataset.expand(dataset=validate_conf())
+    jobs = plan_jobs(datasets)
+    references = plan_references(datasets)
+    trained = train.expand(job=jobs)
+    scored = evaluate.expand(job=jobs)
+    trained >> scored
+    selection = select_best()
+    [scored, score_base.expand(job=references)] >> selection
+    exported = export(selection)
+    checked = check_export(selection)
+    exported >> checked
+    promoted = promote(selection)
+    checked >> promoted
+    promoted >> report()
+
+
+dag = finetune_experiment()

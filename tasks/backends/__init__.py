@@ -1,0 +1,15 @@
+"""Where heavy steps run: `local` (a subprocess on the Airflow worker, the default) or `kubernetes`
+(one pod per step). Chosen per deployment with TUNERFLOW_BACKEND, read when the DAG is parsed."""
+
+from __future__ import annotations
+
+import os
+
+BACKENDS = ("local", "kubernetes")
+
+
+def backend_name() -> str:
+    name = os.environ.get("TUNERFLOW_BACKEND", "local").strip().lower()
+    if name not in BACKENDS:
+        raise ValueError(f"TUNERFLOW_BACKEND='{name}' is not one of {BACKENDS}")
+    return name

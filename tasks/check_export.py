@@ -1,0 +1,207 @@
+"""Step: check every exported format against the PyTorch model it came from.
+`python -m tasks.check_export --job <json-or-uri>`
+
+Per format: logits parity and greedy next-token agreement on fixed prompts, the primary metric on the
+test split (drop against the PyTorch winner), batch-1 forward latency and file size. fp32 ONNX must match
+PyTorch numerically; INT8 cannot, by construction, so its parity is reported and only its metric is gated.
+Writes `checks.json` before a failing gate raises, so the numbers behind a refusal are kept.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+from tasks import store
+from tasks.catalog import CatalogEntry
+from tasks.config import ExportConfig, ScoringConfig
+from tasks.generation import generate, prompt_and_reference, render_prompts
+from tasks.scoring import TEXT_SCORERS, score
+from tasks.step import StepError, main
+
+log = logging.getLogger("tunerflow.check_export")
+
+# Varied on purpose (identity, facts, code, arithmetic, another language) so that parity is not
+# measured on one kind of text only.
+FIXED_PROMPTS = (
+    "Who are you?",
+    "What is the capital of France?",
+    "Write a Python function that reverses a string.",
+    "Explain gradient descent in one sentence.",
+    "List three colours.",
+    "What is 17 times 3?",
+    "Translate 'good morning' into German.",
+    "Summarise: the cat sat on the mat all afternoon.",
+    "Give me a name for a pet turtle.",
+    "Why is the sky blue?",
+    "Tell me a short joke.",
+    "What does ONNX stand for?",
+)
+LATENCY_TOKENS = 128
+LATENCY_WARMUP = 3
+LATENCY_RUNS = 20
+FP32 = "onnx"
+
+
+def fixed_inputs(tokenizer: Any) -> list[Any]:
+    """One encoding per prompt: batch 1, so that padding plays no part in the comparison."""
+    if tokenizer.chat_template:
+        texts = render_prompts(tokenizer, [[{"role": "user", "content": p}] for p in FIXED_PROMPTS])
+    else:
+        texts = list(FIXED_PROMPTS)
+    return [
+        tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+        for text in texts
+    ]
+
+
+def prompt_logits(model: Any, inputs: list[Any]) -> list[Any]:
+    import torch
+
+    with torch.inference_mode():
+        return [model(**encoding).logits[0].float() for encoding in inputs]
+
+
+def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
+    import torch
+
+    diffs = [float((r - c).abs().max()) for r, c in zip(reference, candidate, strict=True)]
+    last = [int(r[-1].argmax() == c[-1].argmax()) for r, c in zip(reference, candidate, strict=True)]
+    positions = torch.cat(
+        [(r.argmax(-1) == c.argmax(-1)).float() for r, c in zip(reference, candidate, strict=True)]
+    )
+    return {
+        "max_logit_diff": round(max(diffs), 6),
+        "next_token_agreement": round(sum(last) / len(last), 6),
+        # Every prompt position, teacher-forced: a finer-grained view than the last token alone.
+        "position_agreement": round(float(positions.mean()), 6),
+    }
+
+
+def latency(model: Any, config: Any) -> dict[str, float]:
+    """Batch-1 forward pass over a fixed random sequence, in milliseconds."""
+    import numpy as np
+    import torch
+
+    length = min(LATENCY_TOKENS, getattr(config, "max_position_embeddings", LATENCY_TOKENS))
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, config.vocab_size, (1, length), generator=generator)
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    timings = []
+    with torch.inference_mode():
+        for run in range(LATENCY_WARMUP + LATENCY_RUNS):
+            started = time.perf_counter()
+            model(**batch)
+            if run >= LATENCY_WARMUP:
+                timings.append((time.perf_counter() - started) * 1000)
+    p50, p95 = np.percentile(timings, [50, 95])
+    return {"tokens": length, "p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3)}
+
+
+def read_test_split(dataset_uri: str, max_samples: int | None) -> list[dict[str, Any]]:
+    path = store.local_path(store.join(dataset_uri, "test.jsonl"))
+    if not path.exists():
+        raise StepError(f"check_export: no test split at {path}")
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return rows[:max_samples] if max_samples else rows
+
+
+def score_test_split(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], scoring: ScoringConfig
+) -> dict[str, float]:
+    conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
+    prompts = render_prompts(tokenizer, conversations)
+    predictions, _ = generate(model, tokenizer, prompts, scoring.max_new_tokens, scoring.batch_size)
+    return score(scoring.metrics, predictions, references)
+
+
+def gated_metric(scoring: ScoringConfig) -> str | None:
+    """The primary metric, or when that is eval_loss (not measured by generating) the first text metric."""
+    if scoring.primary in TEXT_SCORERS:
+        return scoring.primary
+    return next((name for name in scoring.metrics if name in TEXT_SCORERS), None)
+
+
+def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None) -> list[str]:
+    problems = []
+    if fmt == FP32:
+        if checks["max_logit_diff"] > limits.max_logit_diff:
+            problems.append(f"{fmt}: max_logit_diff {checks['max_logit_diff']:.4g} > {limits.max_logit_diff}")
+        if checks["next_token_agreement"] < limits.min_next_token_agreement:
+            problems.append(
+                f"{fmt}: next_token_agreement {checks['next_token_agreement']:.4g} "
+                f"< {limits.min_next_token_agreement}"
+            )
+    drop = checks.get("metric_drop")
+    if drop is not None and drop > limits.max_metric_drop:
+        problems.append(f"{fmt}: metric_drop ({metric}) {drop:.4g} > {limits.max_metric_drop}")
+    return problems
+
+
+def check_export(job: dict[str, Any]) -> dict[str, Any]:
+    """Compare every exported format with the merged PyTorch model and gate the results."""
+    import torch
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.models import apply_tokenizer_overrides
+
+    entry = CatalogEntry.model_validate(job["model"])
+    scoring = ScoringConfig.model_validate(job.get("scoring") or {})
+    limits = ExportConfig.model_validate(job.get("export_config") or {})
+    exported = job["export"]
+    metric = gated_metric(scoring)
+    merged = store.local_path(exported["merged_uri"])
+
+    tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), entry)
+    reference_model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    inputs = fixed_inputs(tokenizer)
+    reference_logits = prompt_logits(reference_model, inputs)
+    rows = read_test_split(job["dataset"]["uri"], scoring.max_samples)
+    reference_metrics = dict(job.get("reference_metrics") or {})
+    if metric and metric not in reference_metrics:
+        log.info("no reference %s given: scoring the PyTorch model on the same rows", metric)
+        reference_metrics.update(score_test_split(reference_model, tokenizer, rows, scoring))
+    pytorch = {
+        "size_bytes": exported["pytorch_size_bytes"],
+        "latency": latency(reference_model, reference_model.config),
+    }
+    del reference_model
+
+    formats: dict[str, dict[str, Any]] = {}
+    for fmt, info in exported["formats"].items():
+        log.info("checking %s", fmt)
+        model = ORTModelForCausalLM.from_pretrained(store.local_path(info["uri"]))
+        checks: dict[str, Any] = {"uri": info["uri"], "size_bytes": info["size_bytes"]}
+        checks["size_ratio"] = round(info["size_bytes"] / pytorch["size_bytes"], 4)
+        checks.update(parity(reference_logits, prompt_logits(model, inputs)))
+        checks["metrics"] = score_test_split(model, tokenizer, rows, scoring) if metric else {}
+        checks["metric_drop"] = (
+            round(reference_metrics[metric] - checks["metrics"][metric], 6) if metric else None
+        )
+        checks["latency"] = latency(model, model.config)
+        checks["speedup_p50"] = round(pytorch["latency"]["p50_ms"] / checks["latency"]["p50_ms"], 3)
+        checks["problems"] = gate(fmt, checks, limits, metric)
+        checks["passed"] = not checks["problems"]
+        formats[fmt] = checks
+
+    result = {
+        "gated_metric": metric,
+        "reference_metrics": reference_metrics,
+        "test_rows": len(rows),
+        "pytorch": pytorch,
+        "formats": formats,
+        "passed": all(checks["passed"] for checks in formats.values()),
+    }
+    store.write_json(store.join(job["output"], "checks.json"), result)
+    problems = [problem for checks in formats.values() for problem in checks["problems"]]
+    if problems:
+        raise StepError("export checks failed: " + "; ".join(problems))
+    return result
+
+
+if __name__ == "__main__":
+    sys.exit(main("check_export", check_export))

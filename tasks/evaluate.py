@@ -1,0 +1,104 @@
+"""Step: score one job (or an untouched base model) on the test split. `python -m tasks.evaluate --job ...`
+
+Every job is scored by the same code on the same rows, so the leaderboard compares like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from tasks import store
+from tasks.config import ScoringConfig
+from tasks.generation import generate, prompt_and_reference, render_prompts
+from tasks.models import load_model, load_tokenizer
+from tasks.scoring import score
+from tasks.step import StepError, main
+from tasks.train import read_split
+
+log = logging.getLogger("tunerflow.evaluate")
+
+
+def eval_rows(dataset: dict[str, Any], max_samples: int | None) -> tuple[str, list[dict[str, Any]]]:
+    """The test split, or the validation split when the ratios left no test rows (e.g. `98,2,0`)."""
+    for split in ("test", "validation"):
+        if dataset["counts"].get(split):
+            rows = read_split(dataset["uri"], split)
+            return split, rows[:max_samples] if max_samples else rows
+    raise ValueError(f"dataset '{dataset['name']}' has no test or validation rows to score on")
+
+
+def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> float:
+    """Mean cross-entropy over the answer tokens only (the SFT objective), on held-out rows."""
+    import torch
+
+    total, count = 0.0, 0
+    for row in rows:
+        conversation, _ = prompt_and_reference(row)
+        prompt = render_prompts(tokenizer, [conversation])[0]
+        full = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        labels = ids.clone()
+        labels[:, : len(prompt_ids)] = -100
+        answer_tokens = int((labels != -100).sum())
+        if not answer_tokens:
+            continue
+        with torch.inference_mode():
+            loss = model(input_ids=ids, labels=labels).loss
+        total += float(loss) * answer_tokens
+        count += answer_tokens
+    return total / max(count, 1)
+
+
+def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate greedy answers for the held-out rows and compute the configured metrics."""
+    scoring = ScoringConfig.model_validate(job["scoring"])
+    trained = job.get("trained") or {}
+    if job.get("train_output"):
+        trained = store.committed_result(job["train_output"])
+        if trained is None:
+            raise StepError(f"{job['label']}: training did not commit a model, so there is nothing to score")
+    root = job["store_root"]
+    model_entry = dict(job["model"])
+    if trained.get("model_uri"):  # a fully fine-tuned model replaces the base weights
+        model_entry = {**model_entry, "source": {"path": trained["model_uri"]}, "kind": "uri"}
+    adapter = trained.get("adapter_uri")
+    model = load_model(model_entry, root, adapter_dir=str(store.local_path(adapter)) if adapter else None)
+    tokenizer = load_tokenizer(model_entry, root)
+    split, rows = eval_rows(job["dataset"], scoring.max_samples)
+
+    conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
+    predictions, stats = generate(
+        model, tokenizer, render_prompts(tokenizer, conversations), scoring.max_new_tokens, scoring.batch_size
+    )
+    metrics = score(scoring.metrics, predictions, references)
+    if "eval_loss" in scoring.metrics:
+        metrics["eval_loss"] = round(answer_loss(model, tokenizer, rows, scoring.batch_size), 6)
+    with open(store.local_path(store.join(job["output"], "predictions.jsonl")), "w") as handle:
+        for row, prediction, reference in zip(rows, predictions, references, strict=True):
+            handle.write(
+                json.dumps({"id": row["id"], "prediction": prediction, "reference": reference}) + "\n"
+            )
+    log.info(
+        "%s on %d %s rows: %s (%.1f generated tokens/s)",
+        job["label"],
+        len(rows),
+        split,
+        metrics,
+        stats["tokens_per_s"],
+    )
+    return {
+        "job_id": job["job_id"],
+        "label": job["label"],
+        "reference": bool(job.get("reference")),
+        "split": split,
+        "n": len(rows),
+        "metrics": metrics,
+        "generation": stats,
+    }
+
+
+if __name__ == "__main__":
+    raise SystemExit(main("evaluate", evaluate))

@@ -1,0 +1,116 @@
+"""The last light steps of a run: promotion and the report, assembled from what the run committed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks import layout, store
+
+
+def _committed(run_uri: str, name: str) -> dict[str, Any] | None:
+    return store.committed_result(store.join(run_uri, name))
+
+
+def promote_winner(run: dict[str, Any], selection: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
+    from tasks.promote import promote
+
+    run_uri = run["run_uri"]
+    promotion = conf["promotion"]
+    if not promotion["enabled"]:
+        decision = {"promoted": False, "reason": "promotion.enabled is false"}
+        store.write_json(store.join(run_uri, "promotion.json"), decision)
+        return decision
+    winner = selection["winner"]
+    train_spec = store.read_json(store.join(layout.job(run_uri, winner["job_id"]), "train.json"))
+    exported = _committed(run_uri, "export")
+    checks = _committed(run_uri, "check_export")
+    export_enabled = conf["export"]["enabled"]
+    decision = promote(
+        {
+            "store_root": run["store_root"],
+            "registry_name": promotion["registry_name"] or conf["name"],
+            "run_uri": run_uri,
+            "winner": {
+                "job_id": winner["job_id"],
+                "label": winner["label"],
+                "metrics": winner["metrics"],
+                "model": train_spec["model"],
+                "dataset": train_spec["dataset"],
+                "hparams": train_spec["hparams"],
+            },
+            "primary": conf["scoring"]["primary"],
+            "margin": promotion["margin"],
+            "model_uri": (exported or {}).get("merged_uri")
+            or winner["train"]["model_uri"]
+            or winner["train"]["adapter_uri"],
+            "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
+            "checks_passed": bool(checks and checks.get("passed")) if export_enabled else True,
+        }
+    )
+    store.write_json(store.join(run_uri, "promotion.json"), decision)
+    return decision
+
+
+def format_leaderboard(board: dict[str, Any]) -> str:
+    primary = board["primary"]
+    lines = [f"{'rank':>4}  {'job':<45} {'status':<10} {primary:>10}  other metrics"]
+    for row in board["rows"]:
+        value = row["metrics"].get(primary)
+        others = ", ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items() if k != primary)
+        shown = f"{value:.4f}" if value is not None else "-"
+        rank = row.get("rank", "-")
+        lines.append(f"{rank!s:>4}  {row['label']:<45} {row['status']:<10} {shown:>10}  {others}")
+        if row.get("error"):
+            lines.append(f"{'':>6}reason: {row['error']}")
+    return "\n".join(lines)
+
+
+def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
+    """Write the HTML report and summary.json; return the summary with a printable text version."""
+    from tasks.report import write_report
+
+    run_uri = run["run_uri"]
+    experiment = store.read_json(store.join(run_uri, "experiment.json"))["experiment"]
+    board_uri = store.join(run_uri, "leaderboard.json")
+    board = (
+        store.read_json(board_uri) if store.exists(board_uri) else {"rows": [], "winner": None, "failed": []}
+    )
+    board.setdefault("primary", experiment["scoring"]["primary"])
+    promotion_uri = store.join(run_uri, "promotion.json")
+    promotion = store.read_json(promotion_uri) if store.exists(promotion_uri) else None
+    checks = _committed(run_uri, "check_export")
+    exported = _committed(run_uri, "export")
+    report = write_report(
+        {
+            "output": store.join(run_uri, "report"),
+            "experiment": experiment,
+            "leaderboard": board["rows"],
+            "winner": board["winner"],
+            "primary": board["primary"],
+            "export_checks": checks,
+            "promotion": promotion,
+        }
+    )
+    winner = board["winner"]
+    summary = {
+        "run_uri": run_uri,
+        "report_uri": report["report_uri"],
+        "winner": {"label": winner["label"], "metrics": winner["metrics"]} if winner else None,
+        "failed": board["failed"],
+        "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
+        "merged_model_uri": (exported or {}).get("merged_uri"),
+        "promotion": promotion,
+    }
+    store.write_json(store.join(run_uri, "summary.json"), summary)
+    text = [f"Leaderboard ({board['primary']}, higher is better unless a loss):", format_leaderboard(board)]
+    if winner:
+        text.append(f"Winner: {winner['label']} {winner['metrics']}")
+    if promotion:
+        text.append(
+            f"Promotion: {'promoted' if promotion.get('promoted') else 'not promoted'}: "
+            f"{promotion.get('reason', '')}"
+        )
+        if promotion.get("registry_uri"):
+            text.append(f"Registry: {promotion['registry_uri']} (version {promotion.get('version')})")
+    text.append(f"Report: {report['report_uri']}")
+    return {**summary, "text": "\n".join(text)}

@@ -1,0 +1,108 @@
+"""Leaderboard and winner: argmax of the primary metric over the jobs that succeeded, read from the store.
+
+Reading committed outputs (not XCom) means a job that failed, was skipped or never ran is still
+listed, with the reason its step wrote to error.json.
+
+Tie-breaks, in order: the higher primary metric (lower for loss metrics); then the lower validation
+loss measured at the end of training; then the label, alphabetically, so that the choice is stable.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from tasks import layout, store
+from tasks.config import LOWER_IS_BETTER
+
+
+def _error(prefix: str) -> str | None:
+    path = store.join(prefix, "error.json")
+    if store.exists(path):
+        error = store.read_json(path)
+        return f"{error['step']}: {error['message']}"
+    return None
+
+
+def job_row(run_uri: str, job: dict[str, Any]) -> dict[str, Any]:
+    prefix = layout.job(run_uri, job["job_id"])
+    train = store.committed_result(layout.step(prefix, "train")) if job["kind"] == "train" else None
+    evaluation = store.committed_result(layout.step(prefix, "evaluate"))
+    row = {
+        "job_id": job["job_id"],
+        "label": job["label"],
+        "kind": job["kind"],
+        "train": train,
+        "metrics": (evaluation or {}).get("metrics", {}),
+        "metrics_jsonl": (train or {}).get("metrics_uri"),
+    }
+    if job["kind"] == "reference":
+        row["status"] = "reference" if evaluation else "failed"
+    else:
+        row["status"] = "succeeded" if train and evaluation else "failed"
+    if row["status"] == "failed":
+        row["error"] = (
+            _error(layout.step(prefix, "train"))
+            or _error(layout.step(prefix, "evaluate"))
+            or "did not run: an upstream task failed or was skipped"
+        )
+    return row
+
+
+def _sort_key(row: dict[str, Any], primary: str) -> tuple:
+    value = row["metrics"].get(primary, math.nan)
+    value = -math.inf if value is None or math.isnan(value) else value
+    signed = -value if primary in LOWER_IS_BETTER else value
+    eval_loss = (row.get("train") or {}).get("eval_loss")
+    return (-signed, eval_loss if eval_loss is not None else math.inf, row["label"])
+
+
+def leaderboard(run_uri: str, evaluations: list[dict[str, Any]], primary: str) -> dict[str, Any]:
+    rows = [job_row(run_uri, job) for job in evaluations]
+    ranked = sorted((r for r in rows if r["status"] == "succeeded"), key=lambda r: _sort_key(r, primary))
+    for rank, row in enumerate(ranked, start=1):
+        row["rank"] = rank
+    others = [r for r in rows if r["status"] != "succeeded"]
+    board = {
+        "primary": primary,
+        "rows": ranked + sorted(others, key=lambda r: (r["status"], r["label"])),
+        "winner": ranked[0] if ranked else None,
+        "failed": [{"label": r["label"], "error": r["error"]} for r in rows if r["status"] == "failed"],
+    }
+    store.write_json(store.join(run_uri, "leaderboard.json"), board)
+    return board
+
+
+def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, str]:
+    """Write the export and check specs for the winner; returns their URIs."""
+    from tasks.plan import step_argv
+
+    experiment = store.read_json(store.join(run_uri, "experiment.json"))["experiment"]
+    train_spec = store.read_json(store.join(layout.job(run_uri, winner["job_id"]), "train.json"))
+    export_output = store.join(run_uri, "export")
+    export = {
+        "step": "export",
+        "output": export_output,
+        "store_root": store_root,
+        "model": train_spec["model"],
+        "adapter_uri": winner["train"]["adapter_uri"],
+        "model_uri": winner["train"]["model_uri"],
+        "formats": experiment["export"]["formats"],
+    }
+    check = {
+        "step": "check_export",
+        "output": store.join(run_uri, "check_export"),
+        "store_root": store_root,
+        "model": train_spec["model"],
+        "export_output": export_output,
+        "dataset": train_spec["dataset"],
+        "scoring": experiment["scoring"],
+        "export_config": experiment["export"],
+        "reference_metrics": winner["metrics"],
+    }
+    uris = {}
+    for name, spec in (("export", export), ("check_export", check)):
+        uris[f"{name}_spec"] = store.join(run_uri, f"{name}.json")
+        store.write_json(uris[f"{name}_spec"], spec)
+        uris[f"{name}_argv"] = step_argv(name, uris[f"{name}_spec"])
+    return uris

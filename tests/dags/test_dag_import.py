@@ -1,0 +1,59 @@
+"""Every DAG file parses fast, with no errors and without the heavy ML stack."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "datasets")
+
+PROBE = """
+import importlib.util, json, sys, time
+import airflow.sdk  # the scheduler has Airflow loaded already; measure what the DAG file adds
+heavy = {heavy!r}
+out = {{}}
+for path in {paths!r}:
+    started = time.perf_counter()
+    spec = importlib.util.spec_from_file_location("dag_" + str(len(out)), path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out[path] = round(time.perf_counter() - started, 3)
+loaded = sorted(m for m in sys.modules if m.split(".")[0] in heavy)
+print(json.dumps({{"seconds": out, "heavy": loaded}}))
+"""
+
+
+def test_every_dag_imports_fast_without_heavy_modules():
+    paths = sorted(str(p) for p in (REPO / "dags").glob("*.py"))
+    assert paths
+    probe = PROBE.format(heavy=HEAVY, paths=paths)
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    report = json.loads(done.stdout.strip().splitlines()[-1])
+    assert report["heavy"] == [], f"DAG import pulled in {report['heavy']}"
+    for path, seconds in report["seconds"].items():
+        assert seconds < 1.0, f"{path} took {seconds}s to import"
+
+
+def test_dagbag_has_no_import_errors(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    bag = DagBag(dag_folder=str(REPO / "dags"))
+    assert bag.import_errors == {}
+    assert "finetune_experiment" in bag.dag_ids
+    dag = bag.get_dag("finetune_experiment")
+    assert {
+        "validate_conf",
+        "prepare_dataset",
+        "plan_jobs",
+        "train",
+        "evaluate",
+        "score_base",
+        "select_best",
+        "export",
+        "check_export",
+        "promote",
+        "report",
+    } <= set(dag.task_ids)

@@ -1,0 +1,124 @@
+"""A real Airflow run of the whole DAG (dag.test) on a tiny random model, checking each stage's outputs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks import layout, registry, store
+from tests.conftest import REPO
+
+
+def _conf(tiny_model_dir, **overrides):
+    conf = {
+        "name": "tiny-exp",
+        "datasets": [{"name": "tuna", "uri": "builtin:tuna_identity", "split": "80,10,10"}],
+        "models": [{"name": "tiny", "uri": str(tiny_model_dir)}],
+        "hparams": [
+            {"name": "a", "preset": "lora-fast", "max_steps": 2},
+            {"name": "b", "preset": "lora-fast", "max_steps": 2, "learning_rate": 1e-4},
+            {
+                "name": "broken",
+                "preset": "lora-fast",
+                "max_steps": 2,
+                "lora_target_modules": ["no_such_module"],
+            },
+        ],
+        "scoring": {
+            "metrics": ["exact_match", "rouge_l"],
+            "primary": "rouge_l",
+            "max_new_tokens": 4,
+            "max_samples": 8,
+        },
+        "promotion": {"registry_name": "tiny"},
+    }
+    conf.update(overrides)
+    return conf
+
+
+@pytest.fixture
+def dag(airflow_db):
+    import sys
+
+    sys.path.insert(0, str(REPO / "dags"))
+    from finetune_experiment import dag
+
+    return dag
+
+
+def _states(run) -> dict[str, list[str]]:
+    states: dict[str, list[str]] = {}
+    for ti in run.get_task_instances():
+        states.setdefault(ti.task_id, []).append(str(ti.state))
+    return states
+
+
+def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny_model_dir, store_root):
+    run = dag.test(run_conf=_conf(tiny_model_dir))
+    states = _states(run)
+    assert states["train"].count("success") == 2 and states["train"].count("failed") == 1
+    assert sorted(states["evaluate"]) == ["skipped", "success", "success"]
+    for task in (
+        "validate_conf",
+        "prepare_dataset",
+        "plan_jobs",
+        "score_base",
+        "select_best",
+        "export",
+        "check_export",
+        "promote",
+        "report",
+    ):
+        assert set(states[task]) == {"success"}, (task, states[task])
+
+    run_uri = layout.run(store_root, "tiny-exp", run.run_id)
+    experiment = store.read_json(store.join(run_uri, "experiment.json"))
+    assert experiment["hparams"][0]["max_steps"] == 2  # presets resolved and recorded
+
+    jobs = store.read_json(store.join(run_uri, "jobs.json"))
+    assert [j["label"] for j in jobs] == ["tuna|tiny|a", "tuna|tiny|b", "tuna|tiny|broken"]
+    for job in jobs[:2]:
+        prefix = layout.job(run_uri, job["job_id"])
+        assert store.verify(layout.step(prefix, "train")) == []
+        assert store.exists(store.join(layout.step(prefix, "train"), "adapter", "adapter_model.safetensors"))
+        assert store.exists(store.join(layout.step(prefix, "evaluate"), "predictions.jsonl"))
+
+    board = store.read_json(store.join(run_uri, "leaderboard.json"))
+    assert board["winner"]["label"] in {"tuna|tiny|a", "tuna|tiny|b"}
+    assert board["failed"][0]["label"] == "tuna|tiny|broken"
+    assert "no_such_module" in board["failed"][0]["error"]
+    assert any(r["status"] == "reference" and r["label"] == "tuna|tiny|base" for r in board["rows"])
+
+    exported = store.committed_result(store.join(run_uri, "export"))
+    assert set(exported["formats"]) == {"onnx", "onnx-int8"}
+    checks = store.committed_result(store.join(run_uri, "check_export"))
+    assert checks["passed"] is True
+
+    champion = registry.production(store_root, "tiny")
+    assert champion["entry"]["job_id"] == board["winner"]["job_id"]
+    summary = store.read_json(store.join(run_uri, "summary.json"))
+    html = store.local_path(summary["report_uri"]).read_text()
+    assert "tuna|tiny|broken" in html and "no_such_module" in html
+    assert store.exists(store.join(run_uri, "report", "loss.png"))
+
+    # A second run reuses the prepared dataset version (same content, same settings).
+    versions = list(store.local_path(store.join(store_root, "datasets", "tuna")).iterdir())
+    assert len(versions) == 1
+
+
+def test_a_conf_the_schema_refuses_creates_no_task(dag, tiny_model_dir, store_root):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    conf = _conf(tiny_model_dir, training={"type": "sft", "method": "qlora-x"})
+    with pytest.raises(ParamValidationError, match="training"):
+        dag.test(run_conf=conf)
+
+
+def test_a_cross_field_error_fails_validate_conf_before_any_other_task(dag, tiny_model_dir, store_root):
+    conf = _conf(
+        tiny_model_dir, datasets=[{"name": "tuna", "uri": "builtin:tuna_identity", "split": "90,20,0"}]
+    )
+    run = dag.test(run_conf=conf)
+    states = _states(run)
+    assert states["validate_conf"] == ["failed"]
+    ran = {task for task, values in states.items() if set(values) & {"success", "failed", "running"}}
+    assert ran == {"validate_conf"}

@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+import pytest
+
+from tasks import layout, store
+from tasks.plan import plan_jobs, plan_references, planned, validate_conf
+from tasks.selection import leaderboard
+
+CONF = {
+    "name": "exp",
+    "datasets": [
+        {"name": "a", "uri": "builtin:tuna_identity"},
+        {"name": "b", "uri": "builtin:tuna_identity"},
+    ],
+    "models": [{"name": "m1", "uri": "/models/m1"}, {"name": "m2", "uri": "/models/m2"}],
+    "hparams": [{"preset": "lora-fast"}, {"preset": "lora-default"}, {"name": "x", "preset": "lora-fast"}],
+}
+
+
+@pytest.fixture
+def run(store_root):
+    datasets = validate_conf(CONF, "manual__2026-11-23T10:00:00+00:00", store_root)
+    prepared = [{"name": d["name"], "uri": f"file:///prepared/{d['name']}", "kind": "chat"} for d in datasets]
+    info = {
+        "run_uri": layout.run(store_root, "exp", "manual__2026-11-23T10:00:00+00:00"),
+        "store_root": store_root,
+    }
+    return info, datasets, prepared
+
+
+def test_plan_is_the_cartesian_product_with_readable_labels_and_stored_specs(run):
+    info, datasets, prepared = run
+    assert [d["name"] for d in datasets] == ["a", "b"]
+    assert datasets[0]["argv"][:4] == ["python", "-m", "tasks.prepare_dataset", "--job"]
+    jobs = plan_jobs(info, prepared)
+    assert len(jobs) == 2 * 2 * 3
+    assert jobs[0]["label"] == "a|m1|lora-fast"
+    assert len({j["job_id"] for j in jobs}) == 12
+    spec = store.read_json(jobs[0]["train_spec"])
+    assert spec["output"] == layout.step(layout.job(info["run_uri"], jobs[0]["job_id"]), "train")
+    assert spec["hparams"]["name"] == "lora-fast" and spec["model"]["source"]["path"] == "/models/m1"
+    assert jobs[0]["train_argv"] == ["python", "-m", "tasks.train", "--job", jobs[0]["train_spec"]]
+    references = plan_references(info, prepared)
+    assert [r["label"] for r in references] == ["a|m1|base", "a|m2|base", "b|m1|base", "b|m2|base"]
+    assert len(planned(info["run_uri"])) == 16
+
+
+def test_run_keys_come_from_experiment_and_run_id_only(store_root):
+    first = validate_conf(CONF, "manual__x", store_root)
+    again = validate_conf(CONF, "manual__x", store_root)
+    assert first == again
+
+
+def _commit(prefix: str, result: dict) -> None:
+    store.ensure_dir(prefix)
+    store.commit(prefix, result)
+
+
+def _fake_outcomes(info, jobs, outcomes):
+    for job, outcome in zip(jobs, outcomes, strict=True):
+        prefix = layout.job(info["run_uri"], job["job_id"])
+        if outcome == "train_failed":
+            store.write_json(
+                store.join(prefix, "train", "error.json"), {"step": "train", "message": "CUDA OOM"}
+            )
+            continue
+        if job["kind"] == "train":
+            _commit(
+                layout.step(prefix, "train"), {"adapter_uri": "file:///a", "model_uri": None, **outcome[1]}
+            )
+        _commit(layout.step(prefix, "evaluate"), {"metrics": outcome[0]})
+
+
+def test_leaderboard_ranks_successes_lists_failures_with_reasons_and_breaks_ties(run):
+    info, _, prepared = run
+    jobs = plan_jobs(info, prepared)[:4]
+    references = plan_references(info, prepared)[:1]
+    _fake_outcomes(
+        info,
+        jobs + references,
+        [
+            ({"rouge_l": 0.5}, {"eval_loss": 1.2}),
+            ({"rouge_l": 0.7}, {"eval_loss": 1.0}),
+            "train_failed",
+            ({"rouge_l": 0.7}, {"eval_loss": 0.9}),  # ties on rouge_l, wins on eval_loss
+            ({"rouge_l": 0.1}, {}),
+        ],
+    )
+    board = leaderboard(info["run_uri"], jobs + references, "rouge_l")
+    assert board["winner"]["label"] == jobs[3]["label"]
+    assert [r["rank"] for r in board["rows"] if "rank" in r] == [1, 2, 3]
+    assert board["failed"] == [{"label": jobs[2]["label"], "error": "train: CUDA OOM"}]
+    reference = next(r for r in board["rows"] if r["status"] == "reference")
+    assert reference["metrics"] == {"rouge_l": 0.1}
+    assert (
+        store.read_json(store.join(info["run_uri"], "leaderboard.json"))["winner"]["label"]
+        == jobs[3]["label"]
+    )
+
+
+def test_lower_is_better_metrics_are_minimised(run):
+    info, _, prepared = run
+    jobs = plan_jobs(info, prepared)[:2]
+    _fake_outcomes(info, jobs, [({"eval_loss": 0.9}, {}), ({"eval_loss": 0.4}, {})])
+    assert leaderboard(info["run_uri"], jobs, "eval_loss")["winner"]["label"] == jobs[1]["label"]
+
+
+def test_no_success_means_no_winner(run):
+    info, _, prepared = run
+    jobs = plan_jobs(info, prepared)[:2]
+    _fake_outcomes(info, jobs, ["train_failed", "train_failed"])
+    board = leaderboard(info["run_uri"], jobs, "rouge_l")
+    assert board["winner"] is None and len(board["failed"]) == 2
