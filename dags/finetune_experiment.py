@@ -5,8 +5,8 @@ One run = one experiment: every **dataset x base model x hyperparameter group** 
 training job; every job is scored the same way; the best is exported to ONNX (FP32 and INT8),
 checked, promoted to the registry if it beats the champion, and written up in an HTML report.
 
-`validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job] (+ score_base[ds|model]) -> select_best
--> export -> check_export -> promote -> report`
+`validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job]`
+`(+ score_base[ds|model]) -> select_best -> export -> check_export -> promote -> report`
 
 * Trigger from the form below, or `POST /api/v2/dags/finetune_experiment/dagRuns` with `{"conf": {...}}`.
 * A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
@@ -103,15 +103,17 @@ def finetune_experiment():
         _label("job_label", job["label"])
         return _run(job["evaluate_argv"])
 
-    @task(trigger_rule="all_done")
+    # Runs when every job is done and at least one scoring succeeded: failed jobs never block selection,
+    # but a run whose conf or data failed stops there.
+    @task(trigger_rule="all_done_min_one_success")
     def select_best() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from tasks.plan import planned
+        from tasks.plan import load_experiment, planned
         from tasks.selection import export_specs, leaderboard
 
         run = _this_run()
-        primary = get_current_context()["params"]["scoring"]["primary"]
+        primary = load_experiment(run["run_uri"])["scoring"]["primary"]
         board = leaderboard(run["run_uri"], planned(run["run_uri"]), primary)
         for failure in board["failed"]:
             print(f"FAILED {failure['label']}: {failure['error']}")
@@ -125,7 +127,9 @@ def finetune_experiment():
     def export(selection: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        if not get_current_context()["params"]["export"]["enabled"]:
+        from tasks.plan import load_experiment
+
+        if not load_experiment(_this_run()["run_uri"])["export"]["enabled"]:
             raise AirflowSkipException("export.enabled is false")
         return _run(selection["export_argv"])
 
@@ -137,9 +141,9 @@ def finetune_experiment():
     def promote(selection: dict) -> dict:
         from tasks.orchestration import promote_winner
 
-        return promote_winner(_this_run(), selection, dict(get_current_context()["params"]))
+        return promote_winner(_this_run(), selection)
 
-    @task(trigger_rule="all_done")
+    @task(trigger_rule="all_done_min_one_success")
     def report() -> dict:
         from tasks.orchestration import write_run_report
 
@@ -147,20 +151,48 @@ def finetune_experiment():
         print(summary["text"])
         return {k: v for k, v in summary.items() if k != "text"}
 
-    datasets = prepare_dataset.expand(dataset=validate_conf())
-    jobs = plan_jobs(datasets)
-    references = plan_references(datasets)
-    trained = train.expand(job=jobs)
-    scored = evaluate.expand(job=jobs)
+    if BACKEND == "kubernetes":
+        # The same heavy steps as pods (KubernetesPodOperator): same task ids, mapped over the argv lists
+        # the light tasks return. Settings: include/configs/kubernetes.yaml or $TUNERFLOW_K8S_CONFIG.
+        from tasks.backends import kubernetes as pods
+
+        pod = pods.load_settings()
+        datasets = pods.mapped_step(
+            "prepare_dataset", "prepare_dataset", validate_conf().map(pods.dataset_argv), pod
+        ).output
+        jobs = plan_jobs(datasets)
+        references = plan_references(datasets)
+        trained = pods.mapped_step("train", "train", jobs.map(pods.train_argv), pod)
+        scored = pods.mapped_step(
+            "evaluate",
+            "evaluate",
+            jobs.map(pods.evaluate_argv),
+            pod,
+            trigger_rule="all_done",
+            pre_execute=pods.skip_if_training_failed,
+        )
+        based = pods.mapped_step("score_base", "evaluate", references.map(pods.evaluate_argv), pod)
+        selection = select_best()
+        exported = pods.single_step(
+            "export", "export", selection["export_argv"], pod, pre_execute=pods.skip_unless_export_enabled
+        )
+        checked = pods.single_step("check_export", "check_export", selection["check_export_argv"], pod)
+    else:
+        datasets = prepare_dataset.expand(dataset=validate_conf())
+        jobs = plan_jobs(datasets)
+        references = plan_references(datasets)
+        trained = train.expand(job=jobs)
+        scored = evaluate.expand(job=jobs)
+        based = score_base.expand(job=references)
+        selection = select_best()
+        exported = export(selection)
+        checked = check_export(selection)
     trained >> scored
-    selection = select_best()
-    [scored, score_base.expand(job=references)] >> selection
-    exported = export(selection)
-    checked = check_export(selection)
+    [scored, based] >> selection
     exported >> checked
     promoted = promote(selection)
     checked >> promoted
-    promoted >> report()
+    [selection, promoted] >> report()
 
 
 dag = finetune_experiment()

@@ -9,7 +9,6 @@ Writes `checks.json` before a failing gate raises, so the numbers behind a refus
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import time
@@ -18,8 +17,9 @@ from typing import Any
 from tasks import store
 from tasks.catalog import CatalogEntry
 from tasks.config import ExportConfig, ScoringConfig
-from tasks.generation import generate, prompt_and_reference, render_prompts
-from tasks.scoring import TEXT_SCORERS, score
+from tasks.evaluate import answer_and_score, eval_rows
+from tasks.generation import render_prompts
+from tasks.scoring import TEXT_SCORERS
 from tasks.step import StepError, main
 
 log = logging.getLogger("tunerflow.check_export")
@@ -101,23 +101,6 @@ def latency(model: Any, config: Any) -> dict[str, float]:
     return {"tokens": length, "p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3)}
 
 
-def read_test_split(dataset_uri: str, max_samples: int | None) -> list[dict[str, Any]]:
-    path = store.local_path(store.join(dataset_uri, "test.jsonl"))
-    if not path.exists():
-        raise StepError(f"check_export: no test split at {path}")
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    return rows[:max_samples] if max_samples else rows
-
-
-def score_test_split(
-    model: Any, tokenizer: Any, rows: list[dict[str, Any]], scoring: ScoringConfig
-) -> dict[str, float]:
-    conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
-    prompts = render_prompts(tokenizer, conversations)
-    predictions, _ = generate(model, tokenizer, prompts, scoring.max_new_tokens, scoring.batch_size)
-    return score(scoring.metrics, predictions, references)
-
-
 def gated_metric(scoring: ScoringConfig) -> str | None:
     """The primary metric, or when that is eval_loss (not measured by generating) the first text metric."""
     if scoring.primary in TEXT_SCORERS:
@@ -152,7 +135,9 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
     entry = CatalogEntry.model_validate(job["model"])
     scoring = ScoringConfig.model_validate(job.get("scoring") or {})
     limits = ExportConfig.model_validate(job.get("export_config") or {})
-    exported = job["export"]
+    exported = job.get("export") or store.committed_result(job["export_output"])
+    if exported is None:
+        raise StepError("check_export: the export step has not committed its output; nothing to check")
     metric = gated_metric(scoring)
     merged = store.local_path(exported["merged_uri"])
 
@@ -160,11 +145,11 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
     reference_model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
     inputs = fixed_inputs(tokenizer)
     reference_logits = prompt_logits(reference_model, inputs)
-    rows = read_test_split(job["dataset"]["uri"], scoring.max_samples)
+    _, rows = eval_rows(job["dataset"], scoring.max_samples)
     reference_metrics = dict(job.get("reference_metrics") or {})
     if metric and metric not in reference_metrics:
         log.info("no reference %s given: scoring the PyTorch model on the same rows", metric)
-        reference_metrics.update(score_test_split(reference_model, tokenizer, rows, scoring))
+        reference_metrics.update(answer_and_score(reference_model, tokenizer, rows, scoring)[0])
     pytorch = {
         "size_bytes": exported["pytorch_size_bytes"],
         "latency": latency(reference_model, reference_model.config),
@@ -178,7 +163,7 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
         checks: dict[str, Any] = {"uri": info["uri"], "size_bytes": info["size_bytes"]}
         checks["size_ratio"] = round(info["size_bytes"] / pytorch["size_bytes"], 4)
         checks.update(parity(reference_logits, prompt_logits(model, inputs)))
-        checks["metrics"] = score_test_split(model, tokenizer, rows, scoring) if metric else {}
+        checks["metrics"] = answer_and_score(model, tokenizer, rows, scoring)[0] if metric else {}
         checks["metric_drop"] = (
             round(reference_metrics[metric] - checks["metrics"][metric], 6) if metric else None
         )

@@ -197,7 +197,7 @@ class ExportConfig(_Strict):
         0.05,
         ge=0,
         description="Largest allowed drop (absolute) of scoring.primary on the test split, ONNX against "
-        "the PyTorch winner; gated for every format.",
+        "the PyTorch winner; gated for every format. When primary is eval_loss, the first text metric.",
     )
 
 

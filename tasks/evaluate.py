@@ -52,6 +52,17 @@ def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_si
     return total / max(count, 1)
 
 
+def answer_and_score(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], scoring: ScoringConfig
+) -> tuple[dict[str, float], list[str], dict[str, float]]:
+    """Greedy answers to held-out rows and the text metrics: one code path for every model and export."""
+    conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
+    predictions, stats = generate(
+        model, tokenizer, render_prompts(tokenizer, conversations), scoring.max_new_tokens, scoring.batch_size
+    )
+    return score(scoring.metrics, predictions, references), list(predictions), stats
+
+
 def evaluate(job: dict[str, Any]) -> dict[str, Any]:
     """Generate greedy answers for the held-out rows and compute the configured metrics."""
     scoring = ScoringConfig.model_validate(job["scoring"])
@@ -69,15 +80,12 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
     tokenizer = load_tokenizer(model_entry, root)
     split, rows = eval_rows(job["dataset"], scoring.max_samples)
 
-    conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
-    predictions, stats = generate(
-        model, tokenizer, render_prompts(tokenizer, conversations), scoring.max_new_tokens, scoring.batch_size
-    )
-    metrics = score(scoring.metrics, predictions, references)
+    metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
     if "eval_loss" in scoring.metrics:
         metrics["eval_loss"] = round(answer_loss(model, tokenizer, rows, scoring.batch_size), 6)
     with open(store.local_path(store.join(job["output"], "predictions.jsonl")), "w") as handle:
-        for row, prediction, reference in zip(rows, predictions, references, strict=True):
+        for row, prediction in zip(rows, predictions, strict=True):
+            reference = prompt_and_reference(row)[1]
             handle.write(
                 json.dumps({"id": row["id"], "prediction": prediction, "reference": reference}) + "\n"
             )

@@ -11,10 +11,12 @@ def _committed(run_uri: str, name: str) -> dict[str, Any] | None:
     return store.committed_result(store.join(run_uri, name))
 
 
-def promote_winner(run: dict[str, Any], selection: dict[str, Any], conf: dict[str, Any]) -> dict[str, Any]:
+def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
+    from tasks.plan import load_experiment
     from tasks.promote import promote
 
     run_uri = run["run_uri"]
+    conf = load_experiment(run_uri)
     promotion = conf["promotion"]
     if not promotion["enabled"]:
         decision = {"promoted": False, "reason": "promotion.enabled is false"}
@@ -67,10 +69,11 @@ def format_leaderboard(board: dict[str, Any]) -> str:
 
 def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
     """Write the HTML report and summary.json; return the summary with a printable text version."""
+    from tasks.plan import load_experiment
     from tasks.report import write_report
 
     run_uri = run["run_uri"]
-    experiment = store.read_json(store.join(run_uri, "experiment.json"))["experiment"]
+    experiment = load_experiment(run_uri)
     board_uri = store.join(run_uri, "leaderboard.json")
     board = (
         store.read_json(board_uri) if store.exists(board_uri) else {"rows": [], "winner": None, "failed": []}

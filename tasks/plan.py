@@ -120,3 +120,8 @@ def planned(run_uri: str) -> list[dict[str, Any]]:
         uri = store.join(run_uri, name)
         out += store.read_json(uri) if store.exists(uri) else []
     return out
+
+
+def load_experiment(run_uri: str) -> dict[str, Any]:
+    """The validated conf with every default filled in (the raw Params may omit nested fields)."""
+    return store.read_json(store.join(run_uri, "experiment.json"))["experiment"]

@@ -75,9 +75,9 @@ def leaderboard(run_uri: str, evaluations: list[dict[str, Any]], primary: str) -
 
 def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, str]:
     """Write the export and check specs for the winner; returns their URIs."""
-    from tasks.plan import step_argv
+    from tasks.plan import load_experiment, step_argv
 
-    experiment = store.read_json(store.join(run_uri, "experiment.json"))["experiment"]
+    experiment = load_experiment(run_uri)
     train_spec = store.read_json(store.join(layout.job(run_uri, winner["job_id"]), "train.json"))
     export_output = store.join(run_uri, "export")
     export = {

@@ -82,7 +82,7 @@ def check_job(root: str, name: str, exported: dict, model_dir: Path, dataset: st
         "store_root": root,
         "model": entry_for(model_dir),
         "export": exported,
-        "dataset": {"uri": dataset},
+        "dataset": {"name": "qa", "uri": dataset, "counts": {"train": 0, "validation": 0, "test": 3}},
         "scoring": {"metrics": ["exact_match", "rouge_l"], "primary": "rouge_l", "max_new_tokens": 6},
         "export_config": {},
         "reference_metrics": reference,
@@ -188,3 +188,14 @@ def test_eval_loss_primary_gates_the_first_generation_metric_instead():
     assert gated_metric(ScoringConfig(metrics=["eval_loss", "token_f1"], primary="eval_loss")) == "token_f1"
     assert gated_metric(ScoringConfig(metrics=["eval_loss"], primary="eval_loss")) is None
     assert gated_metric(ScoringConfig()) == "rouge_l"
+
+
+def test_a_full_fine_tune_is_exported_from_model_uri(root, exported, tiny_model_dir):
+    job = {**export_job(root, "full", tiny_model_dir, []), "model_uri": exported["merged_uri"]}
+    result = execute("export", export, job)
+    assert result["formats"] == {}
+    assert result["pytorch_size_bytes"] == exported["pytorch_size_bytes"]
+    merged = store.local_path(result["merged_uri"]) / "model.safetensors"
+    assert store.sha256_file(merged) == store.sha256_file(
+        store.local_path(exported["merged_uri"]) / "model.safetensors"
+    )

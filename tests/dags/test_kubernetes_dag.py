@@ -1,0 +1,300 @@
+"""The DAG with TUNERFLOW_BACKEND=kubernetes: every heavy step is a KubernetesPodOperator with the local
+DAG's task id and dependencies, and every pod it would submit follows the policy (rendered, no cluster)."""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import itertools
+
+import pytest
+import yaml
+
+from tasks import layout
+from tasks.plan import step_argv
+from tests.conftest import REPO
+
+DAG_FILE = REPO / "dags" / "finetune_experiment.py"
+HEAVY = {
+    "prepare_dataset": "prepare_dataset",
+    "train": "train",
+    "evaluate": "evaluate",
+    "score_base": "evaluate",
+    "export": "export",
+    "check_export": "check_export",
+}
+LIGHT = ("validate_conf", "plan_jobs", "plan_references", "select_best", "promote", "report")
+GPU_TASKS = {"train", "evaluate", "score_base"}
+SETTINGS = {
+    "namespace": "ml-jobs",
+    "image": "registry.example.com/tunerflow/trainer:1.2.3",
+    "image_pull_secrets": ["regcred"],
+    "service_account_name": "tunerflow-trainer",
+    "kueue_queue_name": "gpu-queue",
+    "env_from_secrets": ["tunerflow-store-credentials"],
+    "env": {"AWS_ENDPOINT_URL": "http://minio:9000"},
+    "store_volume": {"claim_name": "tunerflow-store", "mount_path": "/data/tunerflow"},
+}
+_loaded = itertools.count()
+
+
+def _load_dag(monkeypatch, backend: str, config: str | None = None):
+    """Parse the DAG file as a fresh module, so the DAG other tests import is left alone."""
+    monkeypatch.setenv("TUNERFLOW_BACKEND", backend)
+    if config:
+        monkeypatch.setenv("TUNERFLOW_K8S_CONFIG", config)
+    spec = importlib.util.spec_from_file_location(f"finetune_experiment_{backend}_{next(_loaded)}", DAG_FILE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.dag
+
+
+@pytest.fixture(scope="module")
+def k8s_dag(tmp_path_factory):
+    config = tmp_path_factory.mktemp("k8s") / "kubernetes.yaml"
+    config.write_text(yaml.safe_dump(SETTINGS))
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _load_dag(monkeypatch, "kubernetes", str(config))
+
+
+@pytest.fixture(scope="module")
+def local_dag():
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        yield _load_dag(monkeypatch, "local")
+
+
+def _argv(task_id: str) -> list[str]:
+    """The argv the light tasks would hand this task (tasks.plan.step_argv on a real store layout)."""
+    run = layout.run("file:///data/tunerflow", "demo", "manual__2026-01-01T00:00:00")
+    if task_id == "prepare_dataset":
+        return step_argv("prepare_dataset", f"{run}/datasets/tuna.json")
+    if task_id in ("export", "check_export"):
+        return step_argv(task_id, f"{run}/{task_id}.json")
+    job_id = "tuna--tiny--base" if task_id == "score_base" else "tuna--tiny--a"
+    return step_argv(HEAVY[task_id], f"{layout.job(run, job_id)}/{HEAVY[task_id]}.json")
+
+
+@contextlib.contextmanager
+def _concrete(dag, task_id: str):
+    """The task as the KubernetesPodOperator that runs, with the argv it would get at run time."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    task = dag.get_task(task_id)
+    if getattr(task, "partial_kwargs", None) is not None:  # mapped: one operator per argv
+        assert task.operator_class is KubernetesPodOperator
+        yield KubernetesPodOperator(task_id=task_id, arguments=_argv(task_id), **task.partial_kwargs)
+        return
+    assert isinstance(task, KubernetesPodOperator)
+    saved, task.arguments = task.arguments, _argv(task_id)  # what rendering the XComArg gives
+    try:
+        yield task
+    finally:
+        task.arguments = saved
+
+
+def _render(dag, task_id: str):
+    with _concrete(dag, task_id) as operator:
+        return operator, operator.build_pod_request_obj(dry_run=True)
+
+
+def test_both_backends_have_the_same_tasks_dependencies_and_trigger_rules(k8s_dag, local_dag):
+    assert set(k8s_dag.task_ids) == set(local_dag.task_ids) == set(HEAVY) | set(LIGHT)
+    for task_id in k8s_dag.task_ids:
+        k8s_task, local_task = k8s_dag.get_task(task_id), local_dag.get_task(task_id)
+        assert k8s_task.upstream_task_ids == local_task.upstream_task_ids, task_id
+        assert k8s_task.trigger_rule == local_task.trigger_rule, task_id
+    assert k8s_dag.get_task("evaluate").trigger_rule == "all_done"
+
+
+def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.definitions.xcom_arg import MapXComArg
+
+    from tasks.backends import kubernetes as pods
+
+    mapped_from = {
+        "prepare_dataset": ("validate_conf", pods.dataset_argv),
+        "train": ("plan_jobs", pods.train_argv),
+        "evaluate": ("plan_jobs", pods.evaluate_argv),
+        "score_base": ("plan_references", pods.evaluate_argv),
+    }
+    for task_id, (upstream, function) in mapped_from.items():
+        task = k8s_dag.get_task(task_id)
+        assert task.operator_class is KubernetesPodOperator
+        arguments = task.expand_input.value["arguments"]
+        assert isinstance(arguments, MapXComArg)
+        assert arguments.arg.operator.task_id == upstream and arguments.callables == [function]
+    for task_id in ("export", "check_export"):
+        task = k8s_dag.get_task(task_id)
+        assert isinstance(task, KubernetesPodOperator)
+        assert task.arguments.operator.task_id == "select_best" and task.arguments.key == f"{task_id}_argv"
+    for task_id in LIGHT:
+        assert k8s_dag.get_task(task_id).task_type == "_PythonDecoratedOperator", task_id
+    # evaluate skips (no pod) when training failed; export when export.enabled is false
+    assert k8s_dag.get_task("evaluate").partial_kwargs["pre_execute"] is pods.skip_if_training_failed
+    assert k8s_dag.get_task("export")._pre_execute_hook is pods.skip_unless_export_enabled
+
+
+@pytest.mark.parametrize("task_id", sorted(HEAVY))
+def test_every_pod_follows_the_policy(k8s_dag, task_id):
+    operator, pod = _render(k8s_dag, task_id)
+    spec = pod.spec
+    base, *sidecars = spec.containers
+    step = HEAVY[task_id]
+    # the command both backends run
+    assert not base.command and base.args == _argv(task_id)
+    assert base.args[:3] == ["python", "-m", f"tasks.{step}"] and base.args[3] == "--job"
+    assert base.image == SETTINGS["image"] and pod.metadata.namespace == "ml-jobs"
+    # GPUs only where they are needed; the GPU pool caps them
+    limits = base.resources.limits or {}
+    tolerations = [(t.key, t.operator, t.effect) for t in spec.tolerations or []]
+    if task_id in GPU_TASKS:
+        assert limits["nvidia.com/gpu"] == "1"
+        assert ("nvidia.com/gpu", "Exists", "NoSchedule") in tolerations
+        assert operator.pool == "tunerflow_gpu" and operator.pool_slots == 1
+    else:
+        assert "nvidia.com/gpu" not in limits and not tolerations
+        assert operator.pool != "tunerflow_gpu"
+    assert base.resources.requests["memory"] and base.resources.requests["cpu"]
+    # credentials only through Secrets
+    assert {e.name for e in base.env} == {"AWS_ENDPOINT_URL"}
+    assert all(e.value_from is None for e in base.env)
+    assert [(e.secret_ref.name, e.config_map_ref) for e in base.env_from] == [
+        ("tunerflow-store-credentials", None)
+    ]
+    # long starts and graceful stops
+    assert spec.termination_grace_period_seconds == 600
+    assert operator.startup_timeout_seconds == 1800
+    assert operator.deferrable and operator.durable and operator.get_logs
+    assert operator.on_finish_action.value == "delete_succeeded_pod"
+    assert spec.restart_policy == "Never"
+    # volumes: /dev/shm, the shared store, the XCom sidecar that returns the step's JSON result
+    mounts = {m.name: m.mount_path for m in base.volume_mounts}
+    assert mounts["dshm"] == "/dev/shm" and mounts["store"] == "/data/tunerflow"
+    assert mounts["xcom"] == "/airflow/xcom" and operator.do_xcom_push
+    assert [c.name for c in sidecars] == ["airflow-xcom-sidecar"]
+    volumes = {v.name: v for v in spec.volumes}
+    assert volumes["dshm"].empty_dir.medium == "Memory"
+    assert volumes["store"].persistent_volume_claim.claim_name == "tunerflow-store"
+    # identity
+    labels = pod.metadata.labels
+    assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
+    assert labels["app.kubernetes.io/name"] == "tunerflow"
+    assert labels["app.kubernetes.io/component"] == step.replace("_", "-")
+    assert spec.service_account_name == "tunerflow-trainer"
+    assert [s.name for s in spec.image_pull_secrets] == ["regcred"]
+
+
+def test_mapped_pods_get_readable_map_indexes(k8s_dag):
+    env = k8s_dag.get_template_env()
+    expected = {
+        "prepare_dataset": "tuna",
+        "train": "tuna--tiny--a",
+        "evaluate": "tuna--tiny--a",
+        "score_base": "tuna--tiny--base",
+    }
+    for task_id, label in expected.items():
+        template = k8s_dag.get_task(task_id).map_index_template
+        with _concrete(k8s_dag, task_id) as operator:
+            assert env.from_string(template).render(task=operator) == label, task_id
+
+
+def test_the_kubernetes_dag_serializes_for_the_scheduler(k8s_dag):
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    restored = DagSerialization.from_dict(DagSerialization.to_dict(k8s_dag))
+    assert set(restored.task_ids) == set(k8s_dag.task_ids)
+    assert restored.get_task("train").partial_kwargs["pool"] == "tunerflow_gpu"
+
+
+def test_the_shipped_settings_give_a_working_dag(monkeypatch):
+    monkeypatch.delenv("TUNERFLOW_K8S_CONFIG", raising=False)
+    dag = _load_dag(monkeypatch, "kubernetes")
+    _, pod = _render(dag, "train")
+    assert pod.spec.containers[0].image == "ghcr.io/tunerflow/trainer:0.1.0"
+    assert "kueue.x-k8s.io/queue-name" not in pod.metadata.labels
+    assert not pod.spec.containers[0].env_from
+
+
+def test_bad_settings_fail_the_parse_naming_the_field(monkeypatch, tmp_path):
+    from tasks.backends.kubernetes import SettingsError
+
+    config = tmp_path / "kubernetes.yaml"
+    config.write_text("resources:\n  train:\n    gpus: many\n")
+    with pytest.raises(SettingsError, match=r"resources\.train\.gpus"):
+        _load_dag(monkeypatch, "kubernetes", str(config))
+
+
+def _fake_pod(calls: list):
+    """Stands in for KubernetesPodOperator.execute: records the pod's argv and does what the step would
+    (commit a result under the spec's output), without a cluster. `broken` jobs fail like a failed pod."""
+    from tasks import store
+
+    def execute(self, context):
+        argv = list(self.arguments)
+        step = argv[2].removeprefix("tasks.")
+        spec = store.read_json(argv[-1])
+        calls.append((self.task_id, context["ti"].map_index, argv))
+        if step == "prepare_dataset":
+            return {"name": spec["dataset"]["name"], "version": "fake"}
+        if step == "train" and spec["hparams"]["name"] == "broken":
+            raise RuntimeError("pod failed: exit 1")
+        result = {
+            "train": {
+                "adapter_uri": store.join(spec["output"], "adapter"),
+                "model_uri": None,
+                "eval_loss": 1.0,
+            },
+            "evaluate": {"metrics": {"exact_match": 0.5, "rouge_l": 0.5}},
+        }.get(step, {})
+        store.ensure_dir(spec["output"])
+        store.commit(spec["output"], result)
+        return result
+
+    return execute
+
+
+@pytest.mark.slow
+def test_a_run_with_pods_stubbed_maps_labels_and_skips_like_the_local_backend(
+    k8s_dag, airflow_db, store_root, monkeypatch
+):
+    """dag.test with every pod replaced by a stub: the argv lists resolve through XComArg.map at run time,
+    map indexes render from the pod argv, evaluate of a failed training and a disabled export are skipped
+    without a pod, and the run still selects, promotes and reports. (~20 s: a real scheduler loop.)"""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    calls: list = []
+    monkeypatch.setattr(KubernetesPodOperator, "execute", _fake_pod(calls))
+    conf = {
+        "name": "k8s-exp",
+        "datasets": [{"name": "tuna", "uri": "builtin:tuna_identity", "split": "80,10,10"}],
+        "models": [{"name": "smollm2-135m-instruct"}],
+        "hparams": [{"name": "a", "preset": "lora-fast"}, {"name": "broken", "preset": "lora-fast"}],
+        "export": {"enabled": False},
+        "promotion": {"enabled": False},
+    }
+    run = k8s_dag.test(run_conf=conf)
+    tis = {(ti.task_id, ti.map_index): ti for ti in run.get_task_instances()}
+    states = {key: str(ti.state) for key, ti in tis.items()}
+    labels = {key: ti.rendered_map_index for key, ti in tis.items() if key[1] >= 0}
+    job = "tuna--smollm2-135m-instruct"
+    assert labels == {
+        ("prepare_dataset", 0): "tuna",
+        ("train", 0): f"{job}--a",
+        ("train", 1): f"{job}--broken",
+        ("evaluate", 0): f"{job}--a",
+        ("evaluate", 1): f"{job}--broken",
+        ("score_base", 0): f"{job}--base",
+    }
+    assert states[("train", 0)] == "success" and states[("train", 1)] == "failed"
+    assert states[("evaluate", 0)] == "success" and states[("evaluate", 1)] == "skipped"
+    assert states[("export", -1)] == "skipped" and states[("check_export", -1)] == "skipped"
+    for task_id in ("validate_conf", "plan_jobs", "plan_references", "select_best", "promote", "report"):
+        assert states[(task_id, -1)] == "success", task_id
+    # only the pods that had work to do were started, each with the command the local backend runs
+    started = sorted((task_id, index) for task_id, index, _ in calls)
+    assert started == [("evaluate", 0), ("prepare_dataset", 0), ("score_base", 0), ("train", 0), ("train", 1)]
+    for task_id, _, argv in calls:
+        assert argv[:4] == ["python", "-m", f"tasks.{HEAVY[task_id]}", "--job"] and argv[4].endswith(".json")
+    board = tis[("select_best", -1)].xcom_pull(task_ids="select_best")
+    assert board["winner"]["label"] == "tuna|smollm2-135m-instruct|a"

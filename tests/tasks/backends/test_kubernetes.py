@@ -1,0 +1,266 @@
+"""The kubernetes backend: its settings, and the pod each heavy step becomes (build_pod_request_obj)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import yaml
+
+from tasks import store
+from tasks.backends import kubernetes as pods
+from tasks.plan import step_argv
+from tests.conftest import REPO
+
+SHIPPED = REPO / "include" / "configs" / "kubernetes.yaml"
+
+
+def _write(tmp_path, data) -> str:
+    path = tmp_path / "k8s.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return str(path)
+
+
+def _pod(step: str, settings, argv: list[str] | None = None):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    argv = argv or step_argv(step, f"s3://bucket/tf/experiments/e/runs/r/jobs/j1/{step}.json")
+    operator = KubernetesPodOperator(task_id=step, arguments=argv, **pods.pod_operator_kwargs(step, settings))
+    return operator, operator.build_pod_request_obj(dry_run=True)
+
+
+# --- settings ------------------------------------------------------------------------------------
+
+
+def test_the_shipped_yaml_validates_and_documents_exactly_the_defaults():
+    settings = pods.load_settings(SHIPPED)
+    assert settings == pods.KubernetesSettings()
+    assert settings.image.startswith("ghcr.io/tunerflow/trainer:")
+    assert settings.resources.train.gpus == 1 and settings.resources.evaluate.gpus == 1
+    assert settings.resources.export.gpus == 0 and settings.resources.prepare_dataset.gpus == 0
+    assert settings.startup_timeout_seconds == 1800 and settings.termination_grace_period_seconds == 600
+    assert settings.pool == "tunerflow_gpu" and settings.deferrable and settings.reattach_on_restart
+    assert settings.on_finish_action == "delete_succeeded_pod" and settings.get_logs
+
+
+def test_every_field_is_described():
+    def check(model):
+        for name, field in model.model_fields.items():
+            assert field.description, f"{model.__name__}.{name} has no description"
+
+    for model in (
+        pods.KubernetesSettings,
+        pods.Resources,
+        pods.StepResources,
+        pods.Toleration,
+        pods.VolumeClaim,
+    ):
+        check(model)
+
+
+def test_the_config_file_comes_from_the_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(pods.CONFIG_ENV, _write(tmp_path, {"namespace": "ml-jobs", "kueue_queue_name": "gpu"}))
+    settings = pods.load_settings()
+    assert settings.namespace == "ml-jobs" and settings.kueue_queue_name == "gpu"
+    monkeypatch.delenv(pods.CONFIG_ENV)
+    monkeypatch.setenv("TUNERFLOW_CONFIG_DIR", str(SHIPPED.parent))
+    assert pods.config_path() == SHIPPED
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "message"),
+    [
+        ({"resources": {"train": {"memory_limit": "64GB"}}}, "resources.train.memory_limit", "quantity"),
+        ({"resources": {"evaluate": {"gpus": -1}}}, "resources.evaluate.gpus", "greater than or equal"),
+        ({"resources": {"trainn": {"gpus": 1}}}, "resources.trainn", "Extra inputs"),
+        ({"namespace": "ML_Jobs"}, "namespace", "pattern"),
+        ({"imagee": "x"}, "imagee", "Extra inputs"),
+        ({"startup_timeout_seconds": 0}, "startup_timeout_seconds", "greater than 0"),
+        (
+            {"gpu_tolerations": [{"key": "k", "effect": "NoScheduled"}]},
+            "gpu_tolerations.0.effect",
+            "NoSchedule",
+        ),
+        ({"env": {"AWS_SECRET_ACCESS_KEY": "abc"}}, "env.AWS_SECRET_ACCESS_KEY", "env_from_secrets"),
+        ({"env": {"HF_TOKEN": "hf_x"}}, "env.HF_TOKEN", "Secret"),
+        ({"labels": {"team": "ml platform"}}, "labels.team", "label value"),
+        (
+            {"store_volume": {"claim_name": "store", "mount_path": "data"}},
+            "store_volume.mount_path",
+            "pattern",
+        ),
+        ({"on_finish_action": "delete"}, "on_finish_action", "delete_succeeded_pod"),
+        ({"affinity": {"nodeAfinity": {}}}, "affinity", "nodeAfinity"),
+    ],
+)
+def test_a_bad_value_is_an_error_naming_the_field(tmp_path, data, field, message):
+    path = _write(tmp_path, data)
+    with pytest.raises(pods.SettingsError) as caught:
+        pods.load_settings(path)
+    text = str(caught.value)
+    assert path in text and field in text and message in text, text
+
+
+def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path):
+    with pytest.raises(pods.SettingsError, match="cannot read"):
+        pods.load_settings(tmp_path / "missing.yaml")
+    (tmp_path / "list.yaml").write_text("- a\n- b\n")
+    with pytest.raises(pods.SettingsError, match="must be a mapping"):
+        pods.load_settings(tmp_path / "list.yaml")
+    (tmp_path / "bad.yaml").write_text("namespace: [unclosed\n")
+    with pytest.raises(pods.SettingsError, match="not valid YAML"):
+        pods.load_settings(tmp_path / "bad.yaml")
+
+
+def test_yaml_numbers_are_quantities_and_partial_steps_merge_over_their_defaults():
+    settings = pods.parse_settings(
+        {"resources": {"train": {"gpus": 2, "cpu_request": 16}}, "shm_size": "32Gi"}
+    )
+    assert settings.resources.train.gpus == 2
+    assert settings.resources.train.cpu_request == "16"
+    assert settings.resources.train.memory_limit == pods.STEP_DEFAULTS["train"]["memory_limit"]
+    assert settings.resources.evaluate == pods.StepResources(**pods.STEP_DEFAULTS["evaluate"])
+
+
+# --- operator kwargs and pods --------------------------------------------------------------------
+
+
+def test_gpu_steps_take_the_pool_one_slot_per_gpu_and_cpu_steps_do_not():
+    settings = pods.parse_settings({"resources": {"train": {"gpus": 2}}})
+    train = pods.pod_operator_kwargs("train", settings)
+    assert train["pool"] == "tunerflow_gpu" and train["pool_slots"] == 2
+    assert pods.pod_operator_kwargs("evaluate", settings)["pool_slots"] == 1
+    for step in ("prepare_dataset", "export", "check_export"):
+        assert "pool" not in pods.pod_operator_kwargs(step, settings)
+    with pytest.raises(ValueError, match="unknown step"):
+        pods.pod_operator_kwargs("score_base", settings)
+
+
+def test_a_train_pod_with_every_option():
+    settings = pods.parse_settings(
+        {
+            "namespace": "ml-jobs",
+            "image": "registry.example.com/tunerflow/trainer@sha256:" + "a" * 64,
+            "image_pull_secrets": ["regcred"],
+            "service_account_name": "trainer",
+            "resources": {"train": {"gpus": 4, "cpu_limit": "32"}},
+            "node_selector": {"pool": "ml"},
+            "gpu_node_selector": {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"},
+            "tolerations": [{"key": "dedicated", "operator": "Equal", "value": "ml", "effect": "NoSchedule"}],
+            "affinity": {
+                "nodeAffinity": {
+                    "requiredDuringSchedulingIgnoredDuringExecution": {
+                        "nodeSelectorTerms": [
+                            {"matchExpressions": [{"key": "zone", "operator": "In", "values": ["a"]}]}
+                        ]
+                    }
+                }
+            },
+            "priority_class_name": "ml-batch",
+            "labels": {"team": "ml-platform"},
+            "annotations": {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"},
+            "kueue_queue_name": "gpu-queue",
+            "env": {"AWS_ENDPOINT_URL": "http://minio:9000", "HF_HUB_OFFLINE": "1"},
+            "env_from_secrets": ["tunerflow-store", "hf-token"],
+            "store_volume": {"claim_name": "tunerflow-store", "mount_path": "/data/tunerflow"},
+            "cache_volume": {"claim_name": "hf-cache", "mount_path": "/cache", "read_only": True},
+            "startup_timeout_seconds": 3600,
+            "schedule_timeout_seconds": 7200,
+            "active_deadline_seconds": 86400,
+        }
+    )
+    argv = step_argv("train", "file:///data/tunerflow/experiments/e/runs/r/jobs/tuna--tiny--a/train.json")
+    operator, pod = _pod("train", settings, argv)
+    spec = pod.spec
+    base = spec.containers[0]
+    assert pod.metadata.namespace == "ml-jobs"
+    assert base.image == settings.image and not base.command and base.args == argv
+    assert base.resources.limits == {"cpu": "32", "memory": "64Gi", "nvidia.com/gpu": "4"}
+    assert spec.node_selector == {"pool": "ml", "nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    assert [(t.key, t.effect) for t in spec.tolerations] == [
+        ("dedicated", "NoSchedule"),
+        ("nvidia.com/gpu", "NoSchedule"),
+    ]
+    terms = (
+        spec.affinity.node_affinity.required_during_scheduling_ignored_during_execution.node_selector_terms
+    )
+    assert terms[0].match_expressions[0].values == ["a"]
+    assert spec.priority_class_name == "ml-batch" and spec.service_account_name == "trainer"
+    assert [s.name for s in spec.image_pull_secrets] == ["regcred"]
+    labels = pod.metadata.labels
+    assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue" and labels["team"] == "ml-platform"
+    assert labels["app.kubernetes.io/component"] == "train"
+    assert pod.metadata.annotations == {"cluster-autoscaler.kubernetes.io/safe-to-evict": "false"}
+    assert {e.name: e.value for e in base.env} == {
+        "AWS_ENDPOINT_URL": "http://minio:9000",
+        "HF_HUB_OFFLINE": "1",
+    }
+    assert [(e.secret_ref.name, e.config_map_ref) for e in base.env_from] == [
+        ("tunerflow-store", None),
+        ("hf-token", None),
+    ]
+    mounts = {m.name: m for m in base.volume_mounts}
+    assert mounts["store"].mount_path == "/data/tunerflow" and mounts["cache"].read_only
+    volumes = {v.name: v for v in spec.volumes}
+    assert volumes["store"].persistent_volume_claim.claim_name == "tunerflow-store"
+    assert volumes["dshm"].empty_dir.medium == "Memory" and mounts["dshm"].mount_path == "/dev/shm"
+    assert spec.active_deadline_seconds == 86400
+    assert operator.startup_timeout_seconds == 3600 and operator.schedule_timeout_seconds == 7200
+
+
+def test_cpu_step_pods_have_no_gpu_toleration_or_gpu_node_selector():
+    settings = pods.parse_settings({"gpu_node_selector": {"gpu": "h100"}, "shm_size": None})
+    for step in ("prepare_dataset", "export", "check_export"):
+        _, pod = _pod(step, settings)
+        base = pod.spec.containers[0]
+        assert "nvidia.com/gpu" not in (base.resources.limits or {})
+        assert not pod.spec.tolerations and not pod.spec.node_selector
+        assert "dshm" not in {v.name for v in pod.spec.volumes}
+
+
+def test_the_map_functions_pick_the_argv_each_step_runs():
+    job = {"train_argv": step_argv("train", "u/t.json"), "evaluate_argv": step_argv("evaluate", "u/e.json")}
+    assert pods.train_argv(job)[2] == "tasks.train" and pods.evaluate_argv(job)[2] == "tasks.evaluate"
+    assert (
+        pods.dataset_argv({"argv": ["python", "-m", "tasks.prepare_dataset"]})[-1] == "tasks.prepare_dataset"
+    )
+
+
+def test_evaluate_is_skipped_without_a_pod_when_training_left_no_output(tmp_path):
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    root = tmp_path.as_uri()
+    train_output = store.join(root, "jobs", "j1", "train")
+    spec_uri = store.join(root, "jobs", "j1", "evaluate.json")
+    store.write_json(spec_uri, {"train_output": train_output})
+    context = {"task": SimpleNamespace(arguments=step_argv("evaluate", spec_uri))}
+    with pytest.raises(AirflowSkipException, match="training failed"):
+        pods.skip_if_training_failed(context)
+    store.ensure_dir(train_output)
+    store.commit(train_output, {"adapter_uri": "x"})
+    pods.skip_if_training_failed(context)  # committed: the pod runs
+    store.write_json(spec_uri, {"train_output": None, "reference": True})
+    pods.skip_if_training_failed(context)  # base-model scoring has no training
+
+
+def test_export_is_skipped_when_the_param_says_so():
+    from airflow.sdk.exceptions import AirflowSkipException
+
+    with pytest.raises(AirflowSkipException):
+        pods.skip_unless_export_enabled({"params": {"export": {"enabled": False}}})
+    pods.skip_unless_export_enabled({"params": {"export": {"enabled": True}}})
+
+
+def test_the_module_and_its_settings_load_without_the_kubernetes_provider():
+    probe = (
+        "import json, sys\n"
+        "from tasks.backends import kubernetes\n"
+        "kubernetes.load_settings()\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'"
+        " or m.startswith('airflow.providers'))))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
