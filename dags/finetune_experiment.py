@@ -103,16 +103,19 @@ def finetune_experiment():
         _label("job_label", job["label"])
         return _run(job["evaluate_argv"])
 
-    # Runs when every job is done and at least one scoring succeeded: failed jobs never block selection,
-    # but a run whose conf or data failed stops there.
-    @task(trigger_rule="all_done_min_one_success")
+    # all_done: failed or skipped jobs never block selection. A run whose conf or data failed planned
+    # nothing, and selection skips itself (all_done_min_one_success would skip on any skipped job).
+    @task(trigger_rule="all_done")
     def select_best() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
+        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
+        from tasks import store
         from tasks.plan import load_experiment, planned
         from tasks.selection import export_specs, leaderboard
 
         run = _this_run()
+        if not store.exists(store.join(run["run_uri"], "jobs.json")):
+            raise AirflowSkipException("nothing was planned: validate_conf or prepare_dataset failed")
         primary = load_experiment(run["run_uri"])["scoring"]["primary"]
         board = leaderboard(run["run_uri"], planned(run["run_uri"]), primary)
         for failure in board["failed"]:
@@ -137,16 +140,22 @@ def finetune_experiment():
     def check_export(selection: dict) -> dict:
         return _run(selection["check_export_argv"])
 
-    @task(trigger_rule="none_failed")
+    # Runs after a passed check, or with export disabled (export and its check skipped).
+    @task(trigger_rule="none_failed_min_one_success")
     def promote(selection: dict) -> dict:
         from tasks.orchestration import promote_winner
 
         return promote_winner(_this_run(), selection)
 
-    @task(trigger_rule="all_done_min_one_success")
+    @task(trigger_rule="all_done")
     def report() -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tasks import store
         from tasks.orchestration import write_run_report
 
+        if not store.exists(store.join(_this_run()["run_uri"], "leaderboard.json")):
+            raise AirflowSkipException("no leaderboard: selection did not run")
         summary = write_run_report(_this_run())
         print(summary["text"])
         return {k: v for k, v in summary.items() if k != "text"}

@@ -513,8 +513,13 @@ def skip_if_training_failed(context: Any) -> None:
 
 
 def skip_unless_export_enabled(context: Any) -> None:
-    """`pre_execute` of `export`: skip (no pod) when the run's `export.enabled` Param is false."""
+    """`pre_execute` of `export`: skip (no pod) when the run's validated experiment has export disabled
+    (read from experiment.json, as the local backend does: the raw Params may omit nested fields)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    if not context["params"]["export"]["enabled"]:
+    from tasks.plan import load_experiment, run_info
+    from tasks.store import default_root
+
+    run = run_info(context["params"]["name"], context["run_id"], default_root())
+    if not load_experiment(run["run_uri"])["export"]["enabled"]:
         raise AirflowSkipException("export.enabled is false")

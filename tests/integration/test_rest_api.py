@@ -41,9 +41,11 @@ def _free_port() -> int:
 
 
 def _tail(path: Path, lines: int = 60) -> str:
+    """The last lines of a log, without the API server's access log."""
     if not path.exists():
         return f"({path} does not exist)"
-    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    kept = [line for line in path.read_text(errors="replace").splitlines() if "[http.access]" not in line]
+    return "\n".join(kept[-lines:])
 
 
 class Airflow:

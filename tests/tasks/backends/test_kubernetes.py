@@ -246,12 +246,18 @@ def test_evaluate_is_skipped_without_a_pod_when_training_left_no_output(tmp_path
     pods.skip_if_training_failed(context)  # base-model scoring has no training
 
 
-def test_export_is_skipped_when_the_param_says_so():
+def test_export_is_skipped_when_the_validated_experiment_says_so(store_root):
     from airflow.sdk.exceptions import AirflowSkipException
 
-    with pytest.raises(AirflowSkipException):
-        pods.skip_unless_export_enabled({"params": {"export": {"enabled": False}}})
-    pods.skip_unless_export_enabled({"params": {"export": {"enabled": True}}})
+    from tasks.plan import run_info
+
+    context = {"params": {"name": "exp"}, "run_id": "manual__1"}
+    experiment_uri = store.join(run_info("exp", "manual__1", store_root)["run_uri"], "experiment.json")
+    store.write_json(experiment_uri, {"experiment": {"export": {"enabled": False}}})
+    with pytest.raises(AirflowSkipException, match=r"export\.enabled is false"):
+        pods.skip_unless_export_enabled(context)
+    store.write_json(experiment_uri, {"experiment": {"export": {"enabled": True}}})
+    pods.skip_unless_export_enabled(context)
 
 
 def test_the_module_and_its_settings_load_without_the_kubernetes_provider():
