@@ -22,7 +22,7 @@ from datetime import datetime
 from airflow.sdk import Param, dag, get_current_context, task
 
 from tasks.backends import backend_name
-from tasks.params import param_specs
+from tasks.params import NO_DEFAULT, param_specs
 from tasks.store import default_root
 
 BACKEND = backend_name()
@@ -54,7 +54,10 @@ def _this_run() -> dict:
     max_active_runs=4,
     doc_md=__doc__,
     tags=["tunerflow", "llm", "fine-tuning"],
-    params={name: Param(default, **schema) for name, (default, schema) in param_specs().items()},
+    params={
+        name: Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
+        for name, (default, schema) in param_specs().items()
+    },
 )
 def finetune_experiment():
     @task
@@ -147,18 +150,24 @@ def finetune_experiment():
 
         return promote_winner(_this_run(), selection)
 
+    # The leaf task, so its state is the run's: it writes what there is to report, then fails the run
+    # when the experiment shipped nothing (refused conf, no winner, failed export check).
     @task(trigger_rule="all_done")
     def report() -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException
 
         from tasks import store
-        from tasks.orchestration import write_run_report
+        from tasks.orchestration import run_problem, write_run_report
 
-        if not store.exists(store.join(_this_run()["run_uri"], "leaderboard.json")):
-            raise AirflowSkipException("no leaderboard: selection did not run")
-        summary = write_run_report(_this_run())
-        print(summary["text"])
-        return {k: v for k, v in summary.items() if k != "text"}
+        run = _this_run()
+        summary = {}
+        if store.exists(store.join(run["run_uri"], "leaderboard.json")):
+            summary = write_run_report(run)
+            print(summary.pop("text"))
+        problem = run_problem(run["run_uri"])
+        if problem:
+            raise AirflowFailException(f"the experiment shipped nothing: {problem}")
+        return summary
 
     if BACKEND == "kubernetes":
         # The same heavy steps as pods (KubernetesPodOperator): same task ids, mapped over the argv lists

@@ -117,3 +117,30 @@ def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
             text.append(f"Registry: {promotion['registry_uri']} (version {promotion.get('version')})")
     text.append(f"Report: {report['report_uri']}")
     return {**summary, "text": "\n".join(text)}
+
+
+def run_problem(run_uri: str) -> str | None:
+    """Why this run shipped nothing, or None. Airflow sets a run's state from its leaf task (`report`),
+    so this is what makes a REST client polling the state see `failed`. One failed job is not a
+    problem while another job won."""
+    from tasks.plan import load_experiment
+
+    if not store.exists(store.join(run_uri, "experiment.json")):
+        return "the conf was refused by validate_conf; its log names every bad field"
+    board_uri = store.join(run_uri, "leaderboard.json")
+    if not store.exists(board_uri):
+        return "nothing was scored: a dataset failed to prepare or planning failed; see prepare_dataset"
+    board = store.read_json(board_uri)
+    if board["winner"] is None:
+        reasons = "; ".join(f"{f['label']}: {f['error']}" for f in board["failed"][:3])
+        return f"no job succeeded ({reasons})"
+    experiment = load_experiment(run_uri)
+    if experiment["export"]["enabled"] and not (_committed(run_uri, "check_export") or {}).get("passed"):
+        for step in ("check_export", "export"):
+            error_uri = store.join(run_uri, step, "error.json")
+            if store.exists(error_uri):
+                return f"{step} failed: {store.read_json(error_uri)['message']}"
+        return "the winner's export did not pass its checks"
+    if experiment["promotion"]["enabled"] and not store.exists(store.join(run_uri, "promotion.json")):
+        return "promotion did not run; see the promote task's log"
+    return None

@@ -8,14 +8,16 @@ rules are re-checked by `validate_conf`, the first task, which fails before any 
 from __future__ import annotations
 
 import copy
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from tasks.catalog import config_dir
-from tasks.config import ALLOWED_METHODS, METRICS, ExperimentConfig
+from tasks.config import ALLOWED_METHODS, METRICS, ExperimentConfig, ScoringConfig, TrainingConfig
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -33,20 +35,26 @@ def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     return node
 
 
+def _when(field: str, value: str, default: str) -> dict[str, Any]:
+    """JSON Schema condition "field equals value", also true when the field is omitted and value is
+    the pydantic default (an omitted field takes its default)."""
+    equals = {"properties": {field: {"const": value}}, "required": [field]}
+    return {"anyOf": [equals, {"not": {"required": [field]}}]} if value == default else equals
+
+
 def _cross_field_schema(field: str) -> list[dict[str, Any]]:
     """The cross-field rules that JSON Schema can express, so that REST and the form refuse them too."""
     if field == "training":
+        default = TrainingConfig.model_fields["type"].default
         return [
-            {
-                "if": {"properties": {"type": {"const": kind}}},
-                "then": {"properties": {"method": {"enum": list(methods)}}},
-            }
+            {"if": _when("type", kind, default), "then": {"properties": {"method": {"enum": list(methods)}}}}
             for kind, methods in ALLOWED_METHODS.items()
         ]
     if field == "scoring":
+        default = ScoringConfig.model_fields["primary"].default
         return [
             {
-                "if": {"properties": {"primary": {"const": metric}}, "required": ["primary"]},
+                "if": _when("primary", metric, default),
                 "then": {"properties": {"metrics": {"contains": {"const": metric}}}},
             }
             for metric in METRICS
@@ -77,11 +85,26 @@ def load_conf(path: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text())
 
 
-def param_specs(defaults: dict[str, Any] | None = None) -> dict[str, tuple[Any, dict[str, Any]]]:
-    """{field: (default value, JSON Schema keywords)}, ready for `airflow.sdk.Param(default, **schema)`."""
-    defaults = defaults if defaults is not None else load_conf(demo_conf_path())
-    model_defaults = ExperimentConfig.model_validate(defaults).model_dump(mode="json")
+NO_DEFAULT = object()
+
+
+def param_specs() -> dict[str, tuple[Any, dict[str, Any]]]:
+    """{field: (default, JSON Schema keywords)} for `airflow.sdk.Param(default, **schema)`.
+
+    Optional fields default to their pydantic defaults; required fields (name, datasets, models,
+    hparams) have none, so a REST conf that omits one is refused instead of silently running the demo.
+    The demo conf is shown as the example in each required field's description.
+    """
+    demo = load_conf(demo_conf_path())
     specs = {}
     for name, schema in field_schemas().items():
-        specs[name] = (model_defaults[name], schema)
+        field = ExperimentConfig.model_fields[name]
+        if field.is_required():
+            example = json.dumps(demo[name], separators=(", ", ": "))
+            schema = {**schema, "description": f"{schema.get('description', '')} Example: {example}"}
+            specs[name] = (NO_DEFAULT, schema)
+        else:
+            specs[name] = (field.get_default(call_default_factory=True), schema)
+            if isinstance(specs[name][0], BaseModel):
+                specs[name] = (specs[name][0].model_dump(mode="json"), schema)
     return specs

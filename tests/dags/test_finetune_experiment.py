@@ -54,6 +54,7 @@ def _states(run) -> dict[str, list[str]]:
 
 def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny_model_dir, store_root):
     run = dag.test(run_conf=_conf(tiny_model_dir))
+    assert str(run.state) == "success"
     states = _states(run)
     assert states["train"].count("success") == 2 and states["train"].count("failed") == 1
     assert sorted(states["evaluate"]) == ["skipped", "success", "success"]
@@ -121,4 +122,17 @@ def test_a_cross_field_error_fails_validate_conf_before_any_other_task(dag, tiny
     states = _states(run)
     assert states["validate_conf"] == ["failed"]
     ran = {task for task, values in states.items() if set(values) & {"success", "failed", "running"}}
-    assert ran == {"validate_conf"}
+    # Only the verdict leaf runs after the refusal, to fail the run for pollers of its state.
+    assert ran == {"validate_conf", "report"} and states["report"] == ["failed"]
+    assert str(run.state) == "failed"
+
+
+def test_a_run_where_every_job_fails_reports_why_and_fails(dag, tiny_model_dir, store_root):
+    bad = {"preset": "lora-fast", "max_steps": 2, "lora_target_modules": ["no_such_module"]}
+    conf = _conf(tiny_model_dir, hparams=[{**bad, "name": "x"}], scoring={"compare_base": False})
+    run = dag.test(run_conf=conf)
+    states = _states(run)
+    assert states["select_best"] == ["failed"] and states["report"] == ["failed"]
+    assert str(run.state) == "failed"
+    board = store.read_json(store.join(layout.run(store_root, "tiny-exp", run.run_id), "leaderboard.json"))
+    assert board["winner"] is None and "no_such_module" in board["failed"][0]["error"]

@@ -6,19 +6,29 @@ import copy
 
 import pytest
 
-from tasks.params import demo_conf_path, field_schemas, load_conf, param_specs
+from tasks.config import ScoringConfig
+from tasks.params import NO_DEFAULT, demo_conf_path, field_schemas, load_conf, param_specs
 
 
 def _params():
     from airflow.sdk import Param
     from airflow.sdk.definitions.param import ParamsDict
 
-    return ParamsDict({name: Param(default, **schema) for name, (default, schema) in param_specs().items()})
+    return ParamsDict(
+        {
+            name: Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
+            for name, (default, schema) in param_specs().items()
+        }
+    )
+
+
+DEMO = load_conf(demo_conf_path())
+REQUIRED = {key: DEMO[key] for key in ("name", "datasets", "models", "hparams")}
 
 
 def _validate(conf: dict):
     params = _params()
-    for key, value in conf.items():
+    for key, value in {**REQUIRED, **conf}.items():
         params[key] = value
     return params.validate()
 
@@ -41,10 +51,37 @@ def test_every_experiment_field_is_a_param_with_title_and_description():
         assert "$ref" not in str(schema), f"{name} still has unresolved refs"
 
 
-def test_defaults_are_the_demo_conf_and_validate():
+def test_optional_fields_default_to_the_pydantic_defaults_not_to_the_demo():
     validated = _validate({})
-    assert validated["name"] == load_conf(demo_conf_path())["name"]
     assert validated["training"] == {"type": "sft", "method": "lora"}
+    assert validated["promotion"]["registry_name"] is None  # the experiment name, not the demo's registry
+    assert validated["scoring"]["max_new_tokens"] == ScoringConfig().max_new_tokens
+
+
+@pytest.mark.parametrize("missing", ["name", "datasets", "models", "hparams"])
+def test_omitting_a_required_field_is_refused(missing):
+    from airflow.sdk.definitions.param import ParamValidationError
+
+    params = _params()
+    for key, value in REQUIRED.items():
+        if key != missing:
+            params[key] = value
+    with pytest.raises(ParamValidationError, match=missing):
+        params.validate()
+    assert "Example:" in param_specs()[missing][1]["description"]
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("training", {"method": "lora"}),  # type omitted: pydantic's default (sft) applies
+        ("training", {"type": "pretrain", "method": "full"}),
+        ("scoring", {"metrics": ["rouge_l"]}),  # primary omitted: default rouge_l is computed
+        ("scoring", {"metrics": ["bleu"], "primary": "bleu"}),
+    ],
+)
+def test_omitted_fields_take_their_default_in_the_cross_field_rules(key, value):
+    assert _validate({key: value})[key] == value
 
 
 @pytest.mark.parametrize(
@@ -54,6 +91,8 @@ def test_defaults_are_the_demo_conf_and_validate():
         ("training", {"type": "sft", "method": "qlora-x"}, "method"),
         ("training", {"type": "pretrain", "method": "lora"}, "method"),
         ("scoring", {"metrics": ["exact_match"], "primary": "bleu"}, "metrics"),
+        ("scoring", {"metrics": ["bleu"]}, "metrics"),  # the default primary (rouge_l) is not computed
+        ("training", {"method": "full", "type": "dpo"}, "method"),
         (
             "hparams",
             [{"preset": "lora-fast", "learning_rate": -1}],
