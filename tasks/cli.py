@@ -78,7 +78,7 @@ def _print_result(result: dict[str, Any]) -> None:
     if summary.get("merged_model_uri"):
         print(f"Promoted model:  {summary['merged_model_uri']}")
     for fmt, uri in summary.get("exports", {}).items():
-        print(f"Export {fmt + ':':<10}{uri}")
+        print(f"Export {fmt + ':':<10} {uri}")
     if summary.get("report_uri"):
         print(f"Report:          {summary['report_uri']}")
     print("=" * 100)
@@ -88,7 +88,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from tasks.params import demo_conf_path, load_conf
 
     home = Path(args.home).expanduser().resolve()
-    store_root = args.store or (home.parent / "store").resolve().as_uri()
+    store_root = args.store or (home / "store").as_uri()
     os.environ.update(airflow_env(home / "airflow", store_root))
     ensure_airflow_db(airflow_env(home / "airflow", store_root))
     conf = load_conf(Path(args.conf) if args.conf else demo_conf_path())

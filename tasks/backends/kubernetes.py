@@ -104,29 +104,26 @@ STEP_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def _step_field(step: str, description: str) -> Any:
+    return Field(default_factory=lambda: StepResources(**STEP_DEFAULTS[step]), description=description)
+
+
 class Resources(_Model):
     """Per-step resources. A step given in the YAML is merged over that step's defaults, so
     `train: {gpus: 2}` keeps train's CPU and memory defaults."""
 
-    prepare_dataset: StepResources = Field(
-        default_factory=lambda: StepResources(**STEP_DEFAULTS["prepare_dataset"]),
-        description="tokenizing and splitting a dataset: CPU only",
+    prepare_dataset: StepResources = _step_field(
+        "prepare_dataset", "tokenizing and splitting a dataset: CPU only"
     )
-    train: StepResources = Field(
-        default_factory=lambda: StepResources(**STEP_DEFAULTS["train"]),
-        description="one training job (LoRA/QLoRA/full fine-tuning)",
+    train: StepResources = _step_field("train", "one training job (LoRA/QLoRA/full fine-tuning)")
+    evaluate: StepResources = _step_field(
+        "evaluate", "scoring one job or one base model (`evaluate` and `score_base` tasks)"
     )
-    evaluate: StepResources = Field(
-        default_factory=lambda: StepResources(**STEP_DEFAULTS["evaluate"]),
-        description="scoring one job or one base model (`evaluate` and `score_base` tasks)",
+    export: StepResources = _step_field(
+        "export", "merging the adapter and exporting ONNX FP32/INT8: CPU only"
     )
-    export: StepResources = Field(
-        default_factory=lambda: StepResources(**STEP_DEFAULTS["export"]),
-        description="merging the adapter and exporting ONNX FP32/INT8: CPU only",
-    )
-    check_export: StepResources = Field(
-        default_factory=lambda: StepResources(**STEP_DEFAULTS["check_export"]),
-        description="parity, metric drop, latency and size checks of the exports (ONNX Runtime, CPU)",
+    check_export: StepResources = _step_field(
+        "check_export", "parity, metric drop, latency and size checks of the exports (ONNX Runtime, CPU)"
     )
 
     @model_validator(mode="before")

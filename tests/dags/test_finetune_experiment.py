@@ -6,31 +6,23 @@ import pytest
 
 from tasks import layout, registry, store
 from tests.conftest import REPO
+from tests.fixtures.confs import tiny_conf
 
 
 def _conf(tiny_model_dir, **overrides):
-    conf = {
-        "name": "tiny-exp",
-        "datasets": [{"name": "tuna", "uri": "builtin:tuna_identity", "split": "80,10,10"}],
-        "models": [{"name": "tiny", "uri": str(tiny_model_dir)}],
-        "hparams": [
-            {"name": "a", "preset": "lora-fast", "max_steps": 2},
-            {"name": "b", "preset": "lora-fast", "max_steps": 2, "learning_rate": 1e-4},
-            {
-                "name": "broken",
-                "preset": "lora-fast",
-                "max_steps": 2,
-                "lora_target_modules": ["no_such_module"],
-            },
-        ],
-        "scoring": {
-            "metrics": ["exact_match", "rouge_l"],
-            "primary": "rouge_l",
-            "max_new_tokens": 4,
-            "max_samples": 8,
-        },
-        "promotion": {"registry_name": "tiny"},
+    broken = {
+        "name": "broken",
+        "preset": "lora-fast",
+        "max_steps": 2,
+        "lora_target_modules": ["no_such_module"],
     }
+    base = tiny_conf(tiny_model_dir)
+    conf = tiny_conf(
+        tiny_model_dir,
+        hparams=[*base["hparams"], broken],
+        scoring={**base["scoring"], "max_samples": 8},
+        promotion={"registry_name": "tiny"},
+    )
     conf.update(overrides)
     return conf
 

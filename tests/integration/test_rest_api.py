@@ -25,6 +25,7 @@ import pytest
 
 from tasks import layout, store
 from tests.conftest import REPO
+from tests.fixtures.confs import tiny_conf
 
 pytestmark = pytest.mark.slow
 
@@ -212,17 +213,7 @@ def airflow_server(tmp_path_factory, request):
 
 
 def _tiny_conf(model_dir: Path) -> dict:
-    return {
-        "name": "tiny-exp",
-        "datasets": [{"name": "tuna", "uri": "builtin:tuna_identity", "split": "80,10,10"}],
-        "models": [{"name": "tiny", "uri": str(model_dir)}],
-        "hparams": [
-            {"name": "a", "preset": "lora-fast", "max_steps": 2},
-            {"name": "b", "preset": "lora-fast", "max_steps": 2, "learning_rate": 1e-4},
-        ],
-        "scoring": {"metrics": ["exact_match", "rouge_l"], "primary": "rouge_l", "max_new_tokens": 8},
-        "export": {"enabled": False},
-    }
+    return tiny_conf(model_dir, export={"enabled": False})
 
 
 @pytest.mark.parametrize(
