@@ -10,6 +10,22 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Every task of finetune_experiment, in pipeline order.
+DAG_TASKS = (
+    "validate_conf",
+    "prepare_dataset",
+    "plan_jobs",
+    "plan_references",
+    "train",
+    "evaluate",
+    "score_base",
+    "select_best",
+    "export",
+    "check_export",
+    "promote",
+    "report",
+)
+
 # Airflow reads its home when first imported: point it at a throwaway one before any test imports it.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="tunerflow-airflow-"))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))

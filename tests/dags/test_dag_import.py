@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 
-from tests.conftest import REPO
+from tests.conftest import DAG_TASKS, REPO
 
 HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "datasets")
 
@@ -44,16 +44,4 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert bag.import_errors == {}
     assert "finetune_experiment" in bag.dag_ids
     dag = bag.get_dag("finetune_experiment")
-    assert {
-        "validate_conf",
-        "prepare_dataset",
-        "plan_jobs",
-        "train",
-        "evaluate",
-        "score_base",
-        "select_best",
-        "export",
-        "check_export",
-        "promote",
-        "report",
-    } <= set(dag.task_ids)
+    assert set(dag.task_ids) == set(DAG_TASKS)
