@@ -46,16 +46,28 @@ class DatasetConfig(_Strict):
         title="Name",
     )
     uri: str = Field(
-        description="Where the rows are: a local path or file:// URI to a JSONL/JSON file, or "
+        description="Where the rows are: a local path or file:// URI to a JSONL, JSON (a list of rows), "
+        "CSV (UTF-8, header row) or Parquet file, a glob over such files (mixed types allowed), or "
         "`builtin:<name>` for a dataset shipped under include/data/.",
         title="URI",
         min_length=1,
     )
-    format: Literal["auto", "alpaca", "messages", "text"] = Field(
-        "auto",
-        description="Row format. `auto` detects it from the first row's keys: alpaca "
-        "(instruction/input/output), messages (OpenAI chat), text (raw text for pretraining).",
-        title="Format",
+    format: Literal["auto", "alpaca", "sharegpt", "moss", "guanaco", "messages", "text", "preference"] = (
+        Field(
+            "auto",
+            description="Row format. `auto` detects it from the first row's keys (after `columns`): "
+            "preference (prompt/chosen/rejected, DPO pairs), messages (OpenAI chat), sharegpt "
+            "(conversations with from/value), moss (chat with turn_N), alpaca (instruction/input/output, "
+            "optional system and history), then guanaco (text with '### Human:' / '### Assistant:') or "
+            "text (raw text for pretraining). Set it when the rows match several formats.",
+            title="Format",
+        )
+    )
+    columns: dict[str, str] = Field(
+        default_factory=dict,
+        description="Rename source columns to the format's keys before conversion: format key -> your "
+        'column, e.g. {"instruction": "question", "output": "answer"}.',
+        title="Column mapping",
     )
     split: str = Field(
         "90,5,5",
@@ -71,6 +83,14 @@ class DatasetConfig(_Strict):
         ge=0.0,
         le=1.0,
     )
+
+    @field_validator("columns")
+    @classmethod
+    def _known_columns(cls, value: dict[str, str]) -> dict[str, str]:
+        from tasks.formats import check_columns
+
+        check_columns(value)
+        return value
 
     @field_validator("split")
     @classmethod

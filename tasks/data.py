@@ -1,7 +1,9 @@
 """Rows in, validated and split rows out. Plain functions over dicts; no heavy imports.
 
 Internal schema: `{"id": str, "messages": [{"role", "content"}, ...]}` for chat-style data and
-`{"id": str, "text": str}` for raw text. Every dropped row gets a reason code.
+`{"id": str, "text": str}` for raw text, `{"id", "prompt", "chosen", "rejected"}` (message lists) for
+preference pairs. The per-format converters and format detection are in `tasks.formats`. Every
+dropped row gets a reason code.
 """
 
 from __future__ import annotations
@@ -16,8 +18,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-ROLES = ("system", "user", "assistant")
-
 
 class RowError(ValueError):
     """A row that cannot be used; `code` is the machine-readable reason."""
@@ -25,20 +25,25 @@ class RowError(ValueError):
     def __init__(self, code: str, detail: str = ""):
         super().__init__(f"{code}: {detail}" if detail else code)
         self.code = code
+        self.detail = detail
 
 
 def read_lines(path: Path) -> Iterator[tuple[str, Any]]:
-    """(row id, parsed JSON or RowError) for a JSONL file, or for a JSON file holding a list."""
+    """(row id, parsed row or RowError) for one file, by its suffix: .json (a list of rows, ids from 0),
+    .csv (UTF-8 with a header row, ids from 1 for the first row under the header), .parquet (read by
+    record batches, ids from 1), anything else JSONL (ids are line numbers). ValueError for a file
+    that cannot be read as a whole."""
     if path.suffix == ".json":
-        try:
-            records = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise ValueError(f"{path.name}: not a JSON list of rows ({error})") from None
-        if not isinstance(records, list):
-            raise ValueError(f"{path.name}: a .json dataset must hold a list of rows")
-        for index, record in enumerate(records):
-            yield f"{path.name}:{index}", record
-        return
+        yield from _read_json(path)
+    elif path.suffix == ".csv":
+        yield from _read_csv(path)
+    elif path.suffix == ".parquet":
+        yield from _read_parquet(path)
+    else:
+        yield from _read_jsonl(path)
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[str, Any]]:
     with open(path, "rb") as handle:
         for number, raw in enumerate(handle, start=1):
             row_id = f"{path.name}:{number}"
@@ -52,80 +57,82 @@ def read_lines(path: Path) -> Iterator[tuple[str, Any]]:
                 yield row_id, RowError("unparseable")
 
 
-def detect_format(record: dict[str, Any]) -> str:
-    if "messages" in record:
-        return "messages"
-    if "instruction" in record or "output" in record:
-        return "alpaca"
-    if "text" in record:
-        return "text"
-    raise ValueError(
-        f"cannot detect the format from keys {sorted(record)}; set `format` to alpaca, messages or text"
-    )
+def _read_json(path: Path) -> Iterator[tuple[str, Any]]:
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path.name}: not a JSON list of rows ({error})") from None
+    if not isinstance(records, list):
+        raise ValueError(f"{path.name}: a .json dataset must hold a list of rows")
+    for index, record in enumerate(records):
+        yield f"{path.name}:{index}", record
 
 
-def _text(record: dict[str, Any], key: str, required: bool = True) -> str:
-    value = record.get(key)
-    if value is None:
-        if required:
-            raise RowError("missing_field", key)
-        return ""
-    if not isinstance(value, str):
-        raise RowError("bad_type", f"{key} is {type(value).__name__}, expected a string")
-    if required and not value.strip():
-        raise RowError("empty_field", key)
-    return value
+def _read_csv(path: Path) -> Iterator[tuple[str, Any]]:
+    import csv
+
+    csv.field_size_limit(2**31 - 1)  # long documents are normal in training data
+    number = 0
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as handle:
+            reader = csv.DictReader(handle)
+            if not reader.fieldnames:
+                raise ValueError(f"{path.name}: a .csv dataset needs a header row naming the columns")
+            for number, row in enumerate(reader, start=1):
+                if None in row:
+                    yield f"{path.name}:{number}", RowError("unparseable", "more cells than header columns")
+                else:
+                    yield f"{path.name}:{number}", row
+    except UnicodeDecodeError:
+        raise ValueError(f"{path.name}: not UTF-8 (after row {number}); save the CSV as UTF-8") from None
+    except csv.Error as error:
+        raise ValueError(f"{path.name}: not a readable CSV file after row {number} ({error})") from None
 
 
-def convert(record: Any, fmt: str) -> dict[str, Any]:
+def _read_parquet(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        parquet = pq.ParquetFile(path)
+    except Exception as error:  # pyarrow raises its own ArrowInvalid/OSError family
+        raise ValueError(f"{path.name}: not a readable Parquet file ({error})") from None
+    number = 0
+    for batch in parquet.iter_batches(batch_size=batch_size):
+        for record in batch.to_pylist():
+            number += 1
+            yield f"{path.name}:{number}", record
+
+
+def detect_format(record: dict[str, Any], columns: dict[str, str] | None = None) -> str:
+    """See `tasks.formats.detect_format`."""
+    from tasks import formats
+
+    return formats.detect_format(record, columns)
+
+
+def convert(record: Any, fmt: str, columns: dict[str, str] | None = None) -> dict[str, Any]:
     """One source row in `fmt` to the internal schema; raises RowError with a reason code."""
-    if not isinstance(record, dict):
-        raise RowError("bad_type", f"row is {type(record).__name__}, expected an object")
-    if fmt == "text":
-        return {"text": _text(record, "text")}
-    if fmt == "alpaca":
-        instruction = _text(record, "instruction")
-        extra = _text(record, "input", required=False).strip()
-        prompt = f"{instruction}\n\n{extra}" if extra else instruction
-        messages = []
-        system = _text(record, "system", required=False).strip()
-        if system:
-            messages.append({"role": "system", "content": system})
-        messages += [
-            {"role": "user", "content": prompt},
-            {"role": "assistant", "content": _text(record, "output")},
-        ]
-        return {"messages": messages}
-    if fmt == "messages":
-        messages = record.get("messages")
-        if not isinstance(messages, list) or not messages:
-            raise RowError("missing_field", "messages")
-        cleaned = []
-        for turn in messages:
-            if not isinstance(turn, dict) or turn.get("role") not in ROLES:
-                raise RowError("bad_role", f"role must be one of {ROLES}")
-            cleaned.append({"role": turn["role"], "content": _text(turn, "content")})
-        check_role_order(cleaned)
-        return {"messages": cleaned}
-    raise ValueError(f"unknown format '{fmt}'")
+    from tasks import formats
+
+    return formats.convert(record, fmt, columns)
 
 
-def check_role_order(messages: list[dict[str, str]]) -> None:
-    turns = messages[1:] if messages[0]["role"] == "system" else messages
-    if not turns or turns[-1]["role"] != "assistant":
-        raise RowError("bad_role_order", "the last turn must be the assistant's")
-    for index, turn in enumerate(turns):
-        expected = "user" if index % 2 == 0 else "assistant"
-        if turn["role"] != expected:
-            raise RowError("bad_role_order", f"turn {index} is {turn['role']}, expected {expected}")
+def _turns(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{m['role']}:{m['content']}"
+        + (json.dumps(m["tool_calls"], sort_keys=True) if m.get("tool_calls") else "")
+        for m in messages
+    )
 
 
 def normalise(row: dict[str, Any]) -> str:
     """Text used for duplicate detection and split assignment: case, width and spacing folded."""
     if "text" in row:
         raw = row["text"]
+    elif "prompt" in row:
+        raw = "\n".join(f"{part}:\n{_turns(row[part])}" for part in ("prompt", "chosen", "rejected"))
     else:
-        raw = "\n".join(f"{m['role']}:{m['content']}" for m in row["messages"])
+        raw = _turns(row["messages"])
     folded = unicodedata.normalize("NFKC", raw).casefold()
     return re.sub(r"\s+", " ", folded).strip()
 
@@ -141,7 +148,9 @@ class Validated:
         return Counter(r["reason"] for r in self.rejected)
 
 
-def validate(records: Iterable[tuple[str, Any]], fmt: str) -> Validated:
+def validate(
+    records: Iterable[tuple[str, Any]], fmt: str, columns: dict[str, str] | None = None
+) -> Validated:
     out = Validated()
     seen: dict[str, str] = {}
     for row_id, record in records:
@@ -149,7 +158,7 @@ def validate(records: Iterable[tuple[str, Any]], fmt: str) -> Validated:
         try:
             if isinstance(record, RowError):
                 raise record
-            row = convert(record, fmt)
+            row = convert(record, fmt, columns)
             key = hashlib.sha256(normalise(row).encode()).hexdigest()
             if key in seen:
                 raise RowError("duplicate", f"same as {seen[key]}")

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import itertools
 import json
 import logging
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from tasks.step import StepError, execute, main
 
 log = logging.getLogger("tunerflow.prepare_dataset")
 SPLITS = ("train", "validation", "test")
-PREP_VERSION = "1"  # bump when validation or split logic changes, so old versions are not reused
+KINDS = {"text": "text", "preference": "preference"}  # every other format is chat
+PREP_VERSION = "2"  # bump when validation or split logic changes, so old versions are not reused
 
 
 def source_files(uri: str) -> list[Path]:
@@ -41,9 +44,24 @@ def source_files(uri: str) -> list[Path]:
     return files
 
 
+def _records(name: str, files: list[Path]) -> Iterator[tuple[str, Any]]:
+    """Rows of every file in turn, streamed (Parquet by record batches) rather than held at once."""
+    for path in files:
+        try:
+            yield from read_lines(path)
+        except ValueError as error:
+            raise StepError(f"dataset '{name}': {error}") from None
+
+
 def content_version(files: list[Path], dataset: DatasetConfig) -> str:
     digest = hashlib.sha256()
-    settings = {"format": dataset.format, "split": dataset.split, "seed": dataset.seed, "v": PREP_VERSION}
+    settings = {
+        "format": dataset.format,
+        "columns": dataset.columns,
+        "split": dataset.split,
+        "seed": dataset.seed,
+        "v": PREP_VERSION,
+    }
     digest.update(json.dumps(settings, sort_keys=True).encode())
     for path in files:
         digest.update(path.name.encode())
@@ -54,17 +72,23 @@ def content_version(files: list[Path], dataset: DatasetConfig) -> str:
 def _prepare(job: dict[str, Any]) -> dict[str, Any]:
     dataset = DatasetConfig.model_validate(job["dataset"])
     files = [Path(p) for p in job["files"]]
-    records = [item for path in files for item in read_lines(path)]
+    records = _records(dataset.name, files)
     fmt = dataset.format
     if fmt == "auto":
-        first = next((r for _, r in records if isinstance(r, dict)), None)
-        if first is None:
+        # Look at the first parseable row, keeping what was read so the rows stay one pass.
+        seen: list[tuple[str, Any]] = []
+        for item in records:
+            seen.append(item)
+            if isinstance(item[1], dict):
+                break
+        else:
             raise StepError(f"dataset '{dataset.name}': no parseable row to detect the format from")
         try:
-            fmt = detect_format(first)
+            fmt = detect_format(seen[-1][1], dataset.columns)
         except ValueError as error:
             raise StepError(f"dataset '{dataset.name}': {error}") from None
-    result = validate(records, fmt)
+        records = itertools.chain(seen, records)
+    result = validate(records, fmt, dataset.columns)
     prefix = job["output"]
     with open(store.local_path(store.join(prefix, "rejected.jsonl")), "w") as handle:
         for row in result.rejected:
@@ -93,7 +117,7 @@ def _prepare(job: dict[str, Any]) -> dict[str, Any]:
         "version": job["version"],
         "uri": prefix,
         "format": fmt,
-        "kind": "text" if fmt == "text" else "chat",
+        "kind": KINDS.get(fmt, "chat"),
         "counts": {name: len(parts[name]) for name in SPLITS},
         "dropped": len(result.rejected),
         "drop_reasons": dict(result.reasons),

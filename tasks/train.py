@@ -31,6 +31,10 @@ def to_trl_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     """Internal rows to TRL's dataset types: conversational prompt-completion, or language modelling text."""
     if kind == "text":
         return [{"text": row["text"]} for row in rows]
+    if kind == "preference":  # TRL's conversational preference type, for dpo
+        return [
+            {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]} for row in rows
+        ]
     return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
 
 
@@ -70,6 +74,14 @@ def _progress_callback(metrics_path: Path):
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the base model on the dataset's train split; save the adapter (or full model)."""
+    if (
+        job["dataset"]["kind"] == "preference"
+        and TrainingConfig.model_validate(job["training"]).type != "dpo"
+    ):
+        raise StepError(
+            f"dataset '{job['dataset']['name']}' holds preference pairs (chosen/rejected); they train "
+            "with dpo, not sft or pretrain. Use an instruction or chat dataset, or a different format."
+        )
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
