@@ -29,6 +29,25 @@ NOT_YET = {
     ("dpo", "full"): "DPO is not available in this build yet",
 }
 
+# Which prepared dataset kinds each training type learns from.
+DATASET_KINDS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("text", "chat"),
+    "sft": ("chat",),
+    "dpo": ("preference",),
+}
+
+
+def dataset_kind_problem(training_type: str, dataset: str, kind: str) -> str | None:
+    """Why `training_type` cannot train on a dataset of this kind, or None."""
+    if kind in DATASET_KINDS[training_type]:
+        return None
+    wanted = " or ".join(DATASET_KINDS[training_type])
+    return (
+        f"dataset '{dataset}' holds {kind} rows, but training.type '{training_type}' trains on {wanted} "
+        "rows; use a dataset of that kind or change training.type"
+    )
+
+
 METRICS = ("exact_match", "token_f1", "rouge_l", "bleu", "eval_loss")
 # Metrics where a lower value is better; selection negates them.
 LOWER_IS_BETTER = frozenset({"eval_loss"})

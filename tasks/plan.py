@@ -8,7 +8,7 @@ from typing import Any
 
 from tasks import layout, store
 from tasks.catalog import resolve_experiment
-from tasks.config import ConfError, parse_experiment
+from tasks.config import ConfError, dataset_kind_problem, parse_experiment
 
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
 
@@ -87,6 +87,11 @@ def _load(run: dict[str, Any], datasets: list[dict[str, Any]]) -> tuple[dict, di
 def plan_jobs(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cartesian product dataset x model x hyperparameter group: one training job each."""
     resolved, by_name, order = _load(run, datasets)
+    training_type = resolved["experiment"]["training"]["type"]
+    problems = [dataset_kind_problem(training_type, name, by_name[name]["kind"]) for name in order]
+    if any(problems):
+        # Before any job runs: a mismatch would fail every training job the same way.
+        raise ConfError("; ".join(p for p in problems if p))
     jobs = []
     for name, model, hparams in itertools.product(order, resolved["models"], resolved["hparams"]):
         job_id = store.slug(f"{name}--{model['name']}--{hparams['name']}")

@@ -14,7 +14,7 @@ from typing import Any
 
 from tasks import store
 from tasks.catalog import CatalogEntry
-from tasks.config import ResolvedHParams, TrainingConfig
+from tasks.config import ResolvedHParams, TrainingConfig, dataset_kind_problem
 from tasks.models import apply_tokenizer_overrides, load_tokenizer, weights_location
 from tasks.step import StepError, main
 
@@ -74,14 +74,9 @@ def _progress_callback(metrics_path: Path):
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the base model on the dataset's train split; save the adapter (or full model)."""
-    if (
-        job["dataset"]["kind"] == "preference"
-        and TrainingConfig.model_validate(job["training"]).type != "dpo"
-    ):
-        raise StepError(
-            f"dataset '{job['dataset']['name']}' holds preference pairs (chosen/rejected); they train "
-            "with dpo, not sft or pretrain. Use an instruction or chat dataset, or a different format."
-        )
+    problem = dataset_kind_problem(job["training"]["type"], job["dataset"]["name"], job["dataset"]["kind"])
+    if problem:
+        raise StepError(problem)
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
@@ -92,8 +87,6 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     training = TrainingConfig.model_validate(job["training"])
     dataset = job["dataset"]
     out = store.local_path(job["output"])
-    if training.type == "sft" and dataset["kind"] != "chat":
-        raise StepError(f"dataset '{dataset['name']}' holds raw text; sft needs instruction or chat rows")
 
     torch.manual_seed(hp.seed)
     tokenizer = load_tokenizer(entry, job["store_root"])

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 
 import pytest
 
@@ -340,7 +341,9 @@ def test_sft_refuses_preference_data_before_loading_anything():
     from tasks.train import to_trl_rows, train
 
     job = {"dataset": {"name": "pairs", "kind": "preference"}, "training": {"type": "sft"}}
-    with pytest.raises(StepError, match="preference pairs"):
+    with pytest.raises(
+        StepError, match=re.escape("holds preference rows, but training.type 'sft' trains on chat")
+    ):
         train(job)
     row = {"id": "x", "prompt": [u("q")], "chosen": [a("a")], "rejected": [a("b")]}
     assert to_trl_rows([row], "preference") == [

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from tasks import layout, store
@@ -111,3 +113,15 @@ def test_no_success_means_no_winner(run):
     _fake_outcomes(info, jobs, ["train_failed", "train_failed"])
     board = leaderboard(info["run_uri"], jobs, "rouge_l")
     assert board["winner"] is None and len(board["failed"]) == 2
+
+
+def test_a_dataset_the_training_type_cannot_learn_from_is_refused_before_any_job(run):
+    from tasks.config import ConfError
+
+    info, _, prepared = run
+    prepared[1] = {**prepared[1], "kind": "preference"}
+    with pytest.raises(
+        ConfError,
+        match=re.escape("dataset 'b' holds preference rows, but training.type 'sft' trains on chat"),
+    ):
+        plan_jobs(info, prepared)
