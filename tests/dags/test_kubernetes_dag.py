@@ -236,7 +236,14 @@ def _fake_pod(calls: list):
         spec = store.read_json(argv[-1])
         calls.append((self.task_id, context["ti"].map_index, argv))
         if step == "prepare_dataset":
-            return {"name": spec["dataset"]["name"], "version": "fake"}
+            # The shape of a real prepare result (tasks.prepare_dataset).
+            return {
+                "name": spec["dataset"]["name"],
+                "version": "fake",
+                "uri": f"{spec['store_root']}/datasets/fake",
+                "kind": "chat",
+                "counts": {"train": 8, "validation": 1, "test": 1},
+            }
         result = {
             "train": {
                 "adapter_uri": store.join(spec["output"], "adapter"),
