@@ -59,28 +59,14 @@ def run_experiment(conf: dict[str, Any]) -> dict[str, Any]:
 
 def _print_result(result: dict[str, Any]) -> None:
     from tasks import store
-    from tasks.orchestration import format_leaderboard
+    from tasks.orchestration import format_summary
 
     summary = result["summary"]
     print("\n" + "=" * 100)
     print(f"Experiment run {result['run_id']}: {result['state']} in {result['minutes']} min")
     board_uri = store.join(summary["run_uri"], "leaderboard.json") if summary else None
     if board_uri and store.exists(board_uri):
-        print(format_leaderboard(store.read_json(board_uri)))
-    if summary.get("winner"):
-        print(f"\nWinner:          {summary['winner']['label']}  {summary['winner']['metrics']}")
-    promotion = summary.get("promotion") or {}
-    if promotion:
-        verdict = "PROMOTED" if promotion.get("promoted") else "not promoted"
-        print(f"Promotion:       {verdict} ({promotion.get('reason', '')})")
-        if promotion.get("registry_uri"):
-            print(f"Registry:        {promotion['registry_uri']} version {promotion.get('version')}")
-    if summary.get("merged_model_uri"):
-        print(f"Promoted model:  {summary['merged_model_uri']}")
-    for fmt, uri in summary.get("exports", {}).items():
-        print(f"Export {fmt + ':':<10} {uri}")
-    if summary.get("report_uri"):
-        print(f"Report:          {summary['report_uri']}")
+        print(format_summary(summary, store.read_json(board_uri)))
     print("=" * 100)
 
 

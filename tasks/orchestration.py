@@ -67,6 +67,26 @@ def format_leaderboard(board: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def format_summary(summary: dict[str, Any], board: dict[str, Any]) -> str:
+    """The run's outcome for a terminal or a task log: leaderboard, winner, promotion, where things are."""
+    lines = [f"Leaderboard ({board['primary']}, higher is better unless a loss):", format_leaderboard(board)]
+    if summary.get("winner"):
+        lines.append(f"\nWinner:          {summary['winner']['label']}  {summary['winner']['metrics']}")
+    promotion = summary.get("promotion") or {}
+    if promotion:
+        verdict = "PROMOTED" if promotion.get("promoted") else "not promoted"
+        lines.append(f"Promotion:       {verdict} ({promotion.get('reason', '')})")
+        if promotion.get("registry_uri"):
+            lines.append(f"Registry:        {promotion['registry_uri']} version {promotion.get('version')}")
+    if summary.get("merged_model_uri"):
+        lines.append(f"Promoted model:  {summary['merged_model_uri']}")
+    for fmt, uri in summary.get("exports", {}).items():
+        lines.append(f"Export {fmt + ':':<10} {uri}")
+    if summary.get("report_uri"):
+        lines.append(f"Report:          {summary['report_uri']}")
+    return "\n".join(lines)
+
+
 def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
     """Write the HTML report and summary.json; return the summary with a printable text version."""
     from tasks.plan import load_experiment
@@ -105,18 +125,7 @@ def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
         "promotion": promotion,
     }
     store.write_json(store.join(run_uri, "summary.json"), summary)
-    text = [f"Leaderboard ({board['primary']}, higher is better unless a loss):", format_leaderboard(board)]
-    if winner:
-        text.append(f"Winner: {winner['label']} {winner['metrics']}")
-    if promotion:
-        text.append(
-            f"Promotion: {'promoted' if promotion.get('promoted') else 'not promoted'}: "
-            f"{promotion.get('reason', '')}"
-        )
-        if promotion.get("registry_uri"):
-            text.append(f"Registry: {promotion['registry_uri']} (version {promotion.get('version')})")
-    text.append(f"Report: {report['report_uri']}")
-    return {**summary, "text": "\n".join(text)}
+    return {**summary, "text": format_summary(summary, board)}
 
 
 def run_problem(run_uri: str) -> str | None:
