@@ -2,7 +2,9 @@
 
 Every converter is `(record, columns) -> row` and raises `tasks.data.RowError(code, detail)` for a row
 that cannot be used. Reason codes: `missing_field`, `empty_field`, `bad_type`, `bad_role`,
-`bad_role_order`. Internal rows (the `id` is added by the caller):
+`bad_role_order`; for formats added by data plugins (`tasks.data_plugins`) also the plugin's own codes,
+`bad_plugin_output` (the plugin returned a row that is not of its kind's shape) and `plugin_error` (the
+plugin raised something other than RowError). Internal rows (the `id` is added by the caller):
 
 - chat: `{"messages": [{"role", "content"}, ...]}`; roles system (first turn only), user, assistant,
   tool (after an assistant turn). An assistant turn that calls tools has `tool_calls`
@@ -21,6 +23,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from tasks import data_plugins
 from tasks.data import RowError
 
 ROLES = ("system", "user", "assistant", "tool")
@@ -40,12 +43,16 @@ KNOWN_KEYS = frozenset(key for keys in EXPECTED_KEYS.values() for key in keys)
 
 
 def check_columns(columns: dict[str, str]) -> None:
-    """ValueError when a mapping names a key no format reads, or maps two keys from one column."""
-    unknown = sorted(set(columns) - KNOWN_KEYS)
+    """ValueError when a mapping names a key no format (built-in or plugin) reads, or maps two keys from
+    one column."""
+    known = KNOWN_KEYS
+    if set(columns) - known:  # plugins are loaded only for keys the built-in formats do not read
+        known = known | {key for plugin in data_plugins.format_plugins() for key in plugin.keys}
+    unknown = set(columns) - known
     if unknown:
         raise ValueError(
-            f"columns maps unknown keys {unknown}; the keys are the format's own "
-            f"({', '.join(sorted(KNOWN_KEYS))}) and the values the source column names"
+            f"columns maps unknown keys {sorted(unknown)}; the keys are the format's own "
+            f"({', '.join(sorted(known))}) and the values the source column names"
         )
     sources = list(columns.values())
     repeated = sorted({s for s in sources if sources.count(s) > 1})
@@ -364,14 +371,85 @@ CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
 }
 
 
+# ---------------------------------------------------------------------------------------- plugin formats
+
+
+def _chat_output(row: dict[str, Any]) -> dict[str, Any]:
+    messages = _messages(_structured(row, "messages", list))
+    check_role_order(messages)
+    return {"messages": messages}
+
+
+def _text_output(row: dict[str, Any]) -> dict[str, Any]:
+    return {"text": _text(row, "text")}
+
+
+def _preference_output(row: dict[str, Any]) -> dict[str, Any]:
+    """Only the shape convert_preference produces: a prompt and answers, each a list of messages."""
+    prompt, chosen, rejected = (_messages(_structured(row, key, list)) for key in PREFERENCE_KEYS)
+    for answer in (chosen, rejected):
+        if any(m["role"] not in ("assistant", "tool") for m in answer):
+            raise RowError("bad_role_order", "chosen and rejected must hold only the answer turns")
+        check_role_order(prompt + answer)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+# Per kind: the keys an internal row has, and the check that normalises it the way built-in rows are.
+OUTPUT_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[str, Any]]]] = {
+    "chat": (frozenset({"messages"}), _chat_output),
+    "text": (frozenset({"text"}), _text_output),
+    "preference": (frozenset(PREFERENCE_KEYS), _preference_output),
+}
+
+
+def _checked_converter(plugin: data_plugins.FormatPlugin) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    """The plugin's converter, held to the shape of its kind so a buggy plugin cannot emit rows that
+    break training; its own RowErrors pass through unchanged."""
+    keys, check = OUTPUT_CHECKS[plugin.kind]
+    where = f"format plugin '{plugin.name}'"
+
+    def run(record: dict[str, Any]) -> dict[str, Any]:
+        try:
+            row = plugin.convert(record)
+        except RowError:
+            raise
+        except Exception as error:  # a plugin tripping over an odd record drops that row, not the step
+            raise RowError("plugin_error", f"{where} raised {type(error).__name__}: {error}") from error
+        if not isinstance(row, dict) or set(row) != keys:
+            got = sorted(row) if isinstance(row, dict) else type(row).__name__
+            expected = f"a {plugin.kind} row has exactly {sorted(keys)}"
+            raise RowError("bad_plugin_output", f"{where} returned {got}; {expected}")
+        try:
+            return check(row)
+        except RowError as error:
+            detail = f"{where} returned a bad {plugin.kind} row: {error}"
+            raise RowError("bad_plugin_output", detail) from None
+
+    return run
+
+
+# fmt -> (registry generation, converter): the converter is called once per row, the lookup done once.
+_PLUGIN_CONVERTERS: dict[str, tuple[int, Callable[[dict[str, Any]], dict[str, Any]]]] = {}
+
+
+def _plugin_converter(fmt: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
+    cached = _PLUGIN_CONVERTERS.get(fmt)
+    if cached is not None and cached[0] == data_plugins.generation():
+        return cached[1]
+    converter = _checked_converter(data_plugins.get_format(fmt))  # ValueError naming the known formats
+    _PLUGIN_CONVERTERS[fmt] = (data_plugins.generation(), converter)
+    return converter
+
+
 def convert(record: Any, fmt: str, columns: dict[str, str] | None = None) -> dict[str, Any]:
-    """One source row in `fmt` to the internal schema; raises RowError with a reason code."""
-    if fmt not in CONVERTERS:
-        raise ValueError(f"unknown format '{fmt}'; known: {', '.join(FORMATS)}")
+    """One source row in `fmt` (built-in or plugin) to the internal schema; raises RowError with a reason
+    code, ValueError for an unknown format."""
+    converter = CONVERTERS.get(fmt) or _plugin_converter(fmt)
     if not isinstance(record, dict):
         raise RowError("bad_type", f"row is {type(record).__name__}, expected an object")
     try:
-        return CONVERTERS[fmt](apply_columns(record, columns))
+        return converter(apply_columns(record, columns))
     except RowError as error:
         source = (columns or {}).get(error.detail) if error.code == "missing_field" else None
         if source:
@@ -391,18 +469,46 @@ SIGNATURES: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
 )
 
 
+def _plugin_matches(record: dict[str, Any]) -> list[str]:
+    matches = []
+    for plugin in data_plugins.format_plugins():
+        if plugin.detect is None:
+            continue
+        try:
+            found = plugin.detect(record)
+        except Exception as error:
+            raise ValueError(
+                f"the detector of format plugin '{plugin.name}' failed on keys {sorted(record)}: "
+                f"{type(error).__name__}: {error}; fix the plugin or set `format`"
+            ) from error
+        if found:
+            matches.append(plugin.name)
+    return matches
+
+
+def _ambiguous(matches: list[str], record: dict[str, Any]) -> ValueError:
+    return ValueError(
+        f"the rows match several formats ({', '.join(matches)}) from keys {sorted(record)}; "
+        f"set `format` to the one they are in"
+    )
+
+
 def detect_format(record: dict[str, Any], columns: dict[str, str] | None = None) -> str:
-    """The format of a row from its keys (after `columns`). Checked in this order: preference
-    (`chosen` and `rejected`), messages (`messages`), sharegpt (`conversations`), moss (`chat`),
-    alpaca (`instruction` or `output`); a row matching two of these is ambiguous. Only when none
-    matches: guanaco (`text` holding '### Human:'), then text (`text`)."""
+    """The format of a row from its keys (after `columns`). Checked in this order:
+
+    1. data plugin detectors, in registration order; two plugins matching is ambiguous. They come first
+       because a plugin is written for one dataset and is narrower than the built-in key checks (a
+       Dolly row also has alpaca's `instruction`); a plugin match wins over the built-ins below.
+    2. preference (`chosen` and `rejected`), messages (`messages`), sharegpt (`conversations`), moss
+       (`chat`), alpaca (`instruction` or `output`); a row matching two of these is ambiguous.
+    3. Only when nothing above matches, the catch-alls: guanaco (`text` holding '### Human:'), then
+       text (`text`)."""
     record = apply_columns(record, columns)
-    matches = [name for name, matches in SIGNATURES if matches(record)]
+    matches = _plugin_matches(record)
+    if not matches:
+        matches = [name for name, matches in SIGNATURES if matches(record)]
     if len(matches) > 1:
-        raise ValueError(
-            f"the rows match several formats ({', '.join(matches)}) from keys {sorted(record)}; "
-            f"set `format` to the one they are in"
-        )
+        raise _ambiguous(matches, record)
     if matches:
         return matches[0]
     if "text" in record:
@@ -410,5 +516,5 @@ def detect_format(record: dict[str, Any], columns: dict[str, str] | None = None)
         return "guanaco" if isinstance(text, str) and GUANACO_MARKER.search(text) else "text"
     raise ValueError(
         f"cannot detect the format from keys {sorted(record)}; set `format` to one of "
-        f"{', '.join(FORMATS)}, and `columns` to map your column names to its keys"
+        f"{', '.join(data_plugins.format_names())}, and `columns` to map your column names to its keys"
     )

@@ -8,7 +8,8 @@ from typing import Any
 
 from tasks import layout, store
 from tasks.catalog import resolve_experiment
-from tasks.config import ConfError, dataset_kind_problem, parse_experiment
+from tasks.config import ConfError, DatasetConfig, ExperimentConfig, dataset_kind_problem, parse_experiment
+from tasks.token_counts import distinct_tokenizers
 
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
 
@@ -23,6 +24,22 @@ def run_info(experiment_name: str, run_id: str, store_root: str) -> dict[str, st
     return {"run_uri": layout.run(store_root, experiment_name, run_id), "store_root": store_root}
 
 
+def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[tuple[str, DatasetConfig]]:
+    """(the experiment's name for it, its definition) per dataset, registered ones read from the registry."""
+    from tasks import dataset_registry
+
+    out, problems = [], []
+    for index, dataset in enumerate(experiment.datasets):
+        try:
+            definition = dataset_registry.resolve(store_root, dataset.model_dump(mode="json"))
+            out.append((dataset.name, DatasetConfig.model_validate(definition)))
+        except ValueError as error:
+            problems.append(f"datasets.{index}.registered: {error}")
+    if problems:
+        raise ConfError("invalid experiment conf:\n" + "\n".join(problems))
+    return out
+
+
 def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:
     """Re-validate the whole conf (including rules JSON Schema cannot express), record it, and return
     one prepare spec per dataset."""
@@ -32,19 +49,26 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[di
     except ValueError as error:
         raise ConfError(f"invalid experiment conf:\n{error}") from None
     run_uri = run_info(experiment.name, run_id, store_root)["run_uri"]
+    definitions = prepared_definitions(experiment, store_root)
+    # A registered dataset is prepared under its registered name; jobs keep the experiment's label.
+    resolved["prepared_as"] = {label: dataset.name for label, dataset in definitions}
     store.write_json(store.join(run_uri, "experiment.json"), {**resolved, "run_id": run_id})
+    tokenizers = distinct_tokenizers(resolved["models"])
+    shortest = min(h["max_seq_length"] for h in resolved["hparams"])
     datasets = []
-    for dataset in experiment.datasets:
+    for label, dataset in definitions:
+        if dataset.max_tokens is None:
+            # A longer row would be cut inside the answer by every job's max_seq_length.
+            dataset = dataset.model_copy(update={"max_tokens": shortest})
         spec = {
             "step": "prepare_dataset",
             "store_root": store_root,
             "dataset": dataset.model_dump(mode="json"),
+            "tokenizers": tokenizers,
         }
-        spec_uri = store.join(run_uri, "datasets", f"{dataset.name}.json")
+        spec_uri = store.join(run_uri, "datasets", f"{label}.json")
         store.write_json(spec_uri, spec)
-        datasets.append(
-            {"name": dataset.name, "spec_uri": spec_uri, "argv": step_argv("prepare_dataset", spec_uri)}
-        )
+        datasets.append({"name": label, "spec_uri": spec_uri, "argv": step_argv("prepare_dataset", spec_uri)})
     return datasets
 
 
@@ -79,8 +103,10 @@ def _job(run: dict[str, Any], resolved: dict[str, Any], kind: str, job_id: str, 
 
 def _load(run: dict[str, Any], datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
     resolved = store.read_json(store.join(run["run_uri"], "experiment.json"))
-    by_name = {d["name"]: d for d in datasets}
+    prepared = {d["name"]: d for d in datasets}
     order = [d["name"] for d in resolved["experiment"]["datasets"]]
+    prepared_as = resolved.get("prepared_as") or {name: name for name in order}
+    by_name = {label: {**prepared[prepared_as[label]], "name": label} for label in order}
     return resolved, by_name, order
 
 

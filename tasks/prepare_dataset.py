@@ -1,136 +1,473 @@
-"""Step: load, validate, split and version one dataset. `python -m tasks.prepare_dataset --job ...`
+"""Step: read, validate, deduplicate, split and version one dataset.
 
-The version is a hash of the input bytes and the preparation settings, so the same input is
-prepared once and every later run reuses the committed splits.
+`python -m tasks.prepare_dataset --job <spec>`.
+
+The version is a hash of the input bytes and every setting that changes the output (checks, split,
+tokenizers), so the same input is prepared once and every later run reuses the committed splits.
+
+Scale: rows are read in shards by a pool of worker processes (`tasks.data_scan`), which spool the
+converted rows to disk and hand back only a 64-bit content key and token lengths per row. Dedup, the
+split and decontamination are then decided on those arrays, and the rows are routed from the spool
+files into the split files. Memory grows by a few bytes per row, not with the rows' text.
 """
 
 from __future__ import annotations
 
-import glob
-import hashlib
-import itertools
 import json
 import logging
+import multiprocessing
+import os
+import shutil
+import time
+from collections import Counter
 from collections.abc import Iterator
+from contextlib import ExitStack
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from tasks import layout, store
-from tasks.catalog import data_dir
 from tasks.config import DatasetConfig
-from tasks.data import detect_format, failure_message, read_lines, split, validate
+from tasks.data import failure_message
+from tasks.data_scan import OverlapTask, ScanSettings, ShardScan, ShardTask, check_overlaps, scan_shard
+from tasks.sources import Source, SourceError, open_source
+from tasks.splitting import SPLITS, TEST, TRAIN, VALIDATION, assign_splits, first_occurrences, repeats
 from tasks.step import StepError, execute, main
 
 log = logging.getLogger("tunerflow.prepare_dataset")
-SPLITS = ("train", "validation", "test")
-KINDS = {"text": "text", "preference": "preference"}  # every other format is chat
-PREP_VERSION = "2"  # bump when validation or split logic changes, so old versions are not reused
+PREP_VERSION = "3"  # bump when validation or split logic changes, so old versions are not reused
+ROLES = {"train": TRAIN, "validation": VALIDATION, "test": TEST}
+# Length statistics need a sample, not every row: about 100k rows of 256 bytes are counted in full.
+LENGTH_SAMPLE_BYTES = 100_000 * 256
+WORK = "_work"  # spool files, removed before the version is committed
 
 
-def source_files(uri: str) -> list[Path]:
-    if uri.startswith("builtin:"):
-        path = data_dir() / f"{uri.removeprefix('builtin:')}.jsonl"
-        if not path.exists():
-            known = ", ".join(p.stem for p in data_dir().glob("*.jsonl"))
-            raise StepError(f"dataset uri '{uri}': no builtin dataset of that name (known: {known})")
-        return [path]
-    pattern = str(store.local_path(uri))
-    files = (
-        sorted(Path(p) for p in glob.glob(pattern)) if any(c in pattern for c in "*?[") else [Path(pattern)]
-    )
-    missing = [str(p) for p in files if not p.is_file()]
-    if not files or missing:
-        raise StepError(f"dataset uri '{uri}': no such file {missing or pattern}")
-    return files
+@dataclass
+class Part:
+    """One source of the dataset's rows, with how to read it and what it feeds."""
+
+    source: Source
+    role: str | None  # train/validation/test for pre-split inputs; None: split by ratio
+    weight: float
+    fmt: str
+    columns: dict[str, str]
 
 
-def _records(name: str, files: list[Path]) -> Iterator[tuple[str, Any]]:
-    """Rows of every file in turn, streamed (Parquet by record batches) rather than held at once."""
-    for path in files:
+def cache_dir() -> Path:
+    """Where remote sources (S3, Hugging Face) are downloaded once, keyed by their content."""
+    return Path(os.environ.get("TUNERFLOW_CACHE_DIR") or Path.home() / ".cache" / "tunerflow")
+
+
+def plan_parts(dataset: DatasetConfig) -> list[Part]:
+    if dataset.registered:
+        raise StepError(
+            f"dataset '{dataset.name}' still names registered dataset '{dataset.registered}'; "
+            "validate_conf resolves it from the registry before preparation"
+        )
+
+    def part(uri: str, role: str | None = None, weight: float = 1.0, fmt: str = "", columns=None) -> Part:
         try:
-            yield from read_lines(path)
-        except ValueError as error:
-            raise StepError(f"dataset '{name}': {error}") from None
+            source = open_source(uri, cache_dir=cache_dir())
+        except SourceError as error:
+            raise StepError(f"dataset '{dataset.name}': {error}") from None
+        return Part(
+            source, role, weight, fmt or dataset.format, dataset.columns if columns is None else columns
+        )
+
+    if dataset.presplit:
+        # Evaluation rows first: a training row equal to one of them is then the duplicate that goes.
+        given = [
+            ("validation", dataset.validation_uri),
+            ("test", dataset.test_uri),
+            ("train", dataset.train_uri),
+        ]
+        return [part(uri, role) for role, uri in given if uri]
+    if dataset.sources:
+        return [part(s.uri, None, s.weight, s.format, s.columns) for s in dataset.sources]
+    return [part(dataset.uri)]
 
 
-def content_version(files: list[Path], dataset: DatasetConfig) -> str:
-    digest = hashlib.sha256()
-    settings = {
-        "format": dataset.format,
-        "columns": dataset.columns,
-        "split": dataset.split,
-        "seed": dataset.seed,
-        "v": PREP_VERSION,
-    }
-    digest.update(json.dumps(settings, sort_keys=True).encode())
-    for path in files:
-        digest.update(path.name.encode())
-        digest.update(store.sha256_file(path).encode())
-    return digest.hexdigest()[:16]
+def content_version(parts: list[Part], dataset: DatasetConfig, tokenizers: list[dict[str, Any]]) -> str:
+    import hashlib
+
+    from tasks.token_counts import distinct_tokenizers, tokenizer_identity
+
+    settings = dataset.model_dump(mode="json", exclude={"name", "max_drop_ratio"})
+    settings["v"] = PREP_VERSION
+    settings["tokenizers"] = sorted(tokenizer_identity(entry) for entry in distinct_tokenizers(tokenizers))
+    settings["parts"] = [[p.role, p.weight, p.fmt, p.columns, p.source.fingerprint] for p in parts]
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _detect(name: str, part: Part) -> str:
+    from tasks.formats import detect_format
+
+    if part.fmt != "auto":
+        return part.fmt
+    for shard in part.source.shards():
+        for _, record in shard.records():
+            if isinstance(record, dict):
+                try:
+                    return detect_format(record, part.columns)
+                except ValueError as error:
+                    raise StepError(f"dataset '{name}', {part.source.uri}: {error}") from None
+    raise StepError(f"dataset '{name}': {part.source.uri} has no parseable row to detect the format from")
+
+
+def _workers() -> int:
+    return max(1, int(os.environ.get("TUNERFLOW_DATA_WORKERS") or os.cpu_count() or 1))
+
+
+def _shard_bytes(parts: list[Part], workers: int) -> int:
+    """Several shards per worker for balance, but not so small that per-shard costs dominate."""
+    if os.environ.get("TUNERFLOW_DATA_SHARD_BYTES"):
+        return int(os.environ["TUNERFLOW_DATA_SHARD_BYTES"])
+    total = sum(path.stat().st_size for p in parts for path in p.source.files)
+    return int(min(64 << 20, max(1 << 20, total // (workers * 4))))
+
+
+def _run(fn, tasks: list, workers: int) -> Iterator:
+    """`fn` over tasks in order: inline for one worker, else a spawn pool (forking a process that holds
+    Rust tokenizer threads can deadlock)."""
+    if workers == 1 or len(tasks) <= 1:
+        yield from map(fn, tasks)
+        return
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(min(workers, len(tasks))) as pool:
+        yield from pool.imap(fn, tasks)
+
+
+class _Plan:
+    """The per-row decisions, on arrays indexed by the global position of every spooled row."""
+
+    def __init__(self, scans: list[ShardScan]):
+        self.scans = scans
+        self.offsets = np.cumsum([0] + [s.candidates for s in scans])
+        self.keys = np.concatenate([s.keys for s in scans]) if scans else np.zeros(0, dtype=np.uint64)
+        n = len(self.keys)
+        self.roles = np.full(n, -1, dtype=np.int8)
+        for scan, start in zip(scans, self.offsets, strict=False):
+            if scan.role:
+                self.roles[start : start + scan.candidates] = ROLES[scan.role]
+        self.alive = np.ones(n, dtype=bool)
+        self.first = np.arange(n)
+        self.overlaps: dict[int, str] = {}
+        self.copies = np.ones(n, dtype=np.int64)
+
+    def dedup(self) -> None:
+        self.first = first_occurrences(self.keys)
+        self.alive &= self.first == np.arange(len(self.keys))
+
+    def split(self, ratios: tuple[int, int, int], seed: int) -> None:
+        unassigned = self.alive & (self.roles < 0)
+        self.roles[unassigned] = assign_splits(self.keys[unassigned], ratios, seed)
+
+    def weigh(self, weights: list[float], seed: int) -> None:
+        for scan, start in zip(self.scans, self.offsets, strict=False):
+            weight = weights[scan.source]
+            if weight != 1.0:
+                window = slice(start, start + scan.candidates)
+                self.copies[window] = repeats(self.keys[window], weight, seed)
+
+    def scan_window(self, scan: ShardScan) -> slice:
+        start = self.offsets[self.scans.index(scan)]
+        return slice(start, start + scan.candidates)
+
+
+def _eval_prompts(plan: _Plan) -> tuple[list[str], list[str]]:
+    from tasks.data import prompt_text
+
+    texts, ids = [], []
+    evaluation = (plan.roles == VALIDATION) | (plan.roles == TEST)
+    for scan in plan.scans:
+        wanted = (evaluation[plan.scan_window(scan)] & plan.alive[plan.scan_window(scan)]).tolist()
+        if not any(wanted):
+            continue
+        with open(scan.spool, encoding="utf-8") as handle:
+            for line, raw in enumerate(handle):
+                if wanted[line]:
+                    row = json.loads(raw)
+                    texts.append(prompt_text(row))
+                    ids.append(row["id"])
+    return texts, ids
+
+
+def _decontaminate(plan: _Plan, n: int, work: Path, workers: int) -> None:
+    from tasks.decontaminate import EvalIndex
+
+    train = plan.alive & (plan.roles == TRAIN)
+    texts, ids = _eval_prompts(plan)
+    if not texts or not train.any():
+        return
+    index_path = work / "eval_index.npz"
+    EvalIndex.build(texts, ids, n).save(index_path)
+    tasks = [OverlapTask(s.spool, train[plan.scan_window(s)], str(index_path)) for s in plan.scans]
+    for scan, flagged in zip(plan.scans, _run(check_overlaps, tasks, workers), strict=True):
+        start = plan.offsets[plan.scans.index(scan)]
+        for line, eval_id in flagged:
+            plan.overlaps[int(start + line)] = eval_id
+            plan.alive[start + line] = False
+
+
+def _row_id(raw: str) -> str:
+    return json.loads(raw)["id"]
+
+
+def _route(plan: _Plan, out_dir: Path, rejected, reasons: Counter, examples: list[str]) -> dict[str, int]:
+    """Copy every surviving spooled row into its split file (training rows once per mixing copy) and
+    record the rows dedup and decontamination dropped."""
+    counts = dict.fromkeys(SPLITS, 0)
+    needed = set(plan.first[~plan.alive & (plan.first != np.arange(len(plan.first)))].tolist())
+    first_ids: dict[int, str] = {}
+    with ExitStack() as stack:
+        handles = {
+            name: stack.enter_context(open(out_dir / f"{name}.jsonl", "w", encoding="utf-8"))
+            for name in SPLITS
+        }
+        for scan in plan.scans:
+            window = plan.scan_window(scan)
+            start = int(window.start)
+            alive, roles = plan.alive[window].tolist(), plan.roles[window].tolist()
+            first, copies = plan.first[window].tolist(), plan.copies[window].tolist()
+            with open(scan.spool, encoding="utf-8") as handle:
+                for line, raw in enumerate(handle):
+                    g = start + line
+                    if g in needed:
+                        first_ids[g] = _row_id(raw)
+                    if alive[line]:
+                        name = SPLITS[roles[line]]
+                        times = copies[line] if roles[line] == TRAIN else 1
+                        handles[name].write(raw * times)
+                        counts[name] += times
+                        continue
+                    if g in plan.overlaps:
+                        code, detail = "overlaps_eval", f"shares a prompt n-gram with {plan.overlaps[g]}"
+                    else:
+                        code, detail = "duplicate", f"same as {first_ids[first[line]]}"
+                    row_id = _row_id(raw)
+                    reasons[code] += 1
+                    if len(examples) < 5:
+                        examples.append(row_id)
+                    rejected.write(
+                        json.dumps({"id": row_id, "reason": code, "detail": detail, "source": scan.source})
+                        + "\n"
+                    )
+    return counts
+
+
+def _collect_rejected(scans: list[ShardScan], rejected, examples: list[str]) -> None:
+    for scan in scans:
+        with open(scan.rejected, encoding="utf-8") as handle:
+            for raw in handle:
+                if len(examples) < 5:
+                    examples.append(_row_id(raw))
+                rejected.write(raw)
+
+
+def _length_stats(plan: _Plan, sample_every: int) -> dict[str, dict[str, Any]]:
+    from tasks.length_stats import LengthHistogram
+
+    names = list(plan.scans[0].lengths) if plan.scans else []
+    out = {}
+    for name in names:
+        histogram = LengthHistogram()
+        for scan in plan.scans:
+            window = plan.scan_window(scan)
+            sampled = plan.keys[window] % np.uint64(sample_every) == 0
+            histogram.add(scan.lengths[name][plan.alive[window] & sampled])
+        out[name] = histogram.to_dict()
+    return out
+
+
+def _kind(name: str, formats: list[str]) -> str:
+    from tasks.data_plugins import kind_of
+
+    kinds = sorted({kind_of(fmt) for fmt in formats})
+    if len(kinds) > 1:
+        raise StepError(f"dataset '{name}': its sources hold different kinds of rows ({', '.join(kinds)})")
+    return kinds[0]
 
 
 def _prepare(job: dict[str, Any]) -> dict[str, Any]:
+    try:
+        return _prepare_rows(job)
+    except SourceError as error:
+        # A file that turned out unreadable while its rows were read, in this process or a worker.
+        raise StepError(f"dataset '{job['dataset']['name']}': {error}") from None
+
+
+def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
+    started = time.perf_counter()
     dataset = DatasetConfig.model_validate(job["dataset"])
-    files = [Path(p) for p in job["files"]]
-    records = _records(dataset.name, files)
-    fmt = dataset.format
-    if fmt == "auto":
-        # Look at the first parseable row, keeping what was read so the rows stay one pass.
-        seen: list[tuple[str, Any]] = []
-        for item in records:
-            seen.append(item)
-            if isinstance(item[1], dict):
-                break
-        else:
-            raise StepError(f"dataset '{dataset.name}': no parseable row to detect the format from")
-        try:
-            fmt = detect_format(seen[-1][1], dataset.columns)
-        except ValueError as error:
-            raise StepError(f"dataset '{dataset.name}': {error}") from None
-        records = itertools.chain(seen, records)
-    result = validate(records, fmt, dataset.columns)
-    prefix = job["output"]
-    with open(store.local_path(store.join(prefix, "rejected.jsonl")), "w") as handle:
-        for row in result.rejected:
-            handle.write(json.dumps(row) + "\n")
-    report = {
-        "dataset": dataset.name,
-        "format": fmt,
-        "rows_in": result.total,
-        "rows_kept": len(result.kept),
-        "rows_dropped": len(result.rejected),
-        "drop_reasons": dict(result.reasons),
-    }
-    store.write_json(store.join(prefix, "validation_report.json"), report)
+    parts = plan_parts(dataset)
+    formats = [_detect(dataset.name, part) for part in parts]
+    kind = _kind(dataset.name, formats)
+    out_dir = store.local_path(job["output"])
+    work = out_dir / WORK
+    work.mkdir(parents=True, exist_ok=True)
+    workers = _workers()
+    total_bytes = sum(path.stat().st_size for part in parts for path in part.source.files)
+    settings = ScanSettings(
+        sample_every=max(1, total_bytes // LENGTH_SAMPLE_BYTES),
+        pii=dataset.pii,
+        filters=tuple(dataset.filters),
+        min_tokens=dataset.min_tokens,
+        max_tokens=dataset.max_tokens,
+        tokenizers=tuple(_tokenizers(job, work)),
+    )
+    target = _shard_bytes(parts, workers)
+    tasks = [
+        ShardTask(0, shard, index, part.role, fmt, part.columns, settings, str(work))
+        for index, (part, fmt) in enumerate(zip(parts, formats, strict=True))
+        for shard in part.source.shards(target)
+    ]
+    tasks = [
+        ShardTask(i, t.shard, t.source, t.role, t.fmt, t.columns, t.settings, t.work_dir)
+        for i, t in enumerate(tasks)
+    ]
+    log.info(
+        "dataset %s: %d shard(s) from %d source(s), %d worker(s)",
+        dataset.name,
+        len(tasks),
+        len(parts),
+        workers,
+    )
+    scans = []
+    for scan in _run(scan_shard, tasks, workers):
+        scans.append(scan)
+        rate = scan.rows_in / max(scan.seconds, 1e-9)
+        log.info(
+            "shard %d/%d: %d rows read in %.1f s (%.0f rows/s)",
+            scan.index + 1,
+            len(tasks),
+            scan.rows_in,
+            scan.seconds,
+            rate,
+        )
+    plan = _Plan(scans)
+    if dataset.dedup:
+        plan.dedup()
+    plan.split(dataset.ratios, dataset.seed)
+    if dataset.decontaminate_ngram:
+        _decontaminate(plan, dataset.decontaminate_ngram, work, workers)
+    plan.weigh([part.weight for part in parts], dataset.seed)
+
+    reasons: Counter = Counter()
+    for scan in scans:
+        reasons.update(scan.reasons)
+    examples: list[str] = []
+    with open(out_dir / "rejected.jsonl", "w", encoding="utf-8") as rejected:
+        _collect_rejected(scans, rejected, examples)
+        counts = _route(plan, out_dir, rejected, reasons, examples)
+    total = sum(scan.rows_in for scan in scans)
+    stats = _stats(
+        job, dataset, parts, formats, kind, scans, plan, counts, reasons, total, settings.sample_every
+    )
+    store.write_json(
+        store.join(job["output"], "validation_report.json"),
+        {k: v for k, v in stats.items() if k != "token_lengths"} | {"token_lengths": _summaries(stats)},
+    )
     # Counts and reason codes only: row text never reaches the logs.
-    log.info("dataset %s: %s", dataset.name, json.dumps(report))
-    message = failure_message(dataset.name, result, dataset.max_drop_ratio)
+    log.info(
+        "dataset %s: %s",
+        dataset.name,
+        json.dumps({k: stats[k] for k in ("rows_in", "rows_dropped", "counts", "drop_reasons")}),
+    )
+    message = failure_message(dataset.name, total, reasons, examples, dataset.max_drop_ratio)
     if message:
         raise StepError(message)
-    parts = split(result.kept, dataset.ratios, dataset.seed)
-    for name in SPLITS:
-        with open(store.local_path(store.join(prefix, f"{name}.jsonl")), "w") as handle:
-            for row in parts[name]:
-                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    from tasks.dataset_card import write_card
+
+    write_card(out_dir, stats)
+    shutil.rmtree(work)
+    elapsed = time.perf_counter() - started
+    log.info("dataset %s prepared in %.1f s (%.0f rows/s)", dataset.name, elapsed, total / max(elapsed, 1e-9))
     return {
         "name": dataset.name,
         "version": job["version"],
-        "uri": prefix,
-        "format": fmt,
-        "kind": KINDS.get(fmt, "chat"),
-        "counts": {name: len(parts[name]) for name in SPLITS},
-        "dropped": len(result.rejected),
-        "drop_reasons": dict(result.reasons),
+        "uri": job["output"],
+        "format": formats[0] if len(set(formats)) == 1 else "mixed",
+        "kind": kind,
+        "counts": counts,
+        "dropped": sum(reasons.values()),
+        "drop_reasons": dict(reasons),
     }
+
+
+def _summaries(stats: dict[str, Any]) -> dict[str, Any]:
+    from tasks.length_stats import LengthHistogram
+
+    return {name: LengthHistogram.from_dict(data).summary() for name, data in stats["token_lengths"].items()}
+
+
+def _stats(
+    job, dataset, parts, formats, kind, scans, plan, counts, reasons, total, sample_every
+) -> dict[str, Any]:
+    pii: Counter = Counter()
+    per_source = [{"rows_in": 0} for _ in parts]
+    for scan in scans:
+        pii.update(scan.pii)
+        per_source[scan.source]["rows_in"] += scan.rows_in
+    return {
+        "name": dataset.name,
+        "version": job["version"],
+        "format": formats[0] if len(set(formats)) == 1 else "mixed",
+        "kind": kind,
+        "sources": [
+            {
+                "uri": part.source.uri,
+                "fingerprint": part.source.fingerprint,
+                "rows_in": info["rows_in"],
+                "weight": part.weight,
+                "format": fmt,
+                "role": part.role,
+            }
+            for part, fmt, info in zip(parts, formats, per_source, strict=True)
+        ],
+        "counts": counts,
+        "rows_in": total,
+        "rows_kept": int(plan.alive.sum()),
+        "rows_dropped": sum(reasons.values()),
+        "drop_reasons": dict(reasons.most_common()),
+        "pii": dict(pii),
+        "pii_mode": dataset.pii,
+        "settings": {
+            "split": "pre-split" if dataset.presplit else ",".join(map(str, dataset.ratios)),
+            "seed": dataset.seed,
+            "min_tokens": dataset.min_tokens,
+            "max_tokens": dataset.max_tokens,
+            "dedup": dataset.dedup,
+            "decontaminate_ngram": dataset.decontaminate_ngram,
+            "filters": dataset.filters,
+            "tokenizers": [entry["name"] for entry in job.get("tokenizers", [])],
+        },
+        "token_lengths": _length_stats(plan, sample_every),
+        "token_lengths_sample": f"1 in {sample_every} rows, chosen by content hash"
+        if sample_every > 1
+        else "all rows",
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def _tokenizers(job: dict[str, Any], work: Path):
+    entries = job.get("tokenizers") or []
+    if not entries:
+        log.info("no tokenizer given: token lengths are not checked")
+        return []
+    from tasks.token_counts import prepare_tokenizers
+
+    return prepare_tokenizers(entries, job["store_root"], work)
 
 
 def complete_job(job: dict[str, Any]) -> dict[str, Any]:
     dataset = DatasetConfig.model_validate(job["dataset"])
-    files = source_files(dataset.uri)
-    version = content_version(files, dataset)
+    parts = plan_parts(dataset)
+    version = content_version(parts, dataset, job.get("tokenizers") or [])
     return {
         **job,
-        "files": [str(p) for p in files],
         "version": version,
         "output": layout.dataset_version(job["store_root"], dataset.name, version),
     }

@@ -120,3 +120,48 @@ def reset(prefix: str) -> None:
     path = local_path(prefix)
     if path.exists() and not is_committed(prefix):
         shutil.rmtree(path)
+
+
+def create_json(uri: str, payload: Any) -> None:
+    """Write a JSON file that must not exist yet: FileExistsError when it does, so concurrent writers
+    claiming the same key cannot both win (on S3 this is `PutObject(..., IfNoneMatch="*")`)."""
+    path = local_path(uri)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.NamedTemporaryFile("w", dir=path.parent, delete=False, suffix=".tmp") as handle:
+        json.dump(payload, handle, indent=2, sort_keys=True, default=str)
+        tmp = handle.name
+    try:
+        # A hard link publishes the complete file, and fails instead of replacing an existing one.
+        os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
+
+
+def list_dir(uri: str) -> list[str]:
+    """Names directly under a prefix, sorted; empty when nothing is there."""
+    path = local_path(uri)
+    if not path.is_dir():
+        return []
+    return sorted(child.name for child in path.iterdir())
+
+
+def modified_at(uri: str) -> str | None:
+    """When a file or prefix was last written, as ISO-8601 UTC; None when it does not exist."""
+    from datetime import UTC, datetime
+
+    path = local_path(uri)
+    if not path.exists():
+        return None
+    return datetime.fromtimestamp(path.stat().st_mtime, UTC).isoformat(timespec="seconds")
+
+
+def remove(uri: str) -> bool:
+    """Delete a file or everything under a prefix; False when nothing was there."""
+    path = local_path(uri)
+    if path.is_dir():
+        shutil.rmtree(path)
+        return True
+    if path.exists():
+        path.unlink()
+        return True
+    return False
