@@ -20,6 +20,7 @@ The last line is one JSON object: {"metric", "value", "baseline", "ratio", "targ
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import random
@@ -35,13 +36,117 @@ sys.path.insert(0, str(REPO))
 
 MODEL = "smollm2-135m-instruct"
 MAX_TOKENS = 512
-WORDS = (
-    "the of and to in is you that it he was for on are as with his they at be this have from or one had by "
-    "word but not what all were we when your can said there use an each which she do how their if will up "
-    "other about out many then them these so some her would make like him into time has look two more write "
-    "go see number no way could people my than first water been call who oil its now find long down day did "
-    "get come made may part model data train learn token batch layer weight loss answer question"
-).split()
+WORDS = [
+    "the",
+    "of",
+    "and",
+    "to",
+    "in",
+    "is",
+    "you",
+    "that",
+    "it",
+    "he",
+    "was",
+    "for",
+    "on",
+    "are",
+    "as",
+    "with",
+    "his",
+    "they",
+    "at",
+    "be",
+    "this",
+    "have",
+    "from",
+    "or",
+    "one",
+    "had",
+    "by",
+    "word",
+    "but",
+    "not",
+    "what",
+    "all",
+    "were",
+    "we",
+    "when",
+    "your",
+    "can",
+    "said",
+    "there",
+    "use",
+    "an",
+    "each",
+    "which",
+    "she",
+    "do",
+    "how",
+    "their",
+    "if",
+    "will",
+    "up",
+    "other",
+    "about",
+    "out",
+    "many",
+    "then",
+    "them",
+    "these",
+    "so",
+    "some",
+    "her",
+    "would",
+    "make",
+    "like",
+    "him",
+    "into",
+    "time",
+    "has",
+    "look",
+    "two",
+    "more",
+    "write",
+    "go",
+    "see",
+    "number",
+    "no",
+    "way",
+    "could",
+    "people",
+    "my",
+    "than",
+    "first",
+    "water",
+    "been",
+    "call",
+    "who",
+    "oil",
+    "its",
+    "now",
+    "find",
+    "long",
+    "down",
+    "day",
+    "did",
+    "get",
+    "come",
+    "made",
+    "may",
+    "part",
+    "model",
+    "data",
+    "train",
+    "learn",
+    "token",
+    "batch",
+    "layer",
+    "weight",
+    "loss",
+    "answer",
+    "question",
+]
 
 
 def generate(path: Path, rows: int, seed: int = 0) -> dict[str, int]:
@@ -64,7 +169,7 @@ def generate(path: Path, rows: int, seed: int = 0) -> dict[str, int]:
                 question = " ".join(rng.choices(WORDS, k=rng.randint(5, 30))) + f" #{i}?"
                 answer = " ".join(rng.choices(WORDS, k=length))
                 line = json.dumps({"instruction": question, "input": "", "output": answer})
-                recent = (recent + [line])[-100:]
+                recent = [*recent, line][-100:]
             handle.write(line + "\n")
     return made
 
@@ -161,10 +266,8 @@ def _tree_rss(pid: int) -> int:
         return 0
     total = 0
     for proc in procs:
-        try:
+        with contextlib.suppress(psutil.NoSuchProcess):
             total += proc.memory_info().rss
-        except psutil.NoSuchProcess:
-            pass
     return total
 
 
@@ -226,7 +329,8 @@ def compare(rows: int, workers: int, store: Path) -> dict:
         "baseline": {**theirs, "rows_per_s": rows / theirs["seconds"]},
     }
     print(
-        f"{rows:>9,} rows: tunerflow {rows / ours['seconds']:>9,.0f} rows/s, peak {ours['peak_mb']:>6.0f} MB | "
+        f"{rows:>9,} rows: tunerflow {rows / ours['seconds']:>9,.0f} rows/s, "
+        f"peak {ours['peak_mb']:>6.0f} MB | "
         f"datasets {rows / theirs['seconds']:>9,.0f} rows/s, peak {theirs['peak_mb']:>6.0f} MB | "
         f"speed ratio {theirs['seconds'] / ours['seconds']:.2f}x",
         flush=True,
@@ -265,10 +369,11 @@ def main() -> None:
     small = compare(args.small_rows, args.workers, store)
     large = compare(args.rows, args.workers, store)
     growth = large["tunerflow"]["peak_mb"] / small["tunerflow"]["peak_mb"]
+    mb = {side: (small[side]["peak_mb"], large[side]["peak_mb"]) for side in ("tunerflow", "baseline")}
     print(
-        f"peak memory {args.small_rows:,} -> {args.rows:,} rows: tunerflow {small['tunerflow']['peak_mb']:.0f} -> "
-        f"{large['tunerflow']['peak_mb']:.0f} MB ({growth:.2f}x); datasets {small['baseline']['peak_mb']:.0f} -> "
-        f"{large['baseline']['peak_mb']:.0f} MB",
+        f"peak memory {args.small_rows:,} -> {args.rows:,} rows: "
+        f"tunerflow {mb['tunerflow'][0]:.0f} -> {mb['tunerflow'][1]:.0f} MB ({growth:.2f}x); "
+        f"datasets {mb['baseline'][0]:.0f} -> {mb['baseline'][1]:.0f} MB",
         flush=True,
     )
     if not args.keep:

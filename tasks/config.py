@@ -162,10 +162,10 @@ class DatasetConfig(_Strict):
     )
     format: str = Field("auto", description=FORMAT_DESCRIPTION, title="Format")
     columns: dict[str, str] = Field(default_factory=dict, description=COLUMNS_DESCRIPTION, title="Columns")
-    split: str | None = Field(
-        None,
-        description="train,validation,test percentages: three integers summing to 100, train above 0 "
-        "(default 90,5,5). Not used with pre-split inputs.",
+    split: str = Field(
+        DEFAULT_SPLIT,
+        description="train,validation,test percentages: three integers summing to 100, train above 0. "
+        "Not used with pre-split inputs.",
         title="Split ratios",
         pattern=r"^\s*\d{1,3}\s*,\s*\d{1,3}\s*,\s*\d{1,3}\s*$",
     )
@@ -239,9 +239,7 @@ class DatasetConfig(_Strict):
 
     @field_validator("split")
     @classmethod
-    def _split_sums_to_100(cls, value: str | None) -> str | None:
-        if value is None:
-            return None
+    def _split_sums_to_100(cls, value: str) -> str:
         parts = [int(p) for p in value.split(",")]
         if sum(parts) != 100:
             raise ValueError(f"split '{value}' sums to {sum(parts)}; the three percentages must sum to 100")
@@ -265,7 +263,7 @@ class DatasetConfig(_Strict):
             )
         if (self.validation_uri or self.test_uri) and not self.train_uri:
             raise ValueError(f"dataset '{self.name}': validation_uri and test_uri need train_uri beside them")
-        if self.train_uri and self.split is not None:
+        if self.train_uri and self.split != DEFAULT_SPLIT:
             raise ValueError(
                 f"dataset '{self.name}': split does not apply to pre-split inputs (train_uri, "
                 "validation_uri, test_uri); remove it"
@@ -294,7 +292,7 @@ class DatasetConfig(_Strict):
 
     @property
     def ratios(self) -> tuple[int, int, int]:
-        train, validation, test = (int(p) for p in (self.split or DEFAULT_SPLIT).split(","))
+        train, validation, test = (int(p) for p in self.split.split(","))
         return train, validation, test
 
     @property

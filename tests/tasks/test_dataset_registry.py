@@ -56,7 +56,7 @@ def test_stored_definition_is_a_valid_dataset_config(root):
 def test_update_switching_source_mode_drops_the_other_modes(root):
     reg.create(root, {"name": "support", "uri": "all.jsonl", "split": "80,10,10"})
     record = reg.update(root, "support", {"train_uri": "train.jsonl", "test_uri": "test.jsonl"})
-    assert record["uri"] is None and record["split"] is None
+    assert record["uri"] is None and record["split"] == "90,5,5"
     assert record["train_uri"] == "train.jsonl"
     record = reg.update(root, "support", {"sources": [{"uri": "a.jsonl", "weight": 2}]})
     assert record["train_uri"] is None and record["test_uri"] is None
