@@ -335,9 +335,11 @@ def compare(rows: int, workers: int, store: Path) -> dict:
         f"speed ratio {theirs['seconds'] / ours['seconds']:.2f}x",
         flush=True,
     )
+    kept = sum(ours["result"]["counts"].values()), sum(theirs["result"]["counts"].values())
     print(
-        f"  kept: tunerflow {ours['result']['counts']} dropped {ours['result'].get('drop_reasons')}; "
-        f"datasets {theirs['result']['counts']}",
+        f"  rows kept: tunerflow {kept[0]:,} (dropped {ours['result']['drop_reasons']}), "
+        f"datasets {kept[1]:,}; "
+        f"same rows kept: {'yes' if kept[0] == kept[1] else 'NO'}",
         flush=True,
     )
     return line

@@ -85,13 +85,16 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from tasks import store
     from tasks.catalog import resolve_experiment
     from tasks.config import ConfError, parse_experiment
     from tasks.params import load_conf
+    from tasks.plan import prepared_definitions
 
     try:
         experiment = parse_experiment(load_conf(Path(args.conf)))
         resolve_experiment(experiment)
+        prepared_definitions(experiment, store.default_root())  # registered datasets exist
     except (ConfError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2

@@ -10,7 +10,6 @@ dropped row gets a reason code.
 from __future__ import annotations
 
 import json
-import re
 import unicodedata
 from collections import Counter
 from typing import Any
@@ -34,8 +33,9 @@ def _turns(messages: list[dict[str, Any]]) -> str:
 
 
 def _fold(raw: str) -> str:
-    folded = unicodedata.normalize("NFKC", raw).casefold()
-    return re.sub(r"\s+", " ", folded).strip()
+    # ASCII text (most rows) is its own NFKC form and casefolds like lower(): skip the Unicode tables.
+    folded = raw.lower() if raw.isascii() else unicodedata.normalize("NFKC", raw).casefold()
+    return " ".join(folded.split())
 
 
 def normalise(row: dict[str, Any]) -> str:

@@ -53,3 +53,29 @@ def store_root(tmp_path, monkeypatch) -> str:
     root = (tmp_path / "store").as_uri()
     monkeypatch.setenv("TUNERFLOW_STORE", root)
     return root
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> str:
+    """A real S3 API over HTTP: moto's server mode on a free loopback port."""
+    import socket
+
+    from moto.server import ThreadedMotoServer
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
+    server.start()
+    yield f"http://127.0.0.1:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def aws_env(s3_endpoint, monkeypatch) -> str:
+    """The standard AWS environment pointed at the moto server, as a MinIO deployment would set it."""
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    return s3_endpoint

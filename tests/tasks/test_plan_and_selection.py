@@ -125,3 +125,38 @@ def test_a_dataset_the_training_type_cannot_learn_from_is_refused_before_any_job
         match=re.escape("dataset 'b' holds preference rows, but training.type 'sft' trains on chat"),
     ):
         plan_jobs(info, prepared)
+
+
+def test_prepare_specs_carry_the_tokenizers_and_the_shortest_sequence_length(store_root):
+    validate_conf(CONF, "manual__t", store_root)
+    spec = store.read_json(store.join(layout.run(store_root, "exp", "manual__t"), "datasets", "a.json"))
+    assert [t["name"] for t in spec["tokenizers"]] == ["m1", "m2"]
+    from tasks.catalog import hparam_presets
+
+    shortest = min(hparam_presets()[p].get("max_seq_length", 1024) for p in ("lora-fast", "lora-default"))
+    assert spec["dataset"]["max_tokens"] == shortest, "no row longer than a job's max_seq_length is kept"
+    given = {**CONF, "datasets": [{"name": "a", "uri": "builtin:tuna_identity", "max_tokens": 64}]}
+    validate_conf(given, "manual__u", store_root)
+    spec = store.read_json(store.join(layout.run(store_root, "exp", "manual__u"), "datasets", "a.json"))
+    assert spec["dataset"]["max_tokens"] == 64
+
+
+def test_a_registered_dataset_is_prepared_under_its_name_and_jobs_keep_the_experiment_label(store_root):
+    from tasks import dataset_registry
+    from tasks.config import ConfError
+
+    dataset_registry.create(
+        store_root, {"name": "tickets", "uri": "builtin:tuna_identity", "split": "80,10,10"}
+    )
+    conf = {**CONF, "datasets": [{"name": "support", "registered": "tickets"}]}
+    datasets = validate_conf(conf, "manual__r", store_root)
+    run_uri = layout.run(store_root, "exp", "manual__r")
+    spec = store.read_json(datasets[0]["spec_uri"])
+    assert datasets[0]["name"] == "support" and spec["dataset"]["name"] == "tickets"
+    assert spec["dataset"]["split"] == "80,10,10" and spec["dataset"]["uri"] == "builtin:tuna_identity"
+    prepared = [{"name": "tickets", "uri": "file:///prepared/tickets", "kind": "chat"}]
+    jobs = plan_jobs({"run_uri": run_uri, "store_root": store_root}, prepared)
+    assert jobs[0]["label"].startswith("support|") and jobs[0]["job_id"].startswith("support--")
+    missing = {**CONF, "datasets": [{"name": "support", "registered": "nope"}]}
+    with pytest.raises(ConfError, match=r"datasets\.0\.registered: no registered dataset 'nope'"):
+        validate_conf(missing, "manual__m", store_root)

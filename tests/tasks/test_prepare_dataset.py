@@ -270,3 +270,23 @@ def test_unreadable_files_fail_the_step_with_the_file_name(tmp_path, store_root)
         prepare({"store_root": store_root, "dataset": {"name": "c", "uri": str(tmp_path / "latin.csv")}})
     with pytest.raises(StepError, match="no-such"):
         prepare({"store_root": store_root, "dataset": {"name": "c", "uri": str(tmp_path / "no-such.jsonl")}})
+
+
+def test_an_s3_glob_prepares_like_local_files(aws_env, tmp_path, store_root, monkeypatch):
+    import boto3
+
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "cache"))
+    client = boto3.client("s3")
+    client.create_bucket(Bucket="corpus")
+    for part in range(3):
+        body = "".join(
+            json.dumps(chat(f"Question {part}-{i} about rivers?", f"Answer {i}.")) + "\n" for i in range(40)
+        )
+        client.put_object(Bucket="corpus", Key=f"sft/part-{part}.jsonl", Body=body.encode())
+    dataset = {"name": "s3", "uri": "s3://corpus/sft/*.jsonl", "split": "80,10,10"}
+    result = prepare({"store_root": store_root, "dataset": dataset})
+    assert sum(result["counts"].values()) == 120 and result["format"] == "messages"
+    ids = {r["id"] for name in ("train", "validation", "test") for r in _lines(result, f"{name}.jsonl")}
+    assert "part-2.jsonl:40" in ids
+    report = store.read_json(store.join(result["uri"], "validation_report.json"))
+    assert report["sources"][0]["uri"] == "s3://corpus/sft/*.jsonl"
