@@ -250,7 +250,7 @@ def _settings(stats: dict[str, Any]) -> list[str]:
     return ["## Preparation settings", "", *_table(["Setting", "Value"], rows)]
 
 
-def _lengths(histograms: dict[str, LengthHistogram], has_png: bool) -> list[str]:
+def _lengths(histograms: dict[str, LengthHistogram], has_png: bool, sample: str = "all rows") -> list[str]:
     lines = ["## Token lengths", ""]
     if not histograms:
         return [*lines, "Token lengths were not counted.", ""]
@@ -263,7 +263,8 @@ def _lengths(histograms: dict[str, LengthHistogram], has_png: bool) -> list[str]
         )
     lines += _table(head, rows)
     lines += [
-        "Counted over the rows written to the splits. Percentiles are read from a histogram: exact up to "
+        f"Counted over the rows written to the splits ({sample}). Percentiles are read from a histogram: "
+        "exact up to "
         "16 tokens, above that the top of a quarter-octave bin (at most about 19% high).",
         "",
     ]
@@ -302,7 +303,7 @@ def render(directory: Path, stats: dict[str, Any], has_png: bool) -> str:
         _dropped(stats),
         _pii(stats),
         _settings(stats),
-        _lengths(_histograms(stats), has_png),
+        _lengths(_histograms(stats), has_png, stats.get("token_lengths_sample") or "all rows"),
         _loading(directory, stats),
     ]
     body = "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -581,7 +581,7 @@ def _hf_source(uri: str, cache_dir: Path) -> Source:
         ) from None
     dataset = _hf_load(uri, name, config, split)
     # A local directory's absolute path differs between machines; its name keeps ids and fingerprint stable.
-    shown = Path(name).name if Path(name).is_dir() else name
+    shown = Path(name).resolve().name if Path(name).is_dir() else name
     label = f"{shown}@{split}"
     safe = re.sub(r"[^A-Za-z0-9._-]+", "-", f"{shown}-{config}" if config else shown).strip("-.") or "x"
     target = cache_dir / "hf" / safe / dataset._fingerprint / f"{split}.parquet"
