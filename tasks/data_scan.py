@@ -15,6 +15,7 @@ import logging
 import time
 from array import array
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,15 @@ def content_key(row: dict[str, Any]) -> int:
     return int.from_bytes(hashlib.blake2b(normalise(row).encode(), digest_size=8).digest(), "little")
 
 
+def _texts(row: dict[str, Any]) -> Iterator[str]:
+    if "text" in row:
+        yield row["text"]
+        return
+    for part in ("prompt", "chosen", "rejected") if "prompt" in row else ("messages",):
+        for message in row[part]:
+            yield message["content"]
+
+
 def _map_texts(row: dict[str, Any], fn) -> dict[str, Any]:
     def turns(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
         return [{**m, "content": fn(m["content"])} for m in messages]
@@ -102,7 +112,8 @@ def _apply_pii(row: dict[str, Any], mode: str, counts: Counter) -> dict[str, Any
 
     found: Counter = Counter()
     if mode == "drop":
-        _map_texts(row, lambda text: found.update(pii.find(text)) or text)
+        for text in _texts(row):
+            found.update(pii.find(text))
         if found:
             raise RowError("pii", ", ".join(sorted(found)))
         return row

@@ -149,9 +149,9 @@ class _Plan:
         self.keys = np.concatenate([s.keys for s in scans]) if scans else np.zeros(0, dtype=np.uint64)
         n = len(self.keys)
         self.roles = np.full(n, -1, dtype=np.int8)
-        for scan, start in zip(scans, self.offsets, strict=False):
+        for scan in scans:
             if scan.role:
-                self.roles[start : start + scan.candidates] = ROLES[scan.role]
+                self.roles[self.window(scan)] = ROLES[scan.role]
         self.alive = np.ones(n, dtype=bool)
         self.first = np.arange(n)
         self.overlaps: dict[int, str] = {}
@@ -166,15 +166,15 @@ class _Plan:
         self.roles[unassigned] = assign_splits(self.keys[unassigned], ratios, seed)
 
     def weigh(self, weights: list[float], seed: int) -> None:
-        for scan, start in zip(self.scans, self.offsets, strict=False):
+        for scan in self.scans:
             weight = weights[scan.source]
             if weight != 1.0:
-                window = slice(start, start + scan.candidates)
+                window = self.window(scan)
                 self.copies[window] = repeats(self.keys[window], weight, seed)
 
-    def scan_window(self, scan: ShardScan) -> slice:
-        start = self.offsets[self.scans.index(scan)]
-        return slice(start, start + scan.candidates)
+    def window(self, scan: ShardScan) -> slice:
+        """The scan's rows in the global arrays (scans arrive in task order, so its index is its place)."""
+        return slice(int(self.offsets[scan.index]), int(self.offsets[scan.index + 1]))
 
 
 def _eval_prompts(plan: _Plan) -> tuple[list[str], list[str]]:
@@ -183,7 +183,8 @@ def _eval_prompts(plan: _Plan) -> tuple[list[str], list[str]]:
     texts, ids = [], []
     evaluation = (plan.roles == VALIDATION) | (plan.roles == TEST)
     for scan in plan.scans:
-        wanted = (evaluation[plan.scan_window(scan)] & plan.alive[plan.scan_window(scan)]).tolist()
+        window = plan.window(scan)
+        wanted = (evaluation[window] & plan.alive[window]).tolist()
         if not any(wanted):
             continue
         with open(scan.spool, encoding="utf-8") as handle:
@@ -204,9 +205,9 @@ def _decontaminate(plan: _Plan, n: int, work: Path, workers: int) -> None:
         return
     index_path = work / "eval_index.npz"
     EvalIndex.build(texts, ids, n).save(index_path)
-    tasks = [OverlapTask(s.spool, train[plan.scan_window(s)], str(index_path)) for s in plan.scans]
+    tasks = [OverlapTask(s.spool, train[plan.window(s)], str(index_path)) for s in plan.scans]
     for scan, flagged in zip(plan.scans, _run(check_overlaps, tasks, workers), strict=True):
-        start = plan.offsets[plan.scans.index(scan)]
+        start = plan.window(scan).start
         for line, eval_id in flagged:
             plan.overlaps[int(start + line)] = eval_id
             plan.alive[start + line] = False
@@ -228,8 +229,8 @@ def _route(plan: _Plan, out_dir: Path, rejected, reasons: Counter, examples: lis
             for name in SPLITS
         }
         for scan in plan.scans:
-            window = plan.scan_window(scan)
-            start = int(window.start)
+            window = plan.window(scan)
+            start = window.start
             alive, roles = plan.alive[window].tolist(), plan.roles[window].tolist()
             first, copies = plan.first[window].tolist(), plan.copies[window].tolist()
             with open(scan.spool, encoding="utf-8") as handle:
@@ -275,7 +276,7 @@ def _length_stats(plan: _Plan, sample_every: int) -> dict[str, dict[str, Any]]:
     for name in names:
         histogram = LengthHistogram()
         for scan in plan.scans:
-            window = plan.scan_window(scan)
+            window = plan.window(scan)
             sampled = plan.keys[window] % np.uint64(sample_every) == 0
             histogram.add(scan.lengths[name][plan.alive[window] & sampled])
         out[name] = histogram.to_dict()
