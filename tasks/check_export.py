@@ -19,7 +19,7 @@ from tasks.catalog import CatalogEntry
 from tasks.config import ExportConfig, ScoringConfig
 from tasks.evaluate import answer_and_score, eval_rows
 from tasks.generation import render_prompts
-from tasks.scoring import TEXT_SCORERS
+from tasks.scoring_plugins import is_loss_metric, lower_is_better
 from tasks.step import StepError, main
 
 log = logging.getLogger("tunerflow.check_export")
@@ -102,10 +102,17 @@ def latency(model: Any, config: Any) -> dict[str, float]:
 
 
 def gated_metric(scoring: ScoringConfig) -> str | None:
-    """The primary metric, or when that is eval_loss (not measured by generating) the first text metric."""
-    if scoring.primary in TEXT_SCORERS:
+    """The primary metric, or when that is a loss metric (eval_loss, perplexity: not measured on generated
+    answers, which is what an export changes) the first text metric."""
+    if not is_loss_metric(scoring.primary):
         return scoring.primary
-    return next((name for name in scoring.metrics if name in TEXT_SCORERS), None)
+    return next((name for name in scoring.metrics if not is_loss_metric(name)), None)
+
+
+def metric_drop(metric: str, reference: float, value: float) -> float:
+    """How much worse the export scores than PyTorch: a fall, or a rise for a lower-is-better metric."""
+    drop = value - reference if lower_is_better(metric) else reference - value
+    return round(drop, 6)
 
 
 def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None) -> list[str]:
@@ -165,7 +172,7 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
         checks.update(parity(reference_logits, prompt_logits(model, inputs)))
         checks["metrics"] = answer_and_score(model, tokenizer, rows, scoring)[0] if metric else {}
         checks["metric_drop"] = (
-            round(reference_metrics[metric] - checks["metrics"][metric], 6) if metric else None
+            metric_drop(metric, reference_metrics[metric], checks["metrics"][metric]) if metric else None
         )
         checks["latency"] = latency(model, model.config)
         checks["speedup_p50"] = round(pytorch["latency"]["p50_ms"] / checks["latency"]["p50_ms"], 3)

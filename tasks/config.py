@@ -10,6 +10,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from tasks import scoring_plugins
+
 SLUG = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SlugStr = Annotated[str, Field(pattern=SLUG)]
 
@@ -47,10 +49,6 @@ def dataset_kind_problem(training_type: str, dataset: str, kind: str) -> str | N
         "rows; use a dataset of that kind or change training.type"
     )
 
-
-METRICS = ("exact_match", "token_f1", "rouge_l", "bleu", "eval_loss")
-# Metrics where a lower value is better; selection negates them.
-LOWER_IS_BETTER = frozenset({"eval_loss"})
 
 EXPORT_FORMATS = ("onnx", "onnx-int8")
 
@@ -377,13 +375,18 @@ class TrainingConfig(_Strict):
 
 
 class ScoringConfig(_Strict):
-    metrics: list[Literal[METRICS]] = Field(  # type: ignore[valid-type]
+    metrics: list[str] = Field(
         default_factory=lambda: ["exact_match", "rouge_l"],
-        description="Metrics computed for every job on the test split.",
+        description="Metrics computed for every job on the test split: exact_match, token_f1, accuracy "
+        "(multiple-choice labels), bleu, rouge_l, composite (0.75 rouge_l + 0.25 bleu), eval_loss and "
+        "perplexity (from the answer loss), or a scoring plugin's name (plugins/scoring, "
+        "$TUNERFLOW_SCORING_PLUGINS).",
         min_length=1,
     )
-    primary: Literal[METRICS] = Field(  # type: ignore[valid-type]
-        "rouge_l", description="The metric that picks the winner (argmax; eval_loss is minimised)."
+    primary: str = Field(
+        "rouge_l",
+        description="The metric that picks the winner: the highest wins, except for eval_loss, perplexity "
+        "and plugins that declare GREATER_IS_BETTER = False, where the lowest wins.",
     )
     max_new_tokens: int = Field(48, ge=1, le=4096, description="Generation budget per answer.")
     batch_size: int = Field(16, ge=1, description="Rows per generation batch.")
@@ -391,6 +394,22 @@ class ScoringConfig(_Strict):
     compare_base: bool = Field(
         True, description="Also score each base model untouched, as a reference row on the leaderboard."
     )
+
+    # Names, not a Literal: scoring plugins add metrics, found by listing directories (no evaluate import).
+    @field_validator("metrics")
+    @classmethod
+    def _known_metrics(cls, value: list[str]) -> list[str]:
+        unknown = [name for name in value if name not in scoring_plugins.metric_names()]
+        if unknown:
+            raise ValueError(scoring_plugins.unknown_message(*unknown))
+        return value
+
+    @field_validator("primary")
+    @classmethod
+    def _known_primary(cls, value: str) -> str:
+        if value not in scoring_plugins.metric_names():
+            raise ValueError(scoring_plugins.unknown_message(value))
+        return value
 
 
 class ExportConfig(_Strict):
@@ -409,7 +428,8 @@ class ExportConfig(_Strict):
         0.05,
         ge=0,
         description="Largest allowed drop (absolute) of scoring.primary on the test split, ONNX against "
-        "the PyTorch winner; gated for every format. When primary is eval_loss, the first text metric.",
+        "the PyTorch winner (a rise, for lower-is-better metrics); gated for every format. When primary is a "
+        "loss metric (eval_loss, perplexity), the first text metric in scoring.metrics.",
     )
 
 

@@ -13,7 +13,7 @@ from tasks import store
 from tasks.config import ScoringConfig
 from tasks.generation import generate, prompt_and_reference, render_prompts
 from tasks.models import load_model, load_tokenizer
-from tasks.scoring import score
+from tasks.scoring import loss_scores, needs_loss, score
 from tasks.step import StepError, main
 from tasks.train import read_split
 
@@ -55,7 +55,8 @@ def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_si
 def answer_and_score(
     model: Any, tokenizer: Any, rows: list[dict[str, Any]], scoring: ScoringConfig
 ) -> tuple[dict[str, float], list[str], dict[str, float]]:
-    """Greedy answers to held-out rows and the text metrics: one code path for every model and export."""
+    """Greedy answers to held-out rows and the text metrics (loss metrics are the caller's): one code path
+    for every model and export."""
     conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
     predictions, stats = generate(
         model, tokenizer, render_prompts(tokenizer, conversations), scoring.max_new_tokens, scoring.batch_size
@@ -81,8 +82,9 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
     split, rows = eval_rows(job["dataset"], scoring.max_samples)
 
     metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
-    if "eval_loss" in scoring.metrics:
-        metrics["eval_loss"] = round(answer_loss(model, tokenizer, rows, scoring.batch_size), 6)
+    if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
+        metrics.update(loss_scores(scoring.metrics, answer_loss(model, tokenizer, rows, scoring.batch_size)))
+    metrics = {name: metrics[name] for name in scoring.metrics}  # in the conf's order
     with open(store.local_path(store.join(job["output"], "predictions.jsonl")), "w") as handle:
         for row, prediction in zip(rows, predictions, strict=True):
             reference = prompt_and_reference(row)[1]

@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel
 
 from tasks.catalog import config_dir
-from tasks.config import ALLOWED_METHODS, METRICS, ExperimentConfig, ScoringConfig, TrainingConfig
+from tasks.config import ALLOWED_METHODS, ExperimentConfig, ScoringConfig, TrainingConfig
+from tasks.scoring_plugins import metric_names
 
 
 def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
@@ -42,7 +43,7 @@ def _when(field: str, value: str, default: str) -> dict[str, Any]:
     return {"anyOf": [equals, {"not": {"required": [field]}}]} if value == default else equals
 
 
-def _cross_field_schema(field: str) -> list[dict[str, Any]]:
+def _cross_field_schema(field: str, metrics: tuple[str, ...]) -> list[dict[str, Any]]:
     """The cross-field rules that JSON Schema can express, so that REST and the form refuse them too."""
     if field == "training":
         default = TrainingConfig.model_fields["type"].default
@@ -57,20 +58,35 @@ def _cross_field_schema(field: str) -> list[dict[str, Any]]:
                 "if": _when("primary", metric, default),
                 "then": {"properties": {"metrics": {"contains": {"const": metric}}}},
             }
-            for metric in METRICS
+            for metric in metrics
         ]
     return []
 
 
-@lru_cache(maxsize=1)
+def _metric_examples(prop: dict[str, Any], metrics: tuple[str, ...]) -> None:
+    """List the metric names as examples, not as an enum: a name the schema does not know (a plugin
+    added after the DAG was parsed) is left to validate_conf, which names the metrics it knows."""
+    props = prop["properties"]
+    props["metrics"]["items"]["examples"] = list(metrics)
+    props["primary"]["examples"] = list(metrics)
+
+
 def field_schemas() -> dict[str, dict[str, Any]]:
+    """{field: JSON Schema} of every top-level experiment field, with the metrics known now."""
+    return _field_schemas(metric_names())
+
+
+@lru_cache(maxsize=4)
+def _field_schemas(metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     schema = ExperimentConfig.model_json_schema()
     defs = schema.get("$defs", {})
     out = {}
     for name, prop in schema["properties"].items():
         prop = _inline_refs(prop, defs)
         prop.pop("default", None)
-        rules = _cross_field_schema(name)
+        if name == "scoring":
+            _metric_examples(prop, metrics)
+        rules = _cross_field_schema(name, metrics)
         if rules:
             prop["allOf"] = rules
         out[name] = prop

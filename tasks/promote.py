@@ -18,7 +18,7 @@ from __future__ import annotations
 from typing import Any
 
 from tasks import registry
-from tasks.config import LOWER_IS_BETTER
+from tasks.scoring_plugins import lower_is_better
 from tasks.step import StepError
 
 CAS_ATTEMPTS = 5
@@ -113,7 +113,7 @@ def decide(
         )
 
     out["like_for_like"] = True
-    lower = primary in LOWER_IS_BETTER
+    lower = lower_is_better(primary)
     gain = (champ_metric - cand_metric) if lower else (cand_metric - champ_metric)
     direction = "lower" if lower else "higher"
     if gain > margin:

@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import store
-from tasks.config import LOWER_IS_BETTER
+from tasks.scoring_plugins import lower_is_better
 
 STATUS_COLOURS = {"succeeded": "#2b7bb9", "failed": "#c0392b", "reference": "#8c8c8c"}
 
@@ -80,6 +80,15 @@ def read_curve(uri: str | None) -> tuple[list[tuple[float, float]], list[tuple[f
 def primary_value(row: dict[str, Any], primary: str) -> float | None:
     value = (row.get("metrics") or {}).get(primary)
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+
+def better(primary: str) -> str:
+    """Which way the primary metric points, for labels. The report must render even when the metric
+    is no longer known (a plugin removed since the run), so that case is said, not raised."""
+    try:
+        return "lower is better" if lower_is_better(primary) else "higher is better"
+    except ValueError:
+        return "unknown metric: direction not known"
 
 
 def _first(mapping: dict[str, Any], *keys: str) -> Any:
@@ -204,8 +213,7 @@ def plot_metric(leaderboard: list[dict[str, Any]], primary: str, winner_id: str 
         ax.set_yticks(list(positions), labels, fontsize=8)
         ax.invert_yaxis()
         ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=8, padding=3)
-        better = "lower is better" if primary in LOWER_IS_BETTER else "higher is better"
-        ax.set_xlabel(f"{primary} ({better})")
+        ax.set_xlabel(f"{primary} ({better(primary)})")
         ax.margins(x=0.15)
         ax.grid(axis="x", alpha=0.3)
     else:
@@ -268,7 +276,7 @@ def _summary(experiment: dict[str, Any], primary: str) -> str:
         ("Matrix", f"{jobs} training jobs" if jobs else None),
         ("Training", " / ".join(str(v) for v in (training.get("type"), training.get("method")) if v)),
         ("Metrics", ", ".join(scoring.get("metrics") or [])),
-        ("Primary metric", f"{primary} ({'lower' if primary in LOWER_IS_BETTER else 'higher'} is better)"),
+        ("Primary metric", f"{primary} ({better(primary)})"),
         ("Export", ", ".join(export.get("formats") or []) if export.get("enabled", True) else "disabled"),
         ("Registry", promotion.get("registry_name") or experiment.get("name")),
         ("Promotion margin", promotion.get("margin")),

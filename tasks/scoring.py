@@ -1,69 +1,128 @@
-"""Built-in scorers: each takes predictions and references and returns a value in [0, 1] (BLEU in 0-100
-is rescaled to 0-1 so that every metric on the leaderboard reads the same way)."""
+"""The one entry point the steps score with: `score()` for text metrics, `loss_scores()` for loss metrics.
+
+Text metrics are `evaluate` modules (`plugins/scoring/<name>/<name>.py` and the scoring plugins; see
+`tasks.scoring_plugins`), loaded by the path of their script, so nothing is fetched from the Hugging Face
+Hub, and loaded once per process. evaluate copies a loaded script into a "dynamic modules" directory and
+keeps a data directory per metric; both live in one temporary directory per process, removed at exit,
+so scoring writes nothing under ~/.cache and two processes never share half-written copies.
+"""
 
 from __future__ import annotations
 
-import re
-import string
-from collections import Counter
-from collections.abc import Callable, Sequence
+import atexit
+import math
+import shutil
+import sys
+import tempfile
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-_PUNCT = re.compile(f"[{re.escape(string.punctuation)}]")
+from tasks import scoring_plugins
 
+# exp() overflows a float above ~709.78; a perplexity of e^700 already means "no fit at all", and JSON
+# (XCom, the leaderboard) has no infinity.
+MAX_LOG_PERPLEXITY = 700.0
 
-def normalise_answer(text: str) -> str:
-    """SQuAD-style: lower case, no punctuation, no articles, single spaces."""
-    text = _PUNCT.sub(" ", text.lower())
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(predictions: Sequence[str], references: Sequence[str]) -> float:
-    pairs = list(zip(predictions, references, strict=True))
-    return sum(normalise_answer(p) == normalise_answer(r) for p, r in pairs) / max(len(pairs), 1)
-
-
-def _f1(prediction: str, reference: str) -> float:
-    pred, ref = normalise_answer(prediction).split(), normalise_answer(reference).split()
-    if not pred or not ref:
-        return float(pred == ref)
-    common = sum((Counter(pred) & Counter(ref)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(pred), common / len(ref)
-    return 2 * precision * recall / (precision + recall)
+_lock = threading.RLock()  # re-entrant: the composite module loads rouge_l and bleu while computing
+_loaded: dict[Path, Any] = {}
+_workdir: Path | None = None
 
 
-def token_f1(predictions: Sequence[str], references: Sequence[str]) -> float:
-    pairs = list(zip(predictions, references, strict=True))
-    return sum(_f1(p, r) for p, r in pairs) / max(len(pairs), 1)
+def workdir() -> Path:
+    """This process's directory for evaluate's module copies (`modules/`) and metric data (`data/`)."""
+    global _workdir
+    with _lock:
+        if _workdir is None:
+            _workdir = Path(tempfile.mkdtemp(prefix="tunerflow-scoring-"))
+            atexit.register(shutil.rmtree, _workdir, ignore_errors=True)
+        return _workdir
 
 
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> float:
-    from rouge_score import rouge_scorer
+def _evaluate() -> Any:
+    """`evaluate`, set up to work offline and to cache under `workdir()`."""
+    import evaluate
+    import evaluate.config
 
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=False)
-    pairs = list(zip(predictions, references, strict=True))
-    return sum(scorer.score(r, p)["rougeL"].fmeasure for p, r in pairs) / max(len(pairs), 1)
+    # Read at call time, so setting them here (even after another import of evaluate) takes effect.
+    evaluate.config.HF_EVALUATE_OFFLINE = True
+    evaluate.config.HF_UPDATE_DOWNLOAD_COUNTS = False
+    existing = sys.modules.get("evaluate_modules")
+    if existing is not None:
+        # Loaded before in this process: Python keeps the first `evaluate_modules` package it imported,
+        # so new copies must go where that one lives.
+        modules = Path(next(iter(existing.__path__))).parent
+    else:
+        modules = workdir() / "modules"
+        modules.mkdir(exist_ok=True)
+        if str(modules) not in sys.path:
+            # Ahead of a ~/.cache/huggingface/modules that another library may have put on sys.path
+            # (evaluate appends), so that `evaluate_modules` is imported from here.
+            sys.path.insert(0, str(modules))
+    evaluate.config.HF_MODULES_CACHE = modules
+    return evaluate
 
 
-def bleu(predictions: Sequence[str], references: Sequence[str]) -> float:
-    import sacrebleu
+def load_metric(name: str) -> Any:
+    """The loaded evaluate module of text metric `name` (loaded once per process)."""
+    spec = scoring_plugins.get(name)
+    if spec.script is None:
+        raise ValueError(f"'{name}' is a loss metric: it comes from the model's loss, see loss_scores()")
+    with _lock:
+        module = _loaded.get(spec.script)
+        if module is None:
+            evaluate = _evaluate()
+            from evaluate.utils.file_utils import DownloadConfig
 
-    return sacrebleu.corpus_bleu(list(predictions), [list(references)]).score / 100.0
+            # The script's path, not its directory: a directory that does not exist would be taken for
+            # a Hub name. local_files_only keeps evaluate's downloader off the network.
+            module = evaluate.load(
+                str(spec.script),
+                keep_in_memory=True,
+                cache_dir=str(workdir() / "data"),
+                download_config=DownloadConfig(local_files_only=True, cache_dir=str(workdir() / "data")),
+            )
+            _loaded[spec.script] = module
+        return module
 
 
-TEXT_SCORERS: dict[str, Callable[[Sequence[str], Sequence[str]], float]] = {
-    "exact_match": exact_match,
-    "token_f1": token_f1,
-    "rouge_l": rouge_l,
-    "bleu": bleu,
-}
+def compute(name: str, predictions: Sequence[str], references: Sequence[str]) -> float:
+    """Text metric `name` over the rows, unrounded."""
+    result = load_metric(name).compute(predictions=list(predictions), references=list(references))
+    if isinstance(result, dict) and name not in result and len(result) == 1:
+        result = {name: next(iter(result.values()))}
+    value = result.get(name) if isinstance(result, dict) else None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ValueError(
+            f"metric '{name}' ({scoring_plugins.get(name).script}) returned {result!r}; its _compute must "
+            f"return {{'{name}': <finite number>}}"
+        )
+    return float(value)
 
 
 def score(metrics: Sequence[str], predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
+    """The text metrics among `metrics` (loss metrics are skipped: see loss_scores), rounded to 6 places."""
+    predictions, references = list(predictions), list(references)
+    if len(predictions) != len(references):
+        raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
     return {
-        name: round(TEXT_SCORERS[name](predictions, references), 6)
+        name: round(compute(name, predictions, references), 6) if predictions else 0.0
         for name in metrics
-        if name in TEXT_SCORERS
+        if not scoring_plugins.is_loss_metric(name)
     }
+
+
+def perplexity(loss: float) -> float:
+    return math.exp(min(loss, MAX_LOG_PERPLEXITY))
+
+
+def loss_scores(metrics: Sequence[str], answer_loss: float) -> dict[str, float]:
+    """The loss metrics among `metrics`, from the mean answer-token loss on the held-out rows."""
+    values = {"eval_loss": answer_loss, "perplexity": perplexity(answer_loss)}
+    return {name: round(values[name], 6) for name in metrics if scoring_plugins.is_loss_metric(name)}
+
+
+def needs_loss(metrics: Sequence[str]) -> bool:
+    """Whether any of `metrics` comes from the model's loss (so the step must compute it)."""
+    return any(scoring_plugins.is_loss_metric(name) for name in metrics)

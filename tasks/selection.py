@@ -3,7 +3,8 @@
 Reading committed outputs (not XCom) means a job that failed, was skipped or never ran is still
 listed, with the reason its step wrote to error.json.
 
-Tie-breaks, in order: the higher primary metric (lower for loss metrics); then the lower validation
+Tie-breaks, in order: the better primary metric (higher, or lower for eval_loss, perplexity and plugins
+with GREATER_IS_BETTER = False); then the lower validation
 loss measured at the end of training; then the label, alphabetically, so that the choice is stable.
 """
 
@@ -13,7 +14,7 @@ import math
 from typing import Any
 
 from tasks import layout, store
-from tasks.config import LOWER_IS_BETTER
+from tasks.scoring_plugins import lower_is_better
 
 
 def _error(prefix: str) -> str | None:
@@ -49,17 +50,22 @@ def job_row(run_uri: str, job: dict[str, Any]) -> dict[str, Any]:
     return row
 
 
-def _sort_key(row: dict[str, Any], primary: str) -> tuple:
-    value = row["metrics"].get(primary, math.nan)
-    value = -math.inf if value is None or math.isnan(value) else value
-    signed = -value if primary in LOWER_IS_BETTER else value
+def _sort_key(row: dict[str, Any], primary: str, lower: bool) -> tuple:
+    value = row["metrics"].get(primary)
+    if value is None or math.isnan(value):
+        first = math.inf  # without the metric a job ranks last, whichever way the metric points
+    else:
+        first = value if lower else -value
     eval_loss = (row.get("train") or {}).get("eval_loss")
-    return (-signed, eval_loss if eval_loss is not None else math.inf, row["label"])
+    return (first, eval_loss if eval_loss is not None else math.inf, row["label"])
 
 
 def leaderboard(run_uri: str, evaluations: list[dict[str, Any]], primary: str) -> dict[str, Any]:
     rows = [job_row(run_uri, job) for job in evaluations]
-    ranked = sorted((r for r in rows if r["status"] == "succeeded"), key=lambda r: _sort_key(r, primary))
+    lower = lower_is_better(primary)
+    ranked = sorted(
+        (r for r in rows if r["status"] == "succeeded"), key=lambda r: _sort_key(r, primary, lower)
+    )
     for rank, row in enumerate(ranked, start=1):
         row["rank"] = rank
     others = [r for r in rows if r["status"] != "succeeded"]

@@ -188,6 +188,19 @@ def test_eval_loss_primary_gates_the_first_generation_metric_instead():
     assert gated_metric(ScoringConfig(metrics=["eval_loss", "token_f1"], primary="eval_loss")) == "token_f1"
     assert gated_metric(ScoringConfig(metrics=["eval_loss"], primary="eval_loss")) is None
     assert gated_metric(ScoringConfig()) == "rouge_l"
+    assert gated_metric(ScoringConfig(metrics=["perplexity", "bleu"], primary="perplexity")) == "bleu"
+
+
+def test_the_metric_drop_of_a_lower_is_better_metric_is_a_rise(tmp_path, monkeypatch):
+    from tasks.check_export import metric_drop
+    from tasks.scoring_plugins import ENV_VAR
+
+    (tmp_path / "distance").mkdir()
+    (tmp_path / "distance" / "distance.py").write_text("GREATER_IS_BETTER = False\n")
+    monkeypatch.setenv(ENV_VAR, str(tmp_path))
+    assert metric_drop("rouge_l", 0.5, 0.4) == 0.1  # fell by 0.1
+    assert metric_drop("distance", 0.5, 0.4) == -0.1  # fell: the export is better
+    assert metric_drop("distance", 0.4, 0.5) == 0.1
 
 
 def test_a_full_fine_tune_is_exported_from_model_uri(root, exported, tiny_model_dir):
