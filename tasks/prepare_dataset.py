@@ -121,12 +121,11 @@ def _workers() -> int:
     return max(1, int(os.environ.get("TUNERFLOW_DATA_WORKERS") or os.cpu_count() or 1))
 
 
-def _shard_bytes(parts: list[Part], workers: int) -> int:
+def _shard_bytes(total_bytes: int, workers: int) -> int:
     """Several shards per worker for balance, but not so small that per-shard costs dominate."""
     if os.environ.get("TUNERFLOW_DATA_SHARD_BYTES"):
         return int(os.environ["TUNERFLOW_DATA_SHARD_BYTES"])
-    total = sum(path.stat().st_size for p in parts for path in p.source.files)
-    return int(min(64 << 20, max(1 << 20, total // (workers * 4))))
+    return int(min(64 << 20, max(1 << 20, total_bytes // (workers * 4))))
 
 
 def _run(fn, tasks: list, workers: int) -> Iterator:
@@ -319,7 +318,7 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
         max_tokens=dataset.max_tokens,
         tokenizers=tuple(_tokenizers(job, work)),
     )
-    target = _shard_bytes(parts, workers)
+    target = _shard_bytes(total_bytes, workers)
     tasks = [
         ShardTask(0, shard, index, part.role, fmt, part.columns, settings, str(work))
         for index, (part, fmt) in enumerate(zip(parts, formats, strict=True))

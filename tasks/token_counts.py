@@ -177,10 +177,3 @@ class TokenCounter:
                 counts[chosen] = plain + extra[chosen]
             out[spec.name] = counts.astype(np.int32)
         return out
-
-
-def template_count(tokenizer: Any, row: dict[str, Any]) -> int:
-    """The exact count for one chat row, by rendering the template: what `TokenCounter` approximates."""
-    if "messages" not in row:
-        raise ValueError("template_count takes chat rows")
-    return len(tokenizer.apply_chat_template(row["messages"], tokenize=True))
