@@ -6,7 +6,8 @@ training job; every job is scored the same way; the best is exported to ONNX (FP
 checked, promoted to the registry if it beats the champion, and written up in an HTML report.
 
 `validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job]`
-`(+ score_base[ds|model]) -> select_best -> export -> check_export -> promote -> report`
+`(+ score_base[ds|model]) -> select_best -> export -> check_export`
+`(+ plan_champion -> score_champion) -> promote -> report`
 
 * Trigger from the form below, or `POST /api/v2/dags/finetune_experiment/dagRuns` with `{"conf": {...}}`.
 * A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
@@ -21,7 +22,7 @@ from datetime import datetime
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from tasks.backends import backend_name
+from tasks.backends import TRAIN_RETRIES, backend_name
 from tasks.params import NO_DEFAULT, param_specs
 from tasks.store import default_root
 
@@ -33,10 +34,18 @@ def _label(key: str, value: str) -> None:
     get_current_context()[key] = value
 
 
-def _run(argv: list[str]) -> dict:
+def _run(argv: list[str], env: dict | None = None) -> dict:
     from tasks.backends.local import run_step
 
-    return run_step(argv)
+    return run_step(argv, env)
+
+
+def _scoring_env() -> dict:
+    """The judge's Airflow connection, for steps that score (empty unless llm_judge is a metric)."""
+    from tasks.judge import judge_env
+    from tasks.plan import load_experiment
+
+    return judge_env(load_experiment(_this_run()["run_uri"])["scoring"])
 
 
 def _this_run() -> dict:
@@ -84,10 +93,19 @@ def finetune_experiment():
 
         return plan(_this_run(), list(datasets))
 
-    @task(map_index_template="{{ job_label }}")
+    @task(map_index_template="{{ job_label }}", **TRAIN_RETRIES)
     def train(job: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from tasks.backends.local import StepFailed
+
         _label("job_label", job["label"])
-        return _run(job["train_argv"])
+        try:
+            return _run(job["train_argv"])
+        except StepFailed as failure:
+            if failure.retryable:  # preempted or killed: the retry resumes from the last checkpoint
+                raise
+            raise AirflowFailException(str(failure)) from None
 
     @task(map_index_template="{{ job_label }}", trigger_rule="all_done")
     def evaluate(job: dict) -> dict:
@@ -99,12 +117,12 @@ def finetune_experiment():
         spec = store.read_json(job["evaluate_spec"])
         if not store.is_committed(spec["train_output"]):
             raise AirflowSkipException(f"{job['label']}: training failed, nothing to score")
-        return _run(job["evaluate_argv"])
+        return _run(job["evaluate_argv"], _scoring_env())
 
     @task(map_index_template="{{ job_label }}")
     def score_base(job: dict) -> dict:
         _label("job_label", job["label"])
-        return _run(job["evaluate_argv"])
+        return _run(job["evaluate_argv"], _scoring_env())
 
     # all_done: failed or skipped jobs never block selection. A run whose conf or data failed planned
     # nothing, and selection skips itself (all_done_min_one_success would skip on any skipped job).
@@ -119,8 +137,10 @@ def finetune_experiment():
         run = _this_run()
         if not store.exists(store.join(run["run_uri"], "jobs.json")):
             raise AirflowSkipException("nothing was planned: validate_conf or prepare_dataset failed")
-        primary = load_experiment(run["run_uri"])["scoring"]["primary"]
-        board = leaderboard(run["run_uri"], planned(run["run_uri"]), primary)
+        scoring = load_experiment(run["run_uri"])["scoring"]
+        board = leaderboard(
+            run["run_uri"], planned(run["run_uri"]), scoring["primary"], scoring.get("rank_on", "pytorch")
+        )
         for failure in board["failed"]:
             print(f"FAILED {failure['label']}: {failure['error']}")
         if board["winner"] is None:
@@ -141,9 +161,27 @@ def finetune_experiment():
 
     @task
     def check_export(selection: dict) -> dict:
-        return _run(selection["check_export_argv"])
+        return _run(selection["check_export_argv"], _scoring_env())
 
-    # Runs after a passed check, or with export disabled (export and its check skipped).
+    @task
+    def plan_champion(selection: dict) -> list[str]:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tasks.champion import plan_champion_scoring
+        from tasks.plan import load_experiment
+
+        run = _this_run()
+        planned = plan_champion_scoring(run, load_experiment(run["run_uri"]), selection["winner"])
+        if "skip" in planned:
+            raise AirflowSkipException(planned["skip"])
+        return planned["argv"]
+
+    @task
+    def score_champion(argv: list[str]) -> dict:
+        return _run(argv, _scoring_env())
+
+    # Runs after a passed check, or with export disabled (export and its check skipped), and after the
+    # champion was scored on the candidate's rows, or when there is no champion (skipped).
     @task(trigger_rule="none_failed_min_one_success")
     def promote(selection: dict) -> dict:
         from tasks.orchestration import promote_winner
@@ -180,7 +218,7 @@ def finetune_experiment():
         ).output
         jobs = plan_jobs(datasets)
         references = plan_references(datasets)
-        trained = pods.mapped_step("train", "train", jobs.map(pods.train_argv), pod)
+        trained = pods.mapped_step("train", "train", jobs.map(pods.train_argv), pod, **TRAIN_RETRIES)
         scored = pods.mapped_step(
             "evaluate",
             "evaluate",
@@ -195,6 +233,7 @@ def finetune_experiment():
             "export", "export", selection["export_argv"], pod, pre_execute=pods.skip_unless_export_enabled
         )
         checked = pods.single_step("check_export", "check_export", selection["check_export_argv"], pod)
+        champion = pods.single_step("score_champion", "evaluate", plan_champion(selection), pod)
     else:
         datasets = prepare_dataset.expand(dataset=validate_conf())
         jobs = plan_jobs(datasets)
@@ -205,11 +244,12 @@ def finetune_experiment():
         selection = select_best()
         exported = export(selection)
         checked = check_export(selection)
+        champion = score_champion(plan_champion(selection))
     trained >> scored
     [scored, based] >> selection
     exported >> checked
     promoted = promote(selection)
-    checked >> promoted
+    [checked, champion] >> promoted
     [selection, promoted] >> report()
 
 

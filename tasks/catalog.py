@@ -30,6 +30,9 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "lora_target_modules": "all-linear",
     "seed": 42,
     "logging_steps": 10,
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "merge_adapter": False,
 }
 
 

@@ -2,9 +2,13 @@
 `python -m tasks.check_export --job <json-or-uri>`
 
 Per format: logits parity and greedy next-token agreement on fixed prompts, the primary metric on the
-test split (drop against the PyTorch winner), batch-1 forward latency and file size. fp32 ONNX must match
-PyTorch numerically; INT8 cannot, by construction, so its parity is reported and only its metric is gated.
-Writes `checks.json` before a failing gate raises, so the numbers behind a refusal are kept.
+test split (drop against the PyTorch winner), batch-1 forward latency on the device the format targets
+(CPU for onnx and onnx-int8, CUDA for onnx-fp16, each against PyTorch fp32 on the same device) and file
+size. fp32 ONNX must match PyTorch numerically (max_logit_diff), fp16 within a looser bound
+(fp16_max_logit_diff); INT8 cannot match logits by construction, so its greedy tokens must agree with
+PyTorch's on most prompt positions (int8_min_agreement), which refuses an INT8 graph of the wrong or broken
+weights even when the metric cannot tell. The metric drop is gated for every format. Writes `checks.json`
+before a failing gate raises, so the numbers behind a refusal are kept.
 """
 
 from __future__ import annotations
@@ -43,7 +47,8 @@ FIXED_PROMPTS = (
 LATENCY_TOKENS = 128
 LATENCY_WARMUP = 3
 LATENCY_RUNS = 20
-FP32 = "onnx"
+FP32, INT8, FP16 = "onnx", "onnx-int8", "onnx-fp16"
+CUDA_FORMATS = (FP16,)
 
 
 def fixed_inputs(tokenizer: Any) -> list[Any]:
@@ -62,7 +67,8 @@ def prompt_logits(model: Any, inputs: list[Any]) -> list[Any]:
     import torch
 
     with torch.inference_mode():
-        return [model(**encoding).logits[0].float() for encoding in inputs]
+        device = getattr(model, "device", "cpu")
+        return [model(**encoding.to(device)).logits[0].float().cpu() for encoding in inputs]
 
 
 def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
@@ -81,24 +87,45 @@ def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
     }
 
 
-def latency(model: Any, config: Any) -> dict[str, float]:
-    """Batch-1 forward pass over a fixed random sequence, in milliseconds."""
+def latency(model: Any, config: Any, device: str = "cpu", runs: int = LATENCY_RUNS) -> dict[str, Any]:
+    """Batch-1 forward pass over a fixed random sequence, in milliseconds, on `device` (inputs placed
+    there; CUDA work is waited for before the clock stops)."""
     import numpy as np
     import torch
 
     length = min(LATENCY_TOKENS, getattr(config, "max_position_embeddings", LATENCY_TOKENS))
     generator = torch.Generator().manual_seed(0)
-    input_ids = torch.randint(0, config.vocab_size, (1, length), generator=generator)
+    input_ids = torch.randint(0, config.vocab_size, (1, length), generator=generator).to(device)
     batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
     timings = []
     with torch.inference_mode():
-        for run in range(LATENCY_WARMUP + LATENCY_RUNS):
+        for run in range(LATENCY_WARMUP + runs):
             started = time.perf_counter()
             model(**batch)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
             if run >= LATENCY_WARMUP:
                 timings.append((time.perf_counter() - started) * 1000)
     p50, p95 = np.percentile(timings, [50, 95])
-    return {"tokens": length, "p50_ms": round(float(p50), 3), "p95_ms": round(float(p95), 3)}
+    return {
+        "device": device,
+        "tokens": length,
+        "p50_ms": round(float(p50), 3),
+        "p95_ms": round(float(p95), 3),
+    }
+
+
+def format_device(fmt: str) -> str:
+    return "cuda" if fmt in CUDA_FORMATS else "cpu"
+
+
+def load_format(directory: Any, fmt: str) -> Any:
+    """An exported format on the execution provider it was built for."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    if format_device(fmt) == "cuda":
+        return ORTModelForCausalLM.from_pretrained(directory, provider="CUDAExecutionProvider")
+    return ORTModelForCausalLM.from_pretrained(directory)
 
 
 def gated_metric(scoring: ScoringConfig) -> str | None:
@@ -117,14 +144,20 @@ def metric_drop(metric: str, reference: float, value: float) -> float:
 
 def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None) -> list[str]:
     problems = []
-    if fmt == FP32:
-        if checks["max_logit_diff"] > limits.max_logit_diff:
-            problems.append(f"{fmt}: max_logit_diff {checks['max_logit_diff']:.4g} > {limits.max_logit_diff}")
+    if fmt in (FP32, FP16):
+        max_diff = limits.max_logit_diff if fmt == FP32 else limits.fp16_max_logit_diff
+        if checks["max_logit_diff"] > max_diff:
+            problems.append(f"{fmt}: max_logit_diff {checks['max_logit_diff']:.4g} > {max_diff}")
         if checks["next_token_agreement"] < limits.min_next_token_agreement:
             problems.append(
                 f"{fmt}: next_token_agreement {checks['next_token_agreement']:.4g} "
                 f"< {limits.min_next_token_agreement}"
             )
+    elif checks["position_agreement"] < limits.int8_min_agreement:
+        problems.append(
+            f"{fmt}: position_agreement {checks['position_agreement']:.4g} < {limits.int8_min_agreement} "
+            "(its greedy tokens differ from PyTorch's: the wrong or broken weights)"
+        )
     drop = checks.get("metric_drop")
     if drop is not None and drop > limits.max_metric_drop:
         problems.append(f"{fmt}: metric_drop ({metric}) {drop:.4g} > {limits.max_metric_drop}")
@@ -134,7 +167,6 @@ def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | N
 def check_export(job: dict[str, Any]) -> dict[str, Any]:
     """Compare every exported format with the merged PyTorch model and gate the results."""
     import torch
-    from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.models import apply_tokenizer_overrides
@@ -161,12 +193,16 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
         "size_bytes": exported["pytorch_size_bytes"],
         "latency": latency(reference_model, reference_model.config),
     }
+    if any(format_device(fmt) == "cuda" for fmt in exported["formats"]):
+        # fp16 on CUDA is compared with fp32 PyTorch on the same GPU, not with a CPU number.
+        pytorch["latency_cuda"] = latency(reference_model.to("cuda"), reference_model.config, "cuda")
     del reference_model
 
     formats: dict[str, dict[str, Any]] = {}
     for fmt, info in exported["formats"].items():
         log.info("checking %s", fmt)
-        model = ORTModelForCausalLM.from_pretrained(store.local_path(info["uri"]))
+        device = format_device(fmt)
+        model = load_format(store.local_path(info["uri"]), fmt)
         checks: dict[str, Any] = {"uri": info["uri"], "size_bytes": info["size_bytes"]}
         checks["size_ratio"] = round(info["size_bytes"] / pytorch["size_bytes"], 4)
         checks.update(parity(reference_logits, prompt_logits(model, inputs)))
@@ -174,8 +210,9 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
         checks["metric_drop"] = (
             metric_drop(metric, reference_metrics[metric], checks["metrics"][metric]) if metric else None
         )
-        checks["latency"] = latency(model, model.config)
-        checks["speedup_p50"] = round(pytorch["latency"]["p50_ms"] / checks["latency"]["p50_ms"], 3)
+        checks["latency"] = latency(model, model.config, device)
+        baseline = pytorch["latency_cuda" if device == "cuda" else "latency"]
+        checks["speedup_p50"] = round(baseline["p50_ms"] / checks["latency"]["p50_ms"], 3)
         checks["problems"] = gate(fmt, checks, limits, metric)
         checks["passed"] = not checks["problems"]
         formats[fmt] = checks

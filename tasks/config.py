@@ -50,7 +50,11 @@ def dataset_kind_problem(training_type: str, dataset: str, kind: str) -> str | N
     )
 
 
-EXPORT_FORMATS = ("onnx", "onnx-int8")
+EXPORT_FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
+INT8_MODES = ("auto", "static", "dynamic")
+CALIBRATION_SETS = ("experiment", "c4", "ceval")
+CALIBRATION_FORMATS = ("auto", "c4", "ceval")
+CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
 
 
 class _Strict(BaseModel):
@@ -298,6 +302,16 @@ class DatasetConfig(_Strict):
         return self.train_uri is not None
 
 
+class EvalQuestion(_Strict):
+    """One fixed question with its expected answer, scored like a held-out row."""
+
+    question: str = Field(min_length=1, description="The user turn the model answers.")
+    answer: str = Field(
+        min_length=1, description="The expected answer: the reference the metrics compare to."
+    )
+    system: str | None = Field(None, description="An optional system prompt before the question.")
+
+
 class ModelConfig(_Strict):
     name: SlugStr = Field(description="Catalog name (include/configs/models.yaml) or your own short name.")
     uri: str | None = Field(
@@ -335,6 +349,20 @@ class HParams(_Strict):
     )
     seed: int | None = Field(None, ge=0, description="Training seed.")
     logging_steps: int | None = Field(None, ge=1, description="Log metrics every N steps.")
+    save_steps: int | None = Field(
+        None,
+        ge=1,
+        description="Commit a resumable checkpoint every N optimizer steps (default 100); a retried job "
+        "resumes from the newest one, so a crash loses at most N steps.",
+    )
+    save_total_limit: int | None = Field(
+        None, ge=1, description="Keep the newest N committed checkpoints (default 2); older ones are deleted."
+    )
+    merge_adapter: bool | None = Field(
+        None,
+        description="LoRA only: also write the base model with the adapter merged in (`merged/`, "
+        "safetensors) beside the adapter (default false).",
+    )
 
 
 class ResolvedHParams(_Strict):
@@ -356,6 +384,12 @@ class ResolvedHParams(_Strict):
     lora_target_modules: list[str] | str = Field(description="Modules to adapt.")
     seed: int = Field(description="Training seed.")
     logging_steps: int = Field(description="Log metrics every N steps.")
+    # Defaults here rather than in the presets so that job specs written before these fields existed
+    # still validate: 100 steps bound the work a crash loses at minutes on a GPU, and a LoRA checkpoint
+    # (adapter plus its optimizer state) is small enough to write that often.
+    save_steps: int = Field(100, description="Commit a resumable checkpoint every N optimizer steps.")
+    save_total_limit: int = Field(2, description="Keep the newest N committed checkpoints.")
+    merge_adapter: bool = Field(False, description="LoRA only: also write the merged model (`merged/`).")
 
     @model_validator(mode="after")
     def _batch_divides(self) -> ResolvedHParams:
@@ -366,12 +400,62 @@ class ResolvedHParams(_Strict):
             )
         if self.max_steps == 0 or self.max_steps < -1:
             raise ValueError(f"hparams '{self.name}': max_steps must be -1 (use epochs) or above 0")
+        if self.save_steps < 1:
+            raise ValueError(f"hparams '{self.name}': save_steps must be 1 or more (optimizer steps)")
+        if self.save_total_limit < 1:
+            raise ValueError(
+                f"hparams '{self.name}': save_total_limit must be 1 or more, or no checkpoint would be "
+                "left to resume from"
+            )
         return self
 
 
 class TrainingConfig(_Strict):
     type: TrainingType = Field("sft", description="pretrain (loss on all text), sft (loss on answers), dpo.")
     method: TrainingMethod = Field("lora", description="full fine-tuning, LoRA adapters, or QLoRA (4-bit).")
+
+
+class JudgeConfig(_Strict):
+    """The `llm_judge` metric's settings; the endpoint's address and key come from an Airflow connection."""
+
+    conn_id: str = Field(
+        "tunerflow_judge",
+        pattern=r"^[A-Za-z][A-Za-z0-9_]{0,199}$",
+        description="Airflow connection of the OpenAI-compatible judge endpoint: host (or extra.base_url) "
+        "is the base URL, e.g. https://api.openai.com/v1; password is the API key; extra.model the default "
+        "model. Letters, digits and _ only, so that AIRFLOW_CONN_<CONN_ID> is a valid environment variable.",
+    )
+    model: str | None = Field(
+        None, min_length=1, description="The judge model; overrides the connection's extra.model."
+    )
+    max_concurrency: int = Field(4, ge=1, le=64, description="Rows graded at the same time (threads).")
+    timeout_s: float = Field(60.0, gt=0, le=600, description="Seconds one request may take before a retry.")
+    max_retries: int = Field(
+        4, ge=0, le=10, description="Retries of one row on HTTP 429, 5xx, timeouts and dropped connections."
+    )
+    backoff_s: float = Field(
+        2.0,
+        ge=0,
+        le=60,
+        description="Exponential backoff factor: retry n waits backoff_s * 2^(n-1) s (the first retry is "
+        "immediate), or the server's Retry-After, at most 120 s.",
+    )
+    max_tokens: int = Field(
+        256, ge=16, le=8192, description="Completion budget of one grading reply (a grade and a reason)."
+    )
+    rubric: str | None = Field(
+        None,
+        min_length=1,
+        description="Grading instructions sent as the system message instead of the built-in rubric; the "
+        'reply format ({"grade": 1-10, "reason": ...}) is always appended.',
+    )
+    max_ungraded_share: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Rows the judge could not grade (no parsable grade, or still failing after the "
+        "retries) count as 0; above this share of the rows the metric fails instead.",
+    )
 
 
 class ScoringConfig(_Strict):
@@ -389,10 +473,40 @@ class ScoringConfig(_Strict):
         "and plugins that declare GREATER_IS_BETTER = False, where the lowest wins.",
     )
     max_new_tokens: int = Field(48, ge=1, le=4096, description="Generation budget per answer.")
+    temperature: float = Field(
+        0.0,
+        ge=0,
+        le=5,
+        description="0 (the default) decodes greedily, so scores are reproducible; above 0 samples with "
+        "this temperature, top_p and seed.",
+    )
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass, when temperature > 0.")
+    seed: int = Field(0, ge=0, description="Sampling seed, when temperature > 0: the same for every job.")
     batch_size: int = Field(16, ge=1, description="Rows per generation batch.")
     max_samples: int | None = Field(None, ge=1, description="Score at most this many test rows.")
+    eval_dataset: DatasetConfig | None = Field(
+        None,
+        description="A separate eval set: every job, base model and champion is scored on all its rows "
+        "instead of each training dataset's test split (its `split` is not used), and training rows whose "
+        "prompt overlaps one of its prompts are dropped. Give `uri`, `sources` or `registered`.",
+    )
+    eval_questions: list[EvalQuestion] = Field(
+        default_factory=list,
+        description="A fixed list of questions with expected answers, scored instead of the test split "
+        "(training rows overlapping them are dropped). Not together with eval_dataset.",
+    )
+    rank_on: Literal["pytorch", "onnx-int8"] = Field(
+        "pytorch",
+        description="Which score picks the winner: the PyTorch model's, or the score of each job's INT8 "
+        "ONNX export (every successful job is exported and scored again), so that the winner is the best "
+        "model as deployed. Both are on the leaderboard.",
+    )
     compare_base: bool = Field(
         True, description="Also score each base model untouched, as a reference row on the leaderboard."
+    )
+    judge: JudgeConfig = Field(
+        default_factory=JudgeConfig,
+        description="Settings of the llm_judge metric (used only when scoring.metrics lists llm_judge).",
     )
 
     # Names, not a Literal: scoring plugins add metrics, found by listing directories (no evaluate import).
@@ -412,17 +526,91 @@ class ScoringConfig(_Strict):
         return value
 
 
+class CalibrationConfig(_Strict):
+    """Text that static INT8 quantization measures activation ranges on."""
+
+    dataset: str = Field(
+        "experiment",
+        min_length=1,
+        description="`experiment` (the prepared training split of the run, rendered with the chat template: "
+        "works offline), `c4` (allenai/c4, English, one validation shard) or `ceval` (ceval/ceval-exam, "
+        "Chinese, the val split of every subject) from the Hugging Face Hub where one is reachable, or a "
+        "local path, directory, glob, `s3://` URI or `hf:<name or save_to_disk dir>[:<config>][@<split>]` "
+        "holding files in one of those published formats: C4 gzip JSON lines (`c4-*.json.gz`, or plain .json/.jsonl, "
+        "with `text`), C-Eval per-subject CSV (`{dev,val,test}/<subject>_<split>.csv` with "
+        "id,question,A,B,C,D[,answer,explanation]).",
+    )
+    format: Literal[CALIBRATION_FORMATS] = Field(  # type: ignore[valid-type]
+        "auto",
+        description="Row format of a path/URI dataset: c4 (a `text` column) or ceval (question and options "
+        "A-D); `auto` tells them apart by their columns.",
+    )
+    subjects: list[str] = Field(
+        default_factory=list,
+        description="C-Eval subjects to read (e.g. computer_network); empty reads every subject found.",
+    )
+    samples: int = Field(128, ge=1, le=4096, description="Calibration sequences fed to the model.")
+    seq_length: int = Field(
+        256, ge=8, le=8192, description="Tokens per calibration sequence (texts are joined, then cut)."
+    )
+    seed: int = Field(0, ge=0, description="Seed of the shuffle that picks the calibration texts.")
+    method: Literal[CALIBRATION_METHODS] = Field(  # type: ignore[valid-type]
+        "minmax",
+        description="How activation ranges are set from the calibration data: minmax, entropy or "
+        "percentile (onnxruntime's calibrators).",
+    )
+
+
 class ExportConfig(_Strict):
+    """How the winner is exported. `onnx-fp16` needs a CUDA device where the export step runs; that can
+    only be known there (the worker validating the conf may not be the GPU pod), so the export step refuses
+    it with a message when no CUDA device is present."""
+
     enabled: bool = Field(True, description="Export the winner to ONNX.")
     formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["onnx", "onnx-int8"],
-        description="onnx (fp32, with KV cache) and onnx-int8 (dynamic INT8 with onnxruntime).",
+        description="onnx (fp32 with KV cache, for CPU), onnx-int8 (8-bit weights and activations, for CPU; "
+        "see int8_mode) and onnx-fp16 (fp16 exported on a CUDA device, for the CUDA execution provider).",
+    )
+    int8_mode: Literal[INT8_MODES] = Field(  # type: ignore[valid-type]
+        "auto",
+        description="static: activation ranges calibrated on `calibration`; dynamic: activations quantized "
+        "per block at run time; auto: build both and keep static unless it agrees less with fp32 than "
+        "dynamic on held-out rows (the choice and the numbers are recorded in the export result).",
+    )
+    int8_block_size: Literal[16, 32, 64, 128] = Field(
+        32, description="Weights per INT8 scale along the input dimension (smaller: more accurate, larger)."
+    )
+    int8_exclude: list[str] = Field(
+        default_factory=lambda: ["down_proj"],
+        description="Node-name substrings kept out of static activation quantization (their weights are "
+        "still 8-bit): the MLP down projections see the activation outliers of decoder LLMs.",
+    )
+    holdout_rows: int = Field(
+        32, ge=1, le=1024, description="Held-out rows on which auto compares static with dynamic INT8."
+    )
+    calibration: CalibrationConfig = Field(
+        default_factory=CalibrationConfig, description="Calibration data for static INT8."
     )
     max_logit_diff: float = Field(
         1e-2, gt=0, description="Largest allowed |logit| difference of fp32 ONNX against PyTorch."
     )
+    fp16_max_logit_diff: float = Field(
+        0.5, gt=0, description="Largest allowed |logit| difference of fp16 ONNX against fp32 PyTorch."
+    )
     min_next_token_agreement: float = Field(
-        0.9, ge=0, le=1, description="Least share of fixed prompts whose greedy next token matches PyTorch."
+        0.9,
+        ge=0,
+        le=1,
+        description="Least share of fixed prompts whose greedy next token matches PyTorch (fp32 and fp16).",
+    )
+    int8_min_agreement: float = Field(
+        0.6,
+        ge=0,
+        le=1,
+        description="Least share of fixed-prompt positions (teacher-forced) whose greedy token in INT8 "
+        "matches PyTorch: catches an INT8 export of the wrong or broken weights that the metric alone could "
+        "miss.",
     )
     max_metric_drop: float = Field(
         0.05,
@@ -432,6 +620,13 @@ class ExportConfig(_Strict):
         "loss metric (eval_loss, perplexity), the first text metric in scoring.metrics.",
     )
 
+    @model_validator(mode="after")
+    def _cross_field_rules(self) -> ExportConfig:
+        repeated = sorted({fmt for fmt in self.formats if self.formats.count(fmt) > 1})
+        if repeated:
+            raise ValueError(f"export.formats: list each format once; repeated: {', '.join(repeated)}")
+        return self
+
 
 class PromotionConfig(_Strict):
     enabled: bool = Field(True, description="Register the winner and move the production pointer.")
@@ -440,6 +635,11 @@ class PromotionConfig(_Strict):
     )
     margin: float = Field(
         0.0, ge=0, description="The candidate must beat the champion's primary metric by more than this."
+    )
+    rescore_champion: bool = Field(
+        True,
+        description="Score the current production model again on this run's eval set, with the same code "
+        "and rows as the candidate, so that promotion compares like for like (champion/challenger).",
     )
 
 
@@ -475,6 +675,25 @@ class ExperimentConfig(_Strict):
         if self.training.method not in ALLOWED_METHODS[self.training.type]:
             reason = NOT_YET.get(pair, f"{self.training.type} supports {ALLOWED_METHODS[self.training.type]}")
             problems.append(f"training: type '{pair[0]}' with method '{pair[1]}' is refused: {reason}")
+        scoring = self.scoring
+        if scoring.eval_dataset is not None and scoring.eval_questions:
+            problems.append("scoring: give eval_dataset or eval_questions, not both")
+        if scoring.eval_dataset is not None:
+            if scoring.eval_dataset.presplit:
+                problems.append(
+                    "scoring.eval_dataset: every row of an eval set is scored; give `uri` instead of "
+                    "train_uri/validation_uri/test_uri"
+                )
+            if scoring.eval_dataset.name in {d.name for d in self.datasets}:
+                problems.append(
+                    f"scoring.eval_dataset: name '{scoring.eval_dataset.name}' is also a training dataset's; "
+                    "give the eval set its own name"
+                )
+        if scoring.rank_on != "pytorch" and scoring_plugins.is_loss_metric(scoring.primary):
+            problems.append(
+                f"scoring.rank_on '{scoring.rank_on}' needs a primary metric measured on generated answers; "
+                f"'{scoring.primary}' comes from the PyTorch model's loss"
+            )
         if self.scoring.primary not in self.scoring.metrics:
             problems.append(
                 f"scoring.primary '{self.scoring.primary}' must be one of "

@@ -11,9 +11,9 @@ from typing import Any
 
 from tasks import store
 from tasks.config import ScoringConfig
-from tasks.generation import generate, prompt_and_reference, render_prompts
+from tasks.generation import decoding, generate, prompt_and_reference, render_prompts
 from tasks.models import load_model, load_tokenizer
-from tasks.scoring import loss_scores, needs_loss, score
+from tasks.scoring import loss_scores, needs_loss, questions_of, score
 from tasks.step import StepError, main
 from tasks.train import read_split
 
@@ -21,12 +21,19 @@ log = logging.getLogger("tunerflow.evaluate")
 
 
 def eval_rows(dataset: dict[str, Any], max_samples: int | None) -> tuple[str, list[dict[str, Any]]]:
-    """The test split, or the validation split when the ratios left no test rows (e.g. `98,2,0`)."""
+    """The test split, or the validation split when the ratios left no test rows (e.g. `98,2,0`).
+    `dataset` is a prepared dataset: a job's own, or the experiment's eval set (see `scored_on`)."""
     for split in ("test", "validation"):
         if dataset["counts"].get(split):
             rows = read_split(dataset["uri"], split)
             return split, rows[:max_samples] if max_samples else rows
     raise ValueError(f"dataset '{dataset['name']}' has no test or validation rows to score on")
+
+
+def scored_on(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a job is scored on: the experiment's eval set (`scoring.eval_dataset` or
+    `scoring.eval_questions`) when it has one, so every job sees the same rows, else its dataset."""
+    return spec.get("eval_set") or spec["dataset"]
 
 
 def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> float:
@@ -59,9 +66,57 @@ def answer_and_score(
     for every model and export."""
     conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
     predictions, stats = generate(
-        model, tokenizer, render_prompts(tokenizer, conversations), scoring.max_new_tokens, scoring.batch_size
+        model,
+        tokenizer,
+        render_prompts(tokenizer, conversations),
+        scoring.max_new_tokens,
+        scoring.batch_size,
+        decoding(scoring.temperature, scoring.top_p),
+        scoring.seed,
     )
-    return score(scoring.metrics, predictions, references), list(predictions), stats
+    metrics = score(
+        scoring.metrics,
+        predictions,
+        references,
+        questions=questions_of(conversations),
+        options={"llm_judge": scoring.judge.model_dump()},
+    )
+    return metrics, list(predictions), stats
+
+
+def write_predictions(uri: str, rows: list[dict[str, Any]], predictions: list[str]) -> None:
+    with open(store.local_path(uri), "w") as handle:
+        for row, prediction in zip(rows, predictions, strict=True):
+            reference = prompt_and_reference(row)[1]
+            handle.write(
+                json.dumps({"id": row["id"], "prediction": prediction, "reference": reference}) + "\n"
+            )
+
+
+def quantized_scores(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: dict[str, Any], scoring: ScoringConfig
+) -> dict[str, Any]:
+    """The job as it would be deployed (`scoring.rank_on`): exported and quantized the way the winner's
+    export will be (the run's export settings), then scored on the same rows by the same code."""
+    import tempfile
+    from pathlib import Path
+
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from tasks.export import export_formats
+
+    fmt = scoring.rank_on
+    with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_path(job["output"])) as scratch:
+        work = Path(scratch)
+        merged = work / "merged"
+        model.save_pretrained(merged, safe_serialization=True)
+        tokenizer.save_pretrained(merged)
+        exported = export_formats(merged, work, [fmt], job.get("export_config") or {})["formats"][fmt]
+        deployed = ORTModelForCausalLM.from_pretrained(work / fmt)
+        metrics, predictions, stats = answer_and_score(deployed, tokenizer, rows, scoring)
+    write_predictions(store.join(job["output"], f"predictions-{fmt}.jsonl"), rows, predictions)
+    details = {k: v for k, v in exported.items() if k not in ("uri", "path")}
+    return {"format": fmt, "metrics": metrics, "generation": stats, **details}
 
 
 def evaluate(job: dict[str, Any]) -> dict[str, Any]:
@@ -79,18 +134,17 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
     adapter = trained.get("adapter_uri")
     model = load_model(model_entry, root, adapter_dir=str(store.local_path(adapter)) if adapter else None)
     tokenizer = load_tokenizer(model_entry, root)
-    split, rows = eval_rows(job["dataset"], scoring.max_samples)
+    split, rows = eval_rows(scored_on(job), scoring.max_samples)
 
     metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
     if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
         metrics.update(loss_scores(scoring.metrics, answer_loss(model, tokenizer, rows, scoring.batch_size)))
     metrics = {name: metrics[name] for name in scoring.metrics}  # in the conf's order
-    with open(store.local_path(store.join(job["output"], "predictions.jsonl")), "w") as handle:
-        for row, prediction in zip(rows, predictions, strict=True):
-            reference = prompt_and_reference(row)[1]
-            handle.write(
-                json.dumps({"id": row["id"], "prediction": prediction, "reference": reference}) + "\n"
-            )
+    write_predictions(store.join(job["output"], "predictions.jsonl"), rows, predictions)
+    quantized = None
+    if scoring.rank_on != "pytorch" and not job.get("reference"):
+        quantized = quantized_scores(model, tokenizer, rows, job, scoring)
+        log.info("%s as %s: %s", job["label"], scoring.rank_on, quantized["metrics"])
     log.info(
         "%s on %d %s rows: %s (%.1f generated tokens/s)",
         job["label"],
@@ -104,9 +158,11 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
         "label": job["label"],
         "reference": bool(job.get("reference")),
         "split": split,
+        "scored_on": scored_on(job)["name"],
         "n": len(rows),
         "metrics": metrics,
         "generation": stats,
+        **({"quantized": quantized} if quantized else {}),
     }
 
 

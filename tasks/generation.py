@@ -1,4 +1,4 @@
-"""Batched greedy generation over chat rows, shared by evaluation and export checks.
+"""Batched generation (greedy by default) over chat rows, shared by evaluation and export checks.
 
 Works with any model exposing `generate` (transformers, peft, optimum.onnxruntime).
 """
@@ -23,12 +23,29 @@ def render_prompts(tokenizer: Any, conversations: Sequence[list[dict[str, str]]]
     ]
 
 
+def decoding(temperature: float, top_p: float) -> dict[str, Any]:
+    """`generate` keyword arguments: greedy at temperature 0, else nucleus sampling."""
+    if temperature <= 0:
+        return {"do_sample": False}
+    return {"do_sample": True, "temperature": temperature, "top_p": top_p}
+
+
 def generate(
-    model: Any, tokenizer: Any, prompts: Sequence[str], max_new_tokens: int, batch_size: int
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[str],
+    max_new_tokens: int,
+    batch_size: int,
+    sampling: dict[str, Any] | None = None,
+    seed: int = 0,
 ) -> tuple[list[str], dict[str, float]]:
-    """Greedy answers for `prompts` (left padded) and throughput in generated tokens per second."""
+    """Answers for `prompts` (left padded; greedy unless `sampling` says otherwise, see `decoding`) and
+    throughput in generated tokens per second."""
     import torch
 
+    sampling = sampling or {"do_sample": False}
+    if sampling.get("do_sample"):
+        torch.manual_seed(seed)  # every job draws the same random numbers
     tokenizer.padding_side = "left"
     answers: list[str] = []
     generated = 0
@@ -45,7 +62,7 @@ def generate(
             output = model.generate(
                 **batch,
                 max_new_tokens=max_new_tokens,
-                do_sample=False,
+                **sampling,
                 pad_token_id=tokenizer.pad_token_id,
                 eos_token_id=tokenizer.eos_token_id,
             )

@@ -12,6 +12,7 @@ def _committed(run_uri: str, name: str) -> dict[str, Any] | None:
 
 
 def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
+    from tasks.champion import champion_score
     from tasks.plan import load_experiment
     from tasks.promote import promote
 
@@ -27,6 +28,7 @@ def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, 
     exported = _committed(run_uri, "export")
     checks = _committed(run_uri, "check_export")
     export_enabled = conf["export"]["enabled"]
+    merged = (exported or {}).get("merged_uri")
     decision = promote(
         {
             "store_root": run["store_root"],
@@ -42,9 +44,10 @@ def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, 
             },
             "primary": conf["scoring"]["primary"],
             "margin": promotion["margin"],
-            "model_uri": (exported or {}).get("merged_uri")
-            or winner["train"]["model_uri"]
-            or winner["train"]["adapter_uri"],
+            # The merged model when the export made one; else the fine-tuned weights as trained.
+            "model_uri": merged or winner["train"]["model_uri"],
+            "adapter_uri": None if merged else winner["train"]["adapter_uri"],
+            "champion_score": champion_score(run_uri),
             "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
             "checks_passed": bool(checks and checks.get("passed")) if export_enabled else True,
         }
@@ -59,6 +62,9 @@ def format_leaderboard(board: dict[str, Any]) -> str:
     for row in board["rows"]:
         value = row["metrics"].get(primary)
         others = ", ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items() if k != primary)
+        quantized = row.get("quantized") or {}
+        if primary in (quantized.get("metrics") or {}):
+            others = f"{primary} as {quantized['format']}={quantized['metrics'][primary]:.4f}, {others}"
         shown = f"{value:.4f}" if value is not None else "-"
         rank = row.get("rank", "-")
         lines.append(f"{rank!s:>4}  {row['label']:<45} {row['status']:<10} {shown:>10}  {others}")
@@ -151,5 +157,10 @@ def run_problem(run_uri: str) -> str | None:
                 return f"{step} failed: {store.read_json(error_uri)['message']}"
         return "the winner's export did not pass its checks"
     if experiment["promotion"]["enabled"] and not store.exists(store.join(run_uri, "promotion.json")):
+        from tasks.champion import scoring_failure
+
+        failure = scoring_failure(run_uri)
+        if failure:
+            return f"promotion did not run: scoring the champion failed: {failure}"
         return "promotion did not run; see the promote task's log"
     return None

@@ -4,6 +4,7 @@ write every job spec to the store, so that a local subprocess and a pod read the
 from __future__ import annotations
 
 import itertools
+import json
 from typing import Any
 
 from tasks import layout, store
@@ -40,9 +41,45 @@ def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[
     return out
 
 
+def eval_definition(experiment: ExperimentConfig, store_root: str) -> DatasetConfig | None:
+    """`scoring.eval_dataset`, a registered one read from the registry."""
+    from tasks import dataset_registry
+
+    if experiment.scoring.eval_dataset is None:
+        return None
+    try:
+        given = experiment.scoring.eval_dataset.model_dump(mode="json")
+        definition = dataset_registry.resolve(store_root, given)
+    except ValueError as error:
+        raise ConfError(f"invalid experiment conf:\nscoring.eval_dataset.registered: {error}") from None
+    return DatasetConfig.model_validate(definition)
+
+
+def question_rows(experiment: ExperimentConfig) -> list[dict[str, Any]]:
+    """`scoring.eval_questions` as held-out chat rows, ids naming their place in the conf."""
+    rows = []
+    for index, item in enumerate(experiment.scoring.eval_questions):
+        system = [{"role": "system", "content": item.system}] if item.system else []
+        messages = [*system, {"role": "user", "content": item.question}]
+        answer = {"role": "assistant", "content": item.answer}
+        rows.append({"id": f"eval_questions:{index}", "messages": [*messages, answer]})
+    return rows
+
+
+def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fixed questions as a prepared dataset holding one test split, read like any other."""
+    uri = store.join(run_uri, "eval_questions")
+    with open(store.ensure_dir(uri) / "test.jsonl", "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    return {"name": "eval_questions", "uri": uri, "kind": "chat", "counts": {"test": len(rows)}}
+
+
 def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:
     """Re-validate the whole conf (including rules JSON Schema cannot express), record it, and return
-    one prepare spec per dataset."""
+    one prepare spec per dataset (the eval set, when there is one, last, with role `eval`)."""
+    from tasks.data import prompt_text
+
     experiment = parse_experiment(conf)
     try:
         resolved = resolve_experiment(experiment)
@@ -50,25 +87,38 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[di
         raise ConfError(f"invalid experiment conf:\n{error}") from None
     run_uri = run_info(experiment.name, run_id, store_root)["run_uri"]
     definitions = prepared_definitions(experiment, store_root)
+    evaluation = eval_definition(experiment, store_root)
     # A registered dataset is prepared under its registered name; jobs keep the experiment's label.
     resolved["prepared_as"] = {label: dataset.name for label, dataset in definitions}
+    questions = question_rows(experiment)
+    if questions:
+        resolved["eval_set"] = write_question_set(run_uri, questions)
+    if evaluation is not None:
+        resolved["eval_prepared_as"] = evaluation.name
     store.write_json(store.join(run_uri, "experiment.json"), {**resolved, "run_id": run_id})
     tokenizers = distinct_tokenizers(resolved["models"])
     shortest = min(h["max_seq_length"] for h in resolved["hparams"])
-    datasets = []
+    common = {"step": "prepare_dataset", "store_root": store_root, "tokenizers": tokenizers}
+    if questions:
+        common["eval_prompts"] = [{"id": row["id"], "text": prompt_text(row)} for row in questions]
+    if evaluation is not None:
+        common["eval_sets"] = [evaluation.model_dump(mode="json")]
+    specs = []
     for label, dataset in definitions:
         if dataset.max_tokens is None:
             # A longer row would be cut inside the answer by every job's max_seq_length.
             dataset = dataset.model_copy(update={"max_tokens": shortest})
-        spec = {
-            "step": "prepare_dataset",
-            "store_root": store_root,
-            "dataset": dataset.model_dump(mode="json"),
-            "tokenizers": tokenizers,
-        }
+        specs.append((label, {**common, "dataset": dataset.model_dump(mode="json")}))
+    if evaluation is not None:
+        label = experiment.scoring.eval_dataset.name
+        spec = {k: v for k, v in common.items() if k not in ("eval_prompts", "eval_sets")}
+        specs.append((label, {**spec, "dataset": evaluation.model_dump(mode="json"), "role": "eval"}))
+    datasets = []
+    for label, spec in specs:
         spec_uri = store.join(run_uri, "datasets", f"{label}.json")
         store.write_json(spec_uri, spec)
-        datasets.append({"name": label, "spec_uri": spec_uri, "argv": step_argv("prepare_dataset", spec_uri)})
+        entry = {"name": label, "spec_uri": spec_uri, "argv": step_argv("prepare_dataset", spec_uri)}
+        datasets.append({**entry, "role": spec["role"]} if "role" in spec else entry)
     return datasets
 
 
@@ -76,6 +126,8 @@ def _job(run: dict[str, Any], resolved: dict[str, Any], kind: str, job_id: str, 
     job_prefix = layout.job(run["run_uri"], job_id)
     experiment = resolved["experiment"]
     common = {"store_root": run["store_root"], "job_id": job_id, "label": label, **inputs}
+    if resolved.get("eval_set"):
+        common["eval_set"] = resolved["eval_set"]
     specs = {}
     if kind == "train":
         specs["train"] = {
@@ -91,6 +143,8 @@ def _job(run: dict[str, Any], resolved: dict[str, Any], kind: str, job_id: str, 
         "train_output": layout.step(job_prefix, "train") if kind == "train" else None,
         "reference": kind == "reference",
         "scoring": experiment["scoring"],
+        # scoring.rank_on exports every job the way the winner will be exported.
+        "export_config": experiment["export"],
     }
     job = {"job_id": job_id, "label": label, "kind": kind}
     for step, spec in specs.items():
@@ -104,6 +158,9 @@ def _job(run: dict[str, Any], resolved: dict[str, Any], kind: str, job_id: str, 
 def _load(run: dict[str, Any], datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
     resolved = store.read_json(store.join(run["run_uri"], "experiment.json"))
     prepared = {d["name"]: d for d in datasets}
+    if resolved.get("eval_prepared_as"):
+        # The eval set was prepared beside the training datasets; every job is scored on it.
+        resolved["eval_set"] = prepared.pop(resolved["eval_prepared_as"])
     order = [d["name"] for d in resolved["experiment"]["datasets"]]
     prepared_as = resolved.get("prepared_as") or {name: name for name in order}
     by_name = {label: {**prepared[prepared_as[label]], "name": label} for label in order}

@@ -90,12 +90,33 @@ def plan_parts(dataset: DatasetConfig) -> list[Part]:
     return [part(dataset.uri)]
 
 
-def content_version(parts: list[Part], dataset: DatasetConfig, tokenizers: list[dict[str, Any]]) -> str:
+def ratios(job: dict[str, Any], dataset: DatasetConfig) -> tuple[int, int, int]:
+    """An eval set (`scoring.eval_dataset`) is scored on every row: all of it is the test split."""
+    return (0, 0, 100) if job.get("role") == "eval" else dataset.ratios
+
+
+def content_version(
+    parts: list[Part],
+    dataset: DatasetConfig,
+    tokenizers: list[dict[str, Any]],
+    job: dict[str, Any] | None = None,
+) -> str:
     import hashlib
 
     from tasks.token_counts import distinct_tokenizers, tokenizer_identity
 
+    job = job or {}
     settings = dataset.model_dump(mode="json", exclude={"name", "max_drop_ratio"})
+    if job.get("role") == "eval":
+        settings["role"] = "eval"
+    # What training rows were decontaminated against is part of what the version holds.
+    if job.get("eval_prompts"):
+        settings["eval_prompts"] = job["eval_prompts"]
+    if job.get("eval_sets"):
+        settings["eval_sets"] = [
+            [definition, [p.source.fingerprint for p in plan_parts(DatasetConfig.model_validate(definition))]]
+            for definition in job["eval_sets"]
+        ]
     settings["v"] = PREP_VERSION
     settings["tokenizers"] = sorted(tokenizer_identity(entry) for entry in distinct_tokenizers(tokenizers))
     settings["parts"] = [[p.role, p.weight, p.fmt, p.columns, p.source.fingerprint] for p in parts]
@@ -195,11 +216,44 @@ def _eval_prompts(plan: _Plan) -> tuple[list[str], list[str]]:
     return texts, ids
 
 
-def _decontaminate(plan: _Plan, n: int, work: Path, workers: int) -> None:
+def _external_eval_prompts(job: dict[str, Any], work: Path, workers: int) -> tuple[list[str], list[str]]:
+    """The prompts of the experiment's separate eval set (`scoring.eval_dataset`, read from its sources
+    here, every row, unfiltered) and fixed questions (`scoring.eval_questions`), which no training row
+    may overlap either."""
+    from tasks.data import prompt_text
+
+    texts = [item["text"] for item in job.get("eval_prompts") or []]
+    ids = [item["id"] for item in job.get("eval_prompts") or []]
+    for definition in job.get("eval_sets") or []:
+        dataset = DatasetConfig.model_validate(definition)
+        directory = work / f"eval-{dataset.name}"
+        directory.mkdir(exist_ok=True)
+        pieces = [
+            (part, _detect(dataset.name, part), shard)
+            for part in plan_parts(dataset)
+            for shard in part.source.shards(1 << 30)
+        ]
+        tasks = [
+            ShardTask(i, shard, 0, "test", fmt, part.columns, ScanSettings(), str(directory))
+            for i, (part, fmt, shard) in enumerate(pieces)
+        ]
+        for scan in _run(scan_shard, tasks, workers):
+            with open(scan.spool, encoding="utf-8") as handle:
+                for raw in handle:
+                    row = json.loads(raw)
+                    texts.append(prompt_text(row))
+                    ids.append(f"{dataset.name}:{row['id']}")
+    return texts, ids
+
+
+def _decontaminate(
+    plan: _Plan, n: int, work: Path, workers: int, external: tuple[list[str], list[str]]
+) -> None:
     from tasks.decontaminate import EvalIndex
 
     train = plan.alive & (plan.roles == TRAIN)
     texts, ids = _eval_prompts(plan)
+    texts, ids = texts + external[0], ids + external[1]
     if not texts or not train.any():
         return
     index_path = work / "eval_index.npz"
@@ -350,9 +404,10 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     plan = _Plan(scans)
     if dataset.dedup:
         plan.dedup()
-    plan.split(dataset.ratios, dataset.seed)
+    plan.split(ratios(job, dataset), dataset.seed)
     if dataset.decontaminate_ngram:
-        _decontaminate(plan, dataset.decontaminate_ngram, work, workers)
+        external = _external_eval_prompts(job, work, workers)
+        _decontaminate(plan, dataset.decontaminate_ngram, work, workers, external)
     plan.weigh([part.weight for part in parts], dataset.seed)
 
     reasons: Counter = Counter()
@@ -435,7 +490,8 @@ def _stats(
         "pii": dict(pii),
         "pii_mode": dataset.pii,
         "settings": {
-            "split": "pre-split" if dataset.presplit else ",".join(map(str, dataset.ratios)),
+            "split": "pre-split" if dataset.presplit else ",".join(map(str, ratios(job, dataset))),
+            "role": job.get("role", "train"),
             "seed": dataset.seed,
             "min_tokens": dataset.min_tokens,
             "max_tokens": dataset.max_tokens,
@@ -465,7 +521,7 @@ def _tokenizers(job: dict[str, Any], work: Path):
 def complete_job(job: dict[str, Any]) -> dict[str, Any]:
     dataset = DatasetConfig.model_validate(job["dataset"])
     parts = plan_parts(dataset)
-    version = content_version(parts, dataset, job.get("tokenizers") or [])
+    version = content_version(parts, dataset, job.get("tokenizers") or [], job)
     return {
         **job,
         "version": version,

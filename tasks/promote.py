@@ -6,11 +6,14 @@ Job:
     {"store_root", "registry_name", "run_uri",
      "winner": {"job_id", "label", "metrics", "model": {catalog entry}, "dataset": {"name", "version", ...},
                 "hparams": {...}},
-     "primary": "rouge_l", "margin": 0.0, "model_uri": "...", "exports": {"onnx": uri, ...},
-     "checks_passed": bool}
+     "primary": "rouge_l", "margin": 0.0,
+     "model_uri": "<full model dir or null>", "adapter_uri": "<LoRA adapter dir or null>",
+     "exports": {"onnx": uri, ...}, "checks_passed": bool,
+     "champion_score": {"version", "metrics", "scored_on", "n"} or null (tasks.champion)}
 Result:
     {"promoted", "reason", "version", "champion_version", "champion_metric", "candidate_metric",
-     "registry_uri", "like_for_like", "primary", "decided_at"} (+ "rerun": True when replayed)
+     "registry_uri", "like_for_like", "primary", "decided_at"} (+ "champion_rescored": True when the
+    champion was scored on the candidate's rows in this run, "rerun": True when replayed)
 """
 
 from __future__ import annotations
@@ -45,6 +48,9 @@ def lineage(job: dict[str, Any]) -> dict[str, Any]:
         "metrics": dict(winner.get("metrics") or {}),
         "exports": dict(job.get("exports") or {}),
         "model_uri": job.get("model_uri"),
+        "adapter_uri": job.get("adapter_uri"),
+        # The catalog entry the weights load with, so a later run can score this version again.
+        "model_entry": dict(model),
         "primary": job.get("primary", "rouge_l"),
         "checks_passed": bool(job.get("checks_passed")),
     }
@@ -68,8 +74,11 @@ def decide(
     primary: str,
     margin: float,
     checks_passed: bool,
+    rescored: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The gate. `champion` is `registry.production()` (pointer + entry) or None.
+    """The gate. `champion` is `registry.production()` (pointer + entry) or None. `rescored` is the
+    champion scored in this run on the candidate's rows (`tasks.champion.champion_score`); it is used
+    when it is of the version still in production, and makes the comparison like for like.
 
     Returns {"promoted", "move", "reason", "champion_version", "champion_metric", "candidate_metric",
     "like_for_like"}; `move` says whether the pointer has to be written (False when it already points here).
@@ -97,6 +106,12 @@ def decide(
         return verdict(True, f"version {candidate['version']} is already production", move=False)
 
     champ_v = champion["version"]
+    rescored_metric = ((rescored or {}).get("metrics") or {}).get(primary)
+    if (rescored or {}).get("version") == champ_v and isinstance(rescored_metric, int | float):
+        champ_metric = out["champion_metric"] = rescored_metric
+        out["like_for_like"] = True
+        out["champion_rescored"] = True
+        return _compare(verdict, primary, cand_metric, champ_metric, champ_v, margin, rescored)
     cand_ds, champ_ds = candidate.get("dataset") or {}, champ_entry.get("dataset") or {}
     if not _same_dataset(cand_ds, champ_ds) or not isinstance(champ_metric, int | float):
         out["like_for_like"] = False
@@ -109,23 +124,30 @@ def decide(
         return verdict(
             True,
             f"{why}; the comparison is not like-for-like, so the candidate is promoted without it "
-            "(champion/challenger re-scoring on one dataset is not done yet)",
+            "(promotion.rescore_champion scores the champion on the candidate's rows)",
         )
 
     out["like_for_like"] = True
+    return _compare(verdict, primary, cand_metric, champ_metric, champ_v, margin, None)
+
+
+def _compare(verdict, primary, cand_metric, champ_metric, champ_v, margin, rescored) -> dict[str, Any]:
     lower = lower_is_better(primary)
     gain = (champ_metric - cand_metric) if lower else (cand_metric - champ_metric)
     direction = "lower" if lower else "higher"
+    where = ""
+    if rescored:
+        where = f" (both scored on the same {rescored.get('n')} rows of {rescored.get('scored_on')})"
     if gain > margin:
         return verdict(
             True,
             f"candidate {primary} {_fmt(cand_metric)} beats champion v{champ_v} ({_fmt(champ_metric)}) "
-            f"by {_fmt(gain)} ({direction} is better; margin {_fmt(margin)})",
+            f"by {_fmt(gain)}{where} ({direction} is better; margin {_fmt(margin)})",
         )
     return verdict(
         False,
         f"candidate {primary} {_fmt(cand_metric)} does not beat champion v{champ_v} ({_fmt(champ_metric)}) "
-        f"by more than the margin {_fmt(margin)} ({direction} is better); champion stays",
+        f"by more than the margin {_fmt(margin)}{where} ({direction} is better); champion stays",
     )
 
 
@@ -171,7 +193,14 @@ def promote(job: dict[str, Any]) -> dict[str, Any]:
     else:
         for _ in range(CAS_ATTEMPTS):
             champion = registry.production(root, name)
-            decision = decide(candidate, champion, primary, margin, bool(job.get("checks_passed")))
+            decision = decide(
+                candidate,
+                champion,
+                primary,
+                margin,
+                bool(job.get("checks_passed")),
+                job.get("champion_score"),
+            )
             if not decision.pop("move"):
                 break
             expected = champion["sequence"] if champion else None

@@ -284,13 +284,21 @@ def _summary(experiment: dict[str, Any], primary: str) -> str:
     return _dl(pairs)
 
 
+def _quantized(row: dict[str, Any], metric: str) -> Any:
+    return ((row.get("quantized") or {}).get("metrics") or {}).get(metric)
+
+
 def _leaderboard(rows: list[dict[str, Any]], primary: str, winner_id: str | None) -> str:
     metric_names: list[str] = [primary]
     for row in rows:
         for key in row.get("metrics") or {}:
             if key not in metric_names:
                 metric_names.append(key)
-    head = ["#", "Job", "Status", *metric_names, "Train loss", "Steps", "Runtime (s)", "Tokens/s", "Error"]
+    # With scoring.rank_on, each job's export was scored too, and that score ranked the jobs.
+    quantized = next((r["quantized"]["format"] for r in rows if r.get("quantized")), None)
+    extra = [f"{primary} ({quantized})"] if quantized else []
+    head = ["#", "Job", "Status", *metric_names, *extra, "Scored on"]
+    head += ["Train loss", "Steps", "Runtime (s)", "Tokens/s", "Error"]
     out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
     for row in rows:
         status = str(row.get("status") or "succeeded")
@@ -305,6 +313,8 @@ def _leaderboard(rows: list[dict[str, Any]], primary: str, winner_id: str | None
             f"<td>{job}</td>",
             f"<td><span class='badge {esc(status)}'>{esc(status)}</span></td>",
             *(f"<td class='num'>{esc(fmt(metrics.get(m)))}</td>" for m in metric_names),
+            *(f"<td class='num'>{esc(fmt(_quantized(row, primary)))}</td>" for _ in extra),
+            f"<td>{esc(row.get('scored_on') or '')}</td>",
             *(
                 f"<td class='num'>{esc(fmt(train.get(k)))}</td>"
                 for k in ("train_loss", "steps", "runtime_s", "tokens_per_s")
@@ -386,6 +396,7 @@ def _promotion(promotion: dict[str, Any] | None) -> str:
         ("Champion version", promotion.get("champion_version")),
         ("Champion", promotion.get("champion_metric")),
         ("Like-for-like", promotion.get("like_for_like")),
+        ("Champion re-scored in this run", promotion.get("champion_rescored", False)),
         ("Registry", promotion.get("registry_uri")),
     ]
     return f"<div class='box {'good' if promoted else 'bad'}'><strong>{esc(title)}</strong>{_dl(pairs)}</div>"

@@ -15,7 +15,7 @@ import shutil
 import sys
 import tempfile
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -87,9 +87,43 @@ def load_metric(name: str) -> Any:
         return module
 
 
-def compute(name: str, predictions: Sequence[str], references: Sequence[str]) -> float:
-    """Text metric `name` over the rows, unrounded."""
-    result = load_metric(name).compute(predictions=list(predictions), references=list(references))
+# Inputs a metric module may declare besides predictions and references, one value per row.
+OPTIONAL_INPUTS = ("questions",)
+
+
+def inputs_of(name: str) -> tuple[str, ...]:
+    """The per-row inputs (evaluate features) text metric `name` declares, e.g. predictions, references."""
+    features = load_metric(name).features  # one Features, or a list of alternative ones with the same keys
+    return tuple(features[0] if isinstance(features, list) else features)
+
+
+def compute(
+    name: str,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    questions: Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> float:
+    """Text metric `name` over the rows, unrounded. `questions` go only to a metric that declares them
+    (evaluate would hand an undeclared input to its `_compute` as an unknown argument); `options` are the
+    metric's keyword arguments."""
+    inputs: dict[str, list[str]] = {"predictions": list(predictions), "references": list(references)}
+    declared = inputs_of(name)
+    unsupported = [item for item in declared if item not in (*inputs, *OPTIONAL_INPUTS)]
+    if unsupported:
+        raise ValueError(
+            f"metric '{name}' ({scoring_plugins.get(name).script}) declares inputs {unsupported} that "
+            f"tunerflow does not provide; a metric's features are predictions, references and optionally "
+            f"{', '.join(OPTIONAL_INPUTS)}"
+        )
+    if "questions" in declared:
+        if questions is None:
+            raise ValueError(
+                f"metric '{name}' grades answers against their questions, but none were given: pass "
+                "questions= (the last user turn of each row) to score()"
+            )
+        inputs["questions"] = list(questions)
+    result = load_metric(name).compute(**inputs, **dict(options or {}))
     if isinstance(result, dict) and name not in result and len(result) == 1:
         result = {name: next(iter(result.values()))}
     value = result.get(name) if isinstance(result, dict) else None
@@ -101,16 +135,39 @@ def compute(name: str, predictions: Sequence[str], references: Sequence[str]) ->
     return float(value)
 
 
-def score(metrics: Sequence[str], predictions: Sequence[str], references: Sequence[str]) -> dict[str, float]:
-    """The text metrics among `metrics` (loss metrics are skipped: see loss_scores), rounded to 6 places."""
+def score(
+    metrics: Sequence[str],
+    predictions: Sequence[str],
+    references: Sequence[str],
+    questions: Sequence[str] | None = None,
+    options: Mapping[str, Mapping[str, Any]] | None = None,
+) -> dict[str, float]:
+    """The text metrics among `metrics` (loss metrics are skipped: see loss_scores), rounded to 6 places.
+
+    `questions` (one per row: the last user turn) reach the metrics that declare a `questions` input,
+    such as llm_judge; `options[name]` are extra keyword arguments of metric `name`'s compute, e.g.
+    `{"llm_judge": ScoringConfig.judge.model_dump()}`. Options of metrics not in `metrics` are ignored."""
     predictions, references = list(predictions), list(references)
     if len(predictions) != len(references):
         raise ValueError(f"{len(predictions)} predictions for {len(references)} references")
+    if questions is not None and len(questions) != len(predictions):
+        raise ValueError(f"{len(questions)} questions for {len(predictions)} predictions")
+    options = options or {}
     return {
-        name: round(compute(name, predictions, references), 6) if predictions else 0.0
+        name: round(compute(name, predictions, references, questions, options.get(name)), 6)
+        if predictions
+        else 0.0
         for name in metrics
         if not scoring_plugins.is_loss_metric(name)
     }
+
+
+def questions_of(conversations: Sequence[Sequence[Mapping[str, str]]]) -> list[str]:
+    """Each conversation's last user turn: the question an answer is graded against (e.g. by llm_judge)."""
+    return [
+        next((turn["content"] for turn in reversed(conversation) if turn.get("role") == "user"), "")
+        for conversation in conversations
+    ]
 
 
 def perplexity(loss: float) -> float:

@@ -2,23 +2,38 @@
 
 SFT trains on prompt-completion pairs so that the loss covers the answer tokens only; pretraining
 trains on raw text, packed. LoRA adapters come from PEFT, the loop from TRL's SFTTrainer.
+
+Training is resumable (see docs/training.md): the Trainer writes a checkpoint every `save_steps`,
+which counts once its manifest is written (`tasks.checkpoints`); a retry resumes from the newest
+committed one with the optimizer, scheduler, RNG state, global step and logs of that step. SIGTERM
+(a preempted pod, a killed Airflow task) saves and commits a checkpoint at the next step boundary,
+then fails the step with a message saying where a retry resumes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import signal
+import threading
 import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks import store
+from tasks import checkpoints, store
 from tasks.catalog import CatalogEntry
 from tasks.config import ResolvedHParams, TrainingConfig, dataset_kind_problem
 from tasks.models import apply_tokenizer_overrides, load_tokenizer, weights_location
 from tasks.step import StepError, main
 
 log = logging.getLogger("tunerflow.train")
+
+
+class Preempted(StepError):
+    """SIGTERM stopped the training; the message says which checkpoint a retry resumes from."""
 
 
 def read_split(dataset_uri: str, split: str) -> list[dict[str, Any]]:
@@ -38,27 +53,93 @@ def to_trl_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
 
 
-def _progress_callback(metrics_path: Path):
+class Preemption:
+    """Turns SIGTERM into "checkpoint at the next step boundary, then stop".
+
+    Before training starts there is nothing to save, so the signal stops the step at once; during
+    training it only sets a flag that the checkpoint callback reads between optimizer steps (a signal
+    handler must not save a model half-way through a step); after training the step just finishes.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.phase = "setup"
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Preemption]:
+        # Python only lets the main thread install handlers; a step run from a thread keeps the default.
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = not self.requested
+        self.requested = True
+        if self.phase == "setup":
+            raise Preempted("preempted before training started; nothing was saved, a retry starts over")
+        if first:
+            log.warning("SIGTERM during %s: saving a checkpoint at the next step boundary", self.phase)
+
+
+def _flush_tensorboard(callbacks: list[Any]) -> None:
+    for callback in callbacks:
+        writer = getattr(callback, "tb_writer", None)
+        if writer is not None:
+            writer.flush()
+
+
+def _callbacks(
+    out: Path,
+    root: Path,
+    fingerprint: str,
+    keep: int,
+    preemption: Preemption,
+    elapsed_before: float,
+):
+    """(Progress, CommitCheckpoints): metrics.jsonl and the log line; checkpoint manifests and pruning."""
     from transformers import TrainerCallback
 
+    metrics_path = out / "metrics.jsonl"
+
     class Progress(TrainerCallback):
-        """Writes metrics.jsonl and one readable progress line per logging interval."""
+        """Writes metrics.jsonl and one readable progress line per logging interval.
+
+        Rates and the ETA count this process's steps and tokens only: after a resume, the steps done
+        before it took no time here.
+        """
 
         def on_train_begin(self, args, state, control, **kwargs):
             self.started = time.perf_counter()
+            self.start_step = state.global_step
+            self.start_tokens = state.num_input_tokens_seen or 0
+
+        def elapsed(self) -> float:
+            """Training seconds over every process that worked on this job."""
+            return elapsed_before + time.perf_counter() - self.started
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
-            elapsed = time.perf_counter() - self.started
-            tokens = state.num_input_tokens_seen or 0
-            record = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(elapsed, 2), **logs}
+            if "train_loss" in logs:
+                # The Trainer's closing summary: after a resume its train_loss averages this process's
+                # steps over all steps, so the step result carries the corrected value instead.
+                return
+            session = max(time.perf_counter() - self.started, 1e-9)
+            tokens = (state.num_input_tokens_seen or 0) - self.start_tokens
+            record = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(self.elapsed(), 2)}
+            record.update(logs)
             if tokens:
-                record["tokens_per_s"] = round(tokens / max(elapsed, 1e-9), 1)
+                record["tokens_per_s"] = round(tokens / session, 1)
             with open(metrics_path, "a") as handle:
                 handle.write(json.dumps(record) + "\n")
             if "loss" in logs:
-                done = state.global_step / max(state.max_steps, 1)
-                eta = elapsed / done - elapsed if done else float("nan")
+                done_here = state.global_step - self.start_step
+                remaining = state.max_steps - state.global_step
+                eta = session / done_here * remaining if done_here else float("nan")
                 log.info(
                     "step %d/%d loss %.4f lr %.2e tokens/s %.0f eta %.0fs",
                     state.global_step,
@@ -69,7 +150,69 @@ def _progress_callback(metrics_path: Path):
                     eta,
                 )
 
-    return Progress()
+    progress = Progress()
+
+    class CommitCheckpoints(TrainerCallback):
+        """Commits each checkpoint the Trainer wrote (manifest last), prunes, and honours SIGTERM."""
+
+        def __init__(self) -> None:
+            self.flush: Callable[[], None] = lambda: None
+            self.last_committed: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if preemption.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            if control.should_save:
+                # A loss record at every checkpoint: the losses logged before a resume then cover every
+                # step up to it, so the resumed run's average loss can be rebuilt from them.
+                control.should_log = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            step = state.global_step
+            directory = root / f"checkpoint-{step}"
+            self.flush()
+            logs = [metrics_path, *sorted((out / "tensorboard").rglob("*"))]
+            checkpoints.snapshot(logs, out, directory)
+            checkpoints.commit(
+                directory,
+                {
+                    "step": step,
+                    "max_steps": state.max_steps,
+                    "fingerprint": fingerprint,
+                    "elapsed_s": round(progress.elapsed(), 2),
+                    "tokens_seen": state.num_input_tokens_seen or 0,
+                    "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
+            self.last_committed = step
+            removed = checkpoints.prune(root, keep)
+            log.info("checkpoint-%d committed%s", step, f"; removed {removed}" if removed else "")
+            if preemption.requested:
+                control.should_training_stop = True
+            return control
+
+    return progress, CommitCheckpoints()
+
+
+def _loss_sum_until(history: list[dict[str, Any]], step: int) -> float:
+    """Sum of per-step training losses up to `step`, from the logged interval means."""
+    total, previous = 0.0, 0
+    for entry in history:
+        if "loss" in entry and entry["step"] <= step:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    return total
+
+
+def _tensorboard_available() -> bool:
+    from transformers.integrations import is_tensorboard_available
+
+    if is_tensorboard_available():
+        return True
+    log.warning("tensorboard is not installed: no TensorBoard event files (pip install tensorboard)")
+    return False
 
 
 def train(job: dict[str, Any]) -> dict[str, Any]:
@@ -77,6 +220,11 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     problem = dataset_kind_problem(job["training"]["type"], job["dataset"]["name"], job["dataset"]["kind"])
     if problem:
         raise StepError(problem)
+    with Preemption().installed() as preemption:
+        return _train(job, preemption)
+
+
+def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
     import torch
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, PrinterCallback
@@ -87,6 +235,14 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
     training = TrainingConfig.model_validate(job["training"])
     dataset = job["dataset"]
     out = store.local_path(job["output"])
+    root = store.local_path(checkpoints.checkpoints_uri(job))
+    root.mkdir(parents=True, exist_ok=True)
+    fingerprint = checkpoints.fingerprint(job)
+
+    resume = checkpoints.resumable(root, fingerprint)
+    if resume is not None:
+        checkpoints.restore_logs(resume[0], out)
+        log.info("resuming from %s (step %d)", resume[0].name, resume[1]["step"])
 
     torch.manual_seed(hp.seed)
     tokenizer = load_tokenizer(entry, job["store_root"])
@@ -108,10 +264,11 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
             target_modules=hp.lora_target_modules,
             task_type="CAUSAL_LM",
         )
+    tensorboard = _tensorboard_available()
     world_size = max(torch.cuda.device_count(), 1)
     cuda = torch.cuda.is_available()
     args = SFTConfig(
-        output_dir=str(out / "checkpoints"),
+        output_dir=str(root),
         per_device_train_batch_size=hp.micro_batch_size,
         per_device_eval_batch_size=hp.micro_batch_size,
         gradient_accumulation_steps=max(hp.batch_size // (hp.micro_batch_size * world_size), 1),
@@ -122,8 +279,16 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         max_steps=hp.max_steps,
         weight_decay=hp.weight_decay,
         logging_steps=hp.logging_steps,
-        save_strategy="no",
-        report_to=[],
+        # Checkpoints count once committed, so pruning is ours (CommitCheckpoints): the Trainer's
+        # save_total_limit would count a half-written checkpoint and delete a committed one.
+        save_strategy="steps",
+        save_steps=hp.save_steps,
+        save_total_limit=None,
+        # The validation loss at every checkpoint: the curve in metrics.jsonl and TensorBoard.
+        eval_strategy="steps" if validation_rows else "no",
+        eval_steps=hp.save_steps if validation_rows else None,
+        report_to=["tensorboard"] if tensorboard else [],
+        logging_dir=str(out / "tensorboard"),
         seed=hp.seed,
         data_seed=hp.seed,
         max_length=hp.max_seq_length,
@@ -137,6 +302,9 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         eos_token=tokenizer.eos_token,
         pad_token=tokenizer.pad_token,
     )
+    progress, committer = _callbacks(
+        out, root, fingerprint, hp.save_total_limit, preemption, resume[1]["elapsed_s"] if resume else 0.0
+    )
     trainer = SFTTrainer(
         model=model,
         args=args,
@@ -144,19 +312,53 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[_progress_callback(out / "metrics.jsonl")],
+        callbacks=[progress, committer],
     )
+    committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
     # Metrics go to metrics.jsonl and the log; stdout carries only the step's JSON result line.
     trainer.remove_callback(PrinterCallback)
+
+    preemption.phase = "training"
     started = time.perf_counter()
-    outcome = trainer.train()
+    outcome = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
     runtime = time.perf_counter() - started
-    eval_loss = trainer.evaluate()["eval_loss"] if validation_rows else None
+    preemption.phase = "saving the outputs"
+    state = trainer.state
+    if preemption.requested and state.global_step < state.max_steps:
+        step = committer.last_committed
+        raise Preempted(
+            f"preempted at step {state.global_step}; checkpoint-{step} committed, a retry resumes from it"
+            if step == state.global_step
+            else f"preempted at step {state.global_step} before a checkpoint was committed"
+        )
+
+    train_loss = outcome.training_loss
+    resumed_from = resume[1]["step"] if resume else None
+    if resumed_from is not None and state.global_step:
+        # The Trainer averages only this process's losses (over all steps); add the earlier ones.
+        train_loss += _loss_sum_until(state.log_history, resumed_from) / state.global_step
+    eval_loss = None
+    if validation_rows:
+        # The last checkpoint's evaluation already measured the final weights; don't repeat it.
+        at_end = [
+            e["eval_loss"] for e in state.log_history if "eval_loss" in e and e["step"] == state.global_step
+        ]
+        eval_loss = at_end[-1] if at_end else trainer.evaluate()["eval_loss"]
 
     weights_dir = out / ("adapter" if peft_config else "model")
     trainer.model.save_pretrained(weights_dir, safe_serialization=True)
     tokenizer.save_pretrained(weights_dir)
-    tokens = trainer.state.num_input_tokens_seen or 0
+    merged_dir = None
+    if hp.merge_adapter and peft_config:
+        merged_dir = out / "merged"
+        trainer.model.merge_and_unload().save_pretrained(merged_dir, safe_serialization=True)
+        tokenizer.save_pretrained(merged_dir)
+    elif hp.merge_adapter:
+        log.info(
+            "merge_adapter: a full fine-tune is already a whole model (%s); nothing to merge", weights_dir
+        )
+
+    tokens = (state.num_input_tokens_seen or 0) - (resume[1]["tokens_seen"] if resume else 0)
     return {
         "job_id": job["job_id"],
         "label": job["label"],
@@ -164,10 +366,18 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
         "method": training.method,
         "adapter_uri": store.to_uri(weights_dir) if peft_config else None,
         "model_uri": None if peft_config else store.to_uri(weights_dir),
+        "merged_uri": store.to_uri(merged_dir) if merged_dir else None,
         "metrics_uri": store.to_uri(out / "metrics.jsonl"),
-        "train_loss": round(outcome.training_loss, 6),
+        "tensorboard_uri": store.to_uri(out / "tensorboard") if tensorboard else None,
+        "train_loss": round(train_loss, 6),
         "eval_loss": round(eval_loss, 6) if eval_loss is not None else None,
-        "steps": trainer.state.global_step,
+        "steps": state.global_step,
+        "resumed_from_step": resumed_from,
+        "checkpoints": {
+            "uri": store.to_uri(root),
+            "steps": [step for step, _ in checkpoints.committed(root)],
+            "save_steps": hp.save_steps,
+        },
         "runtime_s": round(runtime, 2),
         "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
     }

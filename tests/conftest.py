@@ -22,6 +22,8 @@ DAG_TASKS = (
     "select_best",
     "export",
     "check_export",
+    "plan_champion",
+    "score_champion",
     "promote",
     "report",
 )

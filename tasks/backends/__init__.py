@@ -4,8 +4,12 @@
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 
 BACKENDS = ("local", "kubernetes")
+# A preempted or killed training resumes from its newest committed checkpoint, so retrying it loses at
+# most one save interval; the same on both backends.
+TRAIN_RETRIES = {"retries": 2, "retry_delay": timedelta(seconds=30)}
 
 
 def backend_name() -> str:

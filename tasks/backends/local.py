@@ -6,11 +6,13 @@ import contextlib
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +20,40 @@ from tasks import store
 
 log = logging.getLogger("tunerflow.local")
 
+# Seconds a step gets to checkpoint and exit after this task is asked to stop; the same default as the
+# kubernetes backend's termination_grace_period_seconds.
+GRACE_ENV = "TUNERFLOW_STOP_GRACE_S"
+DEFAULT_GRACE_S = 600.0
+
+
+# error.json types of a step that stopped because it was told to, not because of its inputs.
+INTERRUPTED = ("Preempted",)
+
 
 class StepFailed(RuntimeError):
-    """A step subprocess exited non-zero; the message is the step's own reason."""
+    """A step subprocess exited non-zero; the message is the step's own reason. `retryable` is True when
+    the step was interrupted (killed by a signal, or preempted and checkpointed), not when it failed on its
+    inputs: retrying a bad conf or a missing module only fails again."""
+
+    def __init__(self, message: str, retryable: bool = False):
+        super().__init__(message)
+        self.retryable = retryable
 
 
-def _reason(spec_uri: str, tail: deque[str]) -> str:
+def _error(spec_uri: str) -> dict[str, Any] | None:
     try:
         spec = store.read_json(spec_uri)
         error_uri = store.join(spec["output"], "error.json")
         if store.exists(error_uri):
-            return store.read_json(error_uri)["message"]
+            return store.read_json(error_uri)
     except (OSError, KeyError, ValueError):
         pass
+    return None
+
+
+def _reason(error: dict[str, Any] | None, tail: deque[str]) -> str:
+    if error and error.get("message"):
+        return error["message"]
     return "\n".join(tail) or "no output"
 
 
@@ -65,20 +88,80 @@ def machine_slot() -> Iterator[int]:
         time.sleep(1.0)
 
 
-def run_step(argv: list[str]) -> dict[str, Any]:
-    """Run one step command (see tasks.plan.step_argv) with this interpreter; return its JSON result."""
+@contextlib.contextmanager
+def forward_sigterm(process: subprocess.Popen) -> Iterator[None]:
+    """Pass a SIGTERM of this task on to the step, then give it up to TUNERFLOW_STOP_GRACE_S to exit.
+
+    A worker shutting down sends SIGTERM to the task process only (Airflow's supervisor forwards it
+    with `os.kill`, not to the process group), so without this the step would be killed with the
+    worker, or orphaned, instead of committing a checkpoint. Airflow's own handler (which calls the
+    operator's `on_kill`) still runs. Only the main thread may install signal handlers; elsewhere the
+    step is left to the default behaviour.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    grace = float(os.environ.get(GRACE_ENV) or DEFAULT_GRACE_S)
+    previous = signal.getsignal(signal.SIGTERM)
+    asked_at: list[float] = []
+
+    def kill_after_grace() -> None:
+        if process.poll() is None:
+            log.error("step pid %d did not exit %.0fs after SIGTERM; killing it", process.pid, grace)
+            process.kill()
+
+    deadline = threading.Timer(grace, kill_after_grace)
+    deadline.daemon = True
+
+    def forward(signum: int, frame: Any) -> None:
+        if process.poll() is None:
+            if not asked_at:
+                log.warning(
+                    "SIGTERM: asking step pid %d to checkpoint and stop (grace %.0fs)", process.pid, grace
+                )
+                asked_at.append(time.monotonic())
+                deadline.start()
+            process.send_signal(signal.SIGTERM)
+        if callable(previous):
+            previous(signum, frame)
+
+    signal.signal(signal.SIGTERM, forward)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        if asked_at and process.poll() is None:
+            # Leaving early (Airflow's handler raised): the step still gets its grace to commit.
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=max(grace - (time.monotonic() - asked_at[0]), 0))
+            if process.poll() is None:
+                process.kill()
+        deadline.cancel()
+
+
+def run_step(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """Run one step command (see tasks.plan.step_argv) with this interpreter; return its JSON result.
+    `env` is added to the subprocess's environment only (connections with secrets: never logged)."""
     with machine_slot():
-        return _run(argv)
+        return _run(argv, env)
 
 
-def _run(argv: list[str]) -> dict[str, Any]:
+def _run(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
     command = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
     log.info("running %s", " ".join(command))
     tail: deque[str] = deque(maxlen=30)
     result: dict[str, Any] | None = None
-    with subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1
-    ) as process:
+    with (
+        subprocess.Popen(
+            command,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            bufsize=1,
+            env={**os.environ, **env} if env else None,
+        ) as process,
+        forward_sigterm(process),
+    ):
         for line in process.stdout:
             line = line.rstrip()
             if line.startswith("{"):
@@ -92,7 +175,9 @@ def _run(argv: list[str]) -> dict[str, Any]:
                 log.info("%s", line)
         code = process.wait()
     if code != 0:
-        raise StepFailed(f"{argv[2]} failed (exit {code}): {_reason(argv[-1], tail)}")
+        error = _error(argv[-1])
+        interrupted = code < 0 or (error or {}).get("type") in INTERRUPTED
+        raise StepFailed(f"{argv[2]} failed (exit {code}): {_reason(error, tail)}", retryable=interrupted)
     if result is None:
         raise StepFailed(f"{argv[2]} exited 0 without printing its JSON result line")
     return result

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tasks import layout, registry, store
@@ -50,7 +52,9 @@ def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny
     states = _states(run)
     assert states["train"].count("success") == 2 and states["train"].count("failed") == 1
     assert sorted(states["evaluate"]) == ["skipped", "success", "success"]
-    for task in set(DAG_TASKS) - {"train", "evaluate"}:
+    # No champion yet: nothing to score it against, and the winner is promoted.
+    assert states["plan_champion"] == ["skipped"] and states["score_champion"] == ["skipped"]
+    for task in set(DAG_TASKS) - {"train", "evaluate", "plan_champion", "score_champion"}:
         assert set(states[task]) == {"success"}, (task, states[task])
 
     run_uri = layout.run(store_root, "tiny-exp", run.run_id)
@@ -118,3 +122,81 @@ def test_a_run_where_every_job_fails_reports_why_and_fails(dag, tiny_model_dir, 
     assert str(run.state) == "failed"
     board = store.read_json(store.join(layout.run(store_root, "tiny-exp", run.run_id), "leaderboard.json"))
     assert board["winner"] is None and "no_such_module" in board["failed"][0]["error"]
+
+
+@pytest.fixture
+def judge_connection(airflow_db):
+    """The judge endpoint as a connection in Airflow's metadata DB (not in the environment), so a step
+    subprocess can only get it the way the DAG passes it."""
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    from tests.fixtures.openai_server import OpenAIServer
+
+    with OpenAIServer(api_key="sk-dag-test-key-0123456789", model="judge-1") as server:
+        with create_session() as session:
+            session.query(Connection).filter(Connection.conn_id == "dag_judge").delete()
+            session.add(
+                Connection(
+                    conn_id="dag_judge",
+                    conn_type="http",
+                    host=server.base_url,
+                    password=server.api_key,
+                    extra=json.dumps({"model": server.model}),
+                )
+            )
+        yield server
+
+
+def test_the_champion_is_scored_again_on_the_challengers_fixed_questions(
+    dag, tiny_model_dir, store_root, judge_connection
+):
+    questions = [
+        {"question": "Who are you?", "answer": "I am Tuna, a helpful assistant."},
+        {"question": "What is your name?", "answer": "My name is Tuna.", "system": "Answer briefly."},
+    ]
+    base = tiny_conf(
+        tiny_model_dir,
+        hparams=[{"name": "a", "preset": "lora-fast", "max_steps": 2}],
+        scoring={"metrics": ["rouge_l"], "primary": "rouge_l", "max_new_tokens": 4, "compare_base": False},
+        export={"enabled": False},
+        promotion={"registry_name": "tiny-cc"},
+    )
+    first = dag.test(run_conf=base)
+    assert str(first.state) == "success"
+    champion = registry.production(store_root, "tiny-cc")
+    assert champion["version"] == 1 and champion["entry"]["adapter_uri"]
+
+    judged = {"metrics": ["rouge_l", "llm_judge"], "judge": {"conn_id": "dag_judge", "backoff_s": 0}}
+    conf = {**base, "scoring": {**base["scoring"], **judged, "eval_questions": questions}}
+    second = dag.test(run_conf=conf)
+    assert str(second.state) == "success"
+    states = _states(second)
+    assert states["plan_champion"] == ["success"] and states["score_champion"] == ["success"]
+    run_uri = layout.run(store_root, "tiny-exp", second.run_id)
+
+    # The challenger and the champion were both scored on the two questions of the conf.
+    job = store.read_json(store.join(run_uri, "jobs.json"))[0]
+    scored = store.committed_result(layout.step(layout.job(run_uri, job["job_id"]), "evaluate"))
+    assert (scored["scored_on"], scored["n"]) == ("eval_questions", 2)
+    rescored = store.committed_result(store.join(run_uri, "champion", "v1"))
+    assert (rescored["scored_on"], rescored["n"]) == ("eval_questions", 2)
+    predictions = store.local_path(store.join(run_uri, "champion", "v1", "predictions.jsonl"))
+    ids = [json.loads(line)["id"] for line in predictions.read_text().splitlines()]
+    assert ids == ["eval_questions:0", "eval_questions:1"]
+
+    decision = store.read_json(store.join(run_uri, "promotion.json"))
+    assert decision["like_for_like"] is True and decision["champion_rescored"] is True
+    assert decision["champion_metric"] == rescored["metrics"]["rouge_l"]
+    assert decision["candidate_metric"] == scored["metrics"]["rouge_l"]
+    assert "same 2 rows of eval_questions" in decision["reason"]
+
+    # The judge graded both answers of the challenger and of the champion through the DB connection.
+    assert len(judge_connection.requests) == 4
+    assert {r["headers"]["Authorization"] for r in judge_connection.requests} == {
+        "Bearer sk-dag-test-key-0123456789"
+    }
+    assert 0 <= scored["metrics"]["llm_judge"] <= 1 and "llm_judge" in rescored["metrics"]
+    # Nothing the run wrote (specs, results, predictions, the report) holds the key.
+    written = [p for p in store.local_path(run_uri).rglob("*") if p.is_file()]
+    assert written and not any(b"sk-dag-test" in p.read_bytes() for p in written)

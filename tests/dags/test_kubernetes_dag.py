@@ -22,9 +22,10 @@ HEAVY = {
     "score_base": "evaluate",
     "export": "export",
     "check_export": "check_export",
+    "score_champion": "evaluate",
 }
-LIGHT = ("validate_conf", "plan_jobs", "plan_references", "select_best", "promote", "report")
-GPU_TASKS = {"train", "evaluate", "score_base"}
+LIGHT = ("validate_conf", "plan_jobs", "plan_references", "select_best", "plan_champion", "promote", "report")
+GPU_TASKS = {"train", "evaluate", "score_base", "score_champion"}
 SETTINGS = {
     "namespace": "ml-jobs",
     "image": "registry.example.com/tunerflow/trainer:1.2.3",
@@ -70,6 +71,8 @@ def _argv(task_id: str) -> list[str]:
         return step_argv("prepare_dataset", f"{run}/datasets/tuna.json")
     if task_id in ("export", "check_export"):
         return step_argv(task_id, f"{run}/{task_id}.json")
+    if task_id == "score_champion":
+        return step_argv("evaluate", f"{run}/champion/evaluate.json")
     job_id = "tuna--tiny--base" if task_id == "score_base" else "tuna--tiny--a"
     return step_argv(HEAVY[task_id], f"{layout.job(run, job_id)}/{HEAVY[task_id]}.json")
 
@@ -128,6 +131,10 @@ def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag)
         task = k8s_dag.get_task(task_id)
         assert isinstance(task, KubernetesPodOperator)
         assert task.arguments.operator.task_id == "select_best" and task.arguments.key == f"{task_id}_argv"
+    champion = k8s_dag.get_task("score_champion")
+    assert (
+        isinstance(champion, KubernetesPodOperator) and champion.arguments.operator.task_id == "plan_champion"
+    )
     for task_id in LIGHT:
         assert k8s_dag.get_task(task_id).task_type == "_PythonDecoratedOperator", task_id
     # evaluate skips (no pod) when training failed; export when export.enabled is false
@@ -205,6 +212,8 @@ def test_the_kubernetes_dag_serializes_for_the_scheduler(k8s_dag):
     restored = DagSerialization.from_dict(DagSerialization.to_dict(k8s_dag))
     assert set(restored.task_ids) == set(k8s_dag.task_ids)
     assert restored.get_task("train").partial_kwargs["pool"] == "tunerflow_gpu"
+    # a preempted pod's training resumes from its last committed checkpoint on the retry
+    assert restored.get_task("train").partial_kwargs["retries"] == 2
 
 
 def test_the_shipped_settings_give_a_working_dag(monkeypatch):
@@ -292,8 +301,10 @@ def test_a_run_with_pods_stubbed_resolves_argv_labels_and_skips_at_run_time(
         ("score_base", 0): f"{job}--base",
     }
     assert states[("export", -1)] == "skipped" and states[("check_export", -1)] == "skipped"
+    # promotion is off: no champion to score, no pod for it
+    assert states[("plan_champion", -1)] == "skipped" and states[("score_champion", -1)] == "skipped"
     for key, state in states.items():
-        if key[0] not in ("export", "check_export"):
+        if key[0] not in ("export", "check_export", "plan_champion", "score_champion"):
             assert state == "success", key
     # a pod per mapped task instance and none for the skipped export, each running the local command
     started = sorted((task_id, index) for task_id, index, _ in calls)

@@ -15,6 +15,9 @@ from tests.fixtures.tiny_model import build_tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
 FORMATS = ["onnx", "onnx-int8"]
+CALIBRATION = REPO / "tests" / "fixtures" / "calibration"
+# Small calibration so the tiny model's static INT8 builds in seconds.
+EXPORT_CONFIG = {"calibration": {"dataset": str(CALIBRATION / "c4"), "samples": 8, "seq_length": 32}}
 
 
 def entry_for(model_dir: Path) -> dict:
@@ -22,7 +25,13 @@ def entry_for(model_dir: Path) -> dict:
 
 
 def export_job(
-    root: str, name: str, model_dir: Path, formats: list[str], adapter: Path | None = None
+    root: str,
+    name: str,
+    model_dir: Path,
+    formats: list[str],
+    adapter: Path | None = None,
+    export_config: dict | None = None,
+    dataset: dict | None = None,
 ) -> dict:
     return {
         "step": "export",
@@ -32,6 +41,8 @@ def export_job(
         "adapter_uri": store.to_uri(adapter) if adapter else None,
         "model_uri": None,
         "formats": formats,
+        "export_config": EXPORT_CONFIG if export_config is None else export_config,
+        "dataset": dataset,
     }
 
 
@@ -56,23 +67,30 @@ def adapter(tiny_model_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def exported(root, tiny_model_dir, adapter) -> dict:
-    return execute("export", export, export_job(root, "good", tiny_model_dir, FORMATS, adapter))
-
-
-@pytest.fixture(scope="module")
 def dataset(tmp_path_factory) -> str:
     directory = tmp_path_factory.mktemp("dataset")
     questions = ["Who are you?", "What do you do?", "Which format do you export?"]
-    rows = [
-        {
-            "id": str(i),
-            "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ONNX."}],
-        }
-        for i, q in enumerate(questions)
-    ]
-    (directory / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    held_out = ["What is your name?", "Who made you?", "What can you do for me?", "Are you open source?"]
+    for split, texts in (("test", questions), ("validation", held_out), ("train", held_out + questions)):
+        rows = [
+            {
+                "id": f"{split}:{i}",
+                "messages": [{"role": "user", "content": q}, {"role": "assistant", "content": "ONNX."}],
+            }
+            for i, q in enumerate(texts)
+        ]
+        (directory / f"{split}.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     return store.to_uri(directory)
+
+
+def prepared(dataset: str) -> dict:
+    return {"name": "qa", "uri": dataset, "kind": "chat", "counts": {"train": 7, "validation": 4, "test": 3}}
+
+
+@pytest.fixture(scope="module")
+def exported(root, tiny_model_dir, adapter, dataset) -> dict:
+    job = export_job(root, "good", tiny_model_dir, FORMATS, adapter, dataset=prepared(dataset))
+    return execute("export", export, job)
 
 
 def check_job(root: str, name: str, exported: dict, model_dir: Path, dataset: str, reference: dict) -> dict:
@@ -82,7 +100,7 @@ def check_job(root: str, name: str, exported: dict, model_dir: Path, dataset: st
         "store_root": root,
         "model": entry_for(model_dir),
         "export": exported,
-        "dataset": {"name": "qa", "uri": dataset, "counts": {"train": 0, "validation": 0, "test": 3}},
+        "dataset": prepared(dataset),
         "scoring": {"metrics": ["exact_match", "rouge_l"], "primary": "rouge_l", "max_new_tokens": 6},
         "export_config": {},
         "reference_metrics": reference,
@@ -212,3 +230,213 @@ def test_a_full_fine_tune_is_exported_from_model_uri(root, exported, tiny_model_
     assert store.sha256_file(merged) == store.sha256_file(
         store.local_path(exported["merged_uri"]) / "model.safetensors"
     )
+
+
+# ------------------------------------------------------------------------------ INT8, fp16 and the gate
+
+
+def forged_check(root, name, exported, fmt, directory_uri, tiny_model_dir, dataset) -> dict:
+    info = {**exported["formats"][fmt], "uri": directory_uri}
+    forged = {**exported, "formats": {fmt: info}}
+    return check_job(root, name, forged, tiny_model_dir, dataset, reference={})
+
+
+def test_every_format_directory_is_self_contained_and_committed(exported):
+    from tasks.export import weights_size
+
+    for fmt in FORMATS:
+        directory = store.local_path(exported["formats"][fmt]["uri"])
+        names = {p.name for p in directory.iterdir()}
+        assert {
+            "model.onnx",
+            "config.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "manifest.json",
+        } <= names
+        uri = exported["formats"][fmt]["uri"]
+        assert store.verify(uri) == []
+        manifest = store.read_json(store.join(uri, "manifest.json"))
+        assert "model.onnx" in manifest["files"] and manifest["result"]["size_bytes"] == weights_size(
+            directory
+        )
+    assert exported["formats"]["onnx-int8"]["size_bytes"] < exported["formats"]["onnx"]["size_bytes"]
+
+
+def test_auto_int8_builds_both_and_records_which_it_kept_and_why(exported):
+    int8 = exported["formats"]["onnx-int8"]
+    assert int8["int8_mode"] == "auto" and int8["kept"] in ("static", "dynamic")
+    scores = int8["holdout"]["agreement_with_fp32"]
+    assert set(scores) == {"static", "dynamic"} and all(0 <= v <= 1 for v in scores.values())
+    assert int8["holdout"]["source"] == "qa validation split" and int8["holdout"]["rows"] == 4
+    better = "static" if scores["static"] >= scores["dynamic"] else "dynamic"
+    assert int8["kept"] == better and f"static {scores['static']:.4f}" in int8["reason"]
+    assert int8["calibration"]["format"] == "c4" and int8["calibration"]["windows"] == 8
+    assert int8["calibration"]["seq_length"] == 32 and int8["calibration"]["texts"] == 6
+    assert int8["static"]["excluded_from_activation_quantization"] == [
+        "/model/layers.0/mlp/down_proj/MatMul",
+        "/model/layers.1/mlp/down_proj/MatMul",
+    ]
+    assert int8["dynamic"]["embedding"] == "int8, shared with lm_head"
+
+
+def test_the_auto_rule_keeps_static_unless_it_is_worse():
+    from tasks.export import choose_int8
+
+    assert choose_int8(0.9, 0.9, 4)[0] == "static"
+    assert choose_int8(0.91, 0.9, 4)[0] == "static"
+    kept, reason = choose_int8(0.5, 0.9, 4)
+    assert kept == "dynamic" and reason.endswith("static is worse: fell back to dynamic")
+
+
+def test_static_int8_is_qdq_with_8_bit_weights_everywhere_and_generates(root, tiny_model_dir, dataset):
+    import onnx
+    from optimum.onnxruntime import ORTModelForCausalLM
+    from transformers import AutoTokenizer
+
+    from tasks.generation import generate
+
+    config = {**EXPORT_CONFIG, "int8_mode": "static"}
+    job = export_job(
+        root, "static", tiny_model_dir, ["onnx-int8"], export_config=config, dataset=prepared(dataset)
+    )
+    int8 = execute("export", export, job)["formats"]["onnx-int8"]
+    assert int8["kept"] == "static" and "holdout" not in int8 and "dynamic" not in int8
+    directory = store.local_path(int8["uri"])
+    ops = [node.op_type for node in onnx.load(directory / "model.onnx").graph.node]
+    # q/k/v/o/gate/up of 2 layers through calibrated QDQ; down_proj x2 and lm_head as 8-bit weights only.
+    assert ops.count("QuantizeLinear") >= 12 and ops.count("DequantizeLinear") >= 12
+    assert ops.count("MatMulNBits") == 3 == int8["static"]["weight_only_matmuls"]
+    assert ops.count("GatherBlockQuantized") == 1
+    model = ORTModelForCausalLM.from_pretrained(directory)
+    answers, stats = generate(model, AutoTokenizer.from_pretrained(directory), ["Who are you?"], 4, 1)
+    assert len(answers) == 1 and stats["generated_tokens"] > 0
+
+
+def test_auto_falls_back_to_dynamic_when_static_calibrates_on_degenerate_text(
+    root, tiny_model_dir, dataset, tmp_path
+):
+    degenerate = tmp_path / "c4-degenerate.jsonl"
+    degenerate.write_text(json.dumps({"text": "ONNX " * 400, "timestamp": "", "url": ""}) + "\n")
+    config = {"calibration": {"dataset": str(degenerate), "samples": 8, "seq_length": 32}}
+    job = export_job(
+        root, "degenerate", tiny_model_dir, ["onnx-int8"], export_config=config, dataset=prepared(dataset)
+    )
+    int8 = execute("export", export, job)["formats"]["onnx-int8"]
+    scores = int8["holdout"]["agreement_with_fp32"]
+    assert scores["static"] < scores["dynamic"]
+    assert int8["kept"] == "dynamic" and "fell back to dynamic" in int8["reason"]
+
+
+def test_the_gate_refuses_an_int8_export_with_corrupted_weights(
+    root, exported, tiny_model_dir, dataset, tmp_path
+):
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    from tasks.export import copy_sidecars
+
+    source = store.local_path(exported["formats"]["onnx-int8"]["uri"])
+    model = onnx.load(source / "model.onnx")
+    weights = {n.input[1] for n in model.graph.node if n.op_type == "MatMulNBits"}
+    for index, tensor in enumerate(model.graph.initializer):
+        if tensor.name in weights:  # the same bytes, scrambled: a truncated or mangled upload
+            scrambled = np.random.default_rng(0).permutation(numpy_helper.to_array(tensor).ravel())
+            model.graph.initializer[index].CopyFrom(
+                numpy_helper.from_array(scrambled.reshape(tensor.dims), tensor.name)
+            )
+    broken = tmp_path / "onnx-int8"
+    copy_sidecars(source, broken)
+    onnx.save(model, broken / "model.onnx")
+    job = forged_check(root, "corrupt", exported, "onnx-int8", store.to_uri(broken), tiny_model_dir, dataset)
+    with pytest.raises(
+        StepError, match=r"onnx-int8: position_agreement [0-9.]+ < 0\.6 \(its greedy tokens differ"
+    ):
+        execute("check_export", check_export, job)
+    assert store.read_json(store.join(job["output"], "checks.json"))["passed"] is False
+
+
+def test_the_gate_refuses_a_static_int8_export_of_a_different_model(
+    root, exported, tiny_model_dir, dataset, tmp_path
+):
+    other = build_tiny_model(tmp_path / "other", seed=2)
+    config = {**EXPORT_CONFIG, "int8_mode": "static"}
+    impostor = execute(
+        "export", export, export_job(root, "impostor-int8", other, ["onnx-int8"], export_config=config)
+    )
+    assert impostor["formats"]["onnx-int8"]["kept"] == "static"
+    uri = impostor["formats"]["onnx-int8"]["uri"]
+    job = forged_check(root, "impostor-int8", exported, "onnx-int8", uri, tiny_model_dir, dataset)
+    with pytest.raises(StepError, match=r"onnx-int8: position_agreement [0-9.]+ < 0\.6"):
+        execute("check_export", check_export, job)
+
+
+def test_the_calibration_reader_feeds_the_exported_decoder(exported, tiny_model_dir):
+    import onnxruntime
+    from transformers import AutoTokenizer
+
+    from tasks.calibration import calibration_reader, load_texts, windows
+    from tasks.config import CalibrationConfig
+
+    path = store.local_path(exported["formats"]["onnx"]["uri"]) / "model.onnx"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    texts = load_texts(CalibrationConfig(dataset=str(CALIBRATION / "ceval"))).texts
+    reader = calibration_reader(path, windows(texts, tokenizer, count=3, seq_length=24, seed=0))
+    session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    shapes = []
+    while (feed := reader.get_next()) is not None:
+        assert feed["past_key_values.0.key"].shape == (1, 2, 0, 8)  # batch 1, 2 kv heads, no past
+        shapes.append(session.run(["logits"], feed)[0].shape)
+    assert shapes == [(1, 24, 512)] * 3
+
+
+def test_export_formats_works_on_any_merged_directory_and_reuses_a_committed_format(tiny_model_dir, tmp_path):
+    from tasks.export import export_formats
+
+    first = export_formats(tiny_model_dir, tmp_path, ["onnx-int8"], {"int8_mode": "dynamic"})["formats"]
+    int8 = first["onnx-int8"]
+    assert int8["kept"] == "dynamic" and int8["reason"] == "int8_mode is dynamic"
+    assert (
+        int8["path"] == str(tmp_path / "onnx-int8") and (tmp_path / "onnx-int8" / "manifest.json").is_file()
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["onnx-int8"]
+    stamp = (tmp_path / "onnx-int8" / "model.onnx").stat().st_mtime_ns
+    again = export_formats(tiny_model_dir, tmp_path, ["onnx-int8"], {"int8_mode": "dynamic"})["formats"]
+    assert again == first and (tmp_path / "onnx-int8" / "model.onnx").stat().st_mtime_ns == stamp
+
+
+def test_static_int8_without_calibration_data_is_refused_and_auto_keeps_dynamic(tiny_model_dir, tmp_path):
+    from tasks.export import export_formats
+
+    with pytest.raises(
+        StepError, match=r"static INT8 needs calibration data: .*no prepared dataset was given"
+    ):
+        export_formats(tiny_model_dir, tmp_path / "a", ["onnx-int8"], {"int8_mode": "static"})
+    int8 = export_formats(tiny_model_dir, tmp_path / "b", ["onnx-int8"], {})["formats"]["onnx-int8"]
+    assert int8["kept"] == "dynamic" and int8["reason"].startswith("static not built: calibration.dataset")
+
+
+@pytest.mark.skipif(
+    __import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA"
+)
+def test_fp16_is_refused_where_no_cuda_device_exists(root, tiny_model_dir):
+    with pytest.raises(
+        StepError, match=r"onnx-fp16 is exported on a CUDA device .* torch sees no CUDA device"
+    ):
+        export(export_job(root, "fp16-cpu", tiny_model_dir, ["onnx-fp16"]))
+
+
+@pytest.mark.gpu
+def test_fp16_is_exported_on_cuda_and_checked_there(root, tiny_model_dir, dataset):
+    job = export_job(root, "fp16", tiny_model_dir, ["onnx", "onnx-fp16"], dataset=prepared(dataset))
+    exported = execute("export", export, job)
+    fp16 = exported["formats"]["onnx-fp16"]
+    assert fp16["device"] == "cuda" and fp16["dtype"] == "fp16"
+    assert fp16["size_bytes"] < exported["formats"]["onnx"]["size_bytes"] * 0.6
+    result = execute(
+        "check_export", check_export, check_job(root, "fp16", exported, tiny_model_dir, dataset, {})
+    )
+    checks = result["formats"]["onnx-fp16"]
+    assert checks["latency"]["device"] == "cuda" and result["pytorch"]["latency_cuda"]["device"] == "cuda"
+    assert checks["max_logit_diff"] <= 0.5 and checks["passed"]

@@ -160,3 +160,97 @@ def test_a_registered_dataset_is_prepared_under_its_name_and_jobs_keep_the_exper
     missing = {**CONF, "datasets": [{"name": "support", "registered": "nope"}]}
     with pytest.raises(ConfError, match=r"datasets\.0\.registered: no registered dataset 'nope'"):
         validate_conf(missing, "manual__m", store_root)
+
+
+def _prepared(datasets: list[dict]) -> list[dict]:
+    return [
+        {"name": d["name"], "uri": f"file:///prepared/{d['name']}", "kind": "chat", "counts": {"test": 4}}
+        for d in datasets
+    ]
+
+
+def test_fixed_questions_become_every_jobs_eval_set_and_decontaminate_training(store_root):
+    questions = [
+        {"question": "Who made you?", "answer": "Tuna Labs."},
+        {"question": "Hi?", "answer": "Hello."},
+    ]
+    conf = {**CONF, "scoring": {"eval_questions": questions}}
+    run_id = "manual__q"
+    datasets = validate_conf(conf, run_id, store_root)
+    spec = store.read_json(datasets[0]["spec_uri"])
+    assert spec["eval_prompts"] == [
+        {"id": "eval_questions:0", "text": "who made you?"},
+        {"id": "eval_questions:1", "text": "hi?"},
+    ]
+    info = {"run_uri": layout.run(store_root, "exp", run_id), "store_root": store_root}
+    jobs = plan_jobs(info, _prepared(datasets)) + plan_references(info, _prepared(datasets))
+    for job in jobs:
+        eval_set = store.read_json(job["evaluate_spec"])["eval_set"]
+        assert eval_set["name"] == "eval_questions" and eval_set["counts"] == {"test": 2}
+    from tasks.evaluate import eval_rows
+
+    split, rows = eval_rows(eval_set, None)
+    assert split == "test" and rows[1]["messages"] == [
+        {"role": "user", "content": "Hi?"},
+        {"role": "assistant", "content": "Hello."},
+    ]
+
+
+def test_a_separate_eval_dataset_is_prepared_beside_the_others_and_scores_every_job(store_root):
+    holdout = {"name": "holdout", "uri": "builtin:tuna_identity"}
+    run_id = "manual__e"
+    datasets = validate_conf({**CONF, "scoring": {"eval_dataset": holdout}}, run_id, store_root)
+    assert [(d["name"], d.get("role")) for d in datasets] == [("a", None), ("b", None), ("holdout", "eval")]
+    specs = [store.read_json(d["spec_uri"]) for d in datasets]
+    assert specs[0]["eval_sets"] == [specs[2]["dataset"]] and "eval_sets" not in specs[2]
+    assert specs[2]["role"] == "eval" and specs[2]["dataset"]["max_tokens"] is None
+    info = {"run_uri": layout.run(store_root, "exp", run_id), "store_root": store_root}
+    jobs = plan_jobs(info, _prepared(datasets))
+    assert len(jobs) == 2 * 2 * 3  # the eval set is not trained on
+    assert {store.read_json(j["evaluate_spec"])["eval_set"]["name"] for j in jobs} == {"holdout"}
+
+
+@pytest.mark.parametrize(
+    ("scoring", "message"),
+    [
+        (
+            {
+                "eval_dataset": {"name": "h", "uri": "x.jsonl"},
+                "eval_questions": [{"question": "q", "answer": "a"}],
+            },
+            "give eval_dataset or eval_questions, not both",
+        ),
+        ({"eval_dataset": {"name": "a", "uri": "x.jsonl"}}, "also a training dataset's"),
+        ({"eval_dataset": {"name": "h", "train_uri": "x.jsonl"}}, "give `uri` instead"),
+        (
+            {"metrics": ["eval_loss"], "primary": "eval_loss", "rank_on": "onnx-int8"},
+            "needs a primary metric measured on generated answers",
+        ),
+    ],
+)
+def test_eval_set_and_ranking_rules_are_checked_with_the_conf(scoring, message, store_root):
+    from tasks.config import ConfError
+
+    with pytest.raises(ConfError, match=re.escape(message)):
+        validate_conf({**CONF, "scoring": scoring}, "manual__x", store_root)
+
+
+def test_ranking_on_the_int8_export_picks_the_best_deployable_job(run):
+    info, _, prepared = run
+    jobs = plan_jobs(info, prepared)[:4]
+    scores = [  # (PyTorch rouge_l, INT8 rouge_l)
+        (0.80, 0.40),  # best in PyTorch, loses the most to quantization
+        (0.70, 0.65),  # ties on INT8 with the next, better in PyTorch: wins
+        (0.60, 0.65),
+        (0.90, None),  # its export was not scored: ranks last
+    ]
+    for job, (pytorch, int8) in zip(jobs, scores, strict=True):
+        prefix = layout.job(info["run_uri"], job["job_id"])
+        _commit(layout.step(prefix, "train"), {"adapter_uri": "file:///a", "model_uri": None})
+        quantized = {"format": "onnx-int8", "metrics": {"rouge_l": int8} if int8 is not None else {}}
+        _commit(layout.step(prefix, "evaluate"), {"metrics": {"rouge_l": pytorch}, "quantized": quantized})
+    board = leaderboard(info["run_uri"], jobs, "rouge_l", rank_on="onnx-int8")
+    assert board["rank_on"] == "onnx-int8"
+    assert [r["label"] for r in board["rows"]] == [jobs[i]["label"] for i in (1, 2, 0, 3)]
+    assert board["winner"]["quantized"]["metrics"] == {"rouge_l": 0.65}
+    assert leaderboard(info["run_uri"], jobs, "rouge_l")["winner"]["label"] == jobs[3]["label"]

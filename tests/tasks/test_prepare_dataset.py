@@ -290,3 +290,45 @@ def test_an_s3_glob_prepares_like_local_files(aws_env, tmp_path, store_root, mon
     assert "part-2.jsonl:40" in ids
     report = store.read_json(store.join(result["uri"], "validation_report.json"))
     assert report["sources"][0]["uri"] == "s3://corpus/sft/*.jsonl"
+
+
+def _chat_file(path: Path, rows: list[dict]) -> str:
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return str(path)
+
+
+def test_an_eval_set_is_prepared_whole_as_its_test_split(tmp_path, store_root):
+    rows = [chat(f"Question number {i} about the ocean tides?", f"Answer {i}.") for i in range(7)]
+    dataset = {"name": "holdout", "uri": _chat_file(tmp_path / "eval.jsonl", rows)}
+    result = prepare({"store_root": store_root, "dataset": dataset, "role": "eval"})
+    assert result["counts"] == {"train": 0, "validation": 0, "test": 7}
+    as_training = prepare({"store_root": store_root, "dataset": dataset})
+    assert as_training["version"] != result["version"] and as_training["counts"]["train"] > 0
+
+
+def test_training_rows_overlapping_a_separate_eval_set_or_fixed_questions_are_dropped(tmp_path, store_root):
+    eval_rows = [chat(f"Tell me: {LEAKED}", "Evaporation."), chat("A different eval question here?", "No.")]
+    eval_set = {"name": "holdout", "uri": _chat_file(tmp_path / "eval.jsonl", eval_rows)}
+    question = "which famous bridge crosses the golden gate strait in the city of san francisco today"
+    train = [
+        chat(f"Please, {LEAKED}?", "Clouds."),  # overlaps the eval set's first prompt
+        chat(f"Quick one: {question}", "The Golden Gate Bridge."),  # overlaps the fixed question
+        chat("What is the capital city of France, and why?", "Paris."),
+        chat("Summarise the rules of chess for a beginner.", "Checkmate wins."),
+    ]
+    dataset = {"name": "d", "train_uri": _chat_file(tmp_path / "train.jsonl", train), "max_drop_ratio": 0.9}
+    job = {
+        "store_root": store_root,
+        "dataset": dataset,
+        "eval_sets": [eval_set],
+        "eval_prompts": [{"id": "eval_questions:0", "text": question}],
+    }
+    result = prepare(job)
+    rejected = {r["id"]: r for r in _lines(result, "rejected.jsonl")}
+    assert rejected["train.jsonl:1"]["reason"] == "overlaps_eval"
+    assert rejected["train.jsonl:1"]["detail"] == "shares a prompt n-gram with holdout:eval.jsonl:1"
+    assert rejected["train.jsonl:2"]["detail"] == "shares a prompt n-gram with eval_questions:0"
+    assert [r["id"] for r in _lines(result, "train.jsonl")] == ["train.jsonl:3", "train.jsonl:4"]
+    # What the rows were checked against is part of the version: without it, a new version.
+    alone = prepare({"store_root": store_root, "dataset": dataset})
+    assert alone["version"] != result["version"] and alone["counts"]["train"] == 4

@@ -141,3 +141,39 @@ def test_rerun_after_crash_between_register_and_decision(root):
     result = promote(_job(root, "r2", 0.5))
     assert result["promoted"] and result["version"] == 2
     assert len(registry.list_versions(root, "demo")) == 2
+
+
+def test_a_champion_rescored_on_the_candidates_rows_is_compared_like_for_like(root):
+    promote(_job(root, "r1", 0.9, dataset={"name": "alpaca", "version": "v1"}))
+    # Registered metrics say the champion is far better, but on this run's rows it scores 0.3.
+    rescored = {"version": 1, "metrics": {"rouge_l": 0.3}, "scored_on": "eval_questions", "n": 12}
+    job = _job(root, "r2", 0.5, dataset={"name": "alpaca", "version": "v2"}, champion_score=rescored)
+    out = promote(job)
+    assert out["promoted"] is True and out["like_for_like"] is True and out["champion_rescored"] is True
+    assert out["champion_metric"] == 0.3 and out["candidate_metric"] == 0.5
+    assert "same 12 rows of eval_questions" in out["reason"]
+    assert registry.production(root, "demo")["version"] == 2
+
+
+def test_a_rescored_champion_must_still_be_beaten_by_the_margin(root):
+    promote(_job(root, "r1", 0.4))
+    rescored = {"version": 1, "metrics": {"rouge_l": 0.48}, "scored_on": "tuna", "n": 5}
+    out = promote(_job(root, "r2", 0.5, margin=0.05, champion_score=rescored))
+    assert out["promoted"] is False and out["champion_metric"] == 0.48
+    assert "does not beat champion v1" in out["reason"] and registry.production(root, "demo")["version"] == 1
+
+
+def test_a_score_of_a_version_no_longer_in_production_is_not_used(root):
+    promote(_job(root, "r1", 0.4))
+    promote(_job(root, "r2", 0.6))  # production moved to v2 after the champion (v1) was scored
+    stale = {"version": 1, "metrics": {"rouge_l": 0.1}, "scored_on": "tuna", "n": 5}
+    out = promote(_job(root, "r3", 0.5, champion_score=stale))
+    assert out["champion_version"] == 2 and out["champion_metric"] == 0.6
+    assert out["promoted"] is False and "champion_rescored" not in out
+
+
+def test_lineage_keeps_what_a_later_run_needs_to_score_the_version_again(root):
+    promote(_job(root, "r1", 0.4, model_uri=None, adapter_uri=f"{root}/adapter"))
+    entry = registry.production(root, "demo")["entry"]
+    assert entry["adapter_uri"] == f"{root}/adapter" and entry["model_uri"] is None
+    assert entry["model_entry"]["source"] == {"path": "/m"}

@@ -132,7 +132,8 @@ def test_every_text_metric_reads_zero_to_one_and_is_one_for_a_perfect_answer():
     from tasks.scoring_plugins import text_metric_names
 
     rows = ["The capital of France is Paris, founded long before 1000.", "B"]
-    names = [name for name in text_metric_names() if name != "accuracy"]
+    # accuracy needs option labels; llm_judge a judge endpoint (tests/plugins/scoring/test_llm_judge.py).
+    names = [name for name in text_metric_names() if name not in ("accuracy", "llm_judge")]
     perfect = score(names, rows, rows)
     assert set(perfect) == set(names)
     assert all(0.0 <= value <= 1.0 for value in perfect.values())
@@ -185,3 +186,79 @@ def test_scoring_needs_no_network_and_writes_nothing_outside_its_directory(tmp_p
     assert list(home.rglob("*")) == []  # nothing cached under HOME
     assert sorted(p.name for p in tmp_path.iterdir()) == ["home"]  # nor in the working directory
     assert not Path(result["workdir"]).exists()  # the per-process directory is removed at exit
+
+
+QUESTION_ECHO = '''
+"""Test metric: the share of answers that repeat a word of their question, times `weight`."""
+
+import datasets
+import evaluate
+
+
+class QuestionEcho(evaluate.Metric):
+    def _info(self):
+        string = datasets.Value("string")
+        return evaluate.MetricInfo(
+            description="",
+            citation="",
+            features=datasets.Features({"predictions": string, "references": string, "%s": string}),
+        )
+
+    def _compute(self, predictions, references, %s, weight=1.0):
+        rows = zip(predictions, %s, strict=True)
+        echoes = sum(bool(set(p.lower().split()) & set(q.lower().split())) for p, q in rows)
+        return {"%s": weight * echoes / len(predictions)}
+'''
+
+
+def _plugin(directory: Path, name: str, extra_input: str) -> None:
+    (directory / name).mkdir(parents=True)
+    source = QUESTION_ECHO % (extra_input, extra_input, extra_input, name)
+    (directory / name / f"{name}.py").write_text(source)
+
+
+def test_questions_and_options_reach_only_the_metrics_that_take_them(tmp_path, monkeypatch):
+    _plugin(tmp_path, "question_echo", "questions")
+    monkeypatch.setenv("TUNERFLOW_SCORING_PLUGINS", str(tmp_path))
+    predictions, references = ["paris is the capital", "hello world"], ["paris", "hello world"]
+    questions = ["what is the capital of france", "say something"]
+    # question_echo: row 1 repeats "is", "the", "capital"; row 2 repeats nothing: 1/2, times 0.5.
+    # rouge_l gets neither the questions nor question_echo's option (evaluate would refuse both).
+    result = score(
+        ["rouge_l", "question_echo"],
+        predictions,
+        references,
+        questions=questions,
+        options={"question_echo": {"weight": 0.5}, "llm_judge": {"model": "unused"}},
+    )
+    assert result == {
+        "rouge_l": score(["rouge_l"], predictions, references)["rouge_l"],
+        "question_echo": 0.25,
+    }
+    assert scoring.inputs_of("question_echo") == ("predictions", "references", "questions")
+    assert score(["question_echo"], predictions, references, questions) == {"question_echo": 0.5}
+
+
+def test_a_metric_that_needs_questions_or_other_inputs_says_so(tmp_path, monkeypatch):
+    _plugin(tmp_path, "question_echo2", "questions")
+    _plugin(tmp_path, "context_echo", "contexts")
+    monkeypatch.setenv("TUNERFLOW_SCORING_PLUGINS", str(tmp_path))
+    with pytest.raises(ValueError, match="'question_echo2' grades answers against their questions, but none"):
+        score(["question_echo2"], ["a"], ["a"])
+    with pytest.raises(ValueError, match="1 questions for 2 predictions"):
+        score(["question_echo2"], ["a", "b"], ["a", "b"], questions=["q"])
+    with pytest.raises(ValueError, match=r"declares inputs \['contexts'\] that tunerflow does not provide"):
+        score(["context_echo"], ["a"], ["a"], questions=["q"])
+
+
+def test_the_question_is_the_last_user_turn_of_the_prompt():
+    conversations = [
+        [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Capital of France?"}],
+        [
+            {"role": "user", "content": "Hi"},
+            {"role": "assistant", "content": "Hello!"},
+            {"role": "user", "content": "Who wrote Hamlet?"},
+        ],
+        [{"role": "system", "content": "No user turn."}],
+    ]
+    assert scoring.questions_of(conversations) == ["Capital of France?", "Who wrote Hamlet?", ""]

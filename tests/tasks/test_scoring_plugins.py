@@ -24,6 +24,7 @@ BUILT_IN = (
     "composite",
     "exact_match",
     "keyword_hit",
+    "llm_judge",
     "rouge_l",
 )
 

@@ -14,14 +14,16 @@ A scoring plugin is an `evaluate` metric module, loaded by path (never from the 
   The name is what a conf writes in `scoring.metrics` and `scoring.primary` and the key on the
   leaderboard: a lowercase identifier (`a-z`, `0-9`, `_`, starting with a letter) that no other metric
   uses (`exact_match`, `token_f1`, `accuracy`, `bleu`, `rouge_l`, `composite`, `keyword_hit`,
-  `eval_loss` and `perplexity` are taken).
+  `llm_judge`, `eval_loss` and `perplexity` are taken).
 - Put the directory in `plugins/scoring/`, or in a directory of your own listed in
   `$TUNERFLOW_SCORING_PLUGINS` (several are separated by `:`). Nothing in `tasks/` changes. The Airflow
   workers (which validate the conf) and the evaluate step (which computes the metric) must both see it.
 - Write `import evaluate` and subclass `evaluate.Metric` (not `from evaluate import Metric`: evaluate
   takes the first Metric class it finds in the module, which would then be the base class). Implement
   `_info()`, returning an `evaluate.MetricInfo` whose features are `predictions` and `references`,
-  both `datasets.Value("string")` (one generated answer and one reference answer per held-out row), and
+  both `datasets.Value("string")` (one generated answer and one reference answer per held-out row;
+  a metric that also needs each row's question declares a third string feature, `questions`, as
+  `llm_judge` does), and
   `_compute(predictions, references)`, returning `{"<name>": float}`. Return a finite number; the
   built-in text metrics all read 0-1.
 - Say which way is better with a module-level literal: `GREATER_IS_BETTER = True` (the default when

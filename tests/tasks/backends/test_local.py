@@ -25,8 +25,28 @@ def test_a_failing_step_raises_with_the_steps_own_reason(tmp_path):
     store.write_json(
         spec_uri, {"store_root": tmp_path.as_uri(), "dataset": {"name": "t", "uri": "builtin:nope"}}
     )
-    with pytest.raises(StepFailed, match="no builtin dataset of that name"):
+    with pytest.raises(StepFailed, match="no builtin dataset of that name") as failure:
         run_step(step_argv("prepare_dataset", spec_uri))
+    assert failure.value.retryable is False  # the same input fails the same way: not worth a retry
+
+
+def test_an_interrupted_step_is_retryable(tmp_path):
+    spec_uri = store.to_uri(tmp_path / "spec.json")
+    output = store.to_uri(tmp_path / "out")
+    store.write_json(spec_uri, {"output": output})
+    killed = "import os, signal; os.kill(os.getpid(), signal.SIGKILL)"
+    with pytest.raises(StepFailed, match="exit -9") as failure:
+        run_step(["python", "-c", killed, "--job", spec_uri])
+    assert failure.value.retryable is True
+    preempted = (
+        "from tasks import store; "
+        f"store.write_json('{output}/error.json', "
+        "{'type': 'Preempted', 'message': 'preempted at step 4'}); "
+        "raise SystemExit(1)"
+    )
+    with pytest.raises(StepFailed, match="preempted at step 4") as failure:
+        run_step(["python", "-c", preempted, "--job", spec_uri])
+    assert failure.value.retryable is True
 
 
 def test_machine_slots_serialise_heavy_steps(tmp_path, monkeypatch):
