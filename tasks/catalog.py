@@ -16,6 +16,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 
 HPARAM_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-4,
+    "min_learning_rate": 0.0,
     "lr_scheduler": "cosine",
     "warmup_ratio": 0.03,
     "epochs": 3,
@@ -23,11 +24,21 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "batch_size": 16,
     "micro_batch_size": 4,
     "max_seq_length": 1024,
+    "precision": "auto",
+    "gradient_checkpointing": False,
+    "attn_implementation": "sdpa",
+    "packing": None,  # on for pretrain, off for sft
+    "padding_free": False,
     "weight_decay": 0.0,
+    "optim": "adamw_torch",
+    "max_grad_norm": 1.0,
     "lora_r": 16,
     "lora_alpha": 32,
     "lora_dropout": 0.05,
     "lora_target_modules": "all-linear",
+    "dpo_beta": 0.1,
+    "dpo_loss_type": "sigmoid",
+    "deepspeed": None,
     "seed": 42,
     "logging_steps": 10,
     "save_steps": 100,
@@ -77,6 +88,9 @@ class CatalogEntry(BaseModel):
     trust_remote_code: bool = Field(False, description="Ships custom modelling code.")
     source: ModelSource = Field(description="Where the weights come from.")
     tokenizer: dict[str, str] = Field(default_factory=dict, description="Special-token overrides.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template for a base model whose tokenizer ships none."
+    )
     lora_target_modules: list[str] | str = Field("all-linear", description="Default LoRA targets.")
     kind: Literal["catalog", "uri"] = Field("catalog", description="Catalog entry or a user-given uri.")
 

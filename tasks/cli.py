@@ -1,5 +1,6 @@
 """`tunerflow` command line: run the demo, validate a conf, print the trigger-form schema, and manage
-registered datasets (`tunerflow dataset create|list|show|update|delete|prepare`)."""
+registered datasets (`tunerflow dataset create|list|show|update|delete|prepare`), and list and show
+the hyperparameter presets (`tunerflow hparams list|show`)."""
 
 from __future__ import annotations
 
@@ -521,6 +522,59 @@ def add_dataset_parser(sub: argparse._SubParsersAction) -> None:
         parser.set_defaults(dataset_fn=handler)
 
 
+# -- tunerflow hparams ... -------------------------------------------------------------------------
+
+
+def _preset_summary(name: str) -> str:
+    """The preset file's leading comment: what the recipe is for."""
+    from tasks.catalog import config_dir
+
+    lines = []
+    for line in (config_dir() / "hparams" / f"{name}.yaml").read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line.lstrip("#").strip())
+    return " ".join(lines) or "-"
+
+
+def cmd_hparams_list(args: argparse.Namespace) -> int:
+    from tasks.catalog import hparam_presets
+
+    presets = hparam_presets()
+    if not presets:
+        print("no presets in include/configs/hparams/")
+        return 0
+    print(_table(["preset", "summary"], [[name, _preset_summary(name)] for name in presets]))
+    return 0
+
+
+def cmd_hparams_show(args: argparse.Namespace) -> int:
+    """The preset's values over the defaults, as an experiment's job would receive them."""
+    import yaml
+
+    from tasks.catalog import resolve_hparams
+    from tasks.config import HParams
+
+    try:
+        resolved = resolve_hparams(HParams(preset=args.name))
+    except ValueError as error:
+        print(error, file=sys.stderr)
+        return 2
+    print(f"# {args.name}: {_preset_summary(args.name)}")
+    print(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False), end="")
+    return 0
+
+
+def add_hparams_parser(sub: argparse._SubParsersAction) -> None:
+    hparams = sub.add_parser("hparams", help="list and show the hyperparameter presets")
+    hsub = hparams.add_subparsers(dest="hparams_command", required=True)
+    listing = hsub.add_parser("list", help="every preset with a one-line summary")
+    listing.set_defaults(fn=cmd_hparams_list)
+    show = hsub.add_parser("show", help="a preset's values resolved over the defaults, as YAML")
+    show.add_argument("name")
+    show.set_defaults(fn=cmd_hparams_show)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tunerflow", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -535,6 +589,7 @@ def main(argv: list[str] | None = None) -> int:
     schema = sub.add_parser("schema", help="print the trigger form's JSON Schema, per Param")
     schema.set_defaults(fn=cmd_schema)
     add_dataset_parser(sub)
+    add_hparams_parser(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 

@@ -5,6 +5,7 @@ Light on purpose: imported by the DAG files at parse time, so only pydantic and 
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Annotated, Any, Literal
 
@@ -21,15 +22,31 @@ TrainingMethod = Literal["full", "lora", "qlora"]
 # Which (type, method) pairs this build can run, and why the others are refused up front.
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "pretrain": ("full",),
-    "sft": ("full", "lora"),
-    "dpo": (),
+    "sft": ("full", "lora", "qlora"),
+    "dpo": ("full", "lora", "qlora"),
 }
 NOT_YET = {
-    ("sft", "qlora"): "QLoRA needs bitsandbytes and a CUDA device; it is not available in this build yet",
-    ("dpo", "lora"): "DPO is not available in this build yet",
-    ("dpo", "qlora"): "DPO is not available in this build yet",
-    ("dpo", "full"): "DPO is not available in this build yet",
+    ("pretrain", "lora"): "pretraining adapts every weight; use method 'full'",
+    ("pretrain", "qlora"): "pretraining adapts every weight; use method 'full'",
 }
+GPU_METHODS = {
+    "qlora": "QLoRA needs a CUDA device (bitsandbytes quantizes the base model to 4-bit NF4 there)"
+}
+
+
+def cuda_visible() -> bool:
+    """Whether the train step will find a CUDA device, judged without importing torch (the Airflow
+    worker validates the conf at parse and trigger time): the kubernetes backend runs the train step in
+    GPU pods (include/configs/kubernetes.yaml); the local backend runs it here, where an NVIDIA driver
+    shows /dev/nvidiactl. TUNERFLOW_CUDA=1 or 0 overrides both, e.g. for a worker whose GPUs the driver
+    exposes elsewhere."""
+    forced = os.environ.get("TUNERFLOW_CUDA", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get("TUNERFLOW_BACKEND", "local").strip().lower() == "kubernetes":
+        return True
+    return os.path.exists("/dev/nvidiactl")
+
 
 # Which prepared dataset kinds each training type learns from.
 DATASET_KINDS: dict[str, tuple[str, ...]] = {
@@ -321,98 +338,200 @@ class ModelConfig(_Strict):
     )
 
 
+Scheduler = Literal["linear", "cosine", "constant"]
+Precision = Literal["auto", "bf16", "fp16", "fp32"]
+Attention = Literal["sdpa", "eager", "flash_attention_2"]
+Optimizer = Literal[
+    "adamw_torch",
+    "adamw_torch_fused",
+    "adafactor",
+    "sgd",
+    "adamw_8bit",
+    "paged_adamw_8bit",
+    "paged_adamw_32bit",
+]
+DpoLoss = Literal[
+    "sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"
+]
+DeepSpeedStage = Literal["zero2", "zero3"]
+
+HPARAM_DESCRIPTIONS: dict[str, str] = {
+    "learning_rate": "Peak learning rate.",
+    "min_learning_rate": "Floor of the cosine schedule (0: decay to zero); only with lr_scheduler cosine.",
+    "lr_scheduler": "LR schedule after warmup: linear decay, cosine decay, or constant.",
+    "warmup_ratio": "Fraction of the optimizer steps spent warming up linearly from 0.",
+    "epochs": "Passes over the training split.",
+    "max_steps": "Stop after this many optimizer steps (-1: use epochs).",
+    "batch_size": "Global batch size: rows per optimizer step over all GPUs. Gradient accumulation = "
+    "batch_size / (micro_batch_size x GPUs); the train step refuses a batch size that does not divide.",
+    "micro_batch_size": "Rows per forward pass on one device.",
+    "max_seq_length": "Longest tokenized row (longer rows are cut); with packing, the packed row length.",
+    "precision": "Training dtype: auto (bf16 on a CUDA device that supports it, fp16 on other CUDA devices, "
+    "fp32 on CPU), bf16, fp16 or fp32. bf16 and fp16 need a CUDA device.",
+    "gradient_checkpointing": "Recompute activations in the backward pass: less memory, about 30% slower.",
+    "attn_implementation": "Attention kernel: sdpa (PyTorch), eager, or flash_attention_2 (needs the "
+    "flash-attn package and a CUDA device).",
+    "packing": "Pack several rows into each max_seq_length row (TRL best-fit packing, no padding). "
+    "Default: on for pretrain, off for sft; DPO does not pack.",
+    "padding_free": "SFT: concatenate a micro-batch into one row with per-row position ids instead of "
+    "padding (packing implies it). DPO ignores it (TRL has it disabled).",
+    "weight_decay": "Decoupled weight decay (AdamW).",
+    "optim": "Optimizer (a transformers `optim` name); the 8-bit and paged ones need bitsandbytes and CUDA.",
+    "max_grad_norm": "Clip the gradient norm to this value (0: no clipping).",
+    "lora_r": "LoRA rank.",
+    "lora_alpha": "LoRA scaling numerator (alpha / r).",
+    "lora_dropout": "Dropout on the LoRA branch.",
+    "lora_target_modules": "Modules to adapt: a list of names, or `all-linear`.",
+    "dpo_beta": "DPO: how far the policy may move from the reference (higher: less).",
+    "dpo_loss_type": "DPO: TRL loss type (sigmoid is the original DPO loss; ipo, hinge, robust, ...).",
+    "deepspeed": "DeepSpeed ZeRO stage: zero2 or zero3 (include/configs/deepspeed/<name>.json); none by "
+    "default. Needs the deepspeed package and CUDA devices.",
+    "seed": "Training seed (model init of new weights, data order, dropout).",
+    "logging_steps": "Log metrics every N optimizer steps.",
+    "save_steps": "Commit a resumable checkpoint every N optimizer steps; a retried job resumes from the "
+    "newest one, so a crash loses at most N steps.",
+    "save_total_limit": "Keep the newest N committed checkpoints; older ones are deleted.",
+    "merge_adapter": "LoRA only: also write the base model with the adapter merged in (`merged/`, "
+    "safetensors) beside the adapter.",
+}
+
+
+def _hp(**kwargs: Any) -> Any:
+    """An optional HParams field: unset means "from the preset, then from the defaults"."""
+    return Field(None, **kwargs)
+
+
 class HParams(_Strict):
-    """One hyperparameter group. Unset fields come from the preset, then from these defaults."""
+    """One hyperparameter group. Unset fields come from the preset, then from the defaults
+    (tasks/catalog.py HPARAM_DEFAULTS); `tunerflow hparams show <preset>` prints the result."""
 
     name: SlugStr | None = Field(None, description="Label of the group in job names; defaults to the preset.")
     preset: str | None = Field(
         None, description="Name of a preset in include/configs/hparams/ whose values are the base."
     )
-    learning_rate: float | None = Field(None, gt=0, description="Peak learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant"] | None = Field(None, description="LR schedule.")
-    warmup_ratio: float | None = Field(None, ge=0, lt=1, description="Fraction of steps spent warming up.")
-    epochs: float | None = Field(None, gt=0, description="Passes over the training split.")
-    max_steps: int | None = Field(None, description="Stop after this many optimizer steps (-1: use epochs).")
-    batch_size: int | None = Field(None, ge=1, description="Global batch size (rows per optimizer step).")
-    micro_batch_size: int | None = Field(
-        None,
-        ge=1,
-        description="Rows per forward pass; gradient accumulation = batch_size / micro_batch_size.",
+    learning_rate: float | None = _hp(gt=0, description=HPARAM_DESCRIPTIONS["learning_rate"])
+    min_learning_rate: float | None = _hp(ge=0, description=HPARAM_DESCRIPTIONS["min_learning_rate"])
+    lr_scheduler: Scheduler | None = _hp(description=HPARAM_DESCRIPTIONS["lr_scheduler"])
+    warmup_ratio: float | None = _hp(ge=0, lt=1, description=HPARAM_DESCRIPTIONS["warmup_ratio"])
+    epochs: float | None = _hp(gt=0, description=HPARAM_DESCRIPTIONS["epochs"])
+    max_steps: int | None = _hp(description=HPARAM_DESCRIPTIONS["max_steps"])
+    batch_size: int | None = _hp(ge=1, description=HPARAM_DESCRIPTIONS["batch_size"])
+    micro_batch_size: int | None = _hp(ge=1, description=HPARAM_DESCRIPTIONS["micro_batch_size"])
+    max_seq_length: int | None = _hp(ge=8, description=HPARAM_DESCRIPTIONS["max_seq_length"])
+    precision: Precision | None = _hp(description=HPARAM_DESCRIPTIONS["precision"])
+    gradient_checkpointing: bool | None = _hp(description=HPARAM_DESCRIPTIONS["gradient_checkpointing"])
+    attn_implementation: Attention | None = _hp(description=HPARAM_DESCRIPTIONS["attn_implementation"])
+    packing: bool | None = _hp(description=HPARAM_DESCRIPTIONS["packing"])
+    padding_free: bool | None = _hp(description=HPARAM_DESCRIPTIONS["padding_free"])
+    weight_decay: float | None = _hp(ge=0, description=HPARAM_DESCRIPTIONS["weight_decay"])
+    optim: Optimizer | None = _hp(description=HPARAM_DESCRIPTIONS["optim"])
+    max_grad_norm: float | None = _hp(ge=0, description=HPARAM_DESCRIPTIONS["max_grad_norm"])
+    lora_r: int | None = _hp(ge=1, description=HPARAM_DESCRIPTIONS["lora_r"])
+    lora_alpha: int | None = _hp(ge=1, description=HPARAM_DESCRIPTIONS["lora_alpha"])
+    lora_dropout: float | None = _hp(ge=0, lt=1, description=HPARAM_DESCRIPTIONS["lora_dropout"])
+    lora_target_modules: list[str] | str | None = _hp(description=HPARAM_DESCRIPTIONS["lora_target_modules"])
+    dpo_beta: float | None = _hp(gt=0, description=HPARAM_DESCRIPTIONS["dpo_beta"])
+    dpo_loss_type: DpoLoss | None = _hp(description=HPARAM_DESCRIPTIONS["dpo_loss_type"])
+    deepspeed: DeepSpeedStage | None = _hp(description=HPARAM_DESCRIPTIONS["deepspeed"])
+    seed: int | None = _hp(ge=0, description=HPARAM_DESCRIPTIONS["seed"])
+    logging_steps: int | None = _hp(ge=1, description=HPARAM_DESCRIPTIONS["logging_steps"])
+    save_steps: int | None = _hp(ge=1, description=HPARAM_DESCRIPTIONS["save_steps"] + " Default 100.")
+    save_total_limit: int | None = _hp(
+        ge=1, description=HPARAM_DESCRIPTIONS["save_total_limit"] + " Default 2."
     )
-    max_seq_length: int | None = Field(None, ge=8, description="Longest tokenized row; longer rows are cut.")
-    weight_decay: float | None = Field(None, ge=0, description="AdamW weight decay.")
-    lora_r: int | None = Field(None, ge=1, description="LoRA rank.")
-    lora_alpha: int | None = Field(None, ge=1, description="LoRA scaling numerator (alpha / r).")
-    lora_dropout: float | None = Field(None, ge=0, lt=1, description="Dropout on the LoRA branch.")
-    lora_target_modules: list[str] | str | None = Field(
-        None, description="Modules to adapt: a list of names, or `all-linear`."
-    )
-    seed: int | None = Field(None, ge=0, description="Training seed.")
-    logging_steps: int | None = Field(None, ge=1, description="Log metrics every N steps.")
-    save_steps: int | None = Field(
-        None,
-        ge=1,
-        description="Commit a resumable checkpoint every N optimizer steps (default 100); a retried job "
-        "resumes from the newest one, so a crash loses at most N steps.",
-    )
-    save_total_limit: int | None = Field(
-        None, ge=1, description="Keep the newest N committed checkpoints (default 2); older ones are deleted."
-    )
-    merge_adapter: bool | None = Field(
-        None,
-        description="LoRA only: also write the base model with the adapter merged in (`merged/`, "
-        "safetensors) beside the adapter (default false).",
-    )
+    merge_adapter: bool | None = _hp(description=HPARAM_DESCRIPTIONS["merge_adapter"] + " Default false.")
 
 
 class ResolvedHParams(_Strict):
     """A hyperparameter group with every value filled in, as the train step receives it."""
 
-    name: SlugStr
-    learning_rate: float = Field(description="Peak learning rate.")
-    lr_scheduler: Literal["linear", "cosine", "constant"] = Field(description="LR schedule.")
-    warmup_ratio: float = Field(description="Fraction of steps spent warming up.")
-    epochs: float = Field(description="Passes over the training split.")
-    max_steps: int = Field(description="Stop after this many optimizer steps (-1: use epochs).")
-    batch_size: int = Field(description="Global batch size.")
-    micro_batch_size: int = Field(description="Rows per forward pass.")
-    max_seq_length: int = Field(description="Longest tokenized row.")
-    weight_decay: float = Field(description="AdamW weight decay.")
-    lora_r: int = Field(description="LoRA rank.")
-    lora_alpha: int = Field(description="LoRA alpha.")
-    lora_dropout: float = Field(description="LoRA dropout.")
-    lora_target_modules: list[str] | str = Field(description="Modules to adapt.")
-    seed: int = Field(description="Training seed.")
-    logging_steps: int = Field(description="Log metrics every N steps.")
-    # Defaults here rather than in the presets so that job specs written before these fields existed
-    # still validate: 100 steps bound the work a crash loses at minutes on a GPU, and a LoRA checkpoint
-    # (adapter plus its optimizer state) is small enough to write that often.
-    save_steps: int = Field(100, description="Commit a resumable checkpoint every N optimizer steps.")
-    save_total_limit: int = Field(2, description="Keep the newest N committed checkpoints.")
-    merge_adapter: bool = Field(False, description="LoRA only: also write the merged model (`merged/`).")
+    name: SlugStr = Field(description="Label of the group in job names.")
+    learning_rate: float = Field(description=HPARAM_DESCRIPTIONS["learning_rate"])
+    lr_scheduler: Scheduler = Field(description=HPARAM_DESCRIPTIONS["lr_scheduler"])
+    warmup_ratio: float = Field(description=HPARAM_DESCRIPTIONS["warmup_ratio"])
+    epochs: float = Field(description=HPARAM_DESCRIPTIONS["epochs"])
+    max_steps: int = Field(description=HPARAM_DESCRIPTIONS["max_steps"])
+    batch_size: int = Field(description=HPARAM_DESCRIPTIONS["batch_size"])
+    micro_batch_size: int = Field(description=HPARAM_DESCRIPTIONS["micro_batch_size"])
+    max_seq_length: int = Field(description=HPARAM_DESCRIPTIONS["max_seq_length"])
+    weight_decay: float = Field(description=HPARAM_DESCRIPTIONS["weight_decay"])
+    lora_r: int = Field(description=HPARAM_DESCRIPTIONS["lora_r"])
+    lora_alpha: int = Field(description=HPARAM_DESCRIPTIONS["lora_alpha"])
+    lora_dropout: float = Field(description=HPARAM_DESCRIPTIONS["lora_dropout"])
+    lora_target_modules: list[str] | str = Field(description=HPARAM_DESCRIPTIONS["lora_target_modules"])
+    seed: int = Field(description=HPARAM_DESCRIPTIONS["seed"])
+    logging_steps: int = Field(description=HPARAM_DESCRIPTIONS["logging_steps"])
+    # Defaults here rather than only in HPARAM_DEFAULTS so that job specs written before these fields
+    # existed still validate and train as they did: 100 steps bound the work a crash loses at minutes
+    # on a GPU, and a LoRA checkpoint (adapter plus its optimizer state) is small enough to write that often.
+    save_steps: int = Field(100, description=HPARAM_DESCRIPTIONS["save_steps"])
+    save_total_limit: int = Field(2, description=HPARAM_DESCRIPTIONS["save_total_limit"])
+    merge_adapter: bool = Field(False, description=HPARAM_DESCRIPTIONS["merge_adapter"])
+    min_learning_rate: float = Field(0.0, description=HPARAM_DESCRIPTIONS["min_learning_rate"])
+    precision: Precision = Field("auto", description=HPARAM_DESCRIPTIONS["precision"])
+    gradient_checkpointing: bool = Field(False, description=HPARAM_DESCRIPTIONS["gradient_checkpointing"])
+    attn_implementation: Attention = Field("sdpa", description=HPARAM_DESCRIPTIONS["attn_implementation"])
+    packing: bool | None = Field(None, description=HPARAM_DESCRIPTIONS["packing"])
+    padding_free: bool = Field(False, description=HPARAM_DESCRIPTIONS["padding_free"])
+    optim: Optimizer = Field("adamw_torch", description=HPARAM_DESCRIPTIONS["optim"])
+    max_grad_norm: float = Field(1.0, description=HPARAM_DESCRIPTIONS["max_grad_norm"])
+    dpo_beta: float = Field(0.1, description=HPARAM_DESCRIPTIONS["dpo_beta"])
+    dpo_loss_type: DpoLoss = Field("sigmoid", description=HPARAM_DESCRIPTIONS["dpo_loss_type"])
+    deepspeed: DeepSpeedStage | None = Field(None, description=HPARAM_DESCRIPTIONS["deepspeed"])
 
     @model_validator(mode="after")
-    def _batch_divides(self) -> ResolvedHParams:
+    def _cross_field_rules(self) -> ResolvedHParams:
+        name = f"hparams '{self.name}'"
         if self.batch_size % self.micro_batch_size:
             raise ValueError(
-                f"hparams '{self.name}': batch_size {self.batch_size} is not a multiple of "
+                f"{name}: batch_size {self.batch_size} is not a multiple of "
                 f"micro_batch_size {self.micro_batch_size}"
             )
         if self.max_steps == 0 or self.max_steps < -1:
-            raise ValueError(f"hparams '{self.name}': max_steps must be -1 (use epochs) or above 0")
+            raise ValueError(f"{name}: max_steps must be -1 (use epochs) or above 0")
         if self.save_steps < 1:
-            raise ValueError(f"hparams '{self.name}': save_steps must be 1 or more (optimizer steps)")
+            raise ValueError(f"{name}: save_steps must be 1 or more (optimizer steps)")
         if self.save_total_limit < 1:
             raise ValueError(
-                f"hparams '{self.name}': save_total_limit must be 1 or more, or no checkpoint would be "
-                "left to resume from"
+                f"{name}: save_total_limit must be 1 or more, or no checkpoint would be left to resume from"
+            )
+        if self.min_learning_rate and self.lr_scheduler != "cosine":
+            raise ValueError(
+                f"{name}: min_learning_rate {self.min_learning_rate} needs lr_scheduler cosine "
+                f"(got {self.lr_scheduler}); set min_learning_rate to 0 or use cosine"
+            )
+        if self.min_learning_rate >= self.learning_rate:
+            raise ValueError(
+                f"{name}: min_learning_rate {self.min_learning_rate} must be below learning_rate "
+                f"{self.learning_rate}"
             )
         return self
 
 
 class TrainingConfig(_Strict):
-    type: TrainingType = Field("sft", description="pretrain (loss on all text), sft (loss on answers), dpo.")
-    method: TrainingMethod = Field("lora", description="full fine-tuning, LoRA adapters, or QLoRA (4-bit).")
+    """What is trained (type) and which weights move (method)."""
+
+    type: TrainingType = Field(
+        "sft",
+        description="pretrain (loss on all text, packed), sft (loss on every assistant turn's tokens), "
+        "or dpo (preference pairs, TRL DPOTrainer).",
+    )
+    method: TrainingMethod = Field(
+        "lora",
+        description="full (every weight), lora (PEFT adapters), or qlora (LoRA on a 4-bit NF4 base, "
+        "needs CUDA).",
+    )
+
+    @model_validator(mode="after")
+    def _method_can_run(self) -> TrainingConfig:
+        if self.method in GPU_METHODS and not cuda_visible():
+            raise ValueError(
+                f"type '{self.type}' with method '{self.method}' is refused: {GPU_METHODS[self.method]} "
+                "and none is visible here; use method 'lora', or run the train step on GPUs "
+                "(TUNERFLOW_BACKEND=kubernetes, or a worker with an NVIDIA driver; TUNERFLOW_CUDA=1 "
+                "declares one)"
+            )
+        return self
 
 
 class JudgeConfig(_Strict):
@@ -536,8 +655,8 @@ class CalibrationConfig(_Strict):
         "works offline), `c4` (allenai/c4, English, one validation shard) or `ceval` (ceval/ceval-exam, "
         "Chinese, the val split of every subject) from the Hugging Face Hub where one is reachable, or a "
         "local path, directory, glob, `s3://` URI or `hf:<name or save_to_disk dir>[:<config>][@<split>]` "
-        "holding files in one of those published formats: C4 gzip JSON lines (`c4-*.json.gz`, or plain .json/.jsonl, "
-        "with `text`), C-Eval per-subject CSV (`{dev,val,test}/<subject>_<split>.csv` with "
+        "holding files in one of those published formats: C4 gzip JSON lines (`c4-*.json.gz`, or plain "
+        ".json/.jsonl, with `text`), C-Eval per-subject CSV (`{dev,val,test}/<subject>_<split>.csv` with "
         "id,question,A,B,C,D[,answer,explanation]).",
     )
     format: Literal[CALIBRATION_FORMATS] = Field(  # type: ignore[valid-type]
@@ -557,7 +676,8 @@ class CalibrationConfig(_Strict):
     method: Literal[CALIBRATION_METHODS] = Field(  # type: ignore[valid-type]
         "minmax",
         description="How activation ranges are set from the calibration data: minmax, entropy or "
-        "percentile (onnxruntime's calibrators).",
+        "percentile (onnxruntime's calibrators). entropy and percentile hold every calibration activation in "
+        "memory (for a 135M model about 200 MB per 256-token sample): use them with few samples.",
     )
 
 
@@ -579,7 +699,9 @@ class ExportConfig(_Strict):
         "dynamic on held-out rows (the choice and the numbers are recorded in the export result).",
     )
     int8_block_size: Literal[16, 32, 64, 128] = Field(
-        32, description="Weights per INT8 scale along the input dimension (smaller: more accurate, larger)."
+        64,
+        description="Weights per INT8 scale along the input dimension (smaller: more accurate, larger and "
+        "slower). The embedding is stored in 8 bits only when the hidden size is a multiple of it.",
     )
     int8_exclude: list[str] = Field(
         default_factory=lambda: ["down_proj"],

@@ -11,7 +11,7 @@ from typing import Any
 
 from tasks import store
 from tasks.config import ScoringConfig
-from tasks.generation import decoding, generate, prompt_and_reference, render_prompts
+from tasks.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
 from tasks.models import load_model, load_tokenizer
 from tasks.scoring import loss_scores, needs_loss, questions_of, score
 from tasks.step import StepError, main
@@ -44,7 +44,7 @@ def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_si
     for row in rows:
         conversation, _ = prompt_and_reference(row)
         prompt = render_prompts(tokenizer, [conversation])[0]
-        full = tokenizer.apply_chat_template(row["messages"], tokenize=False)
+        full = tokenizer.apply_chat_template(conversation_of(row), tokenize=False)
         prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
         ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
         labels = ids.clone()
@@ -111,7 +111,9 @@ def quantized_scores(
         merged = work / "merged"
         model.save_pretrained(merged, safe_serialization=True)
         tokenizer.save_pretrained(merged)
-        exported = export_formats(merged, work, [fmt], job.get("export_config") or {})["formats"][fmt]
+        # The job's own training rows calibrate its export, as the winner's export step does.
+        config = job.get("export_config") or {}
+        exported = export_formats(merged, work, [fmt], config, dataset=job["dataset"])["formats"][fmt]
         deployed = ORTModelForCausalLM.from_pretrained(work / fmt)
         metrics, predictions, stats = answer_and_score(deployed, tokenizer, rows, scoring)
     write_predictions(store.join(job["output"], f"predictions-{fmt}.jsonl"), rows, predictions)

@@ -10,9 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 
+def conversation_of(row: dict[str, Any]) -> list[dict[str, str]]:
+    """A chat row's messages; for a preference row (DPO), its prompt followed by the chosen answer."""
+    return row["messages"] if "messages" in row else [*row["prompt"], *row["chosen"]]
+
+
 def prompt_and_reference(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:
     """The conversation up to the last assistant turn, and that turn as the reference answer."""
-    messages = row["messages"]
+    messages = conversation_of(row)
     return messages[:-1], messages[-1]["content"]
 
 
@@ -57,7 +62,7 @@ def generate(
             padding=True,
             add_special_tokens=False,
             return_token_type_ids=False,
-        )
+        ).to(getattr(model, "device", "cpu"))  # an fp16 export scored on CUDA takes CUDA inputs
         with torch.inference_mode():
             output = model.generate(
                 **batch,

@@ -1,7 +1,8 @@
 """Step: train one job (dataset x base model x hyperparameter group). `python -m tasks.train --job ...`
 
-SFT trains on prompt-completion pairs so that the loss covers the answer tokens only; pretraining
-trains on raw text, packed. LoRA adapters come from PEFT, the loop from TRL's SFTTrainer.
+Pretraining learns every token of packed text, SFT the tokens of every assistant answer, DPO from
+preference pairs; full, LoRA or QLoRA. How each becomes a TRL trainer is `tasks.train_types`; this
+module adds what makes a long run survivable and watchable.
 
 Training is resumable (see docs/training.md): the Trainer writes a checkpoint every `save_steps`,
 which counts once its manifest is written (`tasks.checkpoints`); a retry resumes from the newest
@@ -24,10 +25,11 @@ from pathlib import Path
 from typing import Any
 
 from tasks import checkpoints, store
-from tasks.catalog import CatalogEntry
 from tasks.config import ResolvedHParams, TrainingConfig, dataset_kind_problem
-from tasks.models import apply_tokenizer_overrides, load_tokenizer, weights_location
 from tasks.step import StepError, main
+from tasks.train_types import build_trainer, to_trl_rows
+
+__all__ = ["Preempted", "Preemption", "read_split", "to_trl_rows", "train"]
 
 log = logging.getLogger("tunerflow.train")
 
@@ -40,17 +42,6 @@ def read_split(dataset_uri: str, split: str) -> list[dict[str, Any]]:
     path = store.local_path(store.join(dataset_uri, f"{split}.jsonl"))
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
-
-
-def to_trl_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
-    """Internal rows to TRL's dataset types: conversational prompt-completion, or language modelling text."""
-    if kind == "text":
-        return [{"text": row["text"]} for row in rows]
-    if kind == "preference":  # TRL's conversational preference type, for dpo
-        return [
-            {"prompt": row["prompt"], "chosen": row["chosen"], "rejected": row["rejected"]} for row in rows
-        ]
-    return [{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]} for row in rows]
 
 
 class Preemption:
@@ -226,11 +217,8 @@ def train(job: dict[str, Any]) -> dict[str, Any]:
 
 def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
     import torch
-    from datasets import Dataset
-    from transformers import AutoModelForCausalLM, PrinterCallback
-    from trl import SFTConfig, SFTTrainer
+    from transformers import PrinterCallback
 
-    entry = CatalogEntry.model_validate(job["model"])
     hp = ResolvedHParams.model_validate(job["hparams"])
     training = TrainingConfig.model_validate(job["training"])
     dataset = job["dataset"]
@@ -245,75 +233,33 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", resume[0].name, resume[1]["step"])
 
     torch.manual_seed(hp.seed)
-    tokenizer = load_tokenizer(entry, job["store_root"])
-    model = AutoModelForCausalLM.from_pretrained(
-        weights_location(entry, job["store_root"]), dtype=torch.float32
-    )
-    apply_tokenizer_overrides(tokenizer, entry, model)
-    train_rows = to_trl_rows(read_split(dataset["uri"], "train"), dataset["kind"])
-    validation_rows = to_trl_rows(read_split(dataset["uri"], "validation"), dataset["kind"])
-
-    peft_config = None
-    if training.method == "lora":
-        from peft import LoraConfig
-
-        peft_config = LoraConfig(
-            r=hp.lora_r,
-            lora_alpha=hp.lora_alpha,
-            lora_dropout=hp.lora_dropout,
-            target_modules=hp.lora_target_modules,
-            task_type="CAUSAL_LM",
-        )
+    train_rows = read_split(dataset["uri"], "train")
+    validation_rows = read_split(dataset["uri"], "validation")
     tensorboard = _tensorboard_available()
-    world_size = max(torch.cuda.device_count(), 1)
-    cuda = torch.cuda.is_available()
-    args = SFTConfig(
-        output_dir=str(root),
-        per_device_train_batch_size=hp.micro_batch_size,
-        per_device_eval_batch_size=hp.micro_batch_size,
-        gradient_accumulation_steps=max(hp.batch_size // (hp.micro_batch_size * world_size), 1),
-        learning_rate=hp.learning_rate,
-        lr_scheduler_type=hp.lr_scheduler,
-        warmup_ratio=hp.warmup_ratio,
-        num_train_epochs=hp.epochs,
-        max_steps=hp.max_steps,
-        weight_decay=hp.weight_decay,
-        logging_steps=hp.logging_steps,
+    common = {
+        "output_dir": str(root),
+        "logging_steps": hp.logging_steps,
         # Checkpoints count once committed, so pruning is ours (CommitCheckpoints): the Trainer's
         # save_total_limit would count a half-written checkpoint and delete a committed one.
-        save_strategy="steps",
-        save_steps=hp.save_steps,
-        save_total_limit=None,
+        "save_strategy": "steps",
+        "save_steps": hp.save_steps,
+        "save_total_limit": None,
         # The validation loss at every checkpoint: the curve in metrics.jsonl and TensorBoard.
-        eval_strategy="steps" if validation_rows else "no",
-        eval_steps=hp.save_steps if validation_rows else None,
-        report_to=["tensorboard"] if tensorboard else [],
-        logging_dir=str(out / "tensorboard"),
-        seed=hp.seed,
-        data_seed=hp.seed,
-        max_length=hp.max_seq_length,
-        packing=training.type == "pretrain",
-        completion_only_loss=training.type == "sft",
-        bf16=cuda and torch.cuda.is_bf16_supported(),
-        use_cpu=not cuda,
-        dataloader_num_workers=0,
-        include_num_input_tokens_seen="non_padding",
-        disable_tqdm=True,
-        eos_token=tokenizer.eos_token,
-        pad_token=tokenizer.pad_token,
-    )
+        "eval_strategy": "steps" if validation_rows else "no",
+        "eval_steps": hp.save_steps if validation_rows else None,
+        "report_to": ["tensorboard"] if tensorboard else [],
+        "logging_dir": str(out / "tensorboard"),
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "disable_tqdm": True,
+    }
     progress, committer = _callbacks(
         out, root, fingerprint, hp.save_total_limit, preemption, resume[1]["elapsed_s"] if resume else 0.0
     )
-    trainer = SFTTrainer(
-        model=model,
-        args=args,
-        train_dataset=Dataset.from_list(train_rows),
-        eval_dataset=Dataset.from_list(validation_rows) if validation_rows else None,
-        processing_class=tokenizer,
-        peft_config=peft_config,
-        callbacks=[progress, committer],
+    trainer, tokenizer = build_trainer(
+        job, hp, training, train_rows, validation_rows, common, [progress, committer]
     )
+    adapter = training.method in ("lora", "qlora")
     committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
     # Metrics go to metrics.jsonl and the log; stdout carries only the step's JSON result line.
     trainer.remove_callback(PrinterCallback)
@@ -345,11 +291,11 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         ]
         eval_loss = at_end[-1] if at_end else trainer.evaluate()["eval_loss"]
 
-    weights_dir = out / ("adapter" if peft_config else "model")
+    weights_dir = out / ("adapter" if adapter else "model")
     trainer.model.save_pretrained(weights_dir, safe_serialization=True)
     tokenizer.save_pretrained(weights_dir)
     merged_dir = None
-    if hp.merge_adapter and peft_config:
+    if hp.merge_adapter and adapter:
         merged_dir = out / "merged"
         trainer.model.merge_and_unload().save_pretrained(merged_dir, safe_serialization=True)
         tokenizer.save_pretrained(merged_dir)
@@ -364,8 +310,8 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         "label": job["label"],
         "status": "succeeded",
         "method": training.method,
-        "adapter_uri": store.to_uri(weights_dir) if peft_config else None,
-        "model_uri": None if peft_config else store.to_uri(weights_dir),
+        "adapter_uri": store.to_uri(weights_dir) if adapter else None,
+        "model_uri": None if adapter else store.to_uri(weights_dir),
         "merged_uri": store.to_uri(merged_dir) if merged_dir else None,
         "metrics_uri": store.to_uri(out / "metrics.jsonl"),
         "tensorboard_uri": store.to_uri(out / "tensorboard") if tensorboard else None,

@@ -80,7 +80,8 @@ def test_good_conf_gets_defaults():
         ("surprise", 1, "surprise: Extra inputs are not permitted"),
     ],
 )
-def test_bad_conf_names_the_field(path, value, expected):
+def test_bad_conf_names_the_field(path, value, expected, monkeypatch):
+    monkeypatch.setenv("TUNERFLOW_CUDA", "0")  # the qlora case: no CUDA device, whatever this machine has
     with pytest.raises(ConfError) as error:
         parse_experiment(_bad(path, value))
     assert expected in str(error.value)
@@ -108,3 +109,19 @@ def test_inline_values_override_the_preset():
 def test_batch_must_be_a_multiple_of_micro_batch():
     with pytest.raises(ValueError, match="batch_size 10 is not a multiple of micro_batch_size 4"):
         resolve_hparams(HParams(preset="lora-default", batch_size=10, micro_batch_size=4))
+
+
+def test_every_shipped_deepspeed_config_is_a_zero_stage_hparams_can_name():
+    import json
+    import typing
+
+    from tasks.config import DeepSpeedStage
+    from tasks.train_types import deepspeed_config
+
+    paths = sorted((config_dir() / "deepspeed").glob("*.json"))
+    assert {p.stem for p in paths} == set(typing.get_args(DeepSpeedStage))
+    for path in paths:
+        config = json.loads(Path(deepspeed_config(path.stem)).read_text())
+        assert config["zero_optimization"]["stage"] == int(path.stem.removeprefix("zero"))
+        # "auto" lets the HF Trainer fill in the batch sizes from the hparams group.
+        assert config["train_micro_batch_size_per_gpu"] == "auto"

@@ -17,7 +17,17 @@ REPO = Path(__file__).resolve().parents[2]
 FORMATS = ["onnx", "onnx-int8"]
 CALIBRATION = REPO / "tests" / "fixtures" / "calibration"
 # Small calibration so the tiny model's static INT8 builds in seconds.
-EXPORT_CONFIG = {"calibration": {"dataset": str(CALIBRATION / "c4"), "samples": 8, "seq_length": 32}}
+# 32-weight blocks: the tiny model's hidden size is 32, so its embedding can be stored in 8 bits too.
+EXPORT_CONFIG = {
+    "int8_block_size": 32,
+    "calibration": {"dataset": str(CALIBRATION / "c4"), "samples": 8, "seq_length": 32},
+}
+
+
+def cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
 
 
 def entry_for(model_dir: Path) -> dict:
@@ -316,11 +326,27 @@ def test_static_int8_is_qdq_with_8_bit_weights_everywhere_and_generates(root, ti
 def test_auto_falls_back_to_dynamic_when_static_calibrates_on_degenerate_text(
     root, tiny_model_dir, dataset, tmp_path
 ):
-    degenerate = tmp_path / "c4-degenerate.jsonl"
-    degenerate.write_text(json.dumps({"text": "ONNX " * 400, "timestamp": "", "url": ""}) + "\n")
+    """Calibration text of one token whose embedding is zero (think padding): every activation static
+    INT8 measures is 0, so its ranges fit nothing real, and auto must keep dynamic. The projections are
+    scaled up so that the layers, not the embedding carried by the residual, decide the next token (at
+    random initialisation they barely do, and any INT8 graph would agree with fp32)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    model = AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+    with torch.no_grad():
+        model.get_input_embeddings().weight[tokenizer.pad_token_id] = 0
+        for name, weight in model.named_parameters():
+            if name.endswith("proj.weight"):
+                weight.mul_(10)
+    model.save_pretrained(tmp_path / "model")
+    tokenizer.save_pretrained(tmp_path / "model")
+    degenerate = tmp_path / "c4-padding.jsonl"
+    degenerate.write_text(json.dumps({"text": tokenizer.pad_token * 400, "timestamp": "", "url": ""}) + "\n")
     config = {"calibration": {"dataset": str(degenerate), "samples": 8, "seq_length": 32}}
     job = export_job(
-        root, "degenerate", tiny_model_dir, ["onnx-int8"], export_config=config, dataset=prepared(dataset)
+        root, "degenerate", tmp_path / "model", ["onnx-int8"], export_config=config, dataset=prepared(dataset)
     )
     int8 = execute("export", export, job)["formats"]["onnx-int8"]
     scores = int8["holdout"]["agreement_with_fp32"]
@@ -392,11 +418,16 @@ def test_the_calibration_reader_feeds_the_exported_decoder(exported, tiny_model_
 
 
 def test_export_formats_works_on_any_merged_directory_and_reuses_a_committed_format(tiny_model_dir, tmp_path):
+    from optimum.onnxruntime import ORTModelForCausalLM
+
     from tasks.export import export_formats
 
     first = export_formats(tiny_model_dir, tmp_path, ["onnx-int8"], {"int8_mode": "dynamic"})["formats"]
     int8 = first["onnx-int8"]
     assert int8["kept"] == "dynamic" and int8["reason"] == "int8_mode is dynamic"
+    # The default 64-weight blocks do not divide the tiny hidden size: the embedding stays fp32, said so.
+    assert int8["dynamic"]["embedding"] == "fp32 (hidden size 32 is not a multiple of int8_block_size 64)"
+    assert ORTModelForCausalLM.from_pretrained(tmp_path / "onnx-int8") is not None
     assert (
         int8["path"] == str(tmp_path / "onnx-int8") and (tmp_path / "onnx-int8" / "manifest.json").is_file()
     )
@@ -417,9 +448,7 @@ def test_static_int8_without_calibration_data_is_refused_and_auto_keeps_dynamic(
     assert int8["kept"] == "dynamic" and int8["reason"].startswith("static not built: calibration.dataset")
 
 
-@pytest.mark.skipif(
-    __import__("torch").cuda.is_available(), reason="checks the refusal on a machine without CUDA"
-)
+@pytest.mark.skipif(cuda_available(), reason="checks the refusal on a machine without CUDA")
 def test_fp16_is_refused_where_no_cuda_device_exists(root, tiny_model_dir):
     with pytest.raises(
         StepError, match=r"onnx-fp16 is exported on a CUDA device .* torch sees no CUDA device"
@@ -428,6 +457,7 @@ def test_fp16_is_refused_where_no_cuda_device_exists(root, tiny_model_dir):
 
 
 @pytest.mark.gpu
+@pytest.mark.skipif(not cuda_available(), reason="needs a CUDA device")
 def test_fp16_is_exported_on_cuda_and_checked_there(root, tiny_model_dir, dataset):
     job = export_job(root, "fp16", tiny_model_dir, ["onnx", "onnx-fp16"], dataset=prepared(dataset))
     exported = execute("export", export, job)

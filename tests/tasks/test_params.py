@@ -92,7 +92,7 @@ def test_omitted_fields_take_their_default_in_the_cross_field_rules(key, value):
         ("training", {"type": "pretrain", "method": "lora"}, "method"),
         ("scoring", {"metrics": ["exact_match"], "primary": "bleu"}, "metrics"),
         ("scoring", {"metrics": ["bleu"]}, "metrics"),  # the default primary (rouge_l) is not computed
-        ("training", {"method": "full", "type": "dpo"}, "method"),
+        ("training", {"type": "pretrain", "method": "qlora"}, "method"),
         (
             "hparams",
             [{"preset": "lora-fast", "learning_rate": -1}],

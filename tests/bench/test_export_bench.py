@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_export_bench_compares_pytorch_onnx_and_int8_and_ends_with_one_json_line(tmp_path):
+    """A small run of bench/export.py on the real demo model (base weights, 4 rows, 3 timed runs, tiny
+    calibration): every side is measured and the last line is the JSON summary. The targets themselves are
+    judged on the full run, not here."""
+    done = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "bench" / "export.py"),
+            *("--runs", "3", "--rows", "4", "--fine-tune-steps", "0", "--samples", "4", "--seq-length", "32"),
+            *("--store", str(tmp_path / "store")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=1500,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = done.stdout.strip().splitlines()
+    summary = json.loads(lines[-1])
+    assert {"metric", "value", "baseline", "ratio", "target", "passed"} <= set(summary)
+    assert (
+        summary["target"] == 0.6 and summary["size_target"] == 0.3 and summary["metric_drop_target"] == 0.01
+    )
+    assert summary["value"] > 0 and summary["baseline"] > 0
+    assert summary["ratio"] == pytest.approx(summary["value"] / summary["baseline"], rel=1e-3)
+    # Size depends on shapes only: every weight in 8 bits, the tied embedding stored once.
+    assert 0.25 < summary["size_ratio"] < 0.3
+    assert summary["int8_kept"] in ("static", "dynamic") and summary["rows"] == 4
+    table = {
+        line.split()[0] + " " + line.split()[1]: line
+        for line in lines
+        if line.startswith(("pytorch", "onnx"))
+    }
+    assert set(table) == {"pytorch fp32", "onnx fp32", "onnx int8"}
