@@ -228,11 +228,8 @@ def _external_eval_prompts(job: dict[str, Any], work: Path, workers: int) -> tup
         dataset = DatasetConfig.model_validate(definition)
         directory = work / f"eval-{dataset.name}"
         directory.mkdir(exist_ok=True)
-        pieces = [
-            (part, _detect(dataset.name, part), shard)
-            for part in plan_parts(dataset)
-            for shard in part.source.shards(1 << 30)
-        ]
+        parts = [(part, _detect(dataset.name, part)) for part in plan_parts(dataset)]
+        pieces = [(part, fmt, shard) for part, fmt in parts for shard in part.source.shards(1 << 30)]
         tasks = [
             ShardTask(i, shard, 0, "test", fmt, part.columns, ScanSettings(), str(directory))
             for i, (part, fmt, shard) in enumerate(pieces)

@@ -1,13 +1,8 @@
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench import run_bench
 
 
 @pytest.mark.slow
@@ -15,20 +10,12 @@ def test_export_bench_compares_pytorch_onnx_and_int8_and_ends_with_one_json_line
     """A small run of bench/export.py on the real demo model (base weights, 4 rows, 3 timed runs, tiny
     calibration): every side is measured and the last line is the JSON summary. The targets themselves are
     judged on the full run, not here."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "export.py"),
-            *("--runs", "3", "--rows", "4", "--fine-tune-steps", "0", "--samples", "4", "--seq-length", "32"),
-            *("--store", str(tmp_path / "store")),
-        ],
-        capture_output=True,
-        text=True,
+    lines, summary = run_bench(
+        "export.py",
+        *("--runs", "3", "--rows", "4", "--fine-tune-steps", "0", "--samples", "4", "--seq-length", "32"),
+        *("--store", str(tmp_path / "store")),
         timeout=1500,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    summary = json.loads(lines[-1])
     assert {"metric", "value", "baseline", "ratio", "target", "passed"} <= set(summary)
     assert (
         summary["target"] == 0.6 and summary["size_target"] == 0.3 and summary["metric_drop_target"] == 0.01

@@ -1,13 +1,8 @@
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.bench import run_bench
 
 
 @pytest.mark.slow
@@ -15,20 +10,12 @@ def test_train_throughput_bench_runs_both_sides_on_the_same_tokens_and_ends_with
     """A small run of bench/train_throughput.py on the tiny test model (4 steps of 8 rows): both sides train,
     on the same non-padding tokens, and the last line is the JSON summary. The targets themselves are
     judged on the full run, not here."""
-    done = subprocess.run(
-        [
-            sys.executable,
-            str(REPO / "bench" / "train_throughput.py"),
-            *("--model", "tiny", "--steps", "4", "--batch-size", "8", "--micro-batch-size", "4"),
-            *("--store", str(tmp_path / "store")),
-        ],
-        capture_output=True,
-        text=True,
+    lines, summary = run_bench(
+        "train_throughput.py",
+        *("--model", "tiny", "--steps", "4", "--batch-size", "8", "--micro-batch-size", "4"),
+        *("--store", str(tmp_path / "store")),
         timeout=300,
     )
-    assert done.returncode == 0, done.stderr[-3000:]
-    lines = done.stdout.strip().splitlines()
-    summary = json.loads(lines[-1])
     expected = {"metric", "value", "baseline", "ratio", "target", "peak_memory_ratio", "loss_project"}
     assert expected | {"loss_baseline", "loss_diff_pct", "mfu", "passed"} <= set(summary)
     assert summary["metric"].endswith(("(cpu)", "(cuda)"))
