@@ -4,7 +4,8 @@ The same model, seed, learning rate, micro batch, global batch, optimizer steps 
 rows go through both sides, each in its own subprocess (so that peak memory does not mix):
 
 - project: `tasks.train_types.build_trainer`, the trainer the train step builds, from an hparams preset
-  (`lora-fast` by default) with `--padding-free` / `--packing` as the project exposes them;
+  (`lora-fast` by default) as shipped: padding-free micro-batches for SFT (`--padded` turns them off,
+  `--packing` packs rows instead);
 - baseline: `trl.SFTTrainer(model=<path>, args=SFTConfig(<shared essentials only>), peft_config=<the same
   LoRA>)`, everything else TRL's defaults (pads each micro-batch to its longest row).
 
@@ -25,7 +26,7 @@ FLOPs utilisation is printed: 6 * parameters * tokens/s / the device's peak bf16
 The last line is one JSON object: {"metric", "value", "baseline", "ratio", "target", ...}.
 
     python bench/train_throughput.py                          # SmolLM2-135M, LoRA, lora-fast
-    python bench/train_throughput.py --padding-free           # the project's padding-free batches
+    python bench/train_throughput.py --padded                 # the project with padded batches
     python bench/train_throughput.py --model tiny --steps 4 --rows 64   # smoke run
 """
 
@@ -106,8 +107,8 @@ def hparams(args: argparse.Namespace) -> Any:
         "max_seq_length": args.max_length,
         "logging_steps": 1,
     }
-    if args.padding_free:
-        values["padding_free"] = True
+    if args.padded:
+        values["padding_free"] = False
     if args.packing:
         values["packing"] = True
     return resolve_hparams(HParams.model_validate(values))
@@ -269,7 +270,7 @@ def child(args: argparse.Namespace, side: str, rows_file: Path) -> dict[str, Any
     for option in ("store", "preset", "method", "steps", "batch_size", "micro_batch_size", "learning_rate"):
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     command += ["--seed", str(args.seed), "--max-length", str(args.max_length), "--warmup", str(args.warmup)]
-    command += ["--padding-free"] * args.padding_free + ["--packing"] * args.packing
+    command += ["--padded"] * args.padded + ["--packing"] * args.packing
     log(f"running the {side} side")
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if done.returncode:
@@ -284,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=MODEL, help=f"'{MODEL}' (default) or 'tiny' (the test model)")
     parser.add_argument("--method", choices=["lora", "full"], default="lora")
     parser.add_argument("--preset", default="lora-fast", help="the project side's hparams preset")
-    parser.add_argument("--padding-free", action="store_true", help="project side: hparams padding_free")
+    parser.add_argument(
+        "--padded", action="store_true", help="project side: padding_free false (padded micro-batches)"
+    )
     parser.add_argument("--packing", action="store_true", help="project side: hparams packing")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per side")
     parser.add_argument("--warmup", type=int, default=1, help="steps left out of the timing")
@@ -344,11 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     same_tokens = project["tokens_per_step"] == baseline["tokens_per_step"]
 
-    hp = (
-        f"preset {args.preset}"
-        + (", padding_free" if args.padding_free else "")
-        + (", packing" if args.packing else "")
-    )
+    hp = f"preset {args.preset}" + (", padded" if args.padded else "") + (", packing" if args.packing else "")
     print(f"device {project['device']}; model {MODEL if args.model == MODEL else 'tiny'}, {args.method}")
     print(
         f"{args.steps} steps x {args.batch_size} rows (micro batch {args.micro_batch_size}), "

@@ -20,13 +20,17 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tasks.backends import TRAIN_RETRIES, backend_name
 from tasks.params import NO_DEFAULT, param_specs
+from tasks.retraining import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
 from tasks.store import default_root
 
 BACKEND = backend_name()
+# Updated by every promotion; deployment DAGs schedule on it and read the registry, version and model
+# from the event's extra. One fixed URI for every registry: an outlet cannot depend on the run's conf.
+PRODUCTION_MODEL = Asset(name=PRODUCTION_ASSET_NAME, uri=PRODUCTION_ASSET_URI, group="model")
 
 
 def _label(key: str, value: str) -> None:
@@ -36,8 +40,10 @@ def _label(key: str, value: str) -> None:
 
 def _run(argv: list[str], env: dict | None = None) -> dict:
     from tasks.backends.local import run_step
+    from tasks.s3 import store_env
 
-    return run_step(argv, env)
+    # The store's S3 connection (aws_default) for every heavy step: env only, never logged or returned.
+    return run_step(argv, {**store_env(default_root()), **(env or {})})
 
 
 def _scoring_env() -> dict:
@@ -188,6 +194,22 @@ def finetune_experiment():
 
         return promote_winner(_this_run(), selection)
 
+    # Skipped (so no Asset event) unless promote moved the production pointer. A second leaf beside
+    # report: when the event cannot be emitted the run fails, since deployments never hear of the model.
+    @task(outlets=[PRODUCTION_MODEL])
+    def publish_promotion(decision: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowSkipException
+
+        from tasks.retraining import promotion_event_extra
+
+        extra = promotion_event_extra(_this_run(), decision)
+        if extra is None:
+            raise AirflowSkipException(f"not promoted, no event: {decision.get('reason')}")
+        get_current_context()["outlet_events"][PRODUCTION_MODEL].extra = extra
+        weights = extra["model_uri"] or extra["adapter_uri"]
+        print(f"PRODUCTION {extra['registry']} v{extra['version']}: {weights}")
+        return extra
+
     # The leaf task, so its state is the run's: it writes what there is to report, then fails the run
     # when the experiment shipped nothing (refused conf, no winner, failed export check).
     @task(trigger_rule="all_done")
@@ -251,6 +273,7 @@ def finetune_experiment():
     promoted = promote(selection)
     [checked, champion] >> promoted
     [selection, promoted] >> report()
+    publish_promotion(promoted)
 
 
 dag = finetune_experiment()

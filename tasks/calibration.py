@@ -155,7 +155,10 @@ def texts_from_files(
 
 
 def _local_files(pattern: str) -> list[Path]:
-    path = store.local_path(pattern) if pattern.startswith("file://") else Path(pattern)
+    if store.is_s3(pattern):
+        path = store.fetch_file(pattern)  # one file, or a committed prefix
+    else:
+        path = store.local_path(pattern) if pattern.startswith("file://") else Path(pattern)
     if path.is_file():
         return [path]
     if path.is_dir():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -10,9 +11,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from tasks.config import ExperimentConfig, HParams, ModelConfig, ResolvedHParams
+from tasks.config import ExperimentConfig, HParams, ModelConfig, ResolvedHParams, training_hparam_problems
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
+PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
 
 HPARAM_DEFAULTS: dict[str, Any] = {
     "learning_rate": 2e-4,
@@ -28,7 +30,7 @@ HPARAM_DEFAULTS: dict[str, Any] = {
     "gradient_checkpointing": False,
     "attn_implementation": "sdpa",
     "packing": None,  # on for pretrain, off for sft
-    "padding_free": False,
+    "padding_free": None,  # on for sft, off for dpo; packing implies it
     "weight_decay": 0.0,
     "optim": "adamw_torch",
     "max_grad_norm": 1.0,
@@ -85,7 +87,17 @@ class CatalogEntry(BaseModel):
     params: str | None = Field(None, description="Parameter count, for humans.")
     chat: bool = Field(True, description="Has a chat template (instruction-tuned).")
     gated: bool = Field(False, description="The hub needs an accepted licence and a token.")
-    trust_remote_code: bool = Field(False, description="Ships custom modelling code.")
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the model's own modelling code from the hub. Only a catalog entry can set it, "
+        "and only with `source.hub` and a pinned `revision`: the catalog is the allowlist a platform team "
+        "reviews.",
+    )
+    revision: str | None = Field(
+        None,
+        description="Hub commit the weights (and any custom code) are pinned to: a 40-character hash. "
+        "Required with trust_remote_code; recommended for every hub model.",
+    )
     source: ModelSource = Field(description="Where the weights come from.")
     tokenizer: dict[str, str] = Field(default_factory=dict, description="Special-token overrides.")
     chat_template: str | None = Field(
@@ -93,6 +105,44 @@ class CatalogEntry(BaseModel):
     )
     lora_target_modules: list[str] | str = Field("all-linear", description="Default LoRA targets.")
     kind: Literal["catalog", "uri"] = Field("catalog", description="Catalog entry or a user-given uri.")
+
+    @model_validator(mode="after")
+    def _remote_code_is_pinned(self) -> CatalogEntry:
+        if self.revision is not None and not PINNED_REVISION.fullmatch(self.revision):
+            raise ValueError(
+                f"model '{self.name}': revision '{self.revision}' is not a commit hash; pin the 40-character "
+                "commit (a branch or tag can move)"
+            )
+        if self.trust_remote_code and (self.kind != "catalog" or self.source.hub is None):
+            raise ValueError(
+                f"model '{self.name}': trust_remote_code is only allowed for a hub model listed in the "
+                "catalog (include/configs/models.yaml) with a pinned revision"
+            )
+        return self
+
+
+def remote_code_problem(entry: CatalogEntry) -> str | None:
+    """Why this model cannot be used yet: it needs remote code but its catalog entry pins no commit. The
+    catalog may list such a model (so it is known), but it is refused when a conf names it."""
+    if entry.trust_remote_code and entry.revision is None:
+        return (
+            f"model '{entry.name}' needs trust_remote_code, which runs the model's own code; it is refused "
+            "until its catalog entry (include/configs/models.yaml) pins `revision` to a reviewed "
+            "40-character commit hash"
+        )
+    return None
+
+
+def pretrained_kwargs(entry: CatalogEntry) -> dict[str, Any]:
+    """What every `from_pretrained` of a base model passes: safetensors only (a pickle can run code on
+    load), remote code only for an allowlisted entry, and the pinned revision for hub weights."""
+    problem = remote_code_problem(entry)
+    if problem:
+        raise ValueError(problem)
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": entry.trust_remote_code}
+    if entry.source.hub and entry.revision:
+        kwargs["revision"] = entry.revision
+    return kwargs
 
 
 @lru_cache(maxsize=4)
@@ -122,6 +172,9 @@ def resolve_model(model: ModelConfig) -> CatalogEntry:
             f"'{model.name}' is not in the catalog ({', '.join(sorted(catalog))}); "
             "add it to include/configs/models.yaml or give a `uri`"
         )
+    problem = remote_code_problem(catalog[model.name])
+    if problem:
+        raise ValueError(problem)
     return catalog[model.name]
 
 
@@ -148,9 +201,15 @@ def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
             problems.append(f"models.{index}: {error}")
     for index, group in enumerate(experiment.hparams):
         try:
-            hparams_resolved.append(resolve_hparams(group).model_dump())
+            resolved = resolve_hparams(group)
         except ValueError as error:
             problems.append(f"hparams.{index}: {error}")
+            continue
+        problems += [
+            f"hparams.{index}: {problem}"
+            for problem in training_hparam_problems(resolved, experiment.training.type)
+        ]
+        hparams_resolved.append(resolved.model_dump())
     if problems:
         raise ValueError("\n".join(problems))
     return {

@@ -178,10 +178,12 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
     if exported is None:
         raise StepError("check_export: the export step has not committed its output; nothing to check")
     metric = gated_metric(scoring)
-    merged = store.local_path(exported["merged_uri"])
+    merged = store.fetch(exported["merged_uri"])
 
     tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), entry)
-    reference_model = AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval()
+    reference_model = AutoModelForCausalLM.from_pretrained(
+        merged, dtype=torch.float32, use_safetensors=True
+    ).eval()
     inputs = fixed_inputs(tokenizer)
     reference_logits = prompt_logits(reference_model, inputs)
     _, rows = eval_rows(job["dataset"], scoring.max_samples)
@@ -202,7 +204,7 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
     for fmt, info in exported["formats"].items():
         log.info("checking %s", fmt)
         device = format_device(fmt)
-        model = load_format(store.local_path(info["uri"]), fmt)
+        model = load_format(store.fetch(info["uri"]), fmt)
         checks: dict[str, Any] = {"uri": info["uri"], "size_bytes": info["size_bytes"]}
         checks["size_ratio"] = round(info["size_bytes"] / pytorch["size_bytes"], 4)
         checks.update(parity(reference_logits, prompt_logits(model, inputs)))

@@ -9,6 +9,12 @@ longer matches its sha256. Either is removed when a retry looks for where to res
 Checkpoints live beside the train output (`<job>/checkpoints/`), not inside it: the step protocol
 deletes an uncommitted output before a retry (`tasks.step.execute`), and the checkpoints must survive
 exactly that. The key derives from the job's output key, so a retry finds the same directory.
+
+On an s3:// store the Trainer writes into the prefix's local mirror (`store.local_dir`); `commit` uploads
+the checkpoint and then its manifest, the listing of checkpoints is the bucket's (so a retry on another
+machine sees them), and the checkpoint chosen to resume from is fetched into the mirror, every file
+checked against its sha256 on the way (`store.fetch`). Functions take the mirror directory; its store
+URI is `store.uri_of(directory)`.
 """
 
 from __future__ import annotations
@@ -57,25 +63,38 @@ def step_of(directory: Path) -> int | None:
 
 
 def _by_step(root: Path) -> list[tuple[int, Path]]:
-    if not root.is_dir():
-        return []
-    found = [(step_of(child), child) for child in root.iterdir() if child.is_dir()]
+    names = {child.name for child in root.iterdir() if child.is_dir()} if root.is_dir() else set()
+    uri = store.uri_of(root)
+    if store.is_s3(uri):
+        names |= set(store.list_dir(uri))  # what earlier tries, on any machine, uploaded
+    found = [(step_of(root / name), root / name) for name in names]
     return sorted((step, child) for step, child in found if step is not None)
+
+
+def _remove(directory: Path) -> None:
+    uri = store.uri_of(directory)
+    if store.is_s3(uri):
+        store.remove(uri)  # the objects and the local mirror
+    shutil.rmtree(directory, ignore_errors=True)
 
 
 def commit(directory: Path, info: dict[str, Any]) -> dict[str, Any]:
     """Make a checkpoint the Trainer finished writing resumable: its manifest, written last."""
-    return store.commit(store.to_uri(directory), info)
+    return store.commit(store.uri_of(directory), info)
 
 
 def problem(directory: Path, expected_fingerprint: str | None = None) -> str | None:
     """Why a checkpoint cannot be resumed from, or None when it can."""
-    uri = store.to_uri(directory)
+    uri = store.uri_of(directory)
     if not store.is_committed(uri):
         return "no manifest.json (the process stopped while writing it)"
     try:
         manifest = store.read_json(store.join(uri, store.MANIFEST))
-        changed = store.verify(uri)
+        if store.is_s3(uri):
+            store.fetch(uri)  # downloads into `directory`, each file checked against the manifest
+        changed = store.verify(store.to_uri(directory) if store.is_s3(uri) else uri)
+    except store.StoreError as error:
+        return f"files differ from manifest.json: {error}"
     except (OSError, ValueError, KeyError) as error:
         return f"unreadable manifest.json ({error})"
     if changed:
@@ -88,7 +107,7 @@ def problem(directory: Path, expected_fingerprint: str | None = None) -> str | N
 
 def committed(root: Path) -> list[tuple[int, Path]]:
     """Checkpoints with a manifest, oldest first (manifests not verified: see `resumable`)."""
-    return [(step, path) for step, path in _by_step(root) if store.is_committed(store.to_uri(path))]
+    return [(step, path) for step, path in _by_step(root) if store.is_committed(store.uri_of(path))]
 
 
 def resumable(root: Path, expected_fingerprint: str) -> tuple[Path, dict[str, Any]] | None:
@@ -101,12 +120,12 @@ def resumable(root: Path, expected_fingerprint: str) -> tuple[Path, dict[str, An
     for _step, path in reversed(_by_step(root)):
         reason = problem(path, expected_fingerprint) if chosen is None else None
         if chosen is None and reason is None:
-            chosen = (path, store.read_json(store.join(store.to_uri(path), store.MANIFEST))["result"])
+            chosen = (path, store.read_json(store.join(store.uri_of(path), store.MANIFEST))["result"])
             continue
-        if chosen is not None and store.is_committed(store.to_uri(path)):
+        if chosen is not None and store.is_committed(store.uri_of(path)):
             continue  # an older committed checkpoint: kept, pruning decides its fate
         log.warning("removing checkpoint %s: %s", path.name, reason or "no manifest.json")
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
     return chosen
 
 
@@ -120,12 +139,12 @@ def prune(root: Path, keep: int) -> list[int]:
     newest = done[-1][0] if done else None
     removed = []
     for step, path in done[: max(len(done) - keep, 0)]:
-        shutil.rmtree(path, ignore_errors=True)
+        _remove(path)
         removed.append(step)
     for step, path in _by_step(root):
         # An uncommitted directory older than the newest commit is the leftover of a killed save.
-        if newest is not None and step < newest and not store.is_committed(store.to_uri(path)):
-            shutil.rmtree(path, ignore_errors=True)
+        if newest is not None and step < newest and not store.is_committed(store.uri_of(path)):
+            _remove(path)
             removed.append(step)
     return sorted(removed)
 

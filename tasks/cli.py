@@ -590,6 +590,9 @@ def main(argv: list[str] | None = None) -> int:
     schema.set_defaults(fn=cmd_schema)
     add_dataset_parser(sub)
     add_hparams_parser(sub)
+    from tasks.cli_registry import add_registry_parser  # imports tasks.cli: only once main() runs
+
+    add_registry_parser(sub)
     args = parser.parse_args(argv)
     return args.fn(args)
 

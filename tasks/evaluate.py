@@ -85,7 +85,7 @@ def answer_and_score(
 
 
 def write_predictions(uri: str, rows: list[dict[str, Any]], predictions: list[str]) -> None:
-    with open(store.local_path(uri), "w") as handle:
+    with open(store.local_file(uri), "w") as handle:
         for row, prediction in zip(rows, predictions, strict=True):
             reference = prompt_and_reference(row)[1]
             handle.write(
@@ -106,7 +106,7 @@ def quantized_scores(
     from tasks.export import export_formats
 
     fmt = scoring.rank_on
-    with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_path(job["output"])) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_dir(job["output"])) as scratch:
         work = Path(scratch)
         merged = work / "merged"
         model.save_pretrained(merged, safe_serialization=True)
@@ -134,7 +134,7 @@ def evaluate(job: dict[str, Any]) -> dict[str, Any]:
     if trained.get("model_uri"):  # a fully fine-tuned model replaces the base weights
         model_entry = {**model_entry, "source": {"path": trained["model_uri"]}, "kind": "uri"}
     adapter = trained.get("adapter_uri")
-    model = load_model(model_entry, root, adapter_dir=str(store.local_path(adapter)) if adapter else None)
+    model = load_model(model_entry, root, adapter_dir=str(store.fetch(adapter)) if adapter else None)
     tokenizer = load_tokenizer(model_entry, root)
     split, rows = eval_rows(scored_on(job), scoring.max_samples)
 

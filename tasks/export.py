@@ -73,7 +73,7 @@ def merge(job: dict[str, Any], target: Path) -> None:
         # The fine-tuned weights replace the base; the entry still supplies the tokenizer overrides.
         entry = entry.model_copy(update={"source": ModelSource(path=job["model_uri"])})
     adapter = job.get("adapter_uri")
-    adapter_dir = str(store.local_path(adapter)) if adapter else None
+    adapter_dir = str(store.fetch(adapter)) if adapter else None
     model = load_model(entry, job["store_root"], adapter_dir=adapter_dir)
     tokenizer = load_tokenizer(entry, job["store_root"])
     model.save_pretrained(target, safe_serialization=True)
@@ -574,7 +574,7 @@ def export(job: dict[str, Any]) -> dict[str, Any]:
     if job.get("adapter_uri") and job.get("model_uri"):
         raise StepError("export: give either adapter_uri (LoRA) or model_uri (full fine-tune), not both")
     output = job["output"]
-    root = store.ensure_dir(output)
+    root = store.local_dir(output)
     merged = root / "merged"
     merge(job, merged)
     result: dict[str, Any] = {

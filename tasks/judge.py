@@ -31,17 +31,19 @@ import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
-from urllib.parse import parse_qsl, unquote, urlsplit, urlunsplit
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
+from tasks import connections
 from tasks.config import JudgeConfig
+from tasks.connections import env_var
 from tasks.step import StepError
 
 log = logging.getLogger("tunerflow.judge")
 
 METRIC = "llm_judge"
-ENV_PREFIX = "AIRFLOW_CONN_"  # Airflow's environment-variable secrets backend
+URI_EXAMPLE = "http://:<api key>@host:port/v1?model=<model>"
 MIN_GRADE, MAX_GRADE = 1, 10
 # What the OpenAI SDK retries too: timeouts, lock conflicts, rate limits and server errors.
 RETRY_STATUSES = frozenset({408, 409, 429, *range(500, 600)})
@@ -88,11 +90,6 @@ class JudgeEndpoint(BaseModel):
     )
 
 
-def env_var(conn_id: str) -> str:
-    """The variable Airflow's environment secrets backend reads connection `conn_id` from."""
-    return f"{ENV_PREFIX}{conn_id.upper()}"
-
-
 def how_to_create(conn_id: str) -> str:
     example = {
         "conn_type": "http",
@@ -117,17 +114,12 @@ def connection_env(conn_id: str) -> dict[str, str]:
     deployment uses (the metadata database, environment variables, Vault, ...) and masks its password in
     the task log. Put the result in the subprocess's environment only: never log it, return it from a
     task (XCom) or write it into a job spec."""
-    from airflow.sdk import BaseHook
-    from airflow.sdk.exceptions import AirflowNotFoundException
-
-    try:
-        connection = BaseHook.get_connection(conn_id)
-    except AirflowNotFoundException:
+    value = connections.airflow_connection(conn_id)
+    if value is None:
         raise JudgeError(
             f"scoring.judge.conn_id: the Airflow connection '{conn_id}' that the llm_judge metric calls is "
             f"not defined; {how_to_create(conn_id)}"
-        ) from None
-    value = connection.as_json()
+        )
     endpoint(conn_id, value)  # refuse an unusable connection here, before a GPU step starts
     return {env_var(conn_id): value}
 
@@ -177,72 +169,18 @@ def endpoint(conn_id: str, value: str) -> JudgeEndpoint:
 
 
 def parse_connection(conn_id: str, value: str) -> dict[str, Any]:
-    """conn_type, host, login, password, schema, port and extra (a dict) of a connection given as
-    Airflow's JSON (`{"conn_type": ..., "host": ...}`) or URI (`conn-type://login:password@host:port/
-    schema?extra_key=value`, or `?__extra__=<json>`), read the way Airflow reads them."""
-    text = value.strip()
-    if text.startswith("{"):
-        data = _json_object(conn_id, "the JSON form", text)
-        extra = data.get("extra") or {}
-        port = data.get("port")
-        try:
-            port = int(port) if port not in (None, "") else None
-        except (TypeError, ValueError):
-            raise JudgeError(f"Airflow connection '{conn_id}': port {port!r} is not a number") from None
-        fields = {key: data.get(key) for key in ("conn_type", "host", "login", "password", "schema")}
-        fields.update(
-            port=port, extra=_json_object(conn_id, "extra", extra) if isinstance(extra, str) else extra
-        )
-    else:
-        fields = _parse_uri(conn_id, text)
-    if not isinstance(fields["extra"], dict):
-        raise JudgeError(f"Airflow connection '{conn_id}': extra must be a JSON object")
-    return fields
-
-
-def _parse_uri(conn_id: str, uri: str) -> dict[str, Any]:
-    # Never put the URI in a message: it holds the key.
-    protocols = uri.count("://")
-    if protocols not in (1, 2):
-        raise JudgeError(
-            f"Airflow connection '{conn_id}' is neither JSON nor a URI like "
-            "http://:<api key>@host:port/v1?model=<model>"
-        )
-    conn_type = urlsplit(uri).scheme
-    rest = uri[len(conn_type) + 3 :]
-    # A host that carries its own protocol is written `conn-type://protocol://host` (Airflow's get_uri).
-    parts = urlsplit(rest if protocols == 2 else f"//{rest}")
+    """The connection's fields (see `tasks.connections.parse_connection`), refused as a JudgeError."""
     try:
-        port = parts.port
-    except ValueError:
-        raise JudgeError(f"Airflow connection '{conn_id}': the URI's port is not a number") from None
-    host = unquote(parts.hostname or "")
-    if "/" in host:  # a quoted host holding a URL: urlsplit lower-cases and cuts it, take it verbatim
-        host = unquote(parts.netloc.rsplit("@", 1)[-1].split(":", 1)[0])
-    if host and protocols == 2:
-        host = f"{parts.scheme}://{host}"
-    query = dict(parse_qsl(parts.query, keep_blank_values=True))
-    extra = _json_object(conn_id, "__extra__", query["__extra__"]) if "__extra__" in query else query
-    return {
-        "conn_type": conn_type.replace("-", "_"),
-        "host": host,
-        "login": unquote(parts.username) if parts.username else parts.username,
-        "password": unquote(parts.password) if parts.password else parts.password,
-        "schema": unquote(parts.path[1:]),
-        "port": port,
-        "extra": extra,
-    }
+        return connections.parse_connection(conn_id, value, uri_example=URI_EXAMPLE)
+    except connections.ConnectionInvalid as error:
+        raise JudgeError(str(error)) from None
 
 
 def _json_object(conn_id: str, what: str, text: str) -> dict[str, Any]:
     try:
-        value = json.loads(text)
-    except json.JSONDecodeError as error:
-        # The position only: the text may hold the key.
-        raise JudgeError(f"Airflow connection '{conn_id}': {what} is not valid JSON ({error.msg})") from None
-    if not isinstance(value, dict):
-        raise JudgeError(f"Airflow connection '{conn_id}': {what} must be a JSON object")
-    return value
+        return connections.json_object(conn_id, what, text)
+    except connections.ConnectionInvalid as error:
+        raise JudgeError(str(error)) from None
 
 
 def base_url(conn_id: str, fields: Mapping[str, Any]) -> str:

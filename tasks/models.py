@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks import layout, store
-from tasks.catalog import CatalogEntry
+from tasks.catalog import CatalogEntry, pretrained_kwargs, remote_code_problem
 from tasks.step import StepError
 
 log = logging.getLogger("tunerflow.models")
@@ -47,16 +47,14 @@ def _convert_gguf(entry: CatalogEntry, target: Path) -> None:
 def weights_location(entry: CatalogEntry | dict[str, Any], store_root: str) -> str:
     """A local directory (or a hub id) that `from_pretrained` accepts."""
     entry = CatalogEntry.model_validate(entry)
-    if entry.trust_remote_code:
-        raise StepError(
-            f"model '{entry.name}' needs trust_remote_code, which tunerflow refuses unless the model is "
-            "allowlisted with a pinned revision"
-        )
+    problem = remote_code_problem(entry)
+    if problem:
+        raise StepError(problem)
     source = entry.source
     if source.path:
-        path = store.local_path(source.path)
+        path = store.fetch(source.path)  # a directory, or a committed store prefix (s3:// is downloaded)
         if not (path / "config.json").exists():
-            raise StepError(f"model '{entry.name}': {path} is not a Hugging Face model directory")
+            raise StepError(f"model '{entry.name}': {source.path} is not a Hugging Face model directory")
         return str(path)
     if source.hub:
         return source.hub
@@ -64,14 +62,26 @@ def weights_location(entry: CatalogEntry | dict[str, Any], store_root: str) -> s
     if not store.is_committed(prefix):
         from filelock import FileLock
 
-        store.ensure_dir(prefix)
-        with FileLock(str(store.local_path(prefix)) + ".lock"):
+        # A machine-local lock: on a shared S3 store two machines may both convert, to the same content.
+        with FileLock(str(store.local_dir(prefix)) + ".lock"):
             if not store.is_committed(prefix):
                 store.reset(prefix)
-                target = store.ensure_dir(store.join(prefix, "model"))
+                target = store.local_dir(store.join(prefix, "model"))
                 _convert_gguf(entry, target)
                 store.commit(prefix, {"model": entry.name, "source": "gguf", "hub_id": entry.hub_id})
-    return str(store.local_path(store.join(prefix, "model")))
+    return str(store.fetch(store.join(prefix, "model")))
+
+
+def require_safetensors(adapter_dir: str | Path) -> None:
+    """PEFT falls back to a pickled adapter_model.bin, which can run code when loaded: refuse it."""
+    directory = Path(adapter_dir)
+    if (directory / "adapter_config.json").exists() and not (
+        directory / "adapter_model.safetensors"
+    ).exists():
+        raise StepError(
+            f"adapter {directory} has no adapter_model.safetensors; tunerflow loads weights as safetensors "
+            "only (a pickled .bin can run code when loaded). Save it with safe_serialization=True"
+        )
 
 
 def apply_tokenizer_overrides(tokenizer: Any, entry: CatalogEntry, model: Any = None) -> Any:
@@ -92,22 +102,29 @@ def load_tokenizer(entry: CatalogEntry | dict[str, Any], store_root: str, paddin
     from transformers import AutoTokenizer
 
     entry = CatalogEntry.model_validate(entry)
-    tokenizer = AutoTokenizer.from_pretrained(weights_location(entry, store_root))
+    code = {k: v for k, v in pretrained_kwargs(entry).items() if k != "use_safetensors"}
+    tokenizer = AutoTokenizer.from_pretrained(weights_location(entry, store_root), **code)
     apply_tokenizer_overrides(tokenizer, entry)
     tokenizer.padding_side = padding_side
     return tokenizer
 
 
-def load_model(entry: CatalogEntry | dict[str, Any], store_root: str, adapter_dir: str | None = None) -> Any:
-    """The base model in float32, with a LoRA adapter merged in when one is given."""
+def load_model(
+    entry: CatalogEntry | dict[str, Any], store_root: str, adapter_dir: str | None = None, dtype: Any = None
+) -> Any:
+    """The base model (float32 unless `dtype` says otherwise), with a LoRA adapter merged in when one is
+    given."""
     import torch
     from transformers import AutoModelForCausalLM
 
     entry = CatalogEntry.model_validate(entry)
-    model = AutoModelForCausalLM.from_pretrained(weights_location(entry, store_root), dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(
+        weights_location(entry, store_root), dtype=dtype or torch.float32, **pretrained_kwargs(entry)
+    )
     if adapter_dir:
         from peft import PeftModel
 
+        require_safetensors(adapter_dir)
         model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
     tokenizer = load_tokenizer(entry, store_root)
     apply_tokenizer_overrides(tokenizer, entry, model)

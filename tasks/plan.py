@@ -69,10 +69,13 @@ def question_rows(experiment: ExperimentConfig) -> list[dict[str, Any]]:
 def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     """The fixed questions as a prepared dataset holding one test split, read like any other."""
     uri = store.join(run_uri, "eval_questions")
-    with open(store.ensure_dir(uri) / "test.jsonl", "w", encoding="utf-8") as handle:
+    with open(store.local_dir(uri) / "test.jsonl", "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    return {"name": "eval_questions", "uri": uri, "kind": "chat", "counts": {"test": len(rows)}}
+    dataset = {"name": "eval_questions", "uri": uri, "kind": "chat", "counts": {"test": len(rows)}}
+    # Committed like a prepared dataset, so steps on another machine fetch it (uploaded on S3).
+    store.commit(uri, dataset)
+    return dataset
 
 
 def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:

@@ -356,7 +356,7 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     parts = plan_parts(dataset)
     formats = [_detect(dataset.name, part) for part in parts]
     kind = _kind(dataset.name, formats)
-    out_dir = store.local_path(job["output"])
+    out_dir = store.local_dir(job["output"])
     work = out_dir / WORK
     work.mkdir(parents=True, exist_ok=True)
     workers = _workers()
@@ -418,10 +418,9 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     stats = _stats(
         job, dataset, parts, formats, kind, scans, plan, counts, reasons, total, settings.sample_every
     )
-    store.write_json(
-        store.join(job["output"], "validation_report.json"),
-        {k: v for k, v in stats.items() if k != "token_lengths"} | {"token_lengths": _summaries(stats)},
-    )
+    report = {k: v for k, v in stats.items() if k != "token_lengths"} | {"token_lengths": _summaries(stats)}
+    # Into the output directory, where the commit lists (and on S3 uploads) it.
+    (out_dir / "validation_report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
     # Counts and reason codes only: row text never reaches the logs.
     log.info(
         "dataset %s: %s",
@@ -430,6 +429,9 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     )
     message = failure_message(dataset.name, total, reasons, examples, dataset.max_drop_ratio)
     if message:
+        if store.is_s3(job["output"]):
+            # A refused dataset commits nothing, yet its report must be readable in the store.
+            store.write_json(store.join(job["output"], "validation_report.json"), report)
         raise StepError(message)
     from tasks.dataset_card import write_card
 

@@ -43,6 +43,8 @@ def lineage(job: dict[str, Any]) -> dict[str, Any]:
         "job_id": winner["job_id"],
         "label": winner.get("label"),
         "base_model": base_model,
+        # The prepared dataset as the job trained on it: name, uri, counts and `version`, the content hash
+        # of its sources and preparation settings (tasks.prepare_dataset.content_version).
         "dataset": dict(winner.get("dataset") or {}),
         "hparams": dict(winner.get("hparams") or {}),
         "metrics": dict(winner.get("metrics") or {}),

@@ -58,9 +58,9 @@ def read_curve(uri: str | None) -> tuple[list[tuple[float, float]], list[tuple[f
     if not uri:
         return train, evals
     try:
-        path = store.local_path(uri)
+        path = store.fetch(uri)
         lines = path.read_text().splitlines() if path.is_file() else []
-    except (OSError, ValueError):
+    except (OSError, ValueError, store.StoreError):
         return train, evals
     for line in lines:
         try:
@@ -435,7 +435,7 @@ def render(job: dict[str, Any], loss_png: Path, metrics_png: Path) -> str:
 def write_report(job: dict[str, Any]) -> dict[str, Any]:
     """Write index.html, loss.png and metrics.png under job["output"] and commit the manifest."""
     output = job["output"]
-    out_dir = store.ensure_dir(output)
+    out_dir = store.local_dir(output)
     leaderboard = job.get("leaderboard") or []
     primary = job.get("primary") or ((job.get("experiment") or {}).get("scoring") or {}).get("primary")
     primary = primary or "rouge_l"

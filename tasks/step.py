@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tasks import store
+from tasks import launch, store
 
 log = logging.getLogger("tunerflow")
 
@@ -58,8 +58,11 @@ def execute(name: str, fn: Callable[[dict[str, Any]], dict[str, Any]], job: dict
     if cached is not None:
         log.info("%s: output already committed at %s, skipping", name, prefix)
         return cached
+    if not launch.is_main_process():
+        # Another process of a torchrun launch: rank 0 alone resets, commits and reports failures.
+        return fn(job)
     store.reset(prefix)
-    store.ensure_dir(prefix)
+    store.local_dir(prefix)
     try:
         result = fn(job)
     except BaseException as error:
@@ -78,12 +81,16 @@ def main(
     fn: Callable[[dict[str, Any]], dict[str, Any]],
     argv: list[str] | None = None,
     complete_job: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    distributed: bool = False,
 ) -> int:
-    """CLI wrapper; `complete_job` fills in fields (such as `output`) known only once inputs are read."""
+    """CLI wrapper; `complete_job` fills in fields (such as `output`) known only once inputs are read.
+    A `distributed` step re-executes itself under torchrun when it has several devices (tasks.launch)."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{name}", description=fn.__doc__)
     parser.add_argument("--job", required=True, help="job spec as inline JSON or the URI of a job.json")
     args = parser.parse_args(argv)
     configure_logging()
+    if distributed:
+        launch.relaunch_if_needed(f"tasks.{name}", sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
         job = load_job(args.job)
@@ -94,5 +101,6 @@ def main(
     except Exception as error:
         log.error("%s failed: %s: %s\n%s", name, type(error).__name__, error, traceback.format_exc())
         return 1
-    emit(result)
+    if launch.is_main_process():
+        emit(result)
     return 0

@@ -39,7 +39,7 @@ class Preempted(StepError):
 
 
 def read_split(dataset_uri: str, split: str) -> list[dict[str, Any]]:
-    path = store.local_path(store.join(dataset_uri, f"{split}.jsonl"))
+    path = store.fetch(store.join(dataset_uri, f"{split}.jsonl"))
     with open(path) as handle:
         return [json.loads(line) for line in handle if line.strip()]
 
@@ -115,7 +115,7 @@ def _callbacks(
 
         def on_log(self, args, state, control, logs=None, **kwargs):
             logs = dict(logs or {})
-            if "train_loss" in logs:
+            if not state.is_world_process_zero or "train_loss" in logs:
                 # The Trainer's closing summary: after a resume its train_loss averages this process's
                 # steps over all steps, so the step result carries the corrected value instead.
                 return
@@ -163,6 +163,14 @@ def _callbacks(
         def on_save(self, args, state, control, **kwargs):
             step = state.global_step
             directory = root / f"checkpoint-{step}"
+            # Every process writes part of a checkpoint (its RNG state; its shard under ZeRO-3): commit
+            # once all of them have finished, from rank 0 only.
+            distributed_state().wait_for_everyone()
+            if not state.is_world_process_zero:
+                self.last_committed = step
+                if preemption.requested:
+                    control.should_training_stop = True
+                return control
             self.flush()
             logs = [metrics_path, *sorted((out / "tensorboard").rglob("*"))]
             checkpoints.snapshot(logs, out, directory)
@@ -185,6 +193,41 @@ def _callbacks(
             return control
 
     return progress, CommitCheckpoints()
+
+
+def distributed_state() -> Any:
+    """accelerate's process state, shared with the Trainer: one process, or the torchrun workers."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _merge_adapter(
+    job: dict[str, Any], adapter_dir: Path, merged_dir: Path, precision: str, tokenizer: Any
+) -> None:
+    """merged/: the base reloaded unquantized with the saved adapter merged in. Reloading serves QLoRA
+    (a 4-bit base cannot be merged in place) and ZeRO-3 (whose trainer holds shards) alike."""
+    import torch
+
+    from tasks.models import load_model
+    from tasks.train_types import resolve_precision
+
+    cuda = torch.cuda.is_available()
+    compute = resolve_precision(precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(compute, torch.float32)
+    model = load_model(job["model"], job["store_root"], str(adapter_dir), dtype=dtype)
+    model.save_pretrained(merged_dir, safe_serialization=True)
+    tokenizer.save_pretrained(merged_dir)
 
 
 def _loss_sum_until(history: list[dict[str, Any]], step: int) -> float:
@@ -222,14 +265,18 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
     hp = ResolvedHParams.model_validate(job["hparams"])
     training = TrainingConfig.model_validate(job["training"])
     dataset = job["dataset"]
-    out = store.local_path(job["output"])
-    root = store.local_path(checkpoints.checkpoints_uri(job))
-    root.mkdir(parents=True, exist_ok=True)
+    out = store.local_dir(job["output"])
+    # On S3 the local mirror of the checkpoints prefix: each checkpoint is uploaded when committed.
+    root = store.local_dir(checkpoints.checkpoints_uri(job))
     fingerprint = checkpoints.fingerprint(job)
 
-    resume = checkpoints.resumable(root, fingerprint)
+    dist = distributed_state()
+    # Rank 0 first: it removes checkpoints that cannot be resumed, then the others find the same newest one.
+    with dist.main_process_first():
+        resume = checkpoints.resumable(root, fingerprint)
     if resume is not None:
-        checkpoints.restore_logs(resume[0], out)
+        if dist.is_main_process:
+            checkpoints.restore_logs(resume[0], out)
         log.info("resuming from %s (step %d)", resume[0].name, resume[1]["step"])
 
     torch.manual_seed(hp.seed)
@@ -292,13 +339,19 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         eval_loss = at_end[-1] if at_end else trainer.evaluate()["eval_loss"]
 
     weights_dir = out / ("adapter" if adapter else "model")
-    trainer.model.save_pretrained(weights_dir, safe_serialization=True)
+    # Every process calls it: under ZeRO-3 it gathers the shards; rank 0 writes safetensors.
+    trainer.save_model(str(weights_dir))
+    if not dist.is_main_process:
+        return {"job_id": job["job_id"], "rank": dist.process_index}
     tokenizer.save_pretrained(weights_dir)
+    # A pickle beside the weights: nothing loads it, and the outputs stay safetensors and JSON.
+    (weights_dir / "training_args.bin").unlink(missing_ok=True)
     merged_dir = None
     if hp.merge_adapter and adapter:
         merged_dir = out / "merged"
-        trainer.model.merge_and_unload().save_pretrained(merged_dir, safe_serialization=True)
-        tokenizer.save_pretrained(merged_dir)
+        del trainer
+        _release_memory()
+        _merge_adapter(job, weights_dir, merged_dir, hp.precision, tokenizer)
     elif hp.merge_adapter:
         log.info(
             "merge_adapter: a full fine-tune is already a whole model (%s); nothing to merge", weights_dir
@@ -310,17 +363,17 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         "label": job["label"],
         "status": "succeeded",
         "method": training.method,
-        "adapter_uri": store.to_uri(weights_dir) if adapter else None,
-        "model_uri": None if adapter else store.to_uri(weights_dir),
-        "merged_uri": store.to_uri(merged_dir) if merged_dir else None,
-        "metrics_uri": store.to_uri(out / "metrics.jsonl"),
-        "tensorboard_uri": store.to_uri(out / "tensorboard") if tensorboard else None,
+        "adapter_uri": store.uri_of(weights_dir) if adapter else None,
+        "model_uri": None if adapter else store.uri_of(weights_dir),
+        "merged_uri": store.uri_of(merged_dir) if merged_dir else None,
+        "metrics_uri": store.uri_of(out / "metrics.jsonl"),
+        "tensorboard_uri": store.uri_of(out / "tensorboard") if tensorboard else None,
         "train_loss": round(train_loss, 6),
         "eval_loss": round(eval_loss, 6) if eval_loss is not None else None,
         "steps": state.global_step,
         "resumed_from_step": resumed_from,
         "checkpoints": {
-            "uri": store.to_uri(root),
+            "uri": store.uri_of(root),
             "steps": [step for step, _ in checkpoints.committed(root)],
             "save_steps": hp.save_steps,
         },
@@ -330,4 +383,4 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main("train", train))
+    raise SystemExit(main("train", train, distributed=True))

@@ -15,10 +15,12 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
 from typing import Any
 
-from tasks.catalog import CatalogEntry, config_dir
-from tasks.config import ResolvedHParams, TrainingConfig
+from tasks.catalog import CatalogEntry, config_dir, pretrained_kwargs
+from tasks.config import ResolvedHParams, TrainingConfig, training_hparam_problems
+from tasks.launch import world_size
 from tasks.models import apply_tokenizer_overrides, load_tokenizer, weights_location
 from tasks.step import StepError
 
@@ -84,16 +86,22 @@ def check_runtime(hp: ResolvedHParams, training: TrainingConfig, cuda: bool) -> 
             f"hparams.deepspeed '{hp.deepspeed}' needs the deepspeed package and CUDA devices; "
             "leave deepspeed unset or install deepspeed in the trainer image"
         )
-    if training.type == "dpo" and hp.packing:
-        raise StepError(
-            "hparams.packing: DPO trains on whole preference pairs and cannot pack; unset packing"
-        )
-    if training.type == "pretrain" and hp.packing is False and hp.padding_free:
-        raise StepError("hparams.padding_free needs packing for pretrain; unset one of them")
+    problems = training_hparam_problems(hp, training.type)
+    if problems:
+        raise StepError("; ".join(problems))
 
 
 def uses_packing(hp: ResolvedHParams, training_type: str) -> bool:
     return hp.packing if hp.packing is not None else training_type == "pretrain"
+
+
+def uses_padding_free(hp: ResolvedHParams, training_type: str) -> bool:
+    """Padding-free micro-batches, unless packing already removes the padding. On by default for SFT:
+    per-step losses are identical to padded batches and no compute goes to pad tokens
+    (bench/train_throughput.py)."""
+    if training_type != "sft" or uses_packing(hp, training_type):
+        return False
+    return hp.padding_free is not False
 
 
 def deepspeed_config(name: str | None) -> str | None:
@@ -203,7 +211,7 @@ def load_model(entry: CatalogEntry, store_root: str, hp: ResolvedHParams, method
     from transformers import AutoModelForCausalLM
 
     compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    kwargs: dict[str, Any] = {"attn_implementation": hp.attn_implementation}
+    kwargs: dict[str, Any] = {"attn_implementation": hp.attn_implementation, **pretrained_kwargs(entry)}
     if method == "qlora":
         from transformers import BitsAndBytesConfig
 
@@ -214,7 +222,8 @@ def load_model(entry: CatalogEntry, store_root: str, hp: ResolvedHParams, method
             bnb_4bit_compute_dtype=compute,
         )
         kwargs["dtype"] = compute
-        kwargs["device_map"] = {"": torch.cuda.current_device()}
+        # Each data-parallel process quantizes its own copy onto its own GPU.
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
     elif method == "lora":
         # The frozen base can sit in the compute dtype: only the adapters (float32, PEFT) get updates.
         kwargs["dtype"] = compute
@@ -269,7 +278,16 @@ def build_trainer(
     cuda = torch.cuda.is_available()
     check_runtime(hp, training, cuda)
     precision = resolve_precision(hp.precision, cuda, cuda and torch.cuda.is_bf16_supported())
-    devices = max(torch.cuda.device_count(), 1)
+    # The processes torchrun started (tasks.launch), each training on its own device.
+    devices = world_size()
+    accumulation = gradient_accumulation(hp.batch_size, hp.micro_batch_size, devices)
+    log.info(
+        "global batch %d = %d process(es) x micro batch %d x accumulation %d",
+        hp.batch_size,
+        devices,
+        hp.micro_batch_size,
+        accumulation,
+    )
 
     tokenizer = load_tokenizer(entry, job["store_root"])
     if kind != "text":
@@ -283,7 +301,7 @@ def build_trainer(
         **schedule(hp),
         "per_device_train_batch_size": hp.micro_batch_size,
         "per_device_eval_batch_size": hp.micro_batch_size,
-        "gradient_accumulation_steps": gradient_accumulation(hp.batch_size, hp.micro_batch_size, devices),
+        "gradient_accumulation_steps": accumulation,
         "learning_rate": hp.learning_rate,
         "warmup_ratio": hp.warmup_ratio,
         "num_train_epochs": hp.epochs,
@@ -325,7 +343,7 @@ def build_trainer(
     from trl import SFTConfig, SFTTrainer
 
     packing = uses_packing(hp, training.type)
-    padding_free = hp.padding_free and not packing
+    padding_free = uses_padding_free(hp, training.type)
     if training.type == "sft":
         # Pre-tokenized with answer masks (see sft_features); TRL builds the labels from them. Without
         # packing, padding-free rows are not cut by TRL, so they are cut here.

@@ -59,25 +59,67 @@ def store_root(tmp_path, monkeypatch) -> str:
 
 @pytest.fixture(scope="session")
 def s3_endpoint() -> str:
-    """A real S3 API over HTTP: moto's server mode on a free loopback port."""
-    import socket
+    """A real S3 API over HTTP: moto's server on a free loopback port, handling one request at a time.
 
-    from moto.server import ThreadedMotoServer
+    Not `ThreadedMotoServer` as it comes: moto checks a conditional write's If-Match / If-None-Match and
+    then stores the object in two separate Python steps, and its threaded server runs requests side by
+    side, so two conditional writes can both pass the check before either stores (with a delay put
+    between the two steps, 8 of 8 racing `IfMatch` writes "won"). Real S3 decides a conditional write
+    atomically, and the registry's tests race exactly that. So moto runs every request under one lock:
+    connections are still served by their own threads (a client that leaves a response half-read
+    blocks nobody), but moto's check and write cannot interleave with another request's.
+    """
+    import threading
 
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import make_server
+
+    app = DomainDispatcherApplication(create_backend_app)
+    one_at_a_time = threading.Lock()
+
+    def serialized(environ, start_response):
+        # Flask runs the whole request handler inside this call; only the finished body streams out after.
+        with one_at_a_time:
+            return app(environ, start_response)
+
+    server = make_server("127.0.0.1", 0, serialized, threaded=True, request_handler=MotoRequestHandler)
+    thread = threading.Thread(target=server.serve_forever, name="moto-s3", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join()
 
 
 @pytest.fixture
 def aws_env(s3_endpoint, monkeypatch) -> str:
-    """The standard AWS environment pointed at the moto server, as a MinIO deployment would set it."""
+    """The standard AWS environment pointed at the moto server, as a MinIO deployment would set it. A
+    store connection in the developer's environment would take precedence, so it is removed."""
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    monkeypatch.delenv("TUNERFLOW_S3_CONN_ID", raising=False)
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     return s3_endpoint
+
+
+@pytest.fixture
+def s3_store_root(aws_env, tmp_path, monkeypatch) -> str:
+    """A fresh bucket on the moto server as the store root (TUNERFLOW_STORE), with a private local
+    mirror cache (TUNERFLOW_CACHE), credentials from the AWS_* environment."""
+    import uuid
+
+    import boto3
+
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    monkeypatch.delenv("TUNERFLOW_S3_CONN_ID", raising=False)
+    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "cache"))
+    bucket = f"store-{uuid.uuid4().hex[:12]}"
+    boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
+    root = f"s3://{bucket}/tunerflow"
+    monkeypatch.setenv("TUNERFLOW_STORE", root)
+    return root

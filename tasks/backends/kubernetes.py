@@ -7,10 +7,15 @@ left unset (`cmds=None`): the argv comes from XCom at run time with `python` as 
 trainer image defines no ENTRYPOINT of its own (the CUDA base image's entrypoint script only prints a
 banner and `exec "$@"`), so the container runs exactly that argv.
 
+The DAG holds `StepPodOperator`s, not KPOs: importing the cncf provider (the `kubernetes` and
+`kubernetes_asyncio` clients, every API model, slugify) costs ~0.6 s, which would be paid on every parse
+of the DAG file. `StepPodOperator` carries the validated settings as plain JSON and builds the KPO only
+when the task runs, then hands it `execute` and the resumption after deferral (`resume_execution`),
+exactly what Airflow does with a fresh task object after a deferral anyway.
+
 Deployment settings live in a YAML file (`TUNERFLOW_K8S_CONFIG`, else `include/configs/kubernetes.yaml`)
-validated by `KubernetesSettings`. Only light imports at module level: the cncf provider (and the
-`kubernetes` client) is imported inside the functions, so parsing the DAG with the `local` backend never
-loads it.
+validated by `KubernetesSettings`. Airflow Variables are deliberately not read: a Variable read when the
+DAG file is parsed goes to the metadata database on every parse.
 
 Before the first run, the Airflow pool that caps concurrent GPU jobs must exist, counting deferred tasks
 (a deferrable KPO is deferred for as long as its pod runs):
@@ -26,9 +31,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
+from airflow.sdk import BaseOperator
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, model_validator
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from kubernetes.client import models as k8s
 
 CONFIG_ENV = "TUNERFLOW_K8S_CONFIG"
@@ -117,7 +126,8 @@ class Resources(_Model):
     )
     train: StepResources = _step_field("train", "one training job (LoRA/QLoRA/full fine-tuning)")
     evaluate: StepResources = _step_field(
-        "evaluate", "scoring one job or one base model (`evaluate` and `score_base` tasks)"
+        "evaluate",
+        "scoring one job, a base model or the champion (`evaluate`, `score_base`, `score_champion`)",
     )
     export: StepResources = _step_field(
         "export", "merging the adapter and exporting ONNX FP32/INT8: CPU only"
@@ -243,6 +253,18 @@ class KubernetesSettings(_Model):
         description="size of /dev/shm (an emptyDir of medium Memory) for data loader workers and NCCL; "
         "unset for none",
     )
+    run_as_user: int = Field(
+        1000,
+        ge=1,
+        description="UID the step containers run as (the trainer image's `tunerflow` user); the pod also "
+        "sets runAsNonRoot, drops every capability and forbids privilege escalation",
+    )
+    fs_group: int | None = Field(
+        1000,
+        ge=0,
+        description="group given to mounted volumes (store, cache, the XCom emptyDir) so the non-root user "
+        "can write them; unset to leave ownership to the volume",
+    )
     startup_timeout_seconds: int = Field(
         1800, gt=0, description="how long a pod may take to start: pulling a multi-GB image takes minutes"
     )
@@ -285,7 +307,9 @@ class KubernetesSettings(_Model):
         for name in self.env:
             if not _ENV_NAME.match(name):
                 raise ValueError(f"env: '{name}' is not a valid environment variable name")
-            if any(word in name.upper() for word in _CREDENTIAL_WORDS):
+            # an Airflow connection in the environment carries its login and password
+            credential = name.upper().startswith("AIRFLOW_CONN_")
+            if credential or any(word in name.upper() for word in _CREDENTIAL_WORDS):
                 raise ValueError(
                     f"env.{name} looks like a credential: put it in a Secret and list the Secret in "
                     "env_from_secrets"
@@ -409,7 +433,7 @@ def pod_operator_kwargs(step: str, settings: KubernetesSettings) -> dict[str, An
     if settings.kueue_queue_name:
         labels[KUEUE_QUEUE_LABEL] = settings.kueue_queue_name
     tolerations = [*settings.tolerations, *(settings.gpu_tolerations if gpu else [])]
-    kwargs: dict[str, Any] = {
+    return {
         "kubernetes_conn_id": settings.kubernetes_conn_id,
         "namespace": settings.namespace,
         "image": settings.image,
@@ -439,6 +463,15 @@ def pod_operator_kwargs(step: str, settings: KubernetesSettings) -> dict[str, An
             for name in settings.env_from_secrets
         ],
         "priority_class_name": settings.priority_class_name,
+        "security_context": k8s.V1PodSecurityContext(
+            run_as_non_root=True,
+            run_as_user=settings.run_as_user,
+            fs_group=settings.fs_group,
+            seccomp_profile=k8s.V1SeccompProfile(type="RuntimeDefault"),
+        ),
+        "container_security_context": k8s.V1SecurityContext(
+            allow_privilege_escalation=False, capabilities=k8s.V1Capabilities(drop=["ALL"])
+        ),
         "labels": labels,
         "annotations": dict(settings.annotations),
         "startup_timeout_seconds": settings.startup_timeout_seconds,
@@ -452,33 +485,88 @@ def pod_operator_kwargs(step: str, settings: KubernetesSettings) -> dict[str, An
         "do_xcom_push": True,
         "on_finish_action": settings.on_finish_action,
     }
-    if gpu:
-        kwargs["pool"] = settings.pool
-        kwargs["pool_slots"] = wanted.gpus
-    return kwargs
 
 
-def _operator_class():
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+def pool_kwargs(step: str, settings: KubernetesSettings) -> dict[str, Any]:
+    """What the scheduler itself must know about a step's task: GPU steps take the GPU pool, one slot per
+    GPU, so the pool's size is the number of GPUs tunerflow may hold at once."""
+    gpus = settings.step_resources(step).gpus
+    return {"pool": settings.pool, "pool_slots": gpus} if gpus else {}
 
-    return KubernetesPodOperator
+
+class StepPodOperator(BaseOperator):
+    """One heavy step as a pod: a `KubernetesPodOperator` built from `pod_settings` when the task runs.
+
+    `pod_settings` is the `KubernetesSettings` as JSON, so the mapped task's partial kwargs serialize
+    plainly and the KPO (with its kubernetes client objects) is never built while the DAG is parsed."""
+
+    template_fields: Sequence[str] = ("arguments",)
+    ui_color = "#e0ecf8"
+
+    def __init__(self, *, step: str, arguments: Any, pod_settings: dict[str, Any], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.step = step
+        self.arguments = arguments
+        self.pod_settings = pod_settings
+        self._pod: KubernetesPodOperator | None = None
+
+    def pod_operator(self) -> KubernetesPodOperator:
+        """The KPO that runs this step, with the (rendered) arguments; `build_pod_request_obj()` on it
+        gives the pod that would be submitted."""
+        from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+        return KubernetesPodOperator(
+            task_id=self.task_id,
+            arguments=self.arguments,
+            # read by the KPO to bound its deferral; the rest of the task's policy stays on this task
+            execution_timeout=self.execution_timeout,
+            **pod_operator_kwargs(self.step, parse_settings(self.pod_settings)),
+        )
+
+    def execute(self, context: Any) -> Any:
+        from airflow.sdk.bases.operator import ExecutorSafeguard
+
+        self._pod = self.pod_operator()
+        # The task runner vouches for the task it runs; hand that to the KPO this task delegates to, or
+        # its execute logs that it "cannot be called outside of the Task Runner".
+        token = ExecutorSafeguard.tracker.set(self._pod)
+        try:
+            return self._pod.execute(context)
+        finally:
+            ExecutorSafeguard.tracker.reset(token)
+
+    def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        # After a deferral the task runner calls this on a freshly parsed task, so the KPO it deferred
+        # from is gone either way; a new one resumes from the trigger's event (pod name and namespace).
+        self._pod = self.pod_operator()
+        return self._pod.resume_execution(next_method, next_kwargs, context)
+
+    def on_kill(self) -> None:
+        if self._pod is not None:
+            self._pod.on_kill()
+
+
+def _operator_kwargs(step: str, settings: KubernetesSettings) -> dict[str, Any]:
+    return {
+        "step": step,
+        "pod_settings": settings.model_dump(mode="json", by_alias=True),
+        **pool_kwargs(step, settings),
+    }
 
 
 def mapped_step(task_id: str, step: str, argv_list: Any, settings: KubernetesSettings, **task_kwargs: Any):
     """One pod per argv in `argv_list` (an XComArg resolving to a list of argv lists)."""
     kwargs = {
         "map_index_template": MAP_INDEX_TEMPLATES.get(step, JOB_LABEL_TEMPLATE),
-        **pod_operator_kwargs(step, settings),
+        **_operator_kwargs(step, settings),
         **task_kwargs,
     }
-    return _operator_class().partial(task_id=task_id, **kwargs).expand(arguments=argv_list)
+    return StepPodOperator.partial(task_id=task_id, **kwargs).expand(arguments=argv_list)
 
 
 def single_step(task_id: str, step: str, argv: Any, settings: KubernetesSettings, **task_kwargs: Any):
     """One pod whose argv is `argv` (an XComArg resolving to one argv list; resolved when rendered)."""
-    return _operator_class()(
-        task_id=task_id, arguments=argv, **pod_operator_kwargs(step, settings), **task_kwargs
-    )
+    return StepPodOperator(task_id=task_id, arguments=argv, **_operator_kwargs(step, settings), **task_kwargs)
 
 
 # --- what the DAG maps over (XComArg.map) and pre-execute checks --------------------------------------

@@ -42,6 +42,7 @@ def test_dagbag_has_no_import_errors(airflow_db):
 
     bag = DagBag(dag_folder=str(REPO / "dags"))
     assert bag.import_errors == {}
-    assert "finetune_experiment" in bag.dag_ids
+    assert {"finetune_experiment", "retrain_champion"} <= set(bag.dag_ids)
     dag = bag.get_dag("finetune_experiment")
-    assert set(dag.task_ids) == set(DAG_TASKS)
+    assert set(dag.task_ids) == set(DAG_TASKS) | {"publish_promotion"}
+    assert [o.uri for o in dag.get_task("publish_promotion").outlets] == ["tunerflow://registry/production"]

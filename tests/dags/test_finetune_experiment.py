@@ -82,6 +82,11 @@ def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny
 
     champion = registry.production(store_root, "tiny")
     assert champion["entry"]["job_id"] == board["winner"]["job_id"]
+    # The promotion was announced to deployment DAGs as an Asset event carrying the new version.
+    assert states["publish_promotion"] == ["success"]
+    event = _production_events(run.run_id)[-1]
+    assert (event["registry"], event["version"]) == ("tiny", champion["version"])
+    assert event["model_uri"] == exported["merged_uri"]
     summary = store.read_json(store.join(run_uri, "summary.json"))
     html = store.local_path(summary["report_uri"]).read_text()
     assert "tuna|tiny|broken" in html and "no_such_module" in html
@@ -90,6 +95,24 @@ def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny
     # A second run reuses the prepared dataset version (same content, same settings).
     versions = list(store.local_path(store.join(store_root, "datasets", "tuna")).iterdir())
     assert len(versions) == 1
+
+
+def _production_events(run_id: str) -> list[dict]:
+    """The extras of the production-model Asset events that `run_id` emitted, oldest first."""
+    from airflow.models.asset import AssetEvent, AssetModel
+    from airflow.utils.session import create_session
+
+    from tasks.retraining import PRODUCTION_ASSET_URI
+
+    with create_session() as session:
+        events = (
+            session.query(AssetEvent)
+            .join(AssetModel, AssetEvent.asset_id == AssetModel.id)
+            .filter(AssetModel.uri == PRODUCTION_ASSET_URI, AssetEvent.source_run_id == run_id)
+            .order_by(AssetEvent.id)
+            .all()
+        )
+        return [dict(event.extra) for event in events]
 
 
 def test_a_conf_the_schema_refuses_creates_no_task(dag, tiny_model_dir, store_root):
@@ -190,6 +213,9 @@ def test_the_champion_is_scored_again_on_the_challengers_fixed_questions(
     assert decision["champion_metric"] == rescored["metrics"]["rouge_l"]
     assert decision["candidate_metric"] == scored["metrics"]["rouge_l"]
     assert "same 2 rows of eval_questions" in decision["reason"]
+    # An event only when the challenger replaced the champion.
+    assert states["publish_promotion"] == (["success"] if decision["promoted"] else ["skipped"])
+    assert len(_production_events(second.run_id)) == int(decision["promoted"])
 
     # The judge graded both answers of the challenger and of the champion through the DB connection.
     assert len(judge_connection.requests) == 4

@@ -1,11 +1,16 @@
-"""The DAG with TUNERFLOW_BACKEND=kubernetes: every heavy step is a KubernetesPodOperator with the local
-DAG's task id and dependencies, and every pod it would submit follows the policy (rendered, no cluster)."""
+"""The DAG with TUNERFLOW_BACKEND=kubernetes: every heavy step is a pod operator (a StepPodOperator that
+builds a KubernetesPodOperator when it runs) with the local DAG's task id and dependencies, and every pod
+it would submit follows the policy (rendered, no cluster)."""
 
 from __future__ import annotations
 
 import contextlib
 import importlib.util
 import itertools
+import json
+import os
+import subprocess
+import sys
 
 import pytest
 import yaml
@@ -24,10 +29,21 @@ HEAVY = {
     "check_export": "check_export",
     "score_champion": "evaluate",
 }
-LIGHT = ("validate_conf", "plan_jobs", "plan_references", "select_best", "plan_champion", "promote", "report")
+LIGHT = (
+    "validate_conf",
+    "plan_jobs",
+    "plan_references",
+    "select_best",
+    "plan_champion",
+    "promote",
+    "publish_promotion",
+    "report",
+)
 GPU_TASKS = {"train", "evaluate", "score_base", "score_champion"}
+TRAIN_GPUS = 2
 SETTINGS = {
     "namespace": "ml-jobs",
+    "resources": {"train": {"gpus": TRAIN_GPUS}},
     "image": "registry.example.com/tunerflow/trainer:1.2.3",
     "image_pull_secrets": ["regcred"],
     "service_account_name": "tunerflow-trainer",
@@ -35,6 +51,13 @@ SETTINGS = {
     "env_from_secrets": ["tunerflow-store-credentials"],
     "env": {"AWS_ENDPOINT_URL": "http://minio:9000"},
     "store_volume": {"claim_name": "tunerflow-store", "mount_path": "/data/tunerflow"},
+    "cache_volume": {"claim_name": "hf-cache", "mount_path": "/cache"},
+}
+# What a worker's environment may hold; none of it may reach a pod manifest.
+WORKER_SECRETS = {
+    "AWS_SECRET_ACCESS_KEY": "worker-secret-key-7f3a",
+    "HF_TOKEN": "hf_worker_token_9c2e",
+    "AIRFLOW_CONN_AWS_DEFAULT": "aws://AKIAWORKER:worker-conn-secret-5d1b@",
 }
 _loaded = itertools.count()
 
@@ -79,25 +102,27 @@ def _argv(task_id: str) -> list[str]:
 
 @contextlib.contextmanager
 def _concrete(dag, task_id: str):
-    """The task as the KubernetesPodOperator that runs, with the argv it would get at run time."""
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    """The task as it runs (a StepPodOperator, one per argv when mapped) with the argv it would get at
+    run time, and the KubernetesPodOperator it builds to submit the pod."""
+    from tasks.backends.kubernetes import StepPodOperator
 
     task = dag.get_task(task_id)
     if getattr(task, "partial_kwargs", None) is not None:  # mapped: one operator per argv
-        assert task.operator_class is KubernetesPodOperator
-        yield KubernetesPodOperator(task_id=task_id, arguments=_argv(task_id), **task.partial_kwargs)
+        assert task.operator_class is StepPodOperator
+        operator = StepPodOperator(task_id=task_id, arguments=_argv(task_id), **task.partial_kwargs)
+        yield operator, operator.pod_operator()
         return
-    assert isinstance(task, KubernetesPodOperator)
+    assert isinstance(task, StepPodOperator)
     saved, task.arguments = task.arguments, _argv(task_id)  # what rendering the XComArg gives
     try:
-        yield task
+        yield task, task.pod_operator()
     finally:
         task.arguments = saved
 
 
 def _render(dag, task_id: str):
-    with _concrete(dag, task_id) as operator:
-        return operator, operator.build_pod_request_obj(dry_run=True)
+    with _concrete(dag, task_id) as (task, pod_operator):
+        return task, pod_operator, pod_operator.build_pod_request_obj(dry_run=True)
 
 
 def test_both_backends_have_the_same_tasks_dependencies_and_trigger_rules(k8s_dag, local_dag):
@@ -110,10 +135,10 @@ def test_both_backends_have_the_same_tasks_dependencies_and_trigger_rules(k8s_da
 
 
 def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag):
-    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
     from airflow.sdk.definitions.xcom_arg import MapXComArg
 
     from tasks.backends import kubernetes as pods
+    from tasks.backends.kubernetes import StepPodOperator
 
     mapped_from = {
         "prepare_dataset": ("validate_conf", pods.dataset_argv),
@@ -123,18 +148,16 @@ def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag)
     }
     for task_id, (upstream, function) in mapped_from.items():
         task = k8s_dag.get_task(task_id)
-        assert task.operator_class is KubernetesPodOperator
+        assert task.operator_class is StepPodOperator
         arguments = task.expand_input.value["arguments"]
         assert isinstance(arguments, MapXComArg)
         assert arguments.arg.operator.task_id == upstream and arguments.callables == [function]
     for task_id in ("export", "check_export"):
         task = k8s_dag.get_task(task_id)
-        assert isinstance(task, KubernetesPodOperator)
+        assert isinstance(task, StepPodOperator)
         assert task.arguments.operator.task_id == "select_best" and task.arguments.key == f"{task_id}_argv"
     champion = k8s_dag.get_task("score_champion")
-    assert (
-        isinstance(champion, KubernetesPodOperator) and champion.arguments.operator.task_id == "plan_champion"
-    )
+    assert isinstance(champion, StepPodOperator) and champion.arguments.operator.task_id == "plan_champion"
     for task_id in LIGHT:
         assert k8s_dag.get_task(task_id).task_type == "_PythonDecoratedOperator", task_id
     # evaluate skips (no pod) when training failed; export when export.enabled is false
@@ -142,9 +165,19 @@ def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag)
     assert k8s_dag.get_task("export")._pre_execute_hook is pods.skip_unless_export_enabled
 
 
+def _strings(value) -> list[str]:
+    if isinstance(value, dict):
+        return [s for k, v in value.items() for s in (str(k), *_strings(v))]
+    if isinstance(value, list):
+        return [s for v in value for s in _strings(v)]
+    return [str(value)] if value is not None else []
+
+
 @pytest.mark.parametrize("task_id", sorted(HEAVY))
-def test_every_pod_follows_the_policy(k8s_dag, task_id):
-    operator, pod = _render(k8s_dag, task_id)
+def test_every_pod_follows_the_policy(k8s_dag, task_id, monkeypatch):
+    for name, value in WORKER_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    task, operator, pod = _render(k8s_dag, task_id)
     spec = pod.spec
     base, *sidecars = spec.containers
     step = HEAVY[task_id]
@@ -152,38 +185,52 @@ def test_every_pod_follows_the_policy(k8s_dag, task_id):
     assert not base.command and base.args == _argv(task_id)
     assert base.args[:3] == ["python", "-m", f"tasks.{step}"] and base.args[3] == "--job"
     assert base.image == SETTINGS["image"] and pod.metadata.namespace == "ml-jobs"
-    # GPUs only where they are needed; the GPU pool caps them
+    # GPUs only where they are needed, as many as configured; the GPU pool caps them, a slot per GPU
     limits = base.resources.limits or {}
     tolerations = [(t.key, t.operator, t.effect) for t in spec.tolerations or []]
     if task_id in GPU_TASKS:
-        assert limits["nvidia.com/gpu"] == "1"
+        gpus = TRAIN_GPUS if step == "train" else 1
+        assert limits["nvidia.com/gpu"] == str(gpus)
         assert ("nvidia.com/gpu", "Exists", "NoSchedule") in tolerations
-        assert operator.pool == "tunerflow_gpu" and operator.pool_slots == 1
+        assert task.pool == "tunerflow_gpu" and task.pool_slots == gpus
     else:
-        assert "nvidia.com/gpu" not in limits and not tolerations
-        assert operator.pool != "tunerflow_gpu"
+        assert not any("gpu" in key for key in limits) and not tolerations
+        assert task.pool == "default_pool" and task.pool_slots == 1
     assert base.resources.requests["memory"] and base.resources.requests["cpu"]
-    # credentials only through Secrets
-    assert {e.name for e in base.env} == {"AWS_ENDPOINT_URL"}
-    assert all(e.value_from is None for e in base.env)
+    # credentials only through Secrets: no env value, nothing from the worker's environment
+    assert {e.name: e.value for e in base.env} == {"AWS_ENDPOINT_URL": "http://minio:9000"}
+    assert all(e.value_from is None for c in spec.containers for e in c.env or [])
     assert [(e.secret_ref.name, e.config_map_ref) for e in base.env_from] == [
         ("tunerflow-store-credentials", None)
     ]
-    # long starts and graceful stops
+    manifest = _strings(pod.to_dict())
+    for secret in WORKER_SECRETS.values():
+        assert not any(secret in text for text in manifest), f"{secret} leaked into the {task_id} pod"
+    # long starts, graceful stops, deferrable, reattached after a worker restart
     assert spec.termination_grace_period_seconds == 600
-    assert operator.startup_timeout_seconds == 1800
+    assert operator.startup_timeout_seconds == 1800 and operator.schedule_timeout_seconds == 1800
     assert operator.deferrable and operator.durable and operator.get_logs
     assert operator.on_finish_action.value == "delete_succeeded_pod"
     assert spec.restart_policy == "Never"
-    # volumes: /dev/shm, the shared store, the XCom sidecar that returns the step's JSON result
+    # volumes: /dev/shm, the shared store, the model cache, the XCom sidecar returning the step's result
     mounts = {m.name: m.mount_path for m in base.volume_mounts}
-    assert mounts["dshm"] == "/dev/shm" and mounts["store"] == "/data/tunerflow"
-    assert mounts["xcom"] == "/airflow/xcom" and operator.do_xcom_push
-    assert [c.name for c in sidecars] == ["airflow-xcom-sidecar"]
+    assert mounts == {
+        "dshm": "/dev/shm",
+        "store": "/data/tunerflow",
+        "cache": "/cache",
+        "xcom": "/airflow/xcom",
+    }
+    assert operator.do_xcom_push and [c.name for c in sidecars] == ["airflow-xcom-sidecar"]
     volumes = {v.name: v for v in spec.volumes}
-    assert volumes["dshm"].empty_dir.medium == "Memory"
+    assert volumes["dshm"].empty_dir.medium == "Memory" and volumes["dshm"].empty_dir.size_limit == "16Gi"
     assert volumes["store"].persistent_volume_claim.claim_name == "tunerflow-store"
-    # identity
+    assert volumes["cache"].persistent_volume_claim.claim_name == "hf-cache"
+    # non-root, unprivileged
+    assert spec.security_context.run_as_non_root and spec.security_context.run_as_user == 1000
+    assert spec.security_context.seccomp_profile.type == "RuntimeDefault"
+    assert base.security_context.allow_privilege_escalation is False
+    assert base.security_context.capabilities.drop == ["ALL"]
+    # identity, and the Kueue queue the pod is admitted through
     labels = pod.metadata.labels
     assert labels["kueue.x-k8s.io/queue-name"] == "gpu-queue"
     assert labels["app.kubernetes.io/name"] == "tunerflow"
@@ -202,8 +249,8 @@ def test_mapped_pods_get_readable_map_indexes(k8s_dag):
     }
     for task_id, label in expected.items():
         template = k8s_dag.get_task(task_id).map_index_template
-        with _concrete(k8s_dag, task_id) as operator:
-            assert env.from_string(template).render(task=operator) == label, task_id
+        with _concrete(k8s_dag, task_id) as (task, _):
+            assert env.from_string(template).render(task=task) == label, task_id
 
 
 def test_the_kubernetes_dag_serializes_for_the_scheduler(k8s_dag):
@@ -216,10 +263,31 @@ def test_the_kubernetes_dag_serializes_for_the_scheduler(k8s_dag):
     assert restored.get_task("train").partial_kwargs["retries"] == 2
 
 
+def test_parsing_the_kubernetes_dag_does_not_import_the_kubernetes_provider(tmp_path):
+    """The provider and the kubernetes clients cost ~0.6 s to import: the DAG processor must not pay it
+    on every parse, only the worker that runs a pod."""
+    probe = (
+        "import importlib.util, json, sys\n"
+        f"spec = importlib.util.spec_from_file_location('dag', {str(DAG_FILE)!r})\n"
+        "module = importlib.util.module_from_spec(spec)\n"
+        "spec.loader.exec_module(module)\n"
+        "assert module.dag.get_task('train').partial_kwargs['pool'] == 'tunerflow_gpu'\n"
+        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('kubernetes', 'kubernetes_asyncio', 'slugify')"
+        " or m.startswith('airflow.providers.cncf.kubernetes.operators'))))\n"
+    )
+    env = {**os.environ, "TUNERFLOW_BACKEND": "kubernetes"}
+    env.pop("TUNERFLOW_K8S_CONFIG", None)
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, env=env, check=True
+    )
+    assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
 def test_the_shipped_settings_give_a_working_dag(monkeypatch):
     monkeypatch.delenv("TUNERFLOW_K8S_CONFIG", raising=False)
     dag = _load_dag(monkeypatch, "kubernetes")
-    _, pod = _render(dag, "train")
+    _, _, pod = _render(dag, "train")
     assert pod.spec.containers[0].image == "ghcr.io/tunerflow/trainer:0.1.0"
     assert "kueue.x-k8s.io/queue-name" not in pod.metadata.labels
     assert not pod.spec.containers[0].env_from
@@ -303,8 +371,9 @@ def test_a_run_with_pods_stubbed_resolves_argv_labels_and_skips_at_run_time(
     assert states[("export", -1)] == "skipped" and states[("check_export", -1)] == "skipped"
     # promotion is off: no champion to score, no pod for it
     assert states[("plan_champion", -1)] == "skipped" and states[("score_champion", -1)] == "skipped"
+    assert states[("publish_promotion", -1)] == "skipped"  # nothing promoted, no Asset event
     for key, state in states.items():
-        if key[0] not in ("export", "check_export", "plan_champion", "score_champion"):
+        if key[0] not in ("export", "check_export", "plan_champion", "score_champion", "publish_promotion"):
             assert state == "success", key
     # a pod per mapped task instance and none for the skipped export, each running the local command
     started = sorted((task_id, index) for task_id, index, _ in calls)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 
 import pytest
@@ -95,6 +96,32 @@ def test_unknown_preset_and_model_are_reported_with_their_index():
     message = str(error.value)
     assert "models.0: " in message and "not in the catalog" in message
     assert "hparams.0: " in message and "preset 'nope' not found" in message
+
+
+@pytest.mark.parametrize(
+    ("group", "message"),
+    [
+        (
+            {"preset": "lora-fast", "packing": True},
+            "hparams.0: hparams 'lora-fast': packing is refused for DPO",
+        ),
+        ({"name": "pf", "padding_free": True}, "hparams.0: hparams 'pf': padding_free is refused for DPO"),
+    ],
+)
+def test_dpo_refuses_packing_and_padding_free_when_the_conf_is_validated(group, message):
+    conf = _bad("training", {"type": "dpo", "method": "lora"})
+    conf["hparams"] = [group]
+    with pytest.raises(ValueError, match=re.escape(message)):
+        resolve_experiment(parse_experiment(conf))
+
+
+def test_sft_presets_leave_padding_free_to_the_training_type():
+    """A preset shared by SFT and DPO must not switch padding-free on for DPO: the shipped SFT presets leave
+    it unset (on for SFT, off for DPO) and resolve cleanly for DPO too."""
+    conf = _bad("training", {"type": "dpo", "method": "lora"})
+    conf["hparams"] = [{"preset": "lora-fast"}, {"preset": "lora-default"}, {"preset": "dpo-lora"}]
+    resolved = resolve_experiment(parse_experiment(conf))
+    assert [group["padding_free"] for group in resolved["hparams"]] == [None, None, None]
 
 
 def test_inline_values_override_the_preset():

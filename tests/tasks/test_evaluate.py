@@ -59,3 +59,34 @@ def test_reference_rows_and_pytorch_ranking_do_not_export(tmp_path, tiny_model_d
     job = _job(tmp_path, tiny_model_dir)
     store.ensure_dir(job["output"])
     assert "quantized" not in evaluate(job)
+
+
+def test_evaluate_reads_its_model_and_rows_from_an_s3_store_and_commits_there(
+    tmp_path, tiny_model_dir, s3_store_root, monkeypatch
+):
+    """Model, rows and output all in moto's S3: inputs are fetched (sha256-checked) into the local
+    mirror, the predictions are uploaded with the manifest."""
+    import shutil
+
+    from tasks.step import execute
+
+    job = _job(tmp_path, tiny_model_dir)
+    model_uri = store.join(s3_store_root, "models", "tiny")
+    shutil.copytree(tiny_model_dir, store.local_dir(model_uri), dirs_exist_ok=True)
+    store.commit(model_uri, {"name": "tiny"})
+    data_uri = store.join(s3_store_root, "datasets", "tuna")
+    shutil.copytree(store.local_path(job["dataset"]["uri"]), store.local_dir(data_uri), dirs_exist_ok=True)
+    store.commit(data_uri, {})
+    shutil.rmtree(tmp_path / "cache")  # a fresh machine: everything comes from the bucket
+    job = {
+        **job,
+        "store_root": s3_store_root,
+        "output": store.join(s3_store_root, "jobs", "j", "evaluate"),
+        "model": {**job["model"], "source": {"path": model_uri}},
+        "dataset": {**job["dataset"], "uri": data_uri},
+    }
+    result = execute("evaluate", evaluate, job)
+    assert store.committed_result(job["output"]) == result and store.verify(job["output"]) == []
+    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "reader"))
+    predicted = store.fetch(store.join(job["output"], "predictions.jsonl")).read_text()
+    assert [json.loads(line)["id"] for line in predicted.splitlines()] == ["test:0", "test:1", "test:2"]

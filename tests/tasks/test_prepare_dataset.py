@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,28 @@ def test_training_rows_overlapping_a_separate_eval_set_or_fixed_questions_are_dr
     # What the rows were checked against is part of the version: without it, a new version.
     alone = prepare({"store_root": store_root, "dataset": dataset})
     assert alone["version"] != result["version"] and alone["counts"]["train"] == 4
+
+
+def test_prepare_commits_to_an_s3_store_and_reads_back_on_a_fresh_machine(
+    tmp_path, s3_store_root, monkeypatch
+):
+    """The real step against moto's S3 server: outputs uploaded, manifest last, then read back through
+    the store from an empty local mirror, every file checked against its sha256."""
+    _text_rows(tmp_path / "rows.jsonl", 50)
+    dataset = {"name": "t", "uri": str(tmp_path / "rows.jsonl")}
+    result = prepare({"store_root": s3_store_root, "dataset": dataset})
+    assert result["uri"].startswith(s3_store_root + "/") and store.is_committed(result["uri"])
+    assert store.committed_result(result["uri"]) == result
+    assert store.verify(result["uri"]) == []
+    assert "_work" not in store.list_dir(result["uri"]), "spool files are not uploaded"
+    shutil.rmtree(tmp_path / "cache")
+    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "fresh-cache"))
+    local = store.fetch(result["uri"])
+    assert str(local).startswith(str(tmp_path / "fresh-cache"))
+    rows = sum(
+        len((local / f"{split}.jsonl").read_text().splitlines()) for split in ("train", "validation", "test")
+    )
+    assert rows == sum(result["counts"].values())
+    report = store.read_json(store.join(result["uri"], "validation_report.json"))
+    assert report["rows_in"] == 50
+    assert prepare({"store_root": s3_store_root, "dataset": dataset}) == result, "committed: skipped"

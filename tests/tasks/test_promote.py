@@ -177,3 +177,47 @@ def test_lineage_keeps_what_a_later_run_needs_to_score_the_version_again(root):
     entry = registry.production(root, "demo")["entry"]
     assert entry["adapter_uri"] == f"{root}/adapter" and entry["model_uri"] is None
     assert entry["model_entry"]["source"] == {"path": "/m"}
+
+
+def test_lineage_records_the_prepared_dataset_version_base_model_hparams_metrics_and_exports(root):
+    # The dataset record as plan_jobs hands it to the train spec: prepare_dataset's result, whose
+    # `version` is the content hash of the settings and source fingerprints.
+    prepared = {
+        "name": "alpaca",
+        "version": "3f2a9c0d81b4e6a7",
+        "uri": f"{root}/datasets/alpaca/3f2a9c0d81b4e6a7",
+        "kind": "chat",
+        "counts": {"train": 90, "validation": 5, "test": 5},
+    }
+    out = promote(_job(root, "r1", 0.4, dataset=prepared))
+    entry = registry.get_version(root, "demo", out["version"])
+    assert set(registry.LINEAGE_KEYS) <= set(entry)
+    assert entry["dataset"] == prepared
+    assert entry["base_model"]["hub_id"] == "org/tiny" and entry["base_model"]["family"] == "llama"
+    assert entry["hparams"] == {"name": "lr2e-4", "learning_rate": 2e-4}
+    assert entry["metrics"] == {"rouge_l": 0.4, "eval_loss": pytest.approx(1.6)}
+    assert entry["exports"] == {"onnx": f"{root}/experiments/demo/runs/r1/onnx"}
+    assert entry["run_uri"].endswith("/runs/r1") and entry["job_id"] == "j0" and entry["created_at"]
+
+
+def test_promotion_on_an_s3_registry(aws_env):
+    import uuid
+
+    from tasks import s3
+
+    bucket = f"promote-{uuid.uuid4().hex[:12]}"
+    s3.client().create_bucket(Bucket=bucket)
+    root = f"s3://{bucket}/store"
+    assert promote(_job(root, "r1", 0.3))["promoted"]
+    worse = promote(_job(root, "r2", 0.2))
+    assert not worse["promoted"] and registry.production(root, "demo")["version"] == 1
+    better = promote(_job(root, "r3", 0.4))
+    assert better["promoted"] and better["champion_version"] == 1
+    assert registry.production(root, "demo")["entry"]["dataset"]["sha256"] == "abc"
+    # A rerun after a crash between the pointer move and the decision neither registers nor moves again.
+    s3.client().delete_object(Bucket=bucket, Key="store/registry/demo/versions/3/decision.json")
+    again = promote(_job(root, "r3", 0.4))
+    assert again["promoted"] and again["version"] == 3
+    assert [r["version"] for r in registry.history(root, "demo")] == [1, 3]
+    assert promote(_job(root, "r2", 0.2))["rerun"] is True
+    assert len(registry.list_versions(root, "demo")) == 3

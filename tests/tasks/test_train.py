@@ -382,3 +382,125 @@ def test_sigterm_to_the_task_commits_a_checkpoint_fails_the_step_and_the_retry_r
     assert not store.exists(store.join(job["output"], "error.json"))
     assert_same_training(SimpleNamespace(result=result, out=here.out), finished, resumed_from=step)
     assert_logs_continue_without_repeats(here.out)
+
+
+def test_training_on_an_s3_store_commits_checkpoints_there_and_resumes_on_a_fresh_machine(
+    tiny_model_dir, dataset_dir, tmp_path, s3_store_root, monkeypatch
+):
+    """The train step against moto's S3 server: checkpoints and the output are uploaded; a retry on
+    another machine (empty local cache) lists the checkpoints in the bucket, skips one whose object
+    changed after its commit, fetches the newest intact one (sha256-checked) and resumes from it."""
+    from safetensors.torch import load_file
+
+    from tasks import s3
+
+    data_uri = store.join(s3_store_root, "datasets", "tuna")
+    shutil.copytree(dataset_dir, store.local_dir(data_uri), dirs_exist_ok=True)
+    store.commit(data_uri, {"name": "tuna"})
+    job = {
+        **make_job(tmp_path, tiny_model_dir, dataset_dir, max_steps=4, save_steps=2, save_total_limit=3),
+        "store_root": s3_store_root,
+        "output": store.join(s3_store_root, "jobs", "j", "train"),
+        "dataset": {"name": "tuna", "kind": "chat", "uri": data_uri},
+    }
+    first = execute("train", train, job)
+    ckpt_uri = checkpoints.checkpoints_uri(job)
+    assert first["adapter_uri"] == store.join(job["output"], "adapter")
+    assert first["checkpoints"] == {"uri": ckpt_uri, "steps": [2, 4], "save_steps": 2}
+    assert store.list_dir(ckpt_uri) == ["checkpoint-2", "checkpoint-4"]
+    assert all(store.is_committed(store.join(ckpt_uri, n)) for n in ("checkpoint-2", "checkpoint-4"))
+    weights = load_file(store.fetch(first["adapter_uri"]) / "adapter_model.safetensors")
+
+    # The retry of a try that died after its last checkpoint, on another machine: the output was never
+    # committed, and checkpoint-4's weights object changed after its commit.
+    store.remove(store.join(job["output"], store.MANIFEST))
+    bucket, key = s3.split(store.join(ckpt_uri, "checkpoint-4", "adapter_model.safetensors"))
+    s3.client().put_object(Bucket=bucket, Key=key, Body=b"torn write")
+    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "other-machine"))
+    again = execute("train", train, job)
+    assert again["resumed_from_step"] == 2 and again["steps"] == 4
+    assert store.verify(store.join(ckpt_uri, "checkpoint-4")) == [], "rewritten by the resumed run"
+    shutil.rmtree(tmp_path / "other-machine")
+    resumed = load_file(store.fetch(again["adapter_uri"]) / "adapter_model.safetensors")
+    assert all((weights[name] - resumed[name]).abs().max() <= 1e-5 for name in weights)
+
+
+def test_two_processes_train_data_parallel_under_torchrun_and_rank_0_alone_commits(
+    tiny_model_dir, dataset_dir, tmp_path
+):
+    """TUNERFLOW_NPROC=2 stands in for a pod with two GPUs: the same command re-executes itself under
+    torchrun (gloo on CPU). The global batch stays batch_size (2 processes x micro batch 2, no
+    accumulation), every checkpoint holds both processes' RNG states, and only rank 0 writes logs,
+    outputs and the result line."""
+    job = make_job(tmp_path, tiny_model_dir, dataset_dir)
+    here = paths(job)
+    spec = tmp_path / "train.json"
+    spec.write_text(json.dumps(job))
+    env = {**os.environ, "TUNERFLOW_NPROC": "2"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "--job", str(spec)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "launching 2 processes" in done.stderr
+    result_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(result_lines) == 1, done.stdout
+    result = json.loads(result_lines[0])
+    assert result["steps"] == MAX_STEPS and store.committed_result(job["output"]) == result
+    assert [step for step, _ in loss_curve(here.out)] == list(range(1, MAX_STEPS + 1))
+    assert "global batch 4 = 2 process(es) x micro batch 2 x accumulation 1" in done.stderr
+    for step, directory in checkpoints.committed(here.checkpoints):
+        listed = store.read_json(store.join(store.uri_of(directory), store.MANIFEST))["files"]
+        assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(listed), step
+    adapter = here.out / "adapter"
+    assert (adapter / "adapter_model.safetensors").exists()
+    assert not (adapter / "training_args.bin").exists()
+    assert (here.out / "merged" / "model.safetensors").exists()
+
+
+def _cuda_devices() -> int:
+    import torch
+
+    return torch.cuda.device_count() if torch.cuda.is_available() else 0
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() < 2, reason="needs two CUDA devices")
+@pytest.mark.parametrize("stage", ["zero2", "zero3"])
+def test_two_gpus_launch_under_torchrun_with_deepspeed(tiny_model_dir, dataset_dir, tmp_path, stage):
+    pytest.importorskip("deepspeed")
+    job = make_job(tmp_path, tiny_model_dir, dataset_dir, method="full", deepspeed=stage)
+    spec = tmp_path / "train.json"
+    spec.write_text(json.dumps(job))
+    env = {key: value for key, value in os.environ.items() if key != "TUNERFLOW_NPROC"}
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "--job", str(spec)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    devices = _cuda_devices()
+    assert f"launching {devices} processes" in done.stderr
+    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    assert result["steps"] == MAX_STEPS
+    assert (paths(job).out / "model" / "model.safetensors").exists()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(_cuda_devices() < 1, reason="needs a CUDA device")
+def test_qlora_merge_reloads_the_base_unquantized(tiny_model_dir, dataset_dir, tmp_path):
+    pytest.importorskip("bitsandbytes")
+    from safetensors.torch import load_file
+
+    job = make_job(tmp_path, tiny_model_dir, dataset_dir, method="qlora", save_steps=MAX_STEPS)
+    result = execute("train", train, job)
+    merged = load_file(str(store.fetch(result["merged_uri"]) / "model.safetensors"))
+    assert merged and all(tensor.dtype.is_floating_point for tensor in merged.values())
+    assert not any("lora_" in name or "absmax" in name for name in merged), "an unmerged or 4-bit tensor"

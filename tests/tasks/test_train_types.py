@@ -246,10 +246,11 @@ def unmasked_runs(tokenizer, input_ids, labels) -> list[str]:
     return runs
 
 
-@pytest.mark.parametrize("padding_free", [False, True])
+@pytest.mark.parametrize("padding_free", [False, None, True])
 def test_sft_labels_cover_every_answer_turn_and_nothing_else(
     tiny_model_dir, datasets, tmp_path, padding_free
 ):
+    """None is the default, which is padding-free for SFT."""
     job = make_job(
         tmp_path, tiny_model_dir, datasets["chat"], "chat", "sft", "lora", padding_free=padding_free
     )
@@ -261,9 +262,11 @@ def test_sft_labels_cover_every_answer_turn_and_nothing_else(
     for ids, labels in zip(batch["input_ids"].tolist(), batch["labels"].tolist(), strict=True):
         runs += unmasked_runs(tokenizer, ids, labels)
     assert runs == expected
-    if padding_free:
+    if padding_free is not False:
         assert batch["input_ids"].shape[0] == 1 and "position_ids" in batch
         assert "attention_mask" not in batch
+    else:
+        assert batch["input_ids"].shape[0] == 4 and "attention_mask" in batch
 
 
 def test_answer_spans_follow_the_template_s_default_system_prompt(tiny_model_dir):
@@ -459,7 +462,8 @@ def test_gradient_accumulation_spreads_the_global_batch_over_devices():
         ({"attn_implementation": "flash_attention_2"}, ("sft", "lora"), "needs the flash-attn package"),
         ({"optim": "paged_adamw_8bit"}, ("sft", "lora"), "'paged_adamw_8bit' needs bitsandbytes"),
         ({"deepspeed": "zero3"}, ("sft", "full"), "'zero3' needs the deepspeed package"),
-        ({"packing": True}, ("dpo", "lora"), "DPO trains on whole preference pairs"),
+        ({"packing": True}, ("dpo", "lora"), "packing is refused for DPO"),
+        ({"padding_free": True}, ("dpo", "lora"), "padding_free is refused for DPO"),
         ({}, ("sft", "qlora"), "needs a CUDA device"),
     ],
 )

@@ -86,6 +86,11 @@ def test_the_config_file_comes_from_the_environment(tmp_path, monkeypatch):
         ),
         ({"env": {"AWS_SECRET_ACCESS_KEY": "abc"}}, "env.AWS_SECRET_ACCESS_KEY", "env_from_secrets"),
         ({"env": {"HF_TOKEN": "hf_x"}}, "env.HF_TOKEN", "Secret"),
+        (
+            {"env": {"AIRFLOW_CONN_AWS_DEFAULT": '{"login": "k", "password": "s"}'}},
+            "env.AIRFLOW_CONN_AWS_DEFAULT",
+            "env_from_secrets",
+        ),
         ({"labels": {"team": "ml platform"}}, "labels.team", "label value"),
         (
             {"store_volume": {"claim_name": "store", "mount_path": "data"}},
@@ -130,13 +135,36 @@ def test_yaml_numbers_are_quantities_and_partial_steps_merge_over_their_defaults
 
 def test_gpu_steps_take_the_pool_one_slot_per_gpu_and_cpu_steps_do_not():
     settings = pods.parse_settings({"resources": {"train": {"gpus": 2}}})
-    train = pods.pod_operator_kwargs("train", settings)
-    assert train["pool"] == "tunerflow_gpu" and train["pool_slots"] == 2
-    assert pods.pod_operator_kwargs("evaluate", settings)["pool_slots"] == 1
+    assert pods.pool_kwargs("train", settings) == {"pool": "tunerflow_gpu", "pool_slots": 2}
+    assert pods.pool_kwargs("evaluate", settings)["pool_slots"] == 1
     for step in ("prepare_dataset", "export", "check_export"):
-        assert "pool" not in pods.pod_operator_kwargs(step, settings)
+        assert pods.pool_kwargs(step, settings) == {}
     with pytest.raises(ValueError, match="unknown step"):
         pods.pod_operator_kwargs("score_base", settings)
+    with pytest.raises(ValueError, match="unknown step"):
+        pods.single_step("score_base", "score_base", ["python"], settings)
+
+
+def test_the_settings_travel_as_json_and_come_back_equal():
+    """The task carries the settings as plain JSON (what a mapped task's partial kwargs serialize to);
+    the worker rebuilds the same settings from it, aliases (tolerationSeconds) included."""
+    settings = pods.parse_settings(
+        {
+            "gpu_tolerations": [
+                {
+                    "key": "nvidia.com/gpu",
+                    "operator": "Exists",
+                    "effect": "NoExecute",
+                    "tolerationSeconds": 60,
+                }
+            ],
+            "cache_volume": {"claim_name": "hf-cache", "mount_path": "/cache"},
+        }
+    )
+    task = pods.single_step("train", "train", ["python"], settings)
+    assert json.loads(json.dumps(task.pod_settings)) == task.pod_settings
+    assert pods.parse_settings(task.pod_settings) == settings
+    assert task.pool == "tunerflow_gpu" and task.pool_slots == 1
 
 
 def test_a_train_pod_with_every_option():
@@ -265,8 +293,110 @@ def test_the_module_and_its_settings_load_without_the_kubernetes_provider():
         "import json, sys\n"
         "from tasks.backends import kubernetes\n"
         "kubernetes.load_settings()\n"
-        "print(json.dumps(sorted(m for m in sys.modules if m.split('.')[0] == 'kubernetes'"
-        " or m.startswith('airflow.providers'))))\n"
+        "print(json.dumps(sorted(m for m in sys.modules"
+        " if m.split('.')[0] in ('kubernetes', 'kubernetes_asyncio')"
+        " or m.startswith('airflow.providers.cncf.kubernetes.operators'))))\n"
     )
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=REPO, check=True)
     assert json.loads(done.stdout.strip().splitlines()[-1]) == []
+
+
+def test_pods_run_as_the_non_root_trainer_user_without_privileges():
+    _, pod = _pod("train", pods.KubernetesSettings())
+    assert pod.spec.security_context.run_as_non_root is True
+    assert pod.spec.security_context.run_as_user == 1000 and pod.spec.security_context.fs_group == 1000
+    base = pod.spec.containers[0].security_context
+    assert base.allow_privilege_escalation is False and base.capabilities.drop == ["ALL"]
+    with pytest.raises(pods.SettingsError, match="run_as_user"):
+        pods.parse_settings({"run_as_user": 0})
+
+
+# --- running: the task builds the KubernetesPodOperator and hands it execute and the resumption ---------
+
+
+class _TI:
+    dag_id, task_id, run_id, map_index, try_number = "finetune_experiment", "train", "manual__1", 0, 1
+    start_date = None
+
+    def __init__(self):
+        self.pushed = {}
+
+    def xcom_push(self, key, value):
+        self.pushed[key] = value
+
+
+def _context():
+    ti = _TI()
+    return {"ti": ti, "run_id": ti.run_id, "dag": SimpleNamespace(dag_id=ti.dag_id), "task_state_store": None}
+
+
+def test_a_step_submits_its_pod_and_defers_to_the_trigger_with_the_policy(monkeypatch):
+    """execute -> the KPO creates the pod (stubbed: no cluster) and defers: the trigger the triggerer
+    would run watches that pod with the configured startup timeout and grace period."""
+    from airflow.providers.cncf.kubernetes.hooks.kubernetes import KubernetesHook
+    from airflow.providers.cncf.kubernetes.operators import pod as pod_module
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.providers.cncf.kubernetes.triggers.pod import KubernetesPodTrigger
+    from airflow.providers.common.compat.sdk import AirflowNotFoundException
+    from airflow.sdk.exceptions import TaskDeferred
+
+    created = []
+
+    def create(self, pod_request_obj, context):
+        created.append(pod_request_obj)
+        return pod_request_obj
+
+    def no_connection(cls, conn_id):  # the lookup reads the metadata DB; here the connection is unset
+        raise AirflowNotFoundException(conn_id)
+
+    monkeypatch.setattr(KubernetesPodOperator, "get_or_create_pod", create)
+    monkeypatch.setattr(pod_module.BaseHook, "get_connection", classmethod(no_connection))
+    monkeypatch.setattr(KubernetesHook, "is_in_cluster", False)  # asking needs a kubeconfig
+    settings = pods.parse_settings({"startup_timeout_seconds": 2400, "termination_grace_period_seconds": 900})
+    argv = step_argv("train", "s3://bucket/tf/experiments/e/runs/r/jobs/j1/train.json")
+    task = pods.single_step("train", "train", argv, settings)
+    context = _context()
+    with pytest.raises(TaskDeferred) as deferred:
+        task.execute(context)
+    assert deferred.value.method_name == "trigger_reentry"
+    trigger = deferred.value.trigger
+    assert isinstance(trigger, KubernetesPodTrigger)
+    assert trigger.pod_name == created[0].metadata.name and trigger.pod_namespace == "tunerflow"
+    assert trigger.startup_timeout == 2400 and trigger.termination_grace_period == 900
+    assert created[0].spec.containers[0].args == argv
+    assert context["ti"].pushed["pod_name"] == created[0].metadata.name
+
+
+def test_resuming_after_the_trigger_fires_reaches_the_pod_operator(monkeypatch):
+    """The task runner resumes a deferred task on a freshly parsed task object; the pod operator it
+    builds gets the trigger's event and returns the step's XCom result."""
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.exceptions import TaskDeferralError
+
+    seen = []
+
+    def reentry(self, context, event):
+        seen.append((self.task_id, self.namespace, self.termination_grace_period, event))
+        return {"metrics": {"rouge_l": 0.8}}
+
+    monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", reentry)
+    task = pods.single_step("evaluate", "evaluate", ["python"], pods.KubernetesSettings())
+    event = {"status": "success", "name": "tunerflow-evaluate-x", "namespace": "tunerflow"}
+    result = task.resume_execution("trigger_reentry", {"event": event}, _context())
+    assert result == {"metrics": {"rouge_l": 0.8}}
+    assert seen == [("evaluate", "tunerflow", 600, event)]
+    with pytest.raises(TaskDeferralError, match="boom"):
+        task.resume_execution("__fail__", {"error": "boom"}, _context())
+
+
+def test_killing_the_task_kills_its_pod(monkeypatch):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    killed = []
+    monkeypatch.setattr(KubernetesPodOperator, "execute", lambda self, context: None)
+    monkeypatch.setattr(KubernetesPodOperator, "on_kill", lambda self: killed.append(self.task_id))
+    task = pods.single_step("export", "export", ["python"], pods.KubernetesSettings())
+    task.on_kill()  # nothing started yet: nothing to kill
+    task.execute(_context())
+    task.on_kill()
+    assert killed == ["export"]

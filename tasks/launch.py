@@ -1,0 +1,77 @@
+"""Several processes for one step: the step re-executes itself under torchrun when it is given more than
+one device, so the command stays `python -m tasks.train --job <uri>` in a subprocess and in a pod.
+
+How many processes: `TUNERFLOW_NPROC` when set (a deployment's override; also how the CPU tests run two
+processes), else one per visible CUDA device (a pod sees exactly the GPUs it requested). The Trainer
+then runs data parallel (DDP, or DeepSpeed ZeRO when `hparams.deepspeed` names a config), and the
+gradient accumulation is divided by the number of processes so the global batch stays `batch_size`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+
+NPROC_ENV = "TUNERFLOW_NPROC"
+log = logging.getLogger("tunerflow.launch")
+
+
+def launched() -> bool:
+    """True inside a process that torchrun started (it sets LOCAL_RANK for each worker)."""
+    return "LOCAL_RANK" in os.environ
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def is_main_process() -> bool:
+    """Rank 0 writes the outputs, commits manifests and prints the step's result line."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def processes_wanted() -> int:
+    value = os.environ.get(NPROC_ENV)
+    if value:
+        try:
+            count = int(value)
+        except ValueError:
+            count = 0
+        if count < 1:
+            raise ValueError(f"{NPROC_ENV}='{value}': give a whole number of processes, 1 or more")
+        return count
+    import torch
+
+    return max(torch.cuda.device_count(), 1)
+
+
+def torchrun_argv(module: str, argv: list[str], processes: int) -> list[str]:
+    # --standalone: a rendezvous on localhost with a free port, for one node (one pod).
+    return [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        f"--nproc-per-node={processes}",
+        "-m",
+        module,
+        *argv,
+    ]
+
+
+def relaunch_if_needed(module: str, argv: list[str]) -> None:
+    """Replace this process by torchrun with one worker per device, when there is more than one.
+
+    `exec` keeps the process id, so the local backend's SIGTERM (and a pod's) reaches torchrun, which
+    forwards it to every worker: each saves at the next step boundary as a single process does."""
+    if launched():
+        return
+    processes = processes_wanted()
+    if processes <= 1:
+        return
+    command = torchrun_argv(module, argv, processes)
+    log.info("launching %d processes: %s", processes, " ".join(command))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execv(sys.executable, command)
