@@ -425,6 +425,24 @@ def test_training_on_an_s3_store_commits_checkpoints_there_and_resumes_on_a_fres
     assert all((weights[name] - resumed[name]).abs().max() <= 1e-5 for name in weights)
 
 
+def run_train_command(job: dict, tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, dict]:
+    """`python -m tasks.train --job <spec>` as a backend runs it; (the process, its one result line)."""
+    spec = tmp_path / "train.json"
+    spec.write_text(json.dumps(job))
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.train", "--job", str(spec)],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    result_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
+    assert len(result_lines) == 1, done.stdout
+    return done, json.loads(result_lines[0])
+
+
 def test_two_processes_train_data_parallel_under_torchrun_and_rank_0_alone_commits(
     tiny_model_dir, dataset_dir, tmp_path
 ):
@@ -434,22 +452,8 @@ def test_two_processes_train_data_parallel_under_torchrun_and_rank_0_alone_commi
     outputs and the result line."""
     job = make_job(tmp_path, tiny_model_dir, dataset_dir)
     here = paths(job)
-    spec = tmp_path / "train.json"
-    spec.write_text(json.dumps(job))
-    env = {**os.environ, "TUNERFLOW_NPROC": "2"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tasks.train", "--job", str(spec)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
+    done, result = run_train_command(job, tmp_path, {**os.environ, "TUNERFLOW_NPROC": "2"})
     assert "launching 2 processes" in done.stderr
-    result_lines = [line for line in done.stdout.splitlines() if line.startswith("{")]
-    assert len(result_lines) == 1, done.stdout
-    result = json.loads(result_lines[0])
     assert result["steps"] == MAX_STEPS and store.committed_result(job["output"]) == result
     assert [step for step, _ in loss_curve(here.out)] == list(range(1, MAX_STEPS + 1))
     assert "global batch 4 = 2 process(es) x micro batch 2 x accumulation 1" in done.stderr
@@ -474,21 +478,9 @@ def _cuda_devices() -> int:
 def test_two_gpus_launch_under_torchrun_with_deepspeed(tiny_model_dir, dataset_dir, tmp_path, stage):
     pytest.importorskip("deepspeed")
     job = make_job(tmp_path, tiny_model_dir, dataset_dir, method="full", deepspeed=stage)
-    spec = tmp_path / "train.json"
-    spec.write_text(json.dumps(job))
     env = {key: value for key, value in os.environ.items() if key != "TUNERFLOW_NPROC"}
-    done = subprocess.run(
-        [sys.executable, "-m", "tasks.train", "--job", str(spec)],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=900,
-    )
-    assert done.returncode == 0, done.stderr[-3000:]
-    devices = _cuda_devices()
-    assert f"launching {devices} processes" in done.stderr
-    result = json.loads([line for line in done.stdout.splitlines() if line.startswith("{")][-1])
+    done, result = run_train_command(job, tmp_path, env)
+    assert f"launching {_cuda_devices()} processes" in done.stderr
     assert result["steps"] == MAX_STEPS
     assert (paths(job).out / "model" / "model.safetensors").exists()
 
