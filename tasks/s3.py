@@ -103,9 +103,14 @@ def client() -> Any:
     import boto3
     from botocore.config import Config
 
-    # Path-style addressing: MinIO and moto serve buckets under the endpoint's path, not as subdomains.
-    config = Config(s3={"addressing_style": "path"}, retries={"max_attempts": 5, "mode": "standard"})
-    return boto3.session.Session().client("s3", config=config, **client_kwargs())
+    kwargs = client_kwargs()
+    # A custom endpoint (MinIO, moto) serves buckets under its path, not as subdomains; AWS itself
+    # keeps boto3's own choice.
+    custom = kwargs.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    config = Config(
+        s3={"addressing_style": "path" if custom else "auto"}, retries={"max_attempts": 5, "mode": "standard"}
+    )
+    return boto3.session.Session().client("s3", config=config, **kwargs)
 
 
 def store_env(root: str) -> dict[str, str]:

@@ -387,11 +387,10 @@ def _local_source(uri: str) -> Source:
 
 
 def s3_client() -> Any:
-    """A boto3 S3 client from the standard environment (AWS_ENDPOINT_URL for MinIO, AWS_* credentials)."""
-    import boto3
+    """The project's S3 client (tasks.s3): the store's connection, else boto3's own chain."""
+    from tasks import s3
 
-    # A fresh session, not boto3.client's shared default one, which keeps the credentials it first found.
-    return boto3.session.Session().client("s3")
+    return s3.client()
 
 
 NOT_FOUND = ("404", "NoSuchKey", "NotFound")
