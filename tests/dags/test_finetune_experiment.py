@@ -226,3 +226,92 @@ def test_the_champion_is_scored_again_on_the_challengers_fixed_questions(
     # Nothing the run wrote (specs, results, predictions, the report) holds the key.
     written = [p for p in store.local_path(run_uri).rglob("*") if p.is_file()]
     assert written and not any(b"sk-dag-test" in p.read_bytes() for p in written)
+
+
+@pytest.fixture
+def s3_only_through_the_connection(s3_store_root, s3_endpoint, airflow_db, monkeypatch):
+    """The store on the moto server, reachable only through the Airflow connection `aws_default` kept in
+    the metadata DB: no AWS_* endpoint or keys in the environment, so the light tasks must ask Airflow
+    for it and every heavy step must receive it from the DAG."""
+    from airflow.models import Connection
+    from airflow.utils.session import create_session
+
+    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    secret = "moto-secret-for-the-dag-test"
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "aws_default").delete()
+        session.add(
+            Connection(
+                conn_id="aws_default",
+                conn_type="aws",
+                login="AKIADAGTEST",
+                password=secret,
+                extra=json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}),
+            )
+        )
+    yield secret
+    with create_session() as session:
+        session.query(Connection).filter(Connection.conn_id == "aws_default").delete()
+
+
+@pytest.mark.slow
+def test_the_whole_experiment_runs_on_an_s3_store_through_the_aws_default_connection(
+    dag, tiny_model_dir, s3_store_root, s3_only_through_the_connection, s3_endpoint, monkeypatch
+):
+    import boto3
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
+    conf = tiny_conf(tiny_model_dir, hparams=[{"name": "a", "preset": "lora-fast", "max_steps": 2}])
+    conf["promotion"] = {"registry_name": "tiny-s3"}
+    run = dag.test(run_conf=conf)
+    assert str(run.state) == "success", _states(run)
+
+    # Read back with the same connection, as the worker would.
+    secret = s3_only_through_the_connection
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        json.dumps(
+            {
+                "conn_type": "aws",
+                "login": "AKIADAGTEST",
+                "password": secret,
+                "extra": {"endpoint_url": s3_endpoint},
+            }
+        ),
+    )
+    run_uri = layout.run(s3_store_root, "tiny-exp", run.run_id)
+    board = store.read_json(store.join(run_uri, "leaderboard.json"))
+    assert board["winner"]["label"] == "tuna|tiny|a"
+    job = layout.job(run_uri, board["winner"]["job_id"])
+    for step in ("train", "evaluate"):
+        assert store.verify(layout.step(job, step)) == []
+    assert store.committed_result(store.join(run_uri, "check_export"))["passed"] is True
+    assert registry.production(s3_store_root, "tiny-s3")["version"] == 1
+
+    bucket, prefix = s3_store_root[5:].split("/", 1)
+    client = boto3.session.Session().client(
+        "s3",
+        endpoint_url=s3_endpoint,
+        aws_access_key_id="x",
+        aws_secret_access_key="x",
+        region_name="us-east-1",
+    )
+    keys = [
+        item["Key"]
+        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        for item in page.get("Contents", [])
+    ]
+    assert any(key.endswith("/train/adapter/adapter_model.safetensors") for key in keys)
+    assert f"{prefix}/{run_uri.split(prefix + '/', 1)[1]}/export/manifest.json" in keys
+    # The key never leaves the connection: not in XCom, not in any object the run wrote.
+    with create_session() as session:
+        values = [str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
+    assert values and not any(secret in value for value in values)
+    small = [key for key in keys if key.endswith(".json") or key.endswith(".jsonl")]
+    assert small and not any(
+        secret.encode() in client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in small
+    )
