@@ -59,16 +59,13 @@ def weights_location(entry: CatalogEntry | dict[str, Any], store_root: str) -> s
     if source.hub:
         return source.hub
     prefix = layout.base_model(store_root, entry.name)
-    if not store.is_committed(prefix):
-        from filelock import FileLock
 
-        # A machine-local lock: on a shared S3 store two machines may both convert, to the same content.
-        with FileLock(str(store.local_dir(prefix)) + ".lock"):
-            if not store.is_committed(prefix):
-                store.reset(prefix)
-                target = store.local_dir(store.join(prefix, "model"))
-                _convert_gguf(entry, target)
-                store.commit(prefix, {"model": entry.name, "source": "gguf", "hub_id": entry.hub_id})
+    def convert(directory: Path) -> dict[str, Any]:
+        _convert_gguf(entry, directory / "model")
+        return {"model": entry.name, "source": "gguf", "hub_id": entry.hub_id}
+
+    # Jobs on several workers may need the same base model at once: one converts, the others wait.
+    store.build_once(prefix, convert)
     return str(store.fetch(store.join(prefix, "model")))
 
 

@@ -212,3 +212,73 @@ def test_an_upload_that_fails_halfway_commits_nothing_and_a_retry_completes(s3_s
     shutil.rmtree(store.mirror(prefix))
     assert (store.fetch(prefix) / "model.safetensors").read_bytes() == payload
     assert store.verify(prefix) == []
+
+
+def test_build_once_builds_a_shared_output_once_for_concurrent_callers(root):
+    """Several jobs needing the same converted base model at once: one builds, the rest wait for it."""
+    import threading
+    import time
+
+    prefix = store.join(root, "base_models", "m")
+    built = []
+
+    def build(directory: Path) -> dict:
+        built.append(threading.get_ident())
+        time.sleep(0.5)  # long enough for every other caller to find the claim taken
+        (directory / "model.safetensors").write_bytes(b"weights")
+        return {"model": "m"}
+
+    results = []
+    threads = [
+        threading.Thread(target=lambda: results.append(store.build_once(prefix, build, poll_s=0.05)))
+        for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(built) == 1 and results == [{"model": "m"}] * 4
+    assert (store.fetch(prefix) / "model.safetensors").read_bytes() == b"weights"
+    assert not store.exists(prefix + ".claim.json"), "the claim is released after the commit"
+
+
+def test_a_claim_whose_process_is_gone_is_taken_over_at_once(root):
+    import socket
+    import subprocess
+    import sys
+
+    gone = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True
+    )
+    prefix = store.join(root, "base_models", "m")
+    store.create_json(
+        prefix + ".claim.json", {"host": socket.gethostname(), "pid": int(gone.stdout), "at": 0}
+    )
+    result = store.build_once(prefix, lambda directory: {"built": True}, poll_s=0.05)
+    assert result == {"built": True} and not store.exists(prefix + ".claim.json")
+
+
+def test_another_machine_s_live_claim_is_waited_for_until_it_commits(root):
+    import threading
+    import time
+
+    prefix = store.join(root, "base_models", "m")
+    store.create_json(prefix + ".claim.json", {"host": "other-machine", "pid": 1, "at": time.time()})
+
+    def other_machine_finishes() -> None:
+        time.sleep(0.5)
+        (store.local_dir(prefix) / "model.safetensors").write_bytes(b"theirs")
+        store.commit(prefix, {"by": "other-machine"})
+        store.remove(prefix + ".claim.json")
+
+    finisher = threading.Thread(target=other_machine_finishes)
+    finisher.start()
+    result = store.build_once(
+        prefix, lambda directory: pytest.fail("built despite a live claim"), poll_s=0.05
+    )
+    finisher.join()
+    assert result == {"by": "other-machine"}
+    # ...but a claim older than stale_after_s (a machine that died mid-build) is taken over.
+    stale = store.join(root, "base_models", "n")
+    store.create_json(stale + ".claim.json", {"host": "other-machine", "pid": 1, "at": time.time() - 7200})
+    assert store.build_once(stale, lambda directory: {"built": True}, poll_s=0.05) == {"built": True}
