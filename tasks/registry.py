@@ -36,6 +36,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from tasks import layout, store
+from tasks.s3 import LOST_RACE_CODES, MISSING_CODES, error_code
 
 ENTRY = "entry.json"
 DECISION = "decision.json"
@@ -141,18 +142,6 @@ class _FileBackend:
         return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-# S3 error codes that mean "a conditional write lost": 412 when the precondition no longer holds, 409 when
-# another conditional write to the same key was in flight (S3 says: retry). Both mean "re-read".
-_LOST = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
-_MISSING = ("NoSuchKey", "404", "NotFound")
-
-
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    code = (response.get("Error") or {}).get("Code")
-    return str(code or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
-
-
 def _dumps(payload: dict[str, Any]) -> bytes:
     return json.dumps(payload, indent=2, sort_keys=True, default=str).encode()
 
@@ -179,7 +168,7 @@ class _S3Backend:
         try:
             return getattr(self.client, method)(Bucket=self.bucket, **kwargs)
         except ClientError as error:
-            if _code(error) == "NoSuchBucket":
+            if error_code(error) == "NoSuchBucket":
                 raise RegistryError(
                     f"registry '{self.name}' at {self.prefix}: bucket '{self.bucket}' does not exist; "
                     "create it or point --store / TUNERFLOW_STORE at an existing one"
@@ -193,7 +182,7 @@ class _S3Backend:
         try:
             response = self._call("get_object", Key=key)
         except ClientError as error:
-            if _code(error) in _MISSING:
+            if error_code(error) in MISSING_CODES:
                 return None
             raise
         return json.loads(response["Body"].read()), response["ETag"]
@@ -208,7 +197,7 @@ class _S3Backend:
             )
         except ClientError as error:
             # An If-Match on a key that vanished is answered 404: the pointer is not what we read either.
-            if condition and _code(error) in _LOST + _MISSING:
+            if condition and error_code(error) in LOST_RACE_CODES + MISSING_CODES:
                 return False
             raise
         return True
@@ -222,7 +211,7 @@ class _S3Backend:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
                 keys.extend(item["Key"] for item in page.get("Contents", []))
         except ClientError as error:
-            if _code(error) == "NoSuchBucket":
+            if error_code(error) == "NoSuchBucket":
                 return []  # no bucket, no registry: the callers report "nothing registered"
             raise
         return keys
@@ -336,7 +325,7 @@ def names(root: str) -> list[str]:
             for page in paginator.paginate(Bucket=bucket, Prefix=key, Delimiter="/"):
                 found.extend(p["Prefix"][len(key) :].rstrip("/") for p in page.get("CommonPrefixes", []))
         except ClientError as error:
-            if _code(error) == "NoSuchBucket":
+            if error_code(error) == "NoSuchBucket":
                 return []
             raise
     else:

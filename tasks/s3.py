@@ -123,3 +123,25 @@ def store_env(root: str) -> dict[str, str]:
     name = conn_id()
     value = connections.airflow_connection(name)
     return {connections.env_var(name): value} if value else {}
+
+
+# Error codes, as botocore reports them (S3 sends a bare status code for HEAD requests).
+MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+# A conditional write that lost: 412 when the precondition no longer holds, 409 when another conditional
+# write to the same key was in flight (S3 says: retry). Both mean "someone else wrote it; re-read".
+LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+def error_code(error: Exception) -> str:
+    """The S3 error code of a botocore ClientError, else its HTTP status; '' for other errors."""
+    response = getattr(error, "response", None) or {}
+    code = (response.get("Error") or {}).get("Code")
+    return str(code or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
+
+
+def is_missing(error: Exception) -> bool:
+    return error_code(error) in MISSING_CODES
+
+
+def lost_race(error: Exception) -> bool:
+    return error_code(error) in LOST_RACE_CODES

@@ -27,6 +27,7 @@ from urllib.parse import unquote
 
 from tasks.catalog import data_dir
 from tasks.data import RowError
+from tasks.s3 import MISSING_CODES, error_code
 
 BLOCK = 1 << 20  # read size for hashing and newline counting: large enough that bytes.count dominates
 WILDCARDS = "*?["
@@ -393,11 +394,8 @@ def s3_client() -> Any:
     return s3.client()
 
 
-NOT_FOUND = ("404", "NoSuchKey", "NotFound")
-
-
 def _error_code(error: Any) -> str:
-    return str(error.response.get("Error", {}).get("Code", "unknown"))
+    return error_code(error) or "unknown"
 
 
 def _s3_cause(error: Exception, bucket: str) -> str:
@@ -412,7 +410,7 @@ def _s3_cause(error: Exception, bucket: str) -> str:
     message = str(error.response.get("Error", {}).get("Message", ""))
     if code == "NoSuchBucket":
         return f"no such bucket '{bucket}'"
-    if code in NOT_FOUND:
+    if code in MISSING_CODES:
         return "no such key"
     if code in ("AccessDenied", "403", "Forbidden"):
         return "access denied; check the credentials and the bucket policy"
@@ -433,12 +431,12 @@ def _s3_objects(client: Any, bucket: str, key: str) -> list[tuple[str, str]]:
         try:
             head = client.head_object(Bucket=bucket, Key=key)
         except ClientError as error:
-            if _error_code(error) in NOT_FOUND:
+            if _error_code(error) in MISSING_CODES:
                 # HEAD answers a bare 404 for a missing key and a missing bucket alike: ask the bucket.
                 try:
                     client.head_bucket(Bucket=bucket)
                 except ClientError as bucket_error:
-                    if _error_code(bucket_error) in NOT_FOUND:
+                    if _error_code(bucket_error) in MISSING_CODES:
                         bucket_error.response.setdefault("Error", {})["Code"] = "NoSuchBucket"
                     raise bucket_error from None
             raise

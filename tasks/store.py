@@ -150,15 +150,10 @@ def _client() -> Any:
     return s3.client()
 
 
-def _code(error: Exception) -> str:
-    response = getattr(error, "response", None) or {}
-    return str(response.get("Error", {}).get("Code", "")) or str(
-        response.get("ResponseMetadata", {}).get("HTTPStatusCode", "")
-    )
-
-
 def _missing(error: Exception) -> bool:
-    return _code(error) in ("404", "NoSuchKey", "NotFound")
+    from tasks import s3
+
+    return s3.is_missing(error)
 
 
 def _dir_key(key: str) -> str:
@@ -283,7 +278,7 @@ def create_json(uri: str, payload: Any) -> None:
             )
         except ClientError as error:
             # 409: another conditional write to the same key was in flight; it wins, as a 412 would say.
-            if _code(error) in ("PreconditionFailed", "412", "ConditionalRequestConflict", "409"):
+            if s3.lost_race(error):
                 raise FileExistsError(f"'{uri}' already exists") from None
             raise
         return
