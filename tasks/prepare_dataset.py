@@ -57,8 +57,9 @@ class Part:
 
 
 def cache_dir() -> Path:
-    """Where remote sources (S3, Hugging Face) are downloaded once, keyed by their content."""
-    return Path(os.environ.get("TUNERFLOW_CACHE_DIR") or Path.home() / ".cache" / "tunerflow")
+    """Where remote sources (S3, Hugging Face) are downloaded once, keyed by their content: the same
+    cache as the store's S3 mirror (`TUNERFLOW_CACHE_DIR`)."""
+    return store.cache_root()
 
 
 def plan_parts(dataset: DatasetConfig) -> list[Part]:

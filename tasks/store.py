@@ -10,7 +10,7 @@ is "manifest.json exists"; a retry of an uncommitted output calls `reset(prefix)
 
 S3 and local files. Steps need real files (models load from a directory, training writes into one), so
 on S3 every prefix has a deterministic local mirror, `<cache>/s3/<bucket>/<key>` (cache =
-`$TUNERFLOW_CACHE`, default `~/.cache/tunerflow`):
+`$TUNERFLOW_CACHE_DIR`, default `~/.cache/tunerflow`):
 
 - outputs: `local_dir(prefix)` is where a step writes; `commit(prefix, result)` uploads every file of the
   mirror (boto3's transfer manager: multipart above `$TUNERFLOW_S3_PART_MB` MiB, default 64, each part
@@ -45,7 +45,7 @@ log = logging.getLogger("tunerflow.store")
 
 MANIFEST = "manifest.json"
 DEFAULT_ROOT_ENV = "TUNERFLOW_STORE"
-CACHE_ENV = "TUNERFLOW_CACHE"
+CACHE_ENV = "TUNERFLOW_CACHE_DIR"
 PART_MB_ENV = "TUNERFLOW_S3_PART_MB"
 DEFAULT_PART_MB = 64
 MIN_PART_MB = 5  # S3's smallest multipart part (all but the last)

@@ -110,14 +110,14 @@ def aws_env(s3_endpoint, monkeypatch) -> str:
 @pytest.fixture
 def s3_store_root(aws_env, tmp_path, monkeypatch) -> str:
     """A fresh bucket on the moto server as the store root (TUNERFLOW_STORE), with a private local
-    mirror cache (TUNERFLOW_CACHE), credentials from the AWS_* environment."""
+    mirror cache (TUNERFLOW_CACHE_DIR), credentials from the AWS_* environment."""
     import uuid
 
     import boto3
 
     monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
     monkeypatch.delenv("TUNERFLOW_S3_CONN_ID", raising=False)
-    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "cache"))
     bucket = f"store-{uuid.uuid4().hex[:12]}"
     boto3.session.Session().client("s3").create_bucket(Bucket=bucket)
     root = f"s3://{bucket}/tunerflow"

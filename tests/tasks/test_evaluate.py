@@ -87,6 +87,6 @@ def test_evaluate_reads_its_model_and_rows_from_an_s3_store_and_commits_there(
     }
     result = execute("evaluate", evaluate, job)
     assert store.committed_result(job["output"]) == result and store.verify(job["output"]) == []
-    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "reader"))
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "reader"))
     predicted = store.fetch(store.join(job["output"], "predictions.jsonl")).read_text()
     assert [json.loads(line)["id"] for line in predicted.splitlines()] == ["test:0", "test:1", "test:2"]

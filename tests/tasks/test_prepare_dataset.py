@@ -348,7 +348,7 @@ def test_prepare_commits_to_an_s3_store_and_reads_back_on_a_fresh_machine(
     assert store.verify(result["uri"]) == []
     assert "_work" not in store.list_dir(result["uri"]), "spool files are not uploaded"
     shutil.rmtree(tmp_path / "cache")
-    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "fresh-cache"))
     local = store.fetch(result["uri"])
     assert str(local).startswith(str(tmp_path / "fresh-cache"))
     rows = sum(

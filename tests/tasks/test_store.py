@@ -16,7 +16,7 @@ from tasks import s3, store
 @pytest.fixture(params=["file", "s3"])
 def root(request, tmp_path, monkeypatch) -> str:
     if request.param == "file":
-        monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "cache"))
+        monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "cache"))
         return (tmp_path / "store").as_uri()
     return request.getfixturevalue("s3_store_root")
 
@@ -69,7 +69,7 @@ def test_commit_then_fetch_round_trip_verifies_every_file(root, tmp_path, monkey
     assert store.verify(prefix) == []
     expected = (store.local_dir(prefix) / "weights.bin").read_bytes()
     # A fresh machine: nothing in the local mirror.
-    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "fresh-cache"))
     local = store.fetch(prefix)
     assert (local / "weights.bin").read_bytes() == expected
     assert store.fetch(store.join(prefix, "weights.bin")).read_bytes() == expected
@@ -111,7 +111,7 @@ def test_a_tampered_object_fails_fetch_naming_the_file(s3_store_root, tmp_path, 
     bucket, key = s3.split(prefix)
     s3.client().put_object(Bucket=bucket, Key=f"{key}/weights.bin", Body=b"not the committed bytes")
     assert store.verify(prefix) == ["weights.bin"]
-    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "fresh-cache"))
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "fresh-cache"))
     with pytest.raises(store.StoreError, match=rf"'weights.bin' under '{prefix}' does not match its sha256"):
         store.fetch(prefix)
     assert not (store.mirror(prefix) / "weights.bin").exists(), "the bad copy is not left behind"

@@ -416,7 +416,7 @@ def test_training_on_an_s3_store_commits_checkpoints_there_and_resumes_on_a_fres
     store.remove(store.join(job["output"], store.MANIFEST))
     bucket, key = s3.split(store.join(ckpt_uri, "checkpoint-4", "adapter_model.safetensors"))
     s3.client().put_object(Bucket=bucket, Key=key, Body=b"torn write")
-    monkeypatch.setenv("TUNERFLOW_CACHE", str(tmp_path / "other-machine"))
+    monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "other-machine"))
     again = execute("train", train, job)
     assert again["resumed_from_step"] == 2 and again["steps"] == 4
     assert store.verify(store.join(ckpt_uri, "checkpoint-4")) == [], "rewritten by the resumed run"
