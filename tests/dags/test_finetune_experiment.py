@@ -31,12 +31,15 @@ def _conf(tiny_model_dir, **overrides):
 
 @pytest.fixture
 def dag(airflow_db):
+    """A freshly parsed DAG for each test: `dag.test(run_conf=...)` leaves the conf's values in the DAG
+    object's Params, where a later test's run would take them as defaults."""
+    import importlib
     import sys
 
     sys.path.insert(0, str(REPO / "dags"))
-    from finetune_experiment import dag
+    import finetune_experiment
 
-    return dag
+    return importlib.reload(finetune_experiment).dag
 
 
 def _states(run) -> dict[str, list[str]]:
