@@ -488,6 +488,29 @@ def fetch(uri: str) -> Path:
     return mirror(uri)
 
 
+# sha256 of mirror files this process has hashed, keyed by path and valid while (size, mtime) hold: a
+# step fetches the same base model for its tokenizer and its weights, and hashing GBs twice is waste.
+_HASHED: dict[Path, tuple[int, int, str]] = {}
+
+
+def _remember(path: Path, digest: str) -> None:
+    stat = path.stat()
+    _HASHED[path] = (stat.st_size, stat.st_mtime_ns, digest)
+
+
+def _holds(path: Path, meta: dict[str, Any]) -> bool:
+    """The mirror file already has the manifest's content (size, then sha256)."""
+    if not path.is_file():
+        return False
+    stat = path.stat()
+    if stat.st_size != meta["size"]:
+        return False
+    known = _HASHED.get(path)
+    if known is None or known[:2] != (stat.st_size, stat.st_mtime_ns):
+        _remember(path, sha256_file(path))
+    return _HASHED[path][2] == meta["sha256"]
+
+
 def _download(prefix: str, files: dict[str, dict[str, Any]]) -> None:
     from boto3.s3.transfer import create_transfer_manager
 
@@ -498,11 +521,7 @@ def _download(prefix: str, files: dict[str, dict[str, Any]]) -> None:
     todo = {}
     for rel, meta in files.items():
         target = root / rel
-        if (
-            target.is_file()
-            and target.stat().st_size == meta["size"]
-            and sha256_file(target) == meta["sha256"]
-        ):
+        if _holds(target, meta):
             continue
         target.parent.mkdir(parents=True, exist_ok=True)
         todo[rel] = target
@@ -524,6 +543,7 @@ def _download(prefix: str, files: dict[str, dict[str, Any]]) -> None:
                     "it was committed; re-run the step that wrote it (remove the prefix first)"
                 )
             os.replace(partial[rel], target)
+            _remember(target, digest)
     finally:
         for path in partial.values():
             path.unlink(missing_ok=True)

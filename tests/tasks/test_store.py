@@ -282,3 +282,24 @@ def test_another_machine_s_live_claim_is_waited_for_until_it_commits(root):
     stale = store.join(root, "base_models", "n")
     store.create_json(stale + ".claim.json", {"host": "other-machine", "pid": 1, "at": time.time() - 7200})
     assert store.build_once(stale, lambda directory: {"built": True}, poll_s=0.05) == {"built": True}
+
+
+def test_a_fetched_file_is_hashed_once_per_process_until_it_changes(s3_store_root, monkeypatch):
+    """A step fetches its base model for the tokenizer and again for the weights: the second fetch must
+    not hash gigabytes again, yet a local rewrite of the same size is still caught."""
+    prefix = _write_output(s3_store_root)
+    store.commit(prefix, {})
+    hashed = []
+    real = store.sha256_file
+    monkeypatch.setattr(store, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    store.fetch(prefix)
+    first = sorted(hashed)
+    store.fetch(prefix)
+    assert sorted(hashed) == first, "nothing hashed again while size and mtime hold"
+    target = store.mirror(prefix) / "weights.bin"
+    target.write_bytes(os.urandom(target.stat().st_size))  # same size, new content, new mtime
+    store.fetch(prefix)
+    assert (
+        store.sha256_file(target)
+        == store.read_json(store.join(prefix, store.MANIFEST))["files"]["weights.bin"]["sha256"]
+    )
