@@ -32,6 +32,7 @@ from tasks import checkpoints, store
 from tasks.config import HParams, ResolvedHParams
 from tasks.step import execute
 from tasks.train import Preempted, Preemption, train
+from tests.fixtures.gpu import cuda_devices, gpu_test
 
 REPO = Path(__file__).resolve().parents[2]
 MAX_STEPS, SAVE_STEPS, KEEP = 8, 2, 2
@@ -466,29 +467,19 @@ def test_two_processes_train_data_parallel_under_torchrun_and_rank_0_alone_commi
     assert (here.out / "merged" / "model.safetensors").exists()
 
 
-def _cuda_devices() -> int:
-    import torch
-
-    return torch.cuda.device_count() if torch.cuda.is_available() else 0
-
-
-@pytest.mark.gpu
-@pytest.mark.skipif(_cuda_devices() < 2, reason="needs two CUDA devices")
+@gpu_test("deepspeed", devices=2)
 @pytest.mark.parametrize("stage", ["zero2", "zero3"])
 def test_two_gpus_launch_under_torchrun_with_deepspeed(tiny_model_dir, dataset_dir, tmp_path, stage):
-    pytest.importorskip("deepspeed")
     job = make_job(tmp_path, tiny_model_dir, dataset_dir, method="full", deepspeed=stage)
     env = {key: value for key, value in os.environ.items() if key != "TUNERFLOW_NPROC"}
     done, result = run_train_command(job, tmp_path, env)
-    assert f"launching {_cuda_devices()} processes" in done.stderr
+    assert f"launching {cuda_devices()} processes" in done.stderr
     assert result["steps"] == MAX_STEPS
     assert (paths(job).out / "model" / "model.safetensors").exists()
 
 
-@pytest.mark.gpu
-@pytest.mark.skipif(_cuda_devices() < 1, reason="needs a CUDA device")
+@gpu_test("bitsandbytes")
 def test_qlora_merge_reloads_the_base_unquantized(tiny_model_dir, dataset_dir, tmp_path):
-    pytest.importorskip("bitsandbytes")
     from safetensors.torch import load_file
 
     job = make_job(tmp_path, tiny_model_dir, dataset_dir, method="qlora", save_steps=MAX_STEPS)

@@ -7,7 +7,6 @@ that does not go down means the wiring is wrong, not that the model is slow to l
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -26,23 +25,9 @@ from tasks.train_types import (
     resolve_precision,
     sft_features,
 )
+from tests.fixtures.gpu import needs_gpu
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-def _cuda() -> bool:
-    import torch
-
-    return torch.cuda.is_available()
-
-
-def needs(package: str) -> list[pytest.MarkDecorator]:
-    """GPU-only tests: marked `gpu`, and skipped (with the reason) where they cannot run."""
-    return [
-        pytest.mark.gpu,
-        pytest.mark.skipif(not _cuda(), reason="needs a CUDA device"),
-        pytest.mark.skipif(importlib.util.find_spec(package) is None, reason=f"needs {package}"),
-    ]
 
 
 HPARAMS = {
@@ -368,7 +353,7 @@ def test_the_dpo_step_writes_an_adapter_and_reward_metrics(tiny_model_dir, datas
 # --- qlora and deepspeed (GPU only) -----------------------------------------------------------
 
 
-@pytest.mark.parametrize("type_", [pytest.param(t, marks=needs("bitsandbytes")) for t in ("sft", "dpo")])
+@pytest.mark.parametrize("type_", [pytest.param(t, marks=needs_gpu("bitsandbytes")) for t in ("sft", "dpo")])
 def test_qlora_trains_adapters_over_a_4bit_base(tiny_model_dir, datasets, tmp_path, type_):
     kind = "chat" if type_ == "sft" else "preference"
     job = make_job(tmp_path, tiny_model_dir, datasets[kind], kind, type_, "qlora", optim="paged_adamw_8bit")
@@ -383,7 +368,7 @@ def test_qlora_trains_adapters_over_a_4bit_base(tiny_model_dir, datasets, tmp_pa
         assert trainer.ref_model is None
 
 
-@pytest.mark.parametrize("stage", [pytest.param(s, marks=needs("deepspeed")) for s in ("zero2", "zero3")])
+@pytest.mark.parametrize("stage", [pytest.param(s, marks=needs_gpu("deepspeed")) for s in ("zero2", "zero3")])
 def test_deepspeed_zero_trains(tiny_model_dir, datasets, tmp_path, monkeypatch, stage):
     for key, value in {
         "MASTER_ADDR": "127.0.0.1",
