@@ -9,6 +9,7 @@ import pytest
 from tasks import layout, registry, store
 from tests.conftest import DAG_TASKS, REPO
 from tests.fixtures.confs import tiny_conf
+from tests.fixtures.connections import connection_in_db, without_aws_environment
 
 
 def _conf(tiny_model_dir, **overrides):
@@ -154,23 +155,14 @@ def test_a_run_where_every_job_fails_reports_why_and_fails(dag, tiny_model_dir, 
 def judge_connection(airflow_db):
     """The judge endpoint as a connection in Airflow's metadata DB (not in the environment), so a step
     subprocess can only get it the way the DAG passes it."""
-    from airflow.models import Connection
-    from airflow.utils.session import create_session
-
     from tests.fixtures.openai_server import OpenAIServer
 
-    with OpenAIServer(api_key="sk-dag-test-key-0123456789", model="judge-1") as server:
-        with create_session() as session:
-            session.query(Connection).filter(Connection.conn_id == "dag_judge").delete()
-            session.add(
-                Connection(
-                    conn_id="dag_judge",
-                    conn_type="http",
-                    host=server.base_url,
-                    password=server.api_key,
-                    extra=json.dumps({"model": server.model}),
-                )
-            )
+    with (
+        OpenAIServer(api_key="sk-dag-test-key-0123456789", model="judge-1") as server,
+        connection_in_db(
+            "dag_judge", "http", {"model": server.model}, host=server.base_url, password=server.api_key
+        ),
+    ):
         yield server
 
 
@@ -236,28 +228,11 @@ def s3_only_through_the_connection(s3_store_root, s3_endpoint, airflow_db, monke
     """The store on the moto server, reachable only through the Airflow connection `aws_default` kept in
     the metadata DB: no AWS_* endpoint or keys in the environment, so the light tasks must ask Airflow
     for it and every heavy step must receive it from the DAG."""
-    from airflow.models import Connection
-    from airflow.utils.session import create_session
-
-    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    without_aws_environment(monkeypatch)
     secret = "moto-secret-for-the-dag-test"
-    with create_session() as session:
-        session.query(Connection).filter(Connection.conn_id == "aws_default").delete()
-        session.add(
-            Connection(
-                conn_id="aws_default",
-                conn_type="aws",
-                login="AKIADAGTEST",
-                password=secret,
-                extra=json.dumps({"endpoint_url": s3_endpoint, "region_name": "us-east-1"}),
-            )
-        )
-    yield secret
-    with create_session() as session:
-        session.query(Connection).filter(Connection.conn_id == "aws_default").delete()
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    with connection_in_db("aws_default", "aws", extra, login="AKIADAGTEST", password=secret):
+        yield secret
 
 
 @pytest.mark.slow

@@ -10,6 +10,7 @@ from urllib.parse import quote
 import pytest
 
 from tasks import connections, s3
+from tests.fixtures.connections import without_aws_environment
 
 KEY_ID, SECRET = "AKIATUNERFLOWTEST", "s3cr3t/with+chars"
 
@@ -17,10 +18,7 @@ KEY_ID, SECRET = "AKIATUNERFLOWTEST", "s3cr3t/with+chars"
 @pytest.fixture
 def conn_only(aws_env, monkeypatch) -> str:
     """Only the connection can lead to the server: no AWS_* endpoint or keys in the environment."""
-    for name in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_DEFAULT_REGION"):
-        monkeypatch.delenv(name, raising=False)
-    monkeypatch.setenv("AWS_CONFIG_FILE", "/nonexistent")
-    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent")
+    without_aws_environment(monkeypatch)
     monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
     return aws_env
 
