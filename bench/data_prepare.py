@@ -3,7 +3,7 @@
 Generates an Alpaca-style JSONL file (default 1,000,000 rows, with duplicates, broken rows and rows too
 long for the token budget), then, side by side in one run and each in its own process:
 
-- tunerflow: `tasks.prepare_dataset.prepare` with the demo model's tokenizer (validation, token-length
+- tunerflow: `tasks.data.preparation.prepare` with the demo model's tokenizer (validation, token-length
   checks, exact dedup, a 98/2/0 split; decontamination and PII are off because the baseline has none);
 - baseline: what a user writes with `datasets.load_dataset("json")` and batched `map`/`filter` with the
   same tokenizer, the same checks and the same number of processes, then `train_test_split` and
@@ -175,14 +175,14 @@ def generate(path: Path, rows: int, seed: int = 0) -> dict[str, int]:
 
 
 def tokenizer_entry() -> dict:
-    from tasks.catalog import models
+    from tasks.config.catalog import models
 
     return models()[MODEL].model_dump()
 
 
 def run_tunerflow(data: Path, work: Path, workers: int) -> dict:
     os.environ["TUNERFLOW_DATA_WORKERS"] = str(workers)
-    from tasks.prepare_dataset import prepare
+    from tasks.data.preparation import prepare
 
     dataset = {
         "name": "bench",
@@ -207,8 +207,8 @@ def run_baseline(data: Path, work: Path, workers: int) -> dict:
     import numpy as np
     from datasets import disable_progress_bars, load_dataset
 
-    from tasks.models import load_tokenizer
-    from tasks.token_counts import _overheads
+    from tasks.data.token_counts import _overheads
+    from tasks.training.base_models import load_tokenizer
 
     disable_progress_bars()
     tokenizer = load_tokenizer(tokenizer_entry(), os.environ["TUNERFLOW_STORE"])
@@ -312,7 +312,7 @@ def measure(kind: str, data: Path, workers: int, store: Path) -> dict:
 def warm_up(store: Path) -> None:
     """Convert the demo model once (cached in the store) so neither side pays for it."""
     os.environ["TUNERFLOW_STORE"] = store.as_uri()
-    from tasks.models import load_tokenizer
+    from tasks.training.base_models import load_tokenizer
 
     load_tokenizer(tokenizer_entry(), store.as_uri())
 

@@ -4,7 +4,7 @@ On the bundled SmolLM2-135M-Instruct, fine-tuned the way the demo does it (LoRA,
 the prepared `builtin:tuna_identity` set; `--fine-tune-steps 0` keeps the untouched base model), one run:
 
 - exports ONNX fp32 and INT8 with the shipped settings (`ExportConfig()`: int8_mode auto, calibration on the
-  experiment's own training rows, 32-weight blocks) through `tasks.export.export_formats`;
+  experiment's own training rows, 32-weight blocks) through `tasks.exporting.onnx_export.export_formats`;
 - measures on CPU, batch 1, 128 tokens, one forward pass each: p50/p95 latency, with the models run in turn
   in every round so that any load from other processes falls on all of them alike;
 - weight size (safetensors against .onnx files);
@@ -51,7 +51,7 @@ def demo_conf() -> dict[str, Any]:
 
 
 def prepared_dataset(store_root: str, conf: dict[str, Any]) -> dict[str, Any]:
-    from tasks.prepare_dataset import prepare
+    from tasks.data.preparation import prepare
 
     result = prepare({"store_root": store_root, "dataset": conf["datasets"][0]})
     return {key: result[key] for key in ("name", "uri", "kind", "counts")}
@@ -61,12 +61,12 @@ def fine_tuned(
     store_root: str, conf: dict[str, Any], dataset: dict[str, Any], steps: int, work: Path
 ) -> Path:
     """The model the demo ships: the base with a LoRA adapter trained on the demo set, merged."""
-    from tasks.catalog import models, resolve_hparams
-    from tasks.config import HParams
-    from tasks.export import merge
-    from tasks.models import weights_location
-    from tasks.step import execute
-    from tasks.train import train
+    from tasks.config.catalog import models, resolve_hparams
+    from tasks.config.experiment import HParams
+    from tasks.exporting.onnx_export import merge
+    from tasks.runtime.step import execute
+    from tasks.training.base_models import weights_location
+    from tasks.training.trainer import train
 
     entry = models()[MODEL]
     merged = work / "merged"
@@ -148,14 +148,14 @@ def main() -> int:
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks import store
-    from tasks.catalog import models
-    from tasks.config import ExportConfig, ScoringConfig
-    from tasks.evaluate import answer_and_score
-    from tasks.export import export_formats, weights_size
-    from tasks.models import apply_tokenizer_overrides
-    from tasks.prepare_dataset import cache_dir
-    from tasks.train import read_split
+    from tasks.config.catalog import models
+    from tasks.config.experiment import ExportConfig, ScoringConfig
+    from tasks.data.preparation import cache_dir
+    from tasks.exporting.onnx_export import export_formats, weights_size
+    from tasks.scoring.evaluation import answer_and_score
+    from tasks.storage import store
+    from tasks.training.base_models import apply_tokenizer_overrides
+    from tasks.training.trainer import read_split
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     conf = demo_conf()

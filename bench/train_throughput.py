@@ -3,7 +3,8 @@
 The same model, seed, learning rate, micro batch, global batch, optimizer steps and variable-length chat
 rows go through both sides, each in its own subprocess (so that peak memory does not mix):
 
-- project: `tasks.train_types.build_trainer`, the trainer the train step builds, from an hparams preset
+- project: `tasks.training.train_types.build_trainer`, the trainer the train step builds, from an
+  hparams preset
   (`lora-fast` by default) as shipped: padding-free micro-batches for SFT (`--padded` turns them off,
   `--packing` packs rows instead);
 - baseline: `trl.SFTTrainer(model=<path>, args=SFTConfig(<shared essentials only>), peft_config=<the same
@@ -94,8 +95,8 @@ def as_prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def hparams(args: argparse.Namespace) -> Any:
-    from tasks.catalog import resolve_hparams
-    from tasks.config import HParams
+    from tasks.config.catalog import resolve_hparams
+    from tasks.config.experiment import HParams
 
     values: dict[str, Any] = {
         "preset": args.preset,
@@ -147,9 +148,9 @@ def recorder(cuda: bool) -> Any:
 
 
 def project_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: str, record: Any) -> Any:
-    from tasks.catalog import models
-    from tasks.config import TrainingConfig
-    from tasks.train_types import build_trainer
+    from tasks.config.catalog import models
+    from tasks.config.experiment import TrainingConfig
+    from tasks.training.train_types import build_trainer
 
     hp = hparams(args)
     model = (
@@ -158,7 +159,8 @@ def project_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: s
         else {"name": "tiny", "source": {"path": args.model}}
     )
     job = {"model": model, "dataset": {"kind": "chat"}, "store_root": args.store}
-    # What tasks.train passes as `common`, less checkpoints, evaluation and TensorBoard (not throughput).
+    # What tasks.training.trainer passes as `common`, less checkpoints, evaluation and TensorBoard
+    # (not throughput).
     common = {
         "output_dir": out,
         "logging_steps": 1,
@@ -179,9 +181,9 @@ def baseline_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: 
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from tasks.catalog import models
-    from tasks.models import weights_location
-    from tasks.train_types import lora_config
+    from tasks.config.catalog import models
+    from tasks.training.base_models import weights_location
+    from tasks.training.train_types import lora_config
 
     hp = hparams(args)
     path = weights_location(models()[MODEL], args.store) if args.model == MODEL else args.model
@@ -221,7 +223,8 @@ def run_side(args: argparse.Namespace) -> dict[str, Any]:
     rows = [json.loads(line) for line in Path(args.rows_file).read_text().splitlines()]
     record = recorder(cuda)
     with tempfile.TemporaryDirectory() as out:
-        # tasks.train seeds torch before building the trainer (LoRA's initial weights); so does the baseline.
+        # tasks.training.trainer seeds torch before building the trainer (LoRA's initial weights); so
+        # does the baseline.
         torch.manual_seed(args.seed)
         build = project_trainer if args.side == "project" else baseline_trainer
         trainer = build(args, rows, out, record)
@@ -308,8 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_side(args)))
         return 0
 
-    from tasks import store
-    from tasks.prepare_dataset import cache_dir
+    from tasks.data.preparation import cache_dir
+    from tasks.storage import store
 
     if args.warmup >= args.steps:
         parser.error("--warmup must be below --steps")
@@ -321,8 +324,8 @@ def main(argv: list[str] | None = None) -> int:
 
             args.model = str(build_tiny_model(Path(work) / "tiny"))
         elif args.model == MODEL:
-            from tasks.catalog import models
-            from tasks.models import weights_location
+            from tasks.config.catalog import models
+            from tasks.training.base_models import weights_location
 
             log(f"locating {MODEL} (converted from its GGUF once per store)")
             weights_location(models()[MODEL], args.store)

@@ -23,9 +23,9 @@ from datetime import datetime
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tasks.backends import TRAIN_RETRIES, backend_name
-from tasks.params import NO_DEFAULT, param_specs
-from tasks.retraining import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
-from tasks.store import default_root
+from tasks.config.params import NO_DEFAULT, param_specs
+from tasks.registry.retraining import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
+from tasks.storage.store import default_root
 
 BACKEND = backend_name()
 # Updated by every promotion; deployment DAGs schedule on it and read the registry, version and model
@@ -40,7 +40,7 @@ def _label(key: str, value: str) -> None:
 
 def _run(argv: list[str], env: dict | None = None) -> dict:
     from tasks.backends.local import run_step
-    from tasks.s3 import store_env
+    from tasks.storage.s3 import store_env
 
     # The store's S3 connection (aws_default) for every heavy step: env only, never logged or returned.
     return run_step(argv, {**store_env(default_root()), **(env or {})})
@@ -48,14 +48,14 @@ def _run(argv: list[str], env: dict | None = None) -> dict:
 
 def _scoring_env() -> dict:
     """The judge's Airflow connection, for steps that score (empty unless llm_judge is a metric)."""
-    from tasks.judge import judge_env
-    from tasks.plan import load_experiment
+    from tasks.pipeline.plan import load_experiment
+    from tasks.scoring.judge import judge_env
 
     return judge_env(load_experiment(_this_run()["run_uri"])["scoring"])
 
 
 def _this_run() -> dict:
-    from tasks.plan import run_info
+    from tasks.pipeline.plan import run_info
 
     context = get_current_context()
     return run_info(context["params"]["name"], context["run_id"], default_root())
@@ -77,7 +77,7 @@ def _this_run() -> dict:
 def finetune_experiment():
     @task
     def validate_conf() -> list[dict]:
-        from tasks.plan import validate_conf as validate
+        from tasks.pipeline.plan import validate_conf as validate
 
         context = get_current_context()
         return validate(dict(context["params"]), run_id=context["run_id"], store_root=default_root())
@@ -89,13 +89,13 @@ def finetune_experiment():
 
     @task
     def plan_jobs(datasets: list[dict]) -> list[dict]:
-        from tasks.plan import plan_jobs as plan
+        from tasks.pipeline.plan import plan_jobs as plan
 
         return plan(_this_run(), list(datasets))
 
     @task
     def plan_references(datasets: list[dict]) -> list[dict]:
-        from tasks.plan import plan_references as plan
+        from tasks.pipeline.plan import plan_references as plan
 
         return plan(_this_run(), list(datasets))
 
@@ -117,7 +117,7 @@ def finetune_experiment():
     def evaluate(job: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tasks import store
+        from tasks.storage import store
 
         _label("job_label", job["label"])
         spec = store.read_json(job["evaluate_spec"])
@@ -136,9 +136,9 @@ def finetune_experiment():
     def select_best() -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from tasks import store
-        from tasks.plan import load_experiment, planned
-        from tasks.selection import export_specs, leaderboard
+        from tasks.pipeline.plan import load_experiment, planned
+        from tasks.pipeline.selection import export_specs, leaderboard
+        from tasks.storage import store
 
         run = _this_run()
         if not store.exists(store.join(run["run_uri"], "jobs.json")):
@@ -159,7 +159,7 @@ def finetune_experiment():
     def export(selection: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tasks.plan import load_experiment
+        from tasks.pipeline.plan import load_experiment
 
         if not load_experiment(_this_run()["run_uri"])["export"]["enabled"]:
             raise AirflowSkipException("export.enabled is false")
@@ -173,8 +173,8 @@ def finetune_experiment():
     def plan_champion(selection: dict) -> list[str]:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tasks.champion import plan_champion_scoring
-        from tasks.plan import load_experiment
+        from tasks.pipeline.plan import load_experiment
+        from tasks.registry.champion import plan_champion_scoring
 
         run = _this_run()
         planned = plan_champion_scoring(run, load_experiment(run["run_uri"]), selection["winner"])
@@ -190,7 +190,7 @@ def finetune_experiment():
     # champion was scored on the candidate's rows, or when there is no champion (skipped).
     @task(trigger_rule="none_failed_min_one_success")
     def promote(selection: dict) -> dict:
-        from tasks.orchestration import promote_winner
+        from tasks.pipeline.orchestration import promote_winner
 
         return promote_winner(_this_run(), selection)
 
@@ -200,7 +200,7 @@ def finetune_experiment():
     def publish_promotion(decision: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tasks.retraining import promotion_event_extra
+        from tasks.registry.retraining import promotion_event_extra
 
         extra = promotion_event_extra(_this_run(), decision)
         if extra is None:
@@ -216,8 +216,8 @@ def finetune_experiment():
     def report() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 
-        from tasks import store
-        from tasks.orchestration import run_problem, write_run_report
+        from tasks.pipeline.orchestration import run_problem, write_run_report
+        from tasks.storage import store
 
         run = _this_run()
         summary = {}

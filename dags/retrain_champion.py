@@ -23,8 +23,8 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from tasks.retraining import FINETUNE_DAG_ID, build_schedule, load_settings
-from tasks.store import default_root
+from tasks.registry.retraining import FINETUNE_DAG_ID, build_schedule, load_settings
+from tasks.storage.store import default_root
 
 SETTINGS = load_settings()
 
@@ -58,8 +58,8 @@ def retrain_champion():
     def build_conf() -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from tasks.config import ConfError
-        from tasks.retraining import (
+        from tasks.config.experiment import ConfError
+        from tasks.registry.retraining import (
             NoChampion,
             RetrainingError,
             asset_event_dicts,
@@ -95,7 +95,7 @@ def retrain_champion():
 
     @task
     def outcome(conf: dict) -> dict:
-        from tasks.retraining import retrain_outcome
+        from tasks.registry.retraining import retrain_outcome
 
         ti = get_current_context()["ti"]
         run_id = ti.xcom_pull(task_ids="train_challenger", key="trigger_run_id")

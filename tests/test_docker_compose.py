@@ -106,7 +106,7 @@ def test_airflow_services_get_their_secrets_from_the_env_file(rendered):
 
 
 def test_the_store_points_at_minio_and_its_bucket_is_created(rendered, monkeypatch):
-    from tasks import s3
+    from tasks.storage import s3
 
     env = _environment(rendered["services"]["scheduler"])
     bucket, prefix = s3.split(env["TUNERFLOW_STORE"])

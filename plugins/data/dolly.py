@@ -37,8 +37,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from tasks.data import RowError
-from tasks.data_plugins import data_format, row_filter
+from tasks.data.plugins import data_format, row_filter
+from tasks.data.rows import RowError
 
 DOLLY_KEYS = ("instruction", "context", "response")
 

@@ -2,10 +2,10 @@
 `KubernetesPodOperator` (KPO), deferrable, with GPU resources, and reports its JSON result through XCom.
 
 The pod runs the very command the local backend runs in a subprocess, `python -m tasks.<step> --job
-<spec uri>` (see `tasks.plan.step_argv`). It is passed whole as the container's `args` and `command` is
-left unset (`cmds=None`): the argv comes from XCom at run time with `python` as its first word, and the
-trainer image defines no ENTRYPOINT of its own (the CUDA base image's entrypoint script only prints a
-banner and `exec "$@"`), so the container runs exactly that argv.
+<spec uri>` (see `tasks.pipeline.plan.step_argv`). It is passed whole as the container's `args` and
+`command` is left unset (`cmds=None`): the argv comes from XCom at run time with `python` as its
+first word, and the trainer image defines no ENTRYPOINT of its own (the CUDA base image's entrypoint
+script only prints a banner and `exec "$@"`), so the container runs exactly that argv.
 
 The DAG holds `StepPodOperator`s, not KPOs: importing the cncf provider (the `kubernetes` and
 `kubernetes_asyncio` clients, every API model, slugify) costs ~0.6 s, which would be paid on every parse
@@ -330,7 +330,7 @@ class SettingsError(ValueError):
 
 
 def default_config_path() -> Path:
-    from tasks.catalog import config_dir
+    from tasks.config.catalog import config_dir
 
     return config_dir() / "kubernetes.yaml"
 
@@ -589,7 +589,7 @@ def skip_if_training_failed(context: Any) -> None:
     local backend does; the leaderboard says why."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from tasks import store
+    from tasks.storage import store
 
     spec_uri = context["task"].arguments[-1]
     train_output = store.read_json(spec_uri).get("train_output")
@@ -602,8 +602,8 @@ def skip_unless_export_enabled(context: Any) -> None:
     (read from experiment.json, as the local backend does: the raw Params may omit nested fields)."""
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from tasks.plan import load_experiment, run_info
-    from tasks.store import default_root
+    from tasks.pipeline.plan import load_experiment, run_info
+    from tasks.storage.store import default_root
 
     run = run_info(context["params"]["name"], context["run_id"], default_root())
     if not load_experiment(run["run_uri"])["export"]["enabled"]:

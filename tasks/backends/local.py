@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-from tasks import store
+from tasks.storage import store
 
 log = logging.getLogger("tunerflow.local")
 
@@ -140,7 +140,7 @@ def forward_sigterm(process: subprocess.Popen) -> Iterator[None]:
 
 
 def run_step(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """Run one step command (see tasks.plan.step_argv) with this interpreter; return its JSON result.
+    """Run one step command (see tasks.pipeline.plan.step_argv) with this interpreter; return its JSON result.
     `env` is added to the subprocess's environment only (connections with secrets: never logged)."""
     with machine_slot():
         return _run(argv, env)

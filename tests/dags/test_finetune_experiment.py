@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tasks import layout, registry, store
+from tasks.registry import versions as registry
+from tasks.storage import layout, store
 from tests.conftest import DAG_TASKS, REPO
 from tests.fixtures.confs import tiny_conf
 from tests.fixtures.connections import connection_in_db, without_aws_environment
@@ -106,7 +107,7 @@ def _production_events(run_id: str) -> list[dict]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from tasks.retraining import PRODUCTION_ASSET_URI
+    from tasks.registry.retraining import PRODUCTION_ASSET_URI
 
     with create_session() as session:
         events = (

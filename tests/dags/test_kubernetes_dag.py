@@ -15,8 +15,8 @@ import sys
 import pytest
 import yaml
 
-from tasks import layout
-from tasks.plan import step_argv
+from tasks.pipeline.plan import step_argv
+from tasks.storage import layout
 from tests.conftest import REPO
 
 DAG_FILE = REPO / "dags" / "finetune_experiment.py"
@@ -88,7 +88,8 @@ def local_dag():
 
 
 def _argv(task_id: str) -> list[str]:
-    """The argv the light tasks would hand this task (tasks.plan.step_argv on a real store layout)."""
+    """The argv the light tasks would hand this task (tasks.pipeline.plan.step_argv on a real store
+    layout)."""
     run = layout.run("file:///data/tunerflow", "demo", "manual__2026-01-01T00:00:00")
     if task_id == "prepare_dataset":
         return step_argv("prepare_dataset", f"{run}/datasets/tuna.json")
@@ -305,7 +306,7 @@ def test_bad_settings_fail_the_parse_naming_the_field(monkeypatch, tmp_path):
 def _fake_pod(calls: list):
     """Stands in for KubernetesPodOperator.execute: records the pod's argv and does what the step would
     (commit a result under the spec's output), without a cluster."""
-    from tasks import store
+    from tasks.storage import store
 
     def execute(self, context):
         argv = list(self.arguments)
@@ -313,7 +314,7 @@ def _fake_pod(calls: list):
         spec = store.read_json(argv[-1])
         calls.append((self.task_id, context["ti"].map_index, argv))
         if step == "prepare_dataset":
-            # The shape of a real prepare result (tasks.prepare_dataset).
+            # The shape of a real prepare result (tasks.data.preparation).
             return {
                 "name": spec["dataset"]["name"],
                 "version": "fake",
@@ -389,4 +390,4 @@ def test_a_run_with_pods_stubbed_resolves_argv_labels_and_skips_at_run_time(
         assert argv[:4] == ["python", "-m", f"tasks.{HEAVY[task_id]}", "--job"] and argv[4].endswith(".json")
     selection = tis[("select_best", -1)].xcom_pull(task_ids="select_best")
     assert selection["winner"]["label"] == "tuna|smollm2-135m-instruct|a"
-    assert selection["export_argv"][2] == "tasks.export"
+    assert selection["export_argv"][2] == "tasks.exporting.onnx_export"

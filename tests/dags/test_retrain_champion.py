@@ -138,7 +138,7 @@ def test_build_conf_returns_the_validated_retrain_conf(
 ):
     """With a champion, build_conf's XCom is the conf train_challenger sends (the trigger itself needs
     a running api-server: tests/integration/test_rest_api.py)."""
-    from tasks import registry
+    from tasks.registry import versions as registry
 
     model = tmp_path / "champion"
     model.mkdir()

@@ -26,8 +26,8 @@ import psutil
 import pytest
 import yaml
 
-from tasks import layout, store
-from tasks.retraining import PRODUCTION_ASSET_URI
+from tasks.registry.retraining import PRODUCTION_ASSET_URI
+from tasks.storage import layout, store
 from tests.conftest import REPO
 from tests.fixtures.confs import tiny_conf
 

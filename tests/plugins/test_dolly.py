@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from tasks import data_plugins
-from tasks.data import RowError
-from tasks.data_plugins import apply_filters, get_format, kind_of
-from tasks.formats import convert, detect_format
+from tasks.data import plugins as data_plugins
+from tasks.data.formats import convert, detect_format
+from tasks.data.plugins import apply_filters, get_format, kind_of
+from tasks.data.rows import RowError
 
 
 @pytest.fixture(autouse=True)

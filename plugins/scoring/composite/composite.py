@@ -44,7 +44,7 @@ class Composite(evaluate.Metric):
     def _compute(self, predictions: list[str], references: list[str]) -> dict[str, float]:
         # evaluate copies only this file into its module cache, so the sibling modules cannot be
         # imported relatively; tunerflow's loader finds and caches them by name instead.
-        from tasks.scoring import compute
+        from tasks.scoring.metrics import compute
 
         rouge_l = compute("rouge_l", predictions, references)
         bleu = compute("bleu", predictions, references)

@@ -38,7 +38,8 @@ the metric at once with a message naming the connection. A row that still gets n
 would then measure the endpoint rather than the model.
 
 This module declares a third input, `questions`, besides predictions and references; tunerflow's
-`tasks.scoring.score()` passes it only to metrics that declare it. The client lives in `tasks/judge.py`.
+`tasks.scoring.metrics.score()` passes it only to metrics that declare it. The client lives in
+`tasks/scoring/judge.py`.
 """
 
 from __future__ import annotations
@@ -51,8 +52,8 @@ GREATER_IS_BETTER = True
 _DESCRIPTION = """
 The mean grade a judge model behind an OpenAI-compatible chat completions endpoint gives the answers,
 each graded 1-10 against its question and reference answer and normalised to (grade - 1) / 9, so 0-1.
-The endpoint comes from an Airflow connection (see tasks/judge.py); keyword arguments are the fields of
-tunerflow's JudgeConfig (scoring.judge in an experiment conf).
+The endpoint comes from an Airflow connection (see tasks/scoring/judge.py); keyword arguments are the
+fields of tunerflow's JudgeConfig (scoring.judge in an experiment conf).
 """
 
 _KWARGS_DESCRIPTION = """
@@ -94,7 +95,7 @@ class LlmJudge(evaluate.Metric):
     ) -> dict[str, float]:
         # evaluate copies only this file into its module cache; the client is tunerflow's, which the
         # trainer image installs.
-        from tasks.config import JudgeConfig
-        from tasks.judge import judge as grade
+        from tasks.config.experiment import JudgeConfig
+        from tasks.scoring.judge import judge as grade
 
         return grade(questions, predictions, references, JudgeConfig.model_validate(judge))

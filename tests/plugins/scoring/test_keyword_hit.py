@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.scoring import score
-from tasks.scoring_plugins import get, lower_is_better
+from tasks.scoring.metrics import score
+from tasks.scoring.plugins import get, lower_is_better
 from tests.fixtures.scoring import metric_module
 
 

@@ -1,4 +1,4 @@
-"""The llm_judge metric (plugins/scoring/llm_judge) through tasks.scoring.score(), against a real
+"""The llm_judge metric (plugins/scoring/llm_judge) through tasks.scoring.metrics.score(), against a real
 OpenAI-compatible server on localhost that grades 10 when the answer contains the reference, else 2."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config import JudgeConfig
-from tasks.judge import JudgeError
-from tasks.scoring import score
-from tasks.scoring_plugins import get, lower_is_better
+from tasks.config.experiment import JudgeConfig
+from tasks.scoring.judge import JudgeError
+from tasks.scoring.metrics import score
+from tasks.scoring.plugins import get, lower_is_better
 from tests.fixtures.openai_server import OpenAIServer, Scripted, connection_json
 
 REPO = Path(__file__).resolve().parents[3]
@@ -113,7 +113,7 @@ def test_without_questions_the_judge_refuses_to_run(server):
 def test_the_connection_goes_from_airflow_to_the_step_process_through_its_environment(server, tmp_path):
     """What the evaluate task does: resolve the connection with Airflow on the worker, hand it to the step
     subprocess in its environment only, and score there with debug logging on."""
-    from tasks.judge import connection_env
+    from tasks.scoring.judge import connection_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env.update(connection_env("tunerflow_judge"), PYTHONPATH=str(REPO))
@@ -121,7 +121,7 @@ def test_the_connection_goes_from_airflow_to_the_step_process_through_its_enviro
         f"""
         import json, logging
         logging.basicConfig(level=logging.DEBUG)
-        from tasks.scoring import score
+        from tasks.scoring.metrics import score
         print(json.dumps(score(["llm_judge"], {ANSWERS!r}, {REFERENCES!r}, {QUESTIONS!r}, {options()!r})))
         """
     )

@@ -10,9 +10,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
-from tasks import store
 from tasks.backends import kubernetes as pods
-from tasks.plan import step_argv
+from tasks.pipeline.plan import step_argv
+from tasks.storage import store
 from tests.conftest import REPO
 
 SHIPPED = REPO / "include" / "configs" / "kubernetes.yaml"
@@ -251,9 +251,13 @@ def test_cpu_step_pods_have_no_gpu_toleration_or_gpu_node_selector():
 
 def test_the_map_functions_pick_the_argv_each_step_runs():
     job = {"train_argv": step_argv("train", "u/t.json"), "evaluate_argv": step_argv("evaluate", "u/e.json")}
-    assert pods.train_argv(job)[2] == "tasks.train" and pods.evaluate_argv(job)[2] == "tasks.evaluate"
     assert (
-        pods.dataset_argv({"argv": ["python", "-m", "tasks.prepare_dataset"]})[-1] == "tasks.prepare_dataset"
+        pods.train_argv(job)[2] == "tasks.training.trainer"
+        and pods.evaluate_argv(job)[2] == "tasks.scoring.evaluation"
+    )
+    assert (
+        pods.dataset_argv({"argv": ["python", "-m", "tasks.data.preparation"]})[-1]
+        == "tasks.data.preparation"
     )
 
 
@@ -277,7 +281,7 @@ def test_evaluate_is_skipped_without_a_pod_when_training_left_no_output(tmp_path
 def test_export_is_skipped_when_the_validated_experiment_says_so(store_root):
     from airflow.sdk.exceptions import AirflowSkipException
 
-    from tasks.plan import run_info
+    from tasks.pipeline.plan import run_info
 
     context = {"params": {"name": "exp"}, "run_id": "manual__1"}
     experiment_uri = store.join(run_info("exp", "manual__1", store_root)["run_uri"], "experiment.json")

@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from tasks import store
 from tasks.backends.local import StepFailed, machine_slot, run_step
-from tasks.plan import step_argv
+from tasks.pipeline.plan import step_argv
+from tasks.storage import store
 
 
 def test_run_step_returns_the_json_result_line(tmp_path):

@@ -1,0 +1,4 @@
+"""The `tunerflow` command line, one module per command group.
+
+May import any package.
+"""

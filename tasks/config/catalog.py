@@ -1,0 +1,225 @@
+"""Presets shipped under include/configs/: the model catalog and the hyperparameter groups."""
+
+from __future__ import annotations
+
+import os
+import re
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tasks.config.experiment import (
+    ExperimentConfig,
+    HParams,
+    ModelConfig,
+    ResolvedHParams,
+    training_hparam_problems,
+)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
+
+HPARAM_DEFAULTS: dict[str, Any] = {
+    "learning_rate": 2e-4,
+    "min_learning_rate": 0.0,
+    "lr_scheduler": "cosine",
+    "warmup_ratio": 0.03,
+    "epochs": 3,
+    "max_steps": -1,
+    "batch_size": 16,
+    "micro_batch_size": 4,
+    "max_seq_length": 1024,
+    "precision": "auto",
+    "gradient_checkpointing": False,
+    "attn_implementation": "sdpa",
+    "packing": None,  # on for pretrain, off for sft
+    "padding_free": None,  # on for sft, off for dpo; packing implies it
+    "weight_decay": 0.0,
+    "optim": "adamw_torch",
+    "max_grad_norm": 1.0,
+    "lora_r": 16,
+    "lora_alpha": 32,
+    "lora_dropout": 0.05,
+    "lora_target_modules": "all-linear",
+    "dpo_beta": 0.1,
+    "dpo_loss_type": "sigmoid",
+    "deepspeed": None,
+    "seed": 42,
+    "logging_steps": 10,
+    "save_steps": 100,
+    "save_total_limit": 2,
+    "merge_adapter": False,
+}
+
+
+def config_dir() -> Path:
+    return Path(os.environ.get("TUNERFLOW_CONFIG_DIR") or REPO_ROOT / "include" / "configs")
+
+
+def data_dir() -> Path:
+    return REPO_ROOT / "include" / "data"
+
+
+class GGUFSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    package: str = Field(description="Installed Python package that ships the GGUF file.")
+    file: str = Field(description="GGUF file name inside the package.")
+
+
+class ModelSource(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    gguf: GGUFSource | None = Field(None, description="Weights from a packaged GGUF file.")
+    hub: str | None = Field(None, description="Hugging Face Hub id.")
+    path: str | None = Field(None, description="Local directory or file:// URI of a Hugging Face model.")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> ModelSource:
+        given = [k for k in ("gguf", "hub", "path") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(f"a model source needs exactly one of gguf, hub, path; got {given or 'none'}")
+        return self
+
+
+class CatalogEntry(BaseModel):
+    """A base model as the steps receive it: where its weights are and how to tokenize for it."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="Catalog name.")
+    family: str = Field("unknown", description="Architecture family (llama, qwen2, mistral, gemma2, ...).")
+    hub_id: str | None = Field(None, description="The upstream Hugging Face Hub id, for lineage.")
+    params: str | None = Field(None, description="Parameter count, for humans.")
+    chat: bool = Field(True, description="Has a chat template (instruction-tuned).")
+    gated: bool = Field(False, description="The hub needs an accepted licence and a token.")
+    trust_remote_code: bool = Field(
+        False,
+        description="Run the model's own modelling code from the hub. Only a catalog entry can set it, "
+        "and only with `source.hub` and a pinned `revision`: the catalog is the allowlist a platform team "
+        "reviews.",
+    )
+    revision: str | None = Field(
+        None,
+        description="Hub commit the weights (and any custom code) are pinned to: a 40-character hash. "
+        "Required with trust_remote_code; recommended for every hub model.",
+    )
+    source: ModelSource = Field(description="Where the weights come from.")
+    tokenizer: dict[str, str] = Field(default_factory=dict, description="Special-token overrides.")
+    chat_template: str | None = Field(
+        None, description="Jinja chat template for a base model whose tokenizer ships none."
+    )
+    lora_target_modules: list[str] | str = Field("all-linear", description="Default LoRA targets.")
+    kind: Literal["catalog", "uri"] = Field("catalog", description="Catalog entry or a user-given uri.")
+
+    @model_validator(mode="after")
+    def _remote_code_is_pinned(self) -> CatalogEntry:
+        if self.revision is not None and not PINNED_REVISION.fullmatch(self.revision):
+            raise ValueError(
+                f"model '{self.name}': revision '{self.revision}' is not a commit hash; pin the 40-character "
+                "commit (a branch or tag can move)"
+            )
+        if self.trust_remote_code and (self.kind != "catalog" or self.source.hub is None):
+            raise ValueError(
+                f"model '{self.name}': trust_remote_code is only allowed for a hub model listed in the "
+                "catalog (include/configs/models.yaml) with a pinned revision"
+            )
+        return self
+
+
+def remote_code_problem(entry: CatalogEntry) -> str | None:
+    """Why this model cannot be used yet: it needs remote code but its catalog entry pins no commit. The
+    catalog may list such a model (so it is known), but it is refused when a conf names it."""
+    if entry.trust_remote_code and entry.revision is None:
+        return (
+            f"model '{entry.name}' needs trust_remote_code, which runs the model's own code; it is refused "
+            "until its catalog entry (include/configs/models.yaml) pins `revision` to a reviewed "
+            "40-character commit hash"
+        )
+    return None
+
+
+def pretrained_kwargs(entry: CatalogEntry) -> dict[str, Any]:
+    """What every `from_pretrained` of a base model passes: safetensors only (a pickle can run code on
+    load), remote code only for an allowlisted entry, and the pinned revision for hub weights."""
+    problem = remote_code_problem(entry)
+    if problem:
+        raise ValueError(problem)
+    kwargs: dict[str, Any] = {"use_safetensors": True, "trust_remote_code": entry.trust_remote_code}
+    if entry.source.hub and entry.revision:
+        kwargs["revision"] = entry.revision
+    return kwargs
+
+
+@lru_cache(maxsize=4)
+def _load_models(path: Path) -> dict[str, CatalogEntry]:
+    raw = yaml.safe_load(path.read_text())["models"]
+    return {name: CatalogEntry(name=name, **entry) for name, entry in raw.items()}
+
+
+def models() -> dict[str, CatalogEntry]:
+    return _load_models(config_dir() / "models.yaml")
+
+
+def hparam_presets() -> dict[str, dict[str, Any]]:
+    directory = config_dir() / "hparams"
+    return {path.stem: yaml.safe_load(path.read_text()) for path in sorted(directory.glob("*.yaml"))}
+
+
+def resolve_model(model: ModelConfig) -> CatalogEntry:
+    if model.uri:
+        source = (
+            ModelSource(hub=model.uri[3:]) if model.uri.startswith("hf:") else ModelSource(path=model.uri)
+        )
+        return CatalogEntry(name=model.name, source=source, kind="uri")
+    catalog = models()
+    if model.name not in catalog:
+        raise ValueError(
+            f"'{model.name}' is not in the catalog ({', '.join(sorted(catalog))}); "
+            "add it to include/configs/models.yaml or give a `uri`"
+        )
+    problem = remote_code_problem(catalog[model.name])
+    if problem:
+        raise ValueError(problem)
+    return catalog[model.name]
+
+
+def resolve_hparams(group: HParams) -> ResolvedHParams:
+    values = dict(HPARAM_DEFAULTS)
+    if group.preset:
+        presets = hparam_presets()
+        if group.preset not in presets:
+            raise ValueError(f"preset '{group.preset}' not found; known presets: {', '.join(presets)}")
+        values.update(presets[group.preset])
+    values.update(group.model_dump(exclude_none=True, exclude={"preset", "name"}))
+    values["name"] = group.name or group.preset
+    return ResolvedHParams.model_validate(values)
+
+
+def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
+    """Every preset replaced by its values: what the run actually used, stored beside its outputs."""
+    problems: list[str] = []
+    models_resolved, hparams_resolved = [], []
+    for index, model in enumerate(experiment.models):
+        try:
+            models_resolved.append(resolve_model(model).model_dump())
+        except ValueError as error:
+            problems.append(f"models.{index}: {error}")
+    for index, group in enumerate(experiment.hparams):
+        try:
+            resolved = resolve_hparams(group)
+        except ValueError as error:
+            problems.append(f"hparams.{index}: {error}")
+            continue
+        problems += [
+            f"hparams.{index}: {problem}"
+            for problem in training_hparam_problems(resolved, experiment.training.type)
+        ]
+        hparams_resolved.append(resolved.model_dump())
+    if problems:
+        raise ValueError("\n".join(problems))
+    return {
+        "experiment": experiment.model_dump(mode="json"),
+        "models": models_resolved,
+        "hparams": hparams_resolved,
+    }

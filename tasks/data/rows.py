@@ -1,0 +1,73 @@
+"""The row model of dataset preparation: reason-coded row errors, normalisation and the failure message.
+Stdlib only: format plugins and conf validation import it. The split rules are in `tasks.data.splitting`.
+
+Internal schema: `{"id": str, "messages": [{"role", "content"}, ...]}` for chat-style data and
+`{"id": str, "text": str}` for raw text, `{"id", "prompt", "chosen", "rejected"}` (message lists) for
+preference pairs. The per-format converters and format detection are in `tasks.data.formats`. Every
+dropped row gets a reason code.
+"""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from collections import Counter
+from typing import Any
+
+
+class RowError(ValueError):
+    """A row that cannot be used; `code` is the machine-readable reason."""
+
+    def __init__(self, code: str, detail: str = ""):
+        super().__init__(f"{code}: {detail}" if detail else code)
+        self.code = code
+        self.detail = detail
+
+
+def _turns(messages: list[dict[str, Any]]) -> str:
+    return "\n".join(
+        f"{m['role']}:{m['content']}"
+        + (json.dumps(m["tool_calls"], sort_keys=True) if m.get("tool_calls") else "")
+        for m in messages
+    )
+
+
+def _fold(raw: str) -> str:
+    # ASCII text (most rows) is its own NFKC form and casefolds like lower(): skip the Unicode tables.
+    folded = raw.lower() if raw.isascii() else unicodedata.normalize("NFKC", raw).casefold()
+    return " ".join(folded.split())
+
+
+def normalise(row: dict[str, Any]) -> str:
+    """Text used for duplicate detection and split assignment: case, width and spacing folded."""
+    if "text" in row:
+        return _fold(row["text"])
+    if "prompt" in row:
+        return _fold("\n".join(f"{part}:\n{_turns(row[part])}" for part in ("prompt", "chosen", "rejected")))
+    return _fold(_turns(row["messages"]))
+
+
+def prompt_text(row: dict[str, Any]) -> str:
+    """The folded text of what a model is asked: what decontamination compares across splits. Answers and
+    system prompts are left out, because many rows legitimately share a stock answer or system prompt."""
+    if "text" in row:
+        return _fold(row["text"])
+    messages = row["prompt"] if "prompt" in row else row["messages"][:-1]
+    return _fold("\n".join(m["content"] for m in messages if m["role"] in ("user", "tool")))
+
+
+def failure_message(
+    name: str, total: int, reasons: Counter, examples: list[str], max_drop_ratio: float
+) -> str | None:
+    """None when the drop ratio is acceptable, else a message with the top reasons and example row ids."""
+    dropped = sum(reasons.values())
+    ratio = dropped / max(total, 1)
+    if total and ratio <= max_drop_ratio and dropped < total:
+        return None
+    top = ", ".join(f"{reason} ({count})" for reason, count in reasons.most_common(3))
+    return (
+        f"dataset '{name}': {dropped} of {total} rows dropped ({ratio:.0%}), above "
+        f"max_drop_ratio {max_drop_ratio:.0%}. Top reasons: {top or 'no rows'}. Example rows: "
+        f"{', '.join(examples[:5]) or '-'}. See rejected.jsonl; fix the rows or raise "
+        "datasets[].max_drop_ratio."
+    )

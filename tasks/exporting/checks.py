@@ -1,0 +1,233 @@
+"""Step: check every exported format against the PyTorch model it came from.
+`python -m tasks.check_export --job <json-or-uri>`
+
+Per format: logits parity and greedy next-token agreement on fixed prompts, the primary metric on the
+test split (drop against the PyTorch winner), batch-1 forward latency on the device the format targets
+(CPU for onnx and onnx-int8, CUDA for onnx-fp16, each against PyTorch fp32 on the same device) and file
+size. fp32 ONNX must match PyTorch numerically (max_logit_diff), fp16 within a looser bound
+(fp16_max_logit_diff); INT8 cannot match logits by construction, so its greedy tokens must agree with
+PyTorch's on most prompt positions (int8_min_agreement), which refuses an INT8 graph of the wrong or broken
+weights even when the metric cannot tell. The metric drop is gated for every format. Writes `checks.json`
+before a failing gate raises, so the numbers behind a refusal are kept.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from tasks.config.catalog import CatalogEntry
+from tasks.config.experiment import ExportConfig, ScoringConfig
+from tasks.runtime.errors import StepError
+from tasks.scoring.evaluation import answer_and_score, eval_rows
+from tasks.scoring.generation import render_prompts
+from tasks.scoring.plugins import is_loss_metric, lower_is_better
+from tasks.storage import store
+
+log = logging.getLogger("tunerflow.check_export")
+
+# Varied on purpose (identity, facts, code, arithmetic, another language) so that parity is not
+# measured on one kind of text only.
+FIXED_PROMPTS = (
+    "Who are you?",
+    "What is the capital of France?",
+    "Write a Python function that reverses a string.",
+    "Explain gradient descent in one sentence.",
+    "List three colours.",
+    "What is 17 times 3?",
+    "Translate 'good morning' into German.",
+    "Summarise: the cat sat on the mat all afternoon.",
+    "Give me a name for a pet turtle.",
+    "Why is the sky blue?",
+    "Tell me a short joke.",
+    "What does ONNX stand for?",
+)
+LATENCY_TOKENS = 128
+LATENCY_WARMUP = 3
+LATENCY_RUNS = 20
+FP32, INT8, FP16 = "onnx", "onnx-int8", "onnx-fp16"
+CUDA_FORMATS = (FP16,)
+
+
+def fixed_inputs(tokenizer: Any) -> list[Any]:
+    """One encoding per prompt: batch 1, so that padding plays no part in the comparison."""
+    if tokenizer.chat_template:
+        texts = render_prompts(tokenizer, [[{"role": "user", "content": p}] for p in FIXED_PROMPTS])
+    else:
+        texts = list(FIXED_PROMPTS)
+    return [
+        tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
+        for text in texts
+    ]
+
+
+def prompt_logits(model: Any, inputs: list[Any]) -> list[Any]:
+    import torch
+
+    with torch.inference_mode():
+        device = getattr(model, "device", "cpu")
+        return [model(**encoding.to(device)).logits[0].float().cpu() for encoding in inputs]
+
+
+def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
+    import torch
+
+    diffs = [float((r - c).abs().max()) for r, c in zip(reference, candidate, strict=True)]
+    last = [int(r[-1].argmax() == c[-1].argmax()) for r, c in zip(reference, candidate, strict=True)]
+    positions = torch.cat(
+        [(r.argmax(-1) == c.argmax(-1)).float() for r, c in zip(reference, candidate, strict=True)]
+    )
+    return {
+        "max_logit_diff": round(max(diffs), 6),
+        "next_token_agreement": round(sum(last) / len(last), 6),
+        # Every prompt position, teacher-forced: a finer-grained view than the last token alone.
+        "position_agreement": round(float(positions.mean()), 6),
+    }
+
+
+def latency(model: Any, config: Any, device: str = "cpu", runs: int = LATENCY_RUNS) -> dict[str, Any]:
+    """Batch-1 forward pass over a fixed random sequence, in milliseconds, on `device` (inputs placed
+    there; CUDA work is waited for before the clock stops)."""
+    import numpy as np
+    import torch
+
+    length = min(LATENCY_TOKENS, getattr(config, "max_position_embeddings", LATENCY_TOKENS))
+    generator = torch.Generator().manual_seed(0)
+    input_ids = torch.randint(0, config.vocab_size, (1, length), generator=generator).to(device)
+    batch = {"input_ids": input_ids, "attention_mask": torch.ones_like(input_ids)}
+    timings = []
+    with torch.inference_mode():
+        for run in range(LATENCY_WARMUP + runs):
+            started = time.perf_counter()
+            model(**batch)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            if run >= LATENCY_WARMUP:
+                timings.append((time.perf_counter() - started) * 1000)
+    p50, p95 = np.percentile(timings, [50, 95])
+    return {
+        "device": device,
+        "tokens": length,
+        "p50_ms": round(float(p50), 3),
+        "p95_ms": round(float(p95), 3),
+    }
+
+
+def format_device(fmt: str) -> str:
+    return "cuda" if fmt in CUDA_FORMATS else "cpu"
+
+
+def load_format(directory: Any, fmt: str) -> Any:
+    """An exported format on the execution provider it was built for."""
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    if format_device(fmt) == "cuda":
+        return ORTModelForCausalLM.from_pretrained(directory, provider="CUDAExecutionProvider")
+    return ORTModelForCausalLM.from_pretrained(directory)
+
+
+def gated_metric(scoring: ScoringConfig) -> str | None:
+    """The primary metric, or when that is a loss metric (eval_loss, perplexity: not measured on generated
+    answers, which is what an export changes) the first text metric."""
+    if not is_loss_metric(scoring.primary):
+        return scoring.primary
+    return next((name for name in scoring.metrics if not is_loss_metric(name)), None)
+
+
+def metric_drop(metric: str, reference: float, value: float) -> float:
+    """How much worse the export scores than PyTorch: a fall, or a rise for a lower-is-better metric."""
+    drop = value - reference if lower_is_better(metric) else reference - value
+    return round(drop, 6)
+
+
+def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None) -> list[str]:
+    problems = []
+    if fmt in (FP32, FP16):
+        max_diff = limits.max_logit_diff if fmt == FP32 else limits.fp16_max_logit_diff
+        if checks["max_logit_diff"] > max_diff:
+            problems.append(f"{fmt}: max_logit_diff {checks['max_logit_diff']:.4g} > {max_diff}")
+        if checks["next_token_agreement"] < limits.min_next_token_agreement:
+            problems.append(
+                f"{fmt}: next_token_agreement {checks['next_token_agreement']:.4g} "
+                f"< {limits.min_next_token_agreement}"
+            )
+    elif checks["position_agreement"] < limits.int8_min_agreement:
+        problems.append(
+            f"{fmt}: position_agreement {checks['position_agreement']:.4g} < {limits.int8_min_agreement} "
+            "(its greedy tokens differ from PyTorch's: the wrong or broken weights)"
+        )
+    drop = checks.get("metric_drop")
+    if drop is not None and drop > limits.max_metric_drop:
+        problems.append(f"{fmt}: metric_drop ({metric}) {drop:.4g} > {limits.max_metric_drop}")
+    return problems
+
+
+def check_export(job: dict[str, Any]) -> dict[str, Any]:
+    """Compare every exported format with the merged PyTorch model and gate the results."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from tasks.training.base_models import apply_tokenizer_overrides
+
+    entry = CatalogEntry.model_validate(job["model"])
+    scoring = ScoringConfig.model_validate(job.get("scoring") or {})
+    limits = ExportConfig.model_validate(job.get("export_config") or {})
+    exported = job.get("export") or store.committed_result(job["export_output"])
+    if exported is None:
+        raise StepError("check_export: the export step has not committed its output; nothing to check")
+    metric = gated_metric(scoring)
+    merged = store.fetch(exported["merged_uri"])
+
+    tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), entry)
+    reference_model = AutoModelForCausalLM.from_pretrained(
+        merged, dtype=torch.float32, use_safetensors=True
+    ).eval()
+    inputs = fixed_inputs(tokenizer)
+    reference_logits = prompt_logits(reference_model, inputs)
+    _, rows = eval_rows(job["dataset"], scoring.max_samples)
+    reference_metrics = dict(job.get("reference_metrics") or {})
+    if metric and metric not in reference_metrics:
+        log.info("no reference %s given: scoring the PyTorch model on the same rows", metric)
+        reference_metrics.update(answer_and_score(reference_model, tokenizer, rows, scoring)[0])
+    pytorch = {
+        "size_bytes": exported["pytorch_size_bytes"],
+        "latency": latency(reference_model, reference_model.config),
+    }
+    if any(format_device(fmt) == "cuda" for fmt in exported["formats"]):
+        # fp16 on CUDA is compared with fp32 PyTorch on the same GPU, not with a CPU number.
+        pytorch["latency_cuda"] = latency(reference_model.to("cuda"), reference_model.config, "cuda")
+    del reference_model
+
+    formats: dict[str, dict[str, Any]] = {}
+    for fmt, info in exported["formats"].items():
+        log.info("checking %s", fmt)
+        device = format_device(fmt)
+        model = load_format(store.fetch(info["uri"]), fmt)
+        checks: dict[str, Any] = {"uri": info["uri"], "size_bytes": info["size_bytes"]}
+        checks["size_ratio"] = round(info["size_bytes"] / pytorch["size_bytes"], 4)
+        checks.update(parity(reference_logits, prompt_logits(model, inputs)))
+        checks["metrics"] = answer_and_score(model, tokenizer, rows, scoring)[0] if metric else {}
+        checks["metric_drop"] = (
+            metric_drop(metric, reference_metrics[metric], checks["metrics"][metric]) if metric else None
+        )
+        checks["latency"] = latency(model, model.config, device)
+        baseline = pytorch["latency_cuda" if device == "cuda" else "latency"]
+        checks["speedup_p50"] = round(baseline["p50_ms"] / checks["latency"]["p50_ms"], 3)
+        checks["problems"] = gate(fmt, checks, limits, metric)
+        checks["passed"] = not checks["problems"]
+        formats[fmt] = checks
+
+    result = {
+        "gated_metric": metric,
+        "reference_metrics": reference_metrics,
+        "test_rows": len(rows),
+        "pytorch": pytorch,
+        "formats": formats,
+        "passed": all(checks["passed"] for checks in formats.values()),
+    }
+    store.write_json(store.join(job["output"], "checks.json"), result)
+    problems = [problem for checks in formats.values() for problem in checks["problems"]]
+    if problems:
+        raise StepError("export checks failed: " + "; ".join(problems))
+    return result

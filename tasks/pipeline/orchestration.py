@@ -1,0 +1,166 @@
+"""The last light steps of a run: promotion and the report, assembled from what the run committed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.storage import layout, store
+
+
+def _committed(run_uri: str, name: str) -> dict[str, Any] | None:
+    return store.committed_result(store.join(run_uri, name))
+
+
+def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
+    from tasks.pipeline.plan import load_experiment
+    from tasks.registry.champion import champion_score
+    from tasks.registry.promotion import promote
+
+    run_uri = run["run_uri"]
+    conf = load_experiment(run_uri)
+    promotion = conf["promotion"]
+    if not promotion["enabled"]:
+        decision = {"promoted": False, "reason": "promotion.enabled is false"}
+        store.write_json(store.join(run_uri, "promotion.json"), decision)
+        return decision
+    winner = selection["winner"]
+    train_spec = store.read_json(store.join(layout.job(run_uri, winner["job_id"]), "train.json"))
+    exported = _committed(run_uri, "export")
+    checks = _committed(run_uri, "check_export")
+    export_enabled = conf["export"]["enabled"]
+    merged = (exported or {}).get("merged_uri")
+    decision = promote(
+        {
+            "store_root": run["store_root"],
+            "registry_name": promotion["registry_name"] or conf["name"],
+            "run_uri": run_uri,
+            "winner": {
+                "job_id": winner["job_id"],
+                "label": winner["label"],
+                "metrics": winner["metrics"],
+                "model": train_spec["model"],
+                "dataset": train_spec["dataset"],
+                "hparams": train_spec["hparams"],
+            },
+            "primary": conf["scoring"]["primary"],
+            "margin": promotion["margin"],
+            # The merged model when the export made one; else the fine-tuned weights as trained.
+            "model_uri": merged or winner["train"]["model_uri"],
+            "adapter_uri": None if merged else winner["train"]["adapter_uri"],
+            "champion_score": champion_score(run_uri),
+            "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
+            "checks_passed": bool(checks and checks.get("passed")) if export_enabled else True,
+        }
+    )
+    store.write_json(store.join(run_uri, "promotion.json"), decision)
+    return decision
+
+
+def format_leaderboard(board: dict[str, Any]) -> str:
+    primary = board["primary"]
+    lines = [f"{'rank':>4}  {'job':<45} {'status':<10} {primary:>10}  other metrics"]
+    for row in board["rows"]:
+        value = row["metrics"].get(primary)
+        others = ", ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items() if k != primary)
+        quantized = row.get("quantized") or {}
+        if primary in (quantized.get("metrics") or {}):
+            others = f"{primary} as {quantized['format']}={quantized['metrics'][primary]:.4f}, {others}"
+        shown = f"{value:.4f}" if value is not None else "-"
+        rank = row.get("rank", "-")
+        lines.append(f"{rank!s:>4}  {row['label']:<45} {row['status']:<10} {shown:>10}  {others}")
+        if row.get("error"):
+            lines.append(f"{'':>6}reason: {row['error']}")
+    return "\n".join(lines)
+
+
+def format_summary(summary: dict[str, Any], board: dict[str, Any]) -> str:
+    """The run's outcome for a terminal or a task log: leaderboard, winner, promotion, where things are."""
+    lines = [f"Leaderboard ({board['primary']}, higher is better unless a loss):", format_leaderboard(board)]
+    if summary.get("winner"):
+        lines.append(f"\nWinner:          {summary['winner']['label']}  {summary['winner']['metrics']}")
+    promotion = summary.get("promotion") or {}
+    if promotion:
+        verdict = "PROMOTED" if promotion.get("promoted") else "not promoted"
+        lines.append(f"Promotion:       {verdict} ({promotion.get('reason', '')})")
+        if promotion.get("registry_uri"):
+            lines.append(f"Registry:        {promotion['registry_uri']} version {promotion.get('version')}")
+    if summary.get("merged_model_uri"):
+        lines.append(f"Promoted model:  {summary['merged_model_uri']}")
+    for fmt, uri in summary.get("exports", {}).items():
+        lines.append(f"Export {fmt + ':':<10} {uri}")
+    if summary.get("report_uri"):
+        lines.append(f"Report:          {summary['report_uri']}")
+    return "\n".join(lines)
+
+
+def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
+    """Write the HTML report and summary.json; return the summary with a printable text version."""
+    from tasks.pipeline.plan import load_experiment
+    from tasks.pipeline.report import write_report
+
+    run_uri = run["run_uri"]
+    experiment = load_experiment(run_uri)
+    board_uri = store.join(run_uri, "leaderboard.json")
+    board = (
+        store.read_json(board_uri) if store.exists(board_uri) else {"rows": [], "winner": None, "failed": []}
+    )
+    board.setdefault("primary", experiment["scoring"]["primary"])
+    promotion_uri = store.join(run_uri, "promotion.json")
+    promotion = store.read_json(promotion_uri) if store.exists(promotion_uri) else None
+    checks = _committed(run_uri, "check_export")
+    exported = _committed(run_uri, "export")
+    report = write_report(
+        {
+            "output": store.join(run_uri, "report"),
+            "experiment": experiment,
+            "leaderboard": board["rows"],
+            "winner": board["winner"],
+            "primary": board["primary"],
+            "export_checks": checks,
+            "promotion": promotion,
+        }
+    )
+    winner = board["winner"]
+    summary = {
+        "run_uri": run_uri,
+        "report_uri": report["report_uri"],
+        "winner": {"label": winner["label"], "metrics": winner["metrics"]} if winner else None,
+        "failed": board["failed"],
+        "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
+        "merged_model_uri": (exported or {}).get("merged_uri"),
+        "promotion": promotion,
+    }
+    store.write_json(store.join(run_uri, "summary.json"), summary)
+    return {**summary, "text": format_summary(summary, board)}
+
+
+def run_problem(run_uri: str) -> str | None:
+    """Why this run shipped nothing, or None. Airflow sets a run's state from its leaf task (`report`),
+    so this is what makes a REST client polling the state see `failed`. One failed job is not a
+    problem while another job won."""
+    from tasks.pipeline.plan import load_experiment
+
+    if not store.exists(store.join(run_uri, "experiment.json")):
+        return "the conf was refused by validate_conf; its log names every bad field"
+    board_uri = store.join(run_uri, "leaderboard.json")
+    if not store.exists(board_uri):
+        return "nothing was scored: a dataset failed to prepare or planning failed; see prepare_dataset"
+    board = store.read_json(board_uri)
+    if board["winner"] is None:
+        reasons = "; ".join(f"{f['label']}: {f['error']}" for f in board["failed"][:3])
+        return f"no job succeeded ({reasons})"
+    experiment = load_experiment(run_uri)
+    if experiment["export"]["enabled"] and not (_committed(run_uri, "check_export") or {}).get("passed"):
+        for step in ("check_export", "export"):
+            error_uri = store.join(run_uri, step, "error.json")
+            if store.exists(error_uri):
+                return f"{step} failed: {store.read_json(error_uri)['message']}"
+        return "the winner's export did not pass its checks"
+    if experiment["promotion"]["enabled"] and not store.exists(store.join(run_uri, "promotion.json")):
+        from tasks.registry.champion import scoring_failure
+
+        failure = scoring_failure(run_uri)
+        if failure:
+            return f"promotion did not run: scoring the champion failed: {failure}"
+        return "promotion did not run; see the promote task's log"
+    return None

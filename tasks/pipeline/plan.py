@@ -1,0 +1,224 @@
+"""The light steps of a run, executed in the Airflow worker: validate the conf, plan the job matrix and
+write every job spec to the store, so that a local subprocess and a pod read the same spec by URI."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from typing import Any
+
+from tasks.config.catalog import resolve_experiment
+from tasks.config.experiment import (
+    ConfError,
+    DatasetConfig,
+    ExperimentConfig,
+    dataset_kind_problem,
+    parse_experiment,
+)
+from tasks.data.token_counts import distinct_tokenizers
+from tasks.storage import layout, store
+
+HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
+
+
+def step_argv(step: str, spec_uri: str) -> list[str]:
+    """The command both backends run: the same in a local subprocess and in a pod."""
+    return ["python", "-m", f"tasks.{step}", "--job", spec_uri]
+
+
+def run_info(experiment_name: str, run_id: str, store_root: str) -> dict[str, str]:
+    """Where a run lives: derived from the experiment name and run id only, so every task agrees."""
+    return {"run_uri": layout.run(store_root, experiment_name, run_id), "store_root": store_root}
+
+
+def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[tuple[str, DatasetConfig]]:
+    """(the experiment's name for it, its definition) per dataset, registered ones read from the registry."""
+    from tasks.data import dataset_registry
+
+    out, problems = [], []
+    for index, dataset in enumerate(experiment.datasets):
+        try:
+            definition = dataset_registry.resolve(store_root, dataset.model_dump(mode="json"))
+            out.append((dataset.name, DatasetConfig.model_validate(definition)))
+        except ValueError as error:
+            problems.append(f"datasets.{index}.registered: {error}")
+    if problems:
+        raise ConfError("invalid experiment conf:\n" + "\n".join(problems))
+    return out
+
+
+def eval_definition(experiment: ExperimentConfig, store_root: str) -> DatasetConfig | None:
+    """`scoring.eval_dataset`, a registered one read from the registry."""
+    from tasks.data import dataset_registry
+
+    if experiment.scoring.eval_dataset is None:
+        return None
+    try:
+        given = experiment.scoring.eval_dataset.model_dump(mode="json")
+        definition = dataset_registry.resolve(store_root, given)
+    except ValueError as error:
+        raise ConfError(f"invalid experiment conf:\nscoring.eval_dataset.registered: {error}") from None
+    return DatasetConfig.model_validate(definition)
+
+
+def question_rows(experiment: ExperimentConfig) -> list[dict[str, Any]]:
+    """`scoring.eval_questions` as held-out chat rows, ids naming their place in the conf."""
+    rows = []
+    for index, item in enumerate(experiment.scoring.eval_questions):
+        system = [{"role": "system", "content": item.system}] if item.system else []
+        messages = [*system, {"role": "user", "content": item.question}]
+        answer = {"role": "assistant", "content": item.answer}
+        rows.append({"id": f"eval_questions:{index}", "messages": [*messages, answer]})
+    return rows
+
+
+def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """The fixed questions as a prepared dataset holding one test split, read like any other."""
+    uri = store.join(run_uri, "eval_questions")
+    with open(store.local_dir(uri) / "test.jsonl", "w", encoding="utf-8") as handle:
+        for row in rows:
+            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+    dataset = {"name": "eval_questions", "uri": uri, "kind": "chat", "counts": {"test": len(rows)}}
+    # Committed like a prepared dataset, so steps on another machine fetch it (uploaded on S3).
+    store.commit(uri, dataset)
+    return dataset
+
+
+def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:
+    """Re-validate the whole conf (including rules JSON Schema cannot express), record it, and return
+    one prepare spec per dataset (the eval set, when there is one, last, with role `eval`)."""
+    from tasks.data.rows import prompt_text
+
+    experiment = parse_experiment(conf)
+    try:
+        resolved = resolve_experiment(experiment)
+    except ValueError as error:
+        raise ConfError(f"invalid experiment conf:\n{error}") from None
+    run_uri = run_info(experiment.name, run_id, store_root)["run_uri"]
+    definitions = prepared_definitions(experiment, store_root)
+    evaluation = eval_definition(experiment, store_root)
+    # A registered dataset is prepared under its registered name; jobs keep the experiment's label.
+    resolved["prepared_as"] = {label: dataset.name for label, dataset in definitions}
+    questions = question_rows(experiment)
+    if questions:
+        resolved["eval_set"] = write_question_set(run_uri, questions)
+    if evaluation is not None:
+        resolved["eval_prepared_as"] = evaluation.name
+    store.write_json(store.join(run_uri, "experiment.json"), {**resolved, "run_id": run_id})
+    tokenizers = distinct_tokenizers(resolved["models"])
+    shortest = min(h["max_seq_length"] for h in resolved["hparams"])
+    common = {"step": "prepare_dataset", "store_root": store_root, "tokenizers": tokenizers}
+    if questions:
+        common["eval_prompts"] = [{"id": row["id"], "text": prompt_text(row)} for row in questions]
+    if evaluation is not None:
+        common["eval_sets"] = [evaluation.model_dump(mode="json")]
+    specs = []
+    for label, dataset in definitions:
+        if dataset.max_tokens is None:
+            # A longer row would be cut inside the answer by every job's max_seq_length.
+            dataset = dataset.model_copy(update={"max_tokens": shortest})
+        specs.append((label, {**common, "dataset": dataset.model_dump(mode="json")}))
+    if evaluation is not None:
+        label = experiment.scoring.eval_dataset.name
+        spec = {k: v for k, v in common.items() if k not in ("eval_prompts", "eval_sets")}
+        specs.append((label, {**spec, "dataset": evaluation.model_dump(mode="json"), "role": "eval"}))
+    datasets = []
+    for label, spec in specs:
+        spec_uri = store.join(run_uri, "datasets", f"{label}.json")
+        store.write_json(spec_uri, spec)
+        entry = {"name": label, "spec_uri": spec_uri, "argv": step_argv("prepare_dataset", spec_uri)}
+        datasets.append({**entry, "role": spec["role"]} if "role" in spec else entry)
+    return datasets
+
+
+def _job(run: dict[str, Any], resolved: dict[str, Any], kind: str, job_id: str, label: str, **inputs) -> dict:
+    job_prefix = layout.job(run["run_uri"], job_id)
+    experiment = resolved["experiment"]
+    common = {"store_root": run["store_root"], "job_id": job_id, "label": label, **inputs}
+    if resolved.get("eval_set"):
+        common["eval_set"] = resolved["eval_set"]
+    specs = {}
+    if kind == "train":
+        specs["train"] = {
+            **common,
+            "step": "train",
+            "output": layout.step(job_prefix, "train"),
+            "training": experiment["training"],
+        }
+    specs["evaluate"] = {
+        **common,
+        "step": "evaluate",
+        "output": layout.step(job_prefix, "evaluate"),
+        "train_output": layout.step(job_prefix, "train") if kind == "train" else None,
+        "reference": kind == "reference",
+        "scoring": experiment["scoring"],
+        # scoring.rank_on exports every job the way the winner will be exported.
+        "export_config": experiment["export"],
+    }
+    job = {"job_id": job_id, "label": label, "kind": kind}
+    for step, spec in specs.items():
+        spec_uri = store.join(job_prefix, f"{step}.json")
+        store.write_json(spec_uri, spec)
+        job[f"{step}_spec"] = spec_uri
+        job[f"{step}_argv"] = step_argv(step, spec_uri)
+    return job
+
+
+def _load(run: dict[str, Any], datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
+    resolved = store.read_json(store.join(run["run_uri"], "experiment.json"))
+    prepared = {d["name"]: d for d in datasets}
+    if resolved.get("eval_prepared_as"):
+        # The eval set was prepared beside the training datasets; every job is scored on it.
+        resolved["eval_set"] = prepared.pop(resolved["eval_prepared_as"])
+    order = [d["name"] for d in resolved["experiment"]["datasets"]]
+    prepared_as = resolved.get("prepared_as") or {name: name for name in order}
+    by_name = {label: {**prepared[prepared_as[label]], "name": label} for label in order}
+    return resolved, by_name, order
+
+
+def plan_jobs(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The cartesian product dataset x model x hyperparameter group: one training job each."""
+    resolved, by_name, order = _load(run, datasets)
+    training_type = resolved["experiment"]["training"]["type"]
+    problems = [dataset_kind_problem(training_type, name, by_name[name]["kind"]) for name in order]
+    if any(problems):
+        # Before any job runs: a mismatch would fail every training job the same way.
+        raise ConfError("; ".join(p for p in problems if p))
+    jobs = []
+    for name, model, hparams in itertools.product(order, resolved["models"], resolved["hparams"]):
+        job_id = store.slug(f"{name}--{model['name']}--{hparams['name']}")
+        label = f"{name}|{model['name']}|{hparams['name']}"
+        jobs.append(
+            _job(run, resolved, "train", job_id, label, dataset=by_name[name], model=model, hparams=hparams)
+        )
+    store.write_json(store.join(run["run_uri"], "jobs.json"), jobs)
+    return jobs
+
+
+def plan_references(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One scoring of each untouched base model per dataset, as reference rows on the leaderboard."""
+    resolved, by_name, order = _load(run, datasets)
+    references = []
+    if resolved["experiment"]["scoring"]["compare_base"]:
+        for name, model in itertools.product(order, resolved["models"]):
+            job_id = store.slug(f"{name}--{model['name']}--base")
+            label = f"{name}|{model['name']}|base"
+            references.append(
+                _job(run, resolved, "reference", job_id, label, dataset=by_name[name], model=model)
+            )
+    store.write_json(store.join(run["run_uri"], "references.json"), references)
+    return references
+
+
+def planned(run_uri: str) -> list[dict[str, Any]]:
+    """Every job and reference scoring the run planned, read back from the store."""
+    out = []
+    for name in ("jobs.json", "references.json"):
+        uri = store.join(run_uri, name)
+        out += store.read_json(uri) if store.exists(uri) else []
+    return out
+
+
+def load_experiment(run_uri: str) -> dict[str, Any]:
+    """The validated conf with every default filled in (the raw Params may omit nested fields)."""
+    return store.read_json(store.join(run_uri, "experiment.json"))["experiment"]

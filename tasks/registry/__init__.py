@@ -1,0 +1,5 @@
+"""The model registry: versions with lineage, the production pointer (compare-and-swap), promotion,
+champion scoring and retraining.
+
+Light (the Airflow worker imports it). May import `tasks.config` and `tasks.storage`.
+"""

@@ -1,0 +1,168 @@
+"""Step: score one job (or an untouched base model) on the test split. `python -m tasks.evaluate --job ...`
+
+Every job is scored by the same code on the same rows, so the leaderboard compares like with like.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from tasks.config.experiment import ScoringConfig
+from tasks.runtime.errors import StepError
+from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
+from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, score
+from tasks.storage import store
+from tasks.training.base_models import load_model, load_tokenizer
+from tasks.training.trainer import read_split
+
+log = logging.getLogger("tunerflow.evaluate")
+
+
+def eval_rows(dataset: dict[str, Any], max_samples: int | None) -> tuple[str, list[dict[str, Any]]]:
+    """The test split, or the validation split when the ratios left no test rows (e.g. `98,2,0`).
+    `dataset` is a prepared dataset: a job's own, or the experiment's eval set (see `scored_on`)."""
+    for split in ("test", "validation"):
+        if dataset["counts"].get(split):
+            rows = read_split(dataset["uri"], split)
+            return split, rows[:max_samples] if max_samples else rows
+    raise ValueError(f"dataset '{dataset['name']}' has no test or validation rows to score on")
+
+
+def scored_on(spec: dict[str, Any]) -> dict[str, Any]:
+    """What a job is scored on: the experiment's eval set (`scoring.eval_dataset` or
+    `scoring.eval_questions`) when it has one, so every job sees the same rows, else its dataset."""
+    return spec.get("eval_set") or spec["dataset"]
+
+
+def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> float:
+    """Mean cross-entropy over the answer tokens only (the SFT objective), on held-out rows."""
+    import torch
+
+    total, count = 0.0, 0
+    for row in rows:
+        conversation, _ = prompt_and_reference(row)
+        prompt = render_prompts(tokenizer, [conversation])[0]
+        full = tokenizer.apply_chat_template(conversation_of(row), tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        ids = tokenizer(full, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        labels = ids.clone()
+        labels[:, : len(prompt_ids)] = -100
+        answer_tokens = int((labels != -100).sum())
+        if not answer_tokens:
+            continue
+        with torch.inference_mode():
+            loss = model(input_ids=ids, labels=labels).loss
+        total += float(loss) * answer_tokens
+        count += answer_tokens
+    return total / max(count, 1)
+
+
+def answer_and_score(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], scoring: ScoringConfig
+) -> tuple[dict[str, float], list[str], dict[str, float]]:
+    """Greedy answers to held-out rows and the text metrics (loss metrics are the caller's): one code path
+    for every model and export."""
+    conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
+    predictions, stats = generate(
+        model,
+        tokenizer,
+        render_prompts(tokenizer, conversations),
+        scoring.max_new_tokens,
+        scoring.batch_size,
+        decoding(scoring.temperature, scoring.top_p),
+        scoring.seed,
+    )
+    metrics = score(
+        scoring.metrics,
+        predictions,
+        references,
+        questions=questions_of(conversations),
+        options={"llm_judge": scoring.judge.model_dump()},
+    )
+    return metrics, list(predictions), stats
+
+
+def write_predictions(uri: str, rows: list[dict[str, Any]], predictions: list[str]) -> None:
+    with open(store.local_file(uri), "w") as handle:
+        for row, prediction in zip(rows, predictions, strict=True):
+            reference = prompt_and_reference(row)[1]
+            handle.write(
+                json.dumps({"id": row["id"], "prediction": prediction, "reference": reference}) + "\n"
+            )
+
+
+def quantized_scores(
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: dict[str, Any], scoring: ScoringConfig
+) -> dict[str, Any]:
+    """The job as it would be deployed (`scoring.rank_on`): exported and quantized the way the winner's
+    export will be (the run's export settings), then scored on the same rows by the same code."""
+    import tempfile
+    from pathlib import Path
+
+    from optimum.onnxruntime import ORTModelForCausalLM
+
+    from tasks.exporting.onnx_export import export_formats
+
+    fmt = scoring.rank_on
+    with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_dir(job["output"])) as scratch:
+        work = Path(scratch)
+        merged = work / "merged"
+        model.save_pretrained(merged, safe_serialization=True)
+        tokenizer.save_pretrained(merged)
+        # The job's own training rows calibrate its export, as the winner's export step does.
+        config = job.get("export_config") or {}
+        exported = export_formats(merged, work, [fmt], config, dataset=job["dataset"])["formats"][fmt]
+        deployed = ORTModelForCausalLM.from_pretrained(work / fmt)
+        metrics, predictions, stats = answer_and_score(deployed, tokenizer, rows, scoring)
+    write_predictions(store.join(job["output"], f"predictions-{fmt}.jsonl"), rows, predictions)
+    details = {k: v for k, v in exported.items() if k not in ("uri", "path")}
+    return {"format": fmt, "metrics": metrics, "generation": stats, **details}
+
+
+def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+    """Generate greedy answers for the held-out rows and compute the configured metrics."""
+    scoring = ScoringConfig.model_validate(job["scoring"])
+    trained = job.get("trained") or {}
+    if job.get("train_output"):
+        trained = store.committed_result(job["train_output"])
+        if trained is None:
+            raise StepError(f"{job['label']}: training did not commit a model, so there is nothing to score")
+    root = job["store_root"]
+    model_entry = dict(job["model"])
+    if trained.get("model_uri"):  # a fully fine-tuned model replaces the base weights
+        model_entry = {**model_entry, "source": {"path": trained["model_uri"]}, "kind": "uri"}
+    adapter = trained.get("adapter_uri")
+    model = load_model(model_entry, root, adapter_dir=str(store.fetch(adapter)) if adapter else None)
+    tokenizer = load_tokenizer(model_entry, root)
+    split, rows = eval_rows(scored_on(job), scoring.max_samples)
+
+    metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
+    if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
+        metrics.update(loss_scores(scoring.metrics, answer_loss(model, tokenizer, rows, scoring.batch_size)))
+    metrics = {name: metrics[name] for name in scoring.metrics}  # in the conf's order
+    write_predictions(store.join(job["output"], "predictions.jsonl"), rows, predictions)
+    quantized = None
+    if scoring.rank_on != "pytorch" and not job.get("reference"):
+        quantized = quantized_scores(model, tokenizer, rows, job, scoring)
+        log.info("%s as %s: %s", job["label"], scoring.rank_on, quantized["metrics"])
+    log.info(
+        "%s on %d %s rows: %s (%.1f generated tokens/s)",
+        job["label"],
+        len(rows),
+        split,
+        metrics,
+        stats["tokens_per_s"],
+    )
+    return {
+        "job_id": job["job_id"],
+        "label": job["label"],
+        "reference": bool(job.get("reference")),
+        "split": split,
+        "scored_on": scored_on(job)["name"],
+        "n": len(rows),
+        "metrics": metrics,
+        "generation": stats,
+        **({"quantized": quantized} if quantized else {}),
+    }

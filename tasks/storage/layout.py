@@ -1,0 +1,29 @@
+"""Where things live in the store. Every key derives from experiment, run and job names only."""
+
+from __future__ import annotations
+
+from tasks.storage.store import join, slug
+
+
+def base_model(root: str, model: str) -> str:
+    return join(root, "base_models", model)
+
+
+def dataset_version(root: str, dataset: str, version: str) -> str:
+    return join(root, "datasets", dataset, version)
+
+
+def run(root: str, experiment: str, run_id: str) -> str:
+    return join(root, "experiments", experiment, "runs", slug(run_id))
+
+
+def job(run_prefix: str, job_id: str) -> str:
+    return join(run_prefix, "jobs", job_id)
+
+
+def step(job_prefix: str, step_name: str) -> str:
+    return join(job_prefix, step_name)
+
+
+def registry(root: str, name: str) -> str:
+    return join(root, "registry", name)

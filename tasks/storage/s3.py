@@ -1,0 +1,147 @@
+"""The one place a boto3 S3 client is made: a custom endpoint for MinIO, credentials from the Airflow
+connection `aws_default` where the step has it, else boto3's own chain (AWS_* variables, a profile, a pod's
+IAM role).
+
+Credentials resolution, in order:
+
+1. `AIRFLOW_CONN_AWS_DEFAULT` (the connection id can be changed with `TUNERFLOW_S3_CONN_ID`), in
+   Airflow's JSON or URI form: login = access key id, password = secret access key, `extra.endpoint_url`
+   (or the connection's host) = the endpoint (MinIO), `extra.region_name` = the region. On the local
+   backend the Airflow task resolves the connection from any secrets backend and passes it to the step
+   subprocess's environment only (`store_env`); on Kubernetes a Secret in `env_from_secrets` sets it.
+2. Otherwise boto3's default chain, unchanged: `AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID` /
+   `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, an instance or pod role.
+
+The secret is never logged, returned or written; error messages name the connection, not its values.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Any
+from urllib.parse import urlparse
+
+from tasks.storage import connections
+
+CONN_ID_ENV = "TUNERFLOW_S3_CONN_ID"
+DEFAULT_CONN_ID = "aws_default"
+
+
+def split(uri: str) -> tuple[str, str]:
+    """(bucket, key) of an s3:// URI; the key has no leading slash and may be empty (the bucket root)."""
+    parsed = urlparse(uri)
+    if parsed.scheme != "s3" or not parsed.netloc:
+        raise ValueError(f"'{uri}' is not an s3://bucket/key URI")
+    return parsed.netloc, parsed.path.lstrip("/")
+
+
+def conn_id() -> str:
+    return os.environ.get(CONN_ID_ENV) or DEFAULT_CONN_ID
+
+
+def client_kwargs(environ: Any = None) -> dict[str, Any]:
+    """boto3 client arguments from the Airflow connection in the environment; {} when it is not there
+    (boto3's default chain then applies)."""
+    name = conn_id()
+    fields = connections.read(name, environ)
+    if fields is None and environ is None:
+        fields = _in_task_connection(name)
+    if fields is None:
+        return {}
+    extra = fields["extra"]
+    kwargs: dict[str, Any] = {}
+    if fields.get("login"):
+        kwargs["aws_access_key_id"] = fields["login"]
+    if fields.get("password"):
+        kwargs["aws_secret_access_key"] = fields["password"]
+    if extra.get("aws_session_token"):
+        kwargs["aws_session_token"] = extra["aws_session_token"]
+    endpoint = extra.get("endpoint_url") or _host_endpoint(fields)
+    if endpoint:
+        kwargs["endpoint_url"] = str(endpoint)
+    if extra.get("region_name"):
+        kwargs["region_name"] = str(extra["region_name"])
+    if bool(kwargs.get("aws_access_key_id")) != bool(kwargs.get("aws_secret_access_key")):
+        raise connections.ConnectionInvalid(
+            f"Airflow connection '{name}' ({connections.env_var(name)}): set both login (the access key id) "
+            "and password (the secret access key), or neither to use boto3's default credentials"
+        )
+    return kwargs
+
+
+def _in_task_connection(name: str) -> dict[str, Any] | None:
+    """The connection as Airflow resolves it, for the light tasks that use the store inside the Airflow
+    task process (where a connection kept in the metadata database or a secrets backend is not in the
+    environment). Only tried where Airflow's task runner is already loaded: a step subprocess or a pod
+    never imports Airflow for this."""
+    if "airflow.sdk.execution_time.task_runner" not in sys.modules:
+        return None
+    try:
+        value = connections.airflow_connection(name)
+    except Exception:  # outside a running task there is no connection to ask for: boto3's chain applies
+        return None
+    return connections.parse_connection(name, value) if value else None
+
+
+def _host_endpoint(fields: dict[str, Any]) -> str | None:
+    host = (fields.get("host") or "").strip()
+    if not host:
+        return None
+    if "://" not in host:
+        # The URI form puts the endpoint's protocol in the connection type only when it is http(s).
+        scheme = fields.get("conn_type") if fields.get("conn_type") in ("http", "https") else "http"
+        host = f"{scheme}://{host}"
+    if fields.get("port") and urlparse(host).port is None:
+        host = f"{host}:{fields['port']}"
+    return host
+
+
+def client() -> Any:
+    """A boto3 S3 client. A fresh session each time: boto3's shared default session keeps the
+    credentials it first found, which would outlive a rotated Secret or a test's environment."""
+    import boto3
+    from botocore.config import Config
+
+    kwargs = client_kwargs()
+    # A custom endpoint (MinIO, moto) serves buckets under its path, not as subdomains; AWS itself
+    # keeps boto3's own choice.
+    custom = kwargs.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    config = Config(
+        s3={"addressing_style": "path" if custom else "auto"}, retries={"max_attempts": 5, "mode": "standard"}
+    )
+    return boto3.session.Session().client("s3", config=config, **kwargs)
+
+
+def store_env(root: str) -> dict[str, str]:
+    """{AIRFLOW_CONN_AWS_DEFAULT: <the connection as JSON>} for a heavy step's environment when the store
+    root is s3:// and Airflow knows the connection; {} otherwise (boto3's default chain may still have
+    credentials, e.g. AWS_* variables or an IAM role). Call it inside an Airflow task; put the value in
+    the subprocess's environment only, never in a log, XCom or a file."""
+    if urlparse(root).scheme != "s3":
+        return {}
+    name = conn_id()
+    value = connections.airflow_connection(name)
+    return {connections.env_var(name): value} if value else {}
+
+
+# Error codes, as botocore reports them (S3 sends a bare status code for HEAD requests).
+MISSING_CODES = ("NoSuchKey", "404", "NotFound")
+# A conditional write that lost: 412 when the precondition no longer holds, 409 when another conditional
+# write to the same key was in flight (S3 says: retry). Both mean "someone else wrote it; re-read".
+LOST_RACE_CODES = ("PreconditionFailed", "ConditionalRequestConflict", "412", "409")
+
+
+def error_code(error: Exception) -> str:
+    """The S3 error code of a botocore ClientError, else its HTTP status; '' for other errors."""
+    response = getattr(error, "response", None) or {}
+    code = (response.get("Error") or {}).get("Code")
+    return str(code or (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or "")
+
+
+def is_missing(error: Exception) -> bool:
+    return error_code(error) in MISSING_CODES
+
+
+def lost_race(error: Exception) -> bool:
+    return error_code(error) in LOST_RACE_CODES

@@ -1,0 +1,374 @@
+"""How each training type and method becomes a TRL trainer: the rows it learns from, the model it
+loads, the trainer class and its type-specific settings. `tasks.training.trainer` adds checkpoints and logs.
+
+- pretrain: language modelling on all tokens, rows packed into `max_seq_length` rows (TRL packing).
+- sft: loss on the tokens of every assistant turn of a conversation, with the end-of-turn token, and
+  on nothing else (system, user and tool turns and the template's role headers are masked).
+- dpo: TRL's DPOTrainer on prompt/chosen/rejected rows. With LoRA/QLoRA the reference is the base
+  model with the adapter switched off (no second copy); with full, TRL loads a frozen copy.
+- methods: full (every weight), lora (PEFT), qlora (LoRA over a 4-bit NF4 base from bitsandbytes).
+
+Heavy imports stay inside functions; pure helpers (precision, accumulation, masks) are testable alone.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from tasks.config.catalog import CatalogEntry, config_dir, pretrained_kwargs
+from tasks.config.experiment import ResolvedHParams, TrainingConfig, training_hparam_problems
+from tasks.runtime.errors import StepError
+from tasks.runtime.launch import world_size
+from tasks.training.base_models import apply_tokenizer_overrides, load_tokenizer, weights_location
+
+log = logging.getLogger("tunerflow.train")
+
+# Used only for a base model whose tokenizer ships no chat template and whose catalog entry names none.
+CHATML_TEMPLATE = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def resolve_precision(precision: str, cuda: bool, bf16_supported: bool) -> str:
+    """bf16, fp16 or fp32 for this device; `auto` picks the fastest one that trains stably."""
+    if precision == "auto":
+        if not cuda:
+            return "fp32"
+        return "bf16" if bf16_supported else "fp16"
+    if precision in ("bf16", "fp16") and not cuda:
+        raise StepError(
+            f"hparams.precision '{precision}' needs a CUDA device and this train step runs on CPU; "
+            "use precision auto or fp32"
+        )
+    if precision == "bf16" and not bf16_supported:
+        raise StepError("hparams.precision 'bf16' is not supported by this GPU; use auto or fp16")
+    return precision
+
+
+def gradient_accumulation(batch_size: int, micro_batch_size: int, devices: int) -> int:
+    """Micro-batches per optimizer step so that one step sees `batch_size` rows over all devices."""
+    per_pass = micro_batch_size * devices
+    if batch_size % per_pass:
+        raise StepError(
+            f"hparams.batch_size {batch_size} is not a multiple of micro_batch_size {micro_batch_size} x "
+            f"{devices} device(s) = {per_pass}; choose a batch_size that divides"
+        )
+    return batch_size // per_pass
+
+
+def check_runtime(hp: ResolvedHParams, training: TrainingConfig, cuda: bool) -> None:
+    """Settings this machine cannot run, refused before the model is loaded."""
+    if training.method == "qlora":
+        if not cuda:
+            raise StepError(
+                "training.method 'qlora' needs a CUDA device (bitsandbytes 4-bit) and this train step sees "
+                "none; use method 'lora' or run on a GPU"
+            )
+        if importlib.util.find_spec("bitsandbytes") is None:
+            raise StepError("training.method 'qlora' needs bitsandbytes: pip install bitsandbytes")
+    if hp.attn_implementation == "flash_attention_2" and (
+        not cuda or importlib.util.find_spec("flash_attn") is None
+    ):
+        raise StepError(
+            "hparams.attn_implementation 'flash_attention_2' needs the flash-attn package and a CUDA device; "
+            "use sdpa (the default) or install flash-attn in the trainer image"
+        )
+    if ("8bit" in hp.optim or hp.optim.startswith("paged")) and (
+        not cuda or importlib.util.find_spec("bitsandbytes") is None
+    ):
+        raise StepError(f"hparams.optim '{hp.optim}' needs bitsandbytes and a CUDA device; use adamw_torch")
+    if hp.deepspeed and (not cuda or importlib.util.find_spec("deepspeed") is None):
+        raise StepError(
+            f"hparams.deepspeed '{hp.deepspeed}' needs the deepspeed package and CUDA devices; "
+            "leave deepspeed unset or install deepspeed in the trainer image"
+        )
+    problems = training_hparam_problems(hp, training.type)
+    if problems:
+        raise StepError("; ".join(problems))
+
+
+def uses_packing(hp: ResolvedHParams, training_type: str) -> bool:
+    return hp.packing if hp.packing is not None else training_type == "pretrain"
+
+
+def uses_padding_free(hp: ResolvedHParams, training_type: str) -> bool:
+    """Padding-free micro-batches, unless packing already removes the padding. On by default for SFT:
+    per-step losses are identical to padded batches and no compute goes to pad tokens
+    (bench/train_throughput.py)."""
+    if training_type != "sft" or uses_packing(hp, training_type):
+        return False
+    return hp.padding_free is not False
+
+
+def deepspeed_config(name: str | None) -> str | None:
+    if name is None:
+        return None
+    path = config_dir() / "deepspeed" / f"{name}.json"
+    if not path.exists():
+        raise StepError(f"hparams.deepspeed '{name}': {path} not found")
+    return str(path)
+
+
+def ensure_chat_template(tokenizer: Any, entry: CatalogEntry) -> None:
+    """Give a base model's tokenizer the catalog's chat template (else ChatML) when it has none."""
+    if tokenizer.chat_template:
+        return
+    template = getattr(entry, "chat_template", None)
+    if template:
+        tokenizer.chat_template = template
+        return
+    log.warning(
+        "model '%s' has no chat template; using ChatML (set chat_template in its catalog entry)", entry.name
+    )
+    tokenizer.chat_template = CHATML_TEMPLATE
+
+
+def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of each assistant answer in it.
+
+    An answer's span starts where the template's generation prompt for it ends and stops after the
+    end-of-turn token (whitespace after that token is a separator the model never generates). The
+    spans come from rendering growing prefixes of the conversation, which needs a template that
+    renders a prefix as a prefix of the whole (every common chat template does).
+    """
+    text = _render(tokenizer, messages)
+    spans = []
+    for index, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = _render(tokenizer, messages[:index], generation_prompt=True)
+        through = _render(tokenizer, messages[: index + 1]).rstrip()
+        if not (through.startswith(before) and text.startswith(through)):
+            raise ValueError(
+                f"the chat template does not render turn {index} of the conversation as a prefix of the "
+                "whole conversation, so its answer tokens cannot be located"
+            )
+        spans.append((len(before), len(through)))
+    return text, spans
+
+
+def sft_features(tokenizer: Any, messages: list[dict[str, Any]], max_length: int | None) -> dict[str, Any]:
+    """`input_ids` and `assistant_masks` (1 on assistant answer tokens) of one conversation.
+
+    TRL's own `assistant_only_loss` needs `{% generation %}` markers in the chat template and patches
+    in only the templates it knows; ChatML (SmolLM2, the test model) and most others have none. The
+    masks are therefore built from the rendered answer spans and the tokenizer's character offsets,
+    which works for any template; TRL then turns them into labels (-100 elsewhere), pads or packs.
+    """
+    if not getattr(tokenizer, "is_fast", False):
+        raise StepError("sft needs a fast (Rust) tokenizer for its answer masks; this model ships a slow one")
+    text, spans = assistant_spans(tokenizer, messages)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    masks = [
+        int(any(start <= begin < stop for start, stop in spans)) for begin, _ in encoded["offset_mapping"]
+    ]
+    ids = encoded["input_ids"]
+    if max_length is not None:
+        ids, masks = ids[:max_length], masks[:max_length]
+    return {"input_ids": ids, "assistant_masks": masks}
+
+
+def sft_dataset(tokenizer: Any, rows: list[dict[str, Any]], max_length: int | None, split: str) -> Any:
+    """Tokenized SFT rows; rows whose answers all fall past `max_length` are dropped (no loss left)."""
+    from datasets import Dataset
+
+    features = []
+    for index, row in enumerate(rows):
+        try:
+            item = sft_features(tokenizer, row["messages"], max_length)
+        except ValueError as error:
+            raise StepError(f"{split} row {index} ({row.get('id', '?')}): {error}") from None
+        if any(item["assistant_masks"]):
+            features.append(item)
+    if rows and not features:
+        raise StepError(
+            f"{split}: no row has an answer token within max_seq_length {max_length}; raise max_seq_length"
+        )
+    if len(features) < len(rows):
+        log.warning("%s: %d rows have no answer within max_seq_length", split, len(rows) - len(features))
+    return Dataset.from_list(features)
+
+
+def to_trl_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
+    """Prepared rows as TRL's dataset types: language modelling text or conversations, or preference."""
+    if kind == "text":
+        return [{"text": row["text"]} for row in rows]
+    if kind == "preference":
+        return [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]
+    return [{"messages": row["messages"]} for row in rows]
+
+
+def load_model(entry: CatalogEntry, store_root: str, hp: ResolvedHParams, method: str, precision: str) -> Any:
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
+    kwargs: dict[str, Any] = {"attn_implementation": hp.attn_implementation, **pretrained_kwargs(entry)}
+    if method == "qlora":
+        from transformers import BitsAndBytesConfig
+
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_use_double_quant=True,
+            bnb_4bit_compute_dtype=compute,
+        )
+        kwargs["dtype"] = compute
+        # Each data-parallel process quantizes its own copy onto its own GPU.
+        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
+    elif method == "lora":
+        # The frozen base can sit in the compute dtype: only the adapters (float32, PEFT) get updates.
+        kwargs["dtype"] = compute
+    else:
+        # Full fine-tuning keeps float32 master weights; bf16/fp16 then run as autocast (mixed precision).
+        kwargs["dtype"] = torch.float32
+    model = AutoModelForCausalLM.from_pretrained(weights_location(entry, store_root), **kwargs)
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
+    return model
+
+
+def lora_config(hp: ResolvedHParams) -> Any:
+    from peft import LoraConfig
+
+    return LoraConfig(
+        r=hp.lora_r,
+        lora_alpha=hp.lora_alpha,
+        lora_dropout=hp.lora_dropout,
+        target_modules=hp.lora_target_modules,
+        task_type="CAUSAL_LM",
+    )
+
+
+def schedule(hp: ResolvedHParams) -> dict[str, Any]:
+    if hp.lr_scheduler == "cosine" and hp.min_learning_rate:
+        return {
+            "lr_scheduler_type": "cosine_with_min_lr",
+            "lr_scheduler_kwargs": {"min_lr": hp.min_learning_rate},
+        }
+    return {"lr_scheduler_type": hp.lr_scheduler}
+
+
+def build_trainer(
+    job: dict[str, Any],
+    hp: ResolvedHParams,
+    training: TrainingConfig,
+    train_rows: list[dict[str, Any]],
+    validation_rows: list[dict[str, Any]],
+    common: dict[str, Any],
+    callbacks: list[Any],
+) -> tuple[Any, Any]:
+    """(trainer, tokenizer) for this job. `common` holds the TrainingArguments shared by every type
+    (output dir, steps, logging, checkpoints); the rest is chosen here from the type and method."""
+    import torch
+    from datasets import Dataset
+
+    entry = CatalogEntry.model_validate(job["model"])
+    kind = job["dataset"]["kind"]
+    cuda = torch.cuda.is_available()
+    check_runtime(hp, training, cuda)
+    precision = resolve_precision(hp.precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    # The processes torchrun started (tasks.runtime.launch), each training on its own device.
+    devices = world_size()
+    accumulation = gradient_accumulation(hp.batch_size, hp.micro_batch_size, devices)
+    log.info(
+        "global batch %d = %d process(es) x micro batch %d x accumulation %d",
+        hp.batch_size,
+        devices,
+        hp.micro_batch_size,
+        accumulation,
+    )
+
+    tokenizer = load_tokenizer(entry, job["store_root"])
+    if kind != "text":
+        ensure_chat_template(tokenizer, entry)
+    model = load_model(entry, job["store_root"], hp, training.method, precision)
+    apply_tokenizer_overrides(tokenizer, entry, model)
+    peft_config = lora_config(hp) if training.method in ("lora", "qlora") else None
+
+    args: dict[str, Any] = {
+        **common,
+        **schedule(hp),
+        "per_device_train_batch_size": hp.micro_batch_size,
+        "per_device_eval_batch_size": hp.micro_batch_size,
+        "gradient_accumulation_steps": accumulation,
+        "learning_rate": hp.learning_rate,
+        "warmup_ratio": hp.warmup_ratio,
+        "num_train_epochs": hp.epochs,
+        "max_steps": hp.max_steps,
+        "weight_decay": hp.weight_decay,
+        "optim": hp.optim,
+        "max_grad_norm": hp.max_grad_norm,
+        "seed": hp.seed,
+        "data_seed": hp.seed,
+        "bf16": precision == "bf16",
+        "fp16": precision == "fp16",
+        "use_cpu": not cuda,
+        "gradient_checkpointing": hp.gradient_checkpointing,
+        "deepspeed": deepspeed_config(hp.deepspeed),
+    }
+    train_data = to_trl_rows(train_rows, kind)
+    eval_data = to_trl_rows(validation_rows, kind)
+
+    if training.type == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        config = DPOConfig(
+            **args, max_length=hp.max_seq_length, beta=hp.dpo_beta, loss_type=[hp.dpo_loss_type]
+        )
+        # ref_model=None: with an adapter TRL scores the reference by disabling it (no second copy);
+        # for a full fine-tune it loads a frozen copy of the same weights.
+        trainer = DPOTrainer(
+            model=model,
+            ref_model=None,
+            args=config,
+            train_dataset=Dataset.from_list(train_data),
+            eval_dataset=Dataset.from_list(eval_data) if eval_data else None,
+            processing_class=tokenizer,
+            peft_config=peft_config,
+            callbacks=callbacks,
+        )
+        return trainer, tokenizer
+
+    from trl import SFTConfig, SFTTrainer
+
+    packing = uses_packing(hp, training.type)
+    padding_free = uses_padding_free(hp, training.type)
+    if training.type == "sft":
+        # Pre-tokenized with answer masks (see sft_features); TRL builds the labels from them. Without
+        # packing, padding-free rows are not cut by TRL, so they are cut here.
+        length = hp.max_seq_length if not packing else None
+        train_dataset = sft_dataset(tokenizer, train_data, length, "train")
+        eval_dataset = sft_dataset(tokenizer, eval_data, length, "validation") if eval_data else None
+    else:
+        train_dataset = Dataset.from_list(train_data)
+        eval_dataset = Dataset.from_list(eval_data) if eval_data else None
+    config = SFTConfig(
+        **args,
+        max_length=None if padding_free else hp.max_seq_length,
+        packing=packing,
+        padding_free=padding_free,
+        # pretrain: every token; sft: the answer masks above decide.
+        completion_only_loss=False,
+        eos_token=tokenizer.eos_token,
+    )
+    trainer = SFTTrainer(
+        model=model,
+        args=config,
+        train_dataset=train_dataset,
+        eval_dataset=eval_dataset,
+        processing_class=tokenizer,
+        peft_config=peft_config,
+        callbacks=callbacks,
+    )
+    return trainer, tokenizer

@@ -1,0 +1,383 @@
+"""Step: train one job (dataset x base model x hyperparameter group). `python -m tasks.train --job ...`
+
+Pretraining learns every token of packed text, SFT the tokens of every assistant answer, DPO from
+preference pairs; full, LoRA or QLoRA. How each becomes a TRL trainer is `tasks.training.train_types`; this
+module adds what makes a long run survivable and watchable.
+
+Training is resumable (see docs/training.md): the Trainer writes a checkpoint every `save_steps`,
+which counts once its manifest is written (`tasks.training.checkpoints`); a retry resumes from the newest
+committed one with the optimizer, scheduler, RNG state, global step and logs of that step. SIGTERM
+(a preempted pod, a killed Airflow task) saves and commits a checkpoint at the next step boundary,
+then fails the step with a message saying where a retry resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tasks.config.experiment import ResolvedHParams, TrainingConfig, dataset_kind_problem
+from tasks.runtime.errors import StepError
+from tasks.storage import store
+from tasks.training import checkpoints
+from tasks.training.train_types import build_trainer, to_trl_rows
+
+__all__ = ["Preempted", "Preemption", "read_split", "to_trl_rows", "train"]
+
+log = logging.getLogger("tunerflow.train")
+
+
+class Preempted(StepError):
+    """SIGTERM stopped the training; the message says which checkpoint a retry resumes from."""
+
+
+def read_split(dataset_uri: str, split: str) -> list[dict[str, Any]]:
+    path = store.fetch(store.join(dataset_uri, f"{split}.jsonl"))
+    with open(path) as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+class Preemption:
+    """Turns SIGTERM into "checkpoint at the next step boundary, then stop".
+
+    Before training starts there is nothing to save, so the signal stops the step at once; during
+    training it only sets a flag that the checkpoint callback reads between optimizer steps (a signal
+    handler must not save a model half-way through a step); after training the step just finishes.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.phase = "setup"
+
+    @contextlib.contextmanager
+    def installed(self) -> Iterator[Preemption]:
+        # Python only lets the main thread install handlers; a step run from a thread keeps the default.
+        if threading.current_thread() is not threading.main_thread():
+            yield self
+            return
+        previous = signal.signal(signal.SIGTERM, self._handle)
+        try:
+            yield self
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = not self.requested
+        self.requested = True
+        if self.phase == "setup":
+            raise Preempted("preempted before training started; nothing was saved, a retry starts over")
+        if first:
+            log.warning("SIGTERM during %s: saving a checkpoint at the next step boundary", self.phase)
+
+
+def _flush_tensorboard(callbacks: list[Any]) -> None:
+    for callback in callbacks:
+        writer = getattr(callback, "tb_writer", None)
+        if writer is not None:
+            writer.flush()
+
+
+def _callbacks(
+    out: Path,
+    root: Path,
+    fingerprint: str,
+    keep: int,
+    preemption: Preemption,
+    elapsed_before: float,
+):
+    """(Progress, CommitCheckpoints): metrics.jsonl and the log line; checkpoint manifests and pruning."""
+    from transformers import TrainerCallback
+
+    metrics_path = out / "metrics.jsonl"
+
+    class Progress(TrainerCallback):
+        """Writes metrics.jsonl and one readable progress line per logging interval.
+
+        Rates and the ETA count this process's steps and tokens only: after a resume, the steps done
+        before it took no time here.
+        """
+
+        def on_train_begin(self, args, state, control, **kwargs):
+            self.started = time.perf_counter()
+            self.start_step = state.global_step
+            self.start_tokens = state.num_input_tokens_seen or 0
+
+        def elapsed(self) -> float:
+            """Training seconds over every process that worked on this job."""
+            return elapsed_before + time.perf_counter() - self.started
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            logs = dict(logs or {})
+            if not state.is_world_process_zero or "train_loss" in logs:
+                # The Trainer's closing summary: after a resume its train_loss averages this process's
+                # steps over all steps, so the step result carries the corrected value instead.
+                return
+            session = max(time.perf_counter() - self.started, 1e-9)
+            tokens = (state.num_input_tokens_seen or 0) - self.start_tokens
+            record = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(self.elapsed(), 2)}
+            record.update(logs)
+            if tokens:
+                record["tokens_per_s"] = round(tokens / session, 1)
+            with open(metrics_path, "a") as handle:
+                handle.write(json.dumps(record) + "\n")
+            if "loss" in logs:
+                done_here = state.global_step - self.start_step
+                remaining = state.max_steps - state.global_step
+                eta = session / done_here * remaining if done_here else float("nan")
+                log.info(
+                    "step %d/%d loss %.4f lr %.2e tokens/s %.0f eta %.0fs",
+                    state.global_step,
+                    state.max_steps,
+                    logs["loss"],
+                    logs.get("learning_rate", 0.0),
+                    record.get("tokens_per_s", 0.0),
+                    eta,
+                )
+
+    progress = Progress()
+
+    class CommitCheckpoints(TrainerCallback):
+        """Commits each checkpoint the Trainer wrote (manifest last), prunes, and honours SIGTERM."""
+
+        def __init__(self) -> None:
+            self.flush: Callable[[], None] = lambda: None
+            self.last_committed: int | None = None
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if preemption.requested:
+                control.should_save = True
+                control.should_training_stop = True
+            if control.should_save:
+                # A loss record at every checkpoint: the losses logged before a resume then cover every
+                # step up to it, so the resumed run's average loss can be rebuilt from them.
+                control.should_log = True
+            return control
+
+        def on_save(self, args, state, control, **kwargs):
+            step = state.global_step
+            directory = root / f"checkpoint-{step}"
+            # Every process writes part of a checkpoint (its RNG state; its shard under ZeRO-3): commit
+            # once all of them have finished, from rank 0 only.
+            distributed_state().wait_for_everyone()
+            if not state.is_world_process_zero:
+                self.last_committed = step
+                if preemption.requested:
+                    control.should_training_stop = True
+                return control
+            self.flush()
+            logs = [metrics_path, *sorted((out / "tensorboard").rglob("*"))]
+            checkpoints.snapshot(logs, out, directory)
+            checkpoints.commit(
+                directory,
+                {
+                    "step": step,
+                    "max_steps": state.max_steps,
+                    "fingerprint": fingerprint,
+                    "elapsed_s": round(progress.elapsed(), 2),
+                    "tokens_seen": state.num_input_tokens_seen or 0,
+                    "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
+                },
+            )
+            self.last_committed = step
+            removed = checkpoints.prune(root, keep)
+            log.info("checkpoint-%d committed%s", step, f"; removed {removed}" if removed else "")
+            if preemption.requested:
+                control.should_training_stop = True
+            return control
+
+    return progress, CommitCheckpoints()
+
+
+def distributed_state() -> Any:
+    """accelerate's process state, shared with the Trainer: one process, or the torchrun workers."""
+    from accelerate import PartialState
+
+    return PartialState()
+
+
+def _release_memory() -> None:
+    import gc
+
+    import torch
+
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def _merge_adapter(
+    job: dict[str, Any], adapter_dir: Path, merged_dir: Path, precision: str, tokenizer: Any
+) -> None:
+    """merged/: the base reloaded unquantized with the saved adapter merged in. Reloading serves QLoRA
+    (a 4-bit base cannot be merged in place) and ZeRO-3 (whose trainer holds shards) alike."""
+    import torch
+
+    from tasks.training.base_models import load_model
+    from tasks.training.train_types import resolve_precision
+
+    cuda = torch.cuda.is_available()
+    compute = resolve_precision(precision, cuda, cuda and torch.cuda.is_bf16_supported())
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(compute, torch.float32)
+    model = load_model(job["model"], job["store_root"], str(adapter_dir), dtype=dtype)
+    model.save_pretrained(merged_dir, safe_serialization=True)
+    tokenizer.save_pretrained(merged_dir)
+
+
+def _loss_sum_until(history: list[dict[str, Any]], step: int) -> float:
+    """Sum of per-step training losses up to `step`, from the logged interval means."""
+    total, previous = 0.0, 0
+    for entry in history:
+        if "loss" in entry and entry["step"] <= step:
+            total += entry["loss"] * (entry["step"] - previous)
+            previous = entry["step"]
+    return total
+
+
+def _tensorboard_available() -> bool:
+    from transformers.integrations import is_tensorboard_available
+
+    if is_tensorboard_available():
+        return True
+    log.warning("tensorboard is not installed: no TensorBoard event files (pip install tensorboard)")
+    return False
+
+
+def train(job: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune the base model on the dataset's train split; save the adapter (or full model)."""
+    problem = dataset_kind_problem(job["training"]["type"], job["dataset"]["name"], job["dataset"]["kind"])
+    if problem:
+        raise StepError(problem)
+    with Preemption().installed() as preemption:
+        return _train(job, preemption)
+
+
+def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
+    import torch
+    from transformers import PrinterCallback
+
+    hp = ResolvedHParams.model_validate(job["hparams"])
+    training = TrainingConfig.model_validate(job["training"])
+    dataset = job["dataset"]
+    out = store.local_dir(job["output"])
+    # On S3 the local mirror of the checkpoints prefix: each checkpoint is uploaded when committed.
+    root = store.local_dir(checkpoints.checkpoints_uri(job))
+    fingerprint = checkpoints.fingerprint(job)
+
+    dist = distributed_state()
+    # Rank 0 first: it removes checkpoints that cannot be resumed, then the others find the same newest one.
+    with dist.main_process_first():
+        resume = checkpoints.resumable(root, fingerprint)
+    if resume is not None:
+        if dist.is_main_process:
+            checkpoints.restore_logs(resume[0], out)
+        log.info("resuming from %s (step %d)", resume[0].name, resume[1]["step"])
+
+    torch.manual_seed(hp.seed)
+    train_rows = read_split(dataset["uri"], "train")
+    validation_rows = read_split(dataset["uri"], "validation")
+    tensorboard = _tensorboard_available()
+    common = {
+        "output_dir": str(root),
+        "logging_steps": hp.logging_steps,
+        # Checkpoints count once committed, so pruning is ours (CommitCheckpoints): the Trainer's
+        # save_total_limit would count a half-written checkpoint and delete a committed one.
+        "save_strategy": "steps",
+        "save_steps": hp.save_steps,
+        "save_total_limit": None,
+        # The validation loss at every checkpoint: the curve in metrics.jsonl and TensorBoard.
+        "eval_strategy": "steps" if validation_rows else "no",
+        "eval_steps": hp.save_steps if validation_rows else None,
+        "report_to": ["tensorboard"] if tensorboard else [],
+        "logging_dir": str(out / "tensorboard"),
+        "dataloader_num_workers": 0,
+        "include_num_input_tokens_seen": "non_padding",
+        "disable_tqdm": True,
+    }
+    progress, committer = _callbacks(
+        out, root, fingerprint, hp.save_total_limit, preemption, resume[1]["elapsed_s"] if resume else 0.0
+    )
+    trainer, tokenizer = build_trainer(
+        job, hp, training, train_rows, validation_rows, common, [progress, committer]
+    )
+    adapter = training.method in ("lora", "qlora")
+    committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
+    # Metrics go to metrics.jsonl and the log; stdout carries only the step's JSON result line.
+    trainer.remove_callback(PrinterCallback)
+
+    preemption.phase = "training"
+    started = time.perf_counter()
+    outcome = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+    runtime = time.perf_counter() - started
+    preemption.phase = "saving the outputs"
+    state = trainer.state
+    if preemption.requested and state.global_step < state.max_steps:
+        step = committer.last_committed
+        raise Preempted(
+            f"preempted at step {state.global_step}; checkpoint-{step} committed, a retry resumes from it"
+            if step == state.global_step
+            else f"preempted at step {state.global_step} before a checkpoint was committed"
+        )
+
+    train_loss = outcome.training_loss
+    resumed_from = resume[1]["step"] if resume else None
+    if resumed_from is not None and state.global_step:
+        # The Trainer averages only this process's losses (over all steps); add the earlier ones.
+        train_loss += _loss_sum_until(state.log_history, resumed_from) / state.global_step
+    eval_loss = None
+    if validation_rows:
+        # The last checkpoint's evaluation already measured the final weights; don't repeat it.
+        at_end = [
+            e["eval_loss"] for e in state.log_history if "eval_loss" in e and e["step"] == state.global_step
+        ]
+        eval_loss = at_end[-1] if at_end else trainer.evaluate()["eval_loss"]
+
+    weights_dir = out / ("adapter" if adapter else "model")
+    # Every process calls it: under ZeRO-3 it gathers the shards; rank 0 writes safetensors.
+    trainer.save_model(str(weights_dir))
+    if not dist.is_main_process:
+        return {"job_id": job["job_id"], "rank": dist.process_index}
+    tokenizer.save_pretrained(weights_dir)
+    # A pickle beside the weights: nothing loads it, and the outputs stay safetensors and JSON.
+    (weights_dir / "training_args.bin").unlink(missing_ok=True)
+    merged_dir = None
+    if hp.merge_adapter and adapter:
+        merged_dir = out / "merged"
+        del trainer
+        _release_memory()
+        _merge_adapter(job, weights_dir, merged_dir, hp.precision, tokenizer)
+    elif hp.merge_adapter:
+        log.info(
+            "merge_adapter: a full fine-tune is already a whole model (%s); nothing to merge", weights_dir
+        )
+
+    tokens = (state.num_input_tokens_seen or 0) - (resume[1]["tokens_seen"] if resume else 0)
+    return {
+        "job_id": job["job_id"],
+        "label": job["label"],
+        "status": "succeeded",
+        "method": training.method,
+        "adapter_uri": store.uri_of(weights_dir) if adapter else None,
+        "model_uri": None if adapter else store.uri_of(weights_dir),
+        "merged_uri": store.uri_of(merged_dir) if merged_dir else None,
+        "metrics_uri": store.uri_of(out / "metrics.jsonl"),
+        "tensorboard_uri": store.uri_of(out / "tensorboard") if tensorboard else None,
+        "train_loss": round(train_loss, 6),
+        "eval_loss": round(eval_loss, 6) if eval_loss is not None else None,
+        "steps": state.global_step,
+        "resumed_from_step": resumed_from,
+        "checkpoints": {
+            "uri": store.uri_of(root),
+            "steps": [step for step, _ in checkpoints.committed(root)],
+            "save_steps": hp.save_steps,
+        },
+        "runtime_s": round(runtime, 2),
+        "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
+    }

@@ -1,0 +1,169 @@
+"""The S3 client: credentials and endpoint from the Airflow connection aws_default (JSON or URI form),
+else boto3's own chain; secrets never in a message."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from urllib.parse import quote
+
+import pytest
+
+from tasks.storage import connections, s3
+from tests.fixtures.connections import without_aws_environment
+
+KEY_ID, SECRET = "AKIATUNERFLOWTEST", "s3cr3t/with+chars"
+
+
+@pytest.fixture
+def conn_only(aws_env, monkeypatch) -> str:
+    """Only the connection can lead to the server: no AWS_* endpoint or keys in the environment."""
+    without_aws_environment(monkeypatch)
+    monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
+    return aws_env
+
+
+def _round_trip(client) -> None:
+    bucket = f"b-{uuid.uuid4().hex[:10]}"
+    region = client.meta.region_name
+    where = {} if region == "us-east-1" else {"CreateBucketConfiguration": {"LocationConstraint": region}}
+    client.create_bucket(Bucket=bucket, **where)
+    client.put_object(Bucket=bucket, Key="k", Body=b"payload")
+    assert client.get_object(Bucket=bucket, Key="k")["Body"].read() == b"payload"
+
+
+def test_client_from_the_connection_in_json_form(conn_only, monkeypatch):
+    value = {
+        "conn_type": "aws",
+        "login": KEY_ID,
+        "password": SECRET,
+        "extra": {"endpoint_url": conn_only, "region_name": "eu-west-1"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(value))
+    client = s3.client()
+    assert client.meta.endpoint_url == conn_only and client.meta.region_name == "eu-west-1"
+    assert client._request_signer._credentials.access_key == KEY_ID
+    _round_trip(client)
+
+
+def test_client_from_the_connection_in_uri_form_with_the_endpoint_as_host(conn_only, monkeypatch):
+    host = conn_only.removeprefix("http://")
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT", f"http://{KEY_ID}:{quote(SECRET, safe='')}@{host}?region_name=us-east-1"
+    )
+    client = s3.client()
+    assert client.meta.endpoint_url == conn_only
+    assert client._request_signer._credentials.secret_key == SECRET
+    _round_trip(client)
+    # The same connection in URI form with the endpoint in extra, as `airflow connections get` prints it.
+    monkeypatch.setenv(
+        "AIRFLOW_CONN_AWS_DEFAULT",
+        f"aws://{KEY_ID}:{quote(SECRET, safe='')}@/?endpoint_url={quote(conn_only, safe='')}",
+    )
+    assert s3.client().meta.endpoint_url == conn_only
+
+
+def test_the_connection_id_can_be_changed(conn_only, monkeypatch):
+    monkeypatch.setenv(s3.CONN_ID_ENV, "minio")
+    monkeypatch.setenv("AIRFLOW_CONN_MINIO", json.dumps({"conn_type": "aws", "host": conn_only}))
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "from-env")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env")
+    client = s3.client()
+    assert client.meta.endpoint_url == conn_only
+    assert client._request_signer._credentials.access_key == "from-env", "no login: boto3's chain"
+    _round_trip(client)
+
+
+def test_without_the_connection_boto3s_chain_is_used(aws_env, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    assert s3.client_kwargs() == {}
+    client = s3.client()
+    assert client.meta.endpoint_url == aws_env
+    _round_trip(client)
+
+
+def test_no_secret_appears_in_error_messages(monkeypatch):
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps({"conn_type": "aws", "password": SECRET}))
+    with pytest.raises(connections.ConnectionInvalid, match="set both login") as refused:
+        s3.client()
+    assert SECRET not in str(refused.value) and "aws_default" in str(refused.value)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", f'{{"conn_type": "aws", "password": "{SECRET}", }}')
+    with pytest.raises(connections.ConnectionInvalid, match="not valid JSON") as refused:
+        s3.client()
+    assert SECRET not in str(refused.value)
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", f"{KEY_ID}:{SECRET}@host")
+    with pytest.raises(connections.ConnectionInvalid, match="neither JSON nor a URI") as refused:
+        s3.client()
+    assert SECRET not in str(refused.value)
+
+
+def test_store_env_passes_the_connection_only_for_an_s3_store(monkeypatch):
+    value = {
+        "conn_type": "aws",
+        "login": KEY_ID,
+        "password": SECRET,
+        "extra": {"endpoint_url": "http://m:9000"},
+    }
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(value))
+    monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
+    env = s3.store_env("s3://bucket/tunerflow")
+    assert list(env) == ["AIRFLOW_CONN_AWS_DEFAULT"]
+    assert s3.client_kwargs(env) == {
+        "aws_access_key_id": KEY_ID,
+        "aws_secret_access_key": SECRET,
+        "endpoint_url": "http://m:9000",
+    }
+    assert s3.store_env("file:///tmp/store") == {}
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT")
+    assert s3.store_env("s3://bucket/tunerflow") == {}, "a missing connection: boto3's chain may have keys"
+
+
+def test_every_heavy_step_of_the_dag_gets_the_store_connection_in_its_environment(monkeypatch):
+    """dags/finetune_experiment.py's `_run` (what every heavy task calls) adds the store's connection to
+    the step's environment, beside a step's own (the judge's)."""
+    import importlib.util
+    from pathlib import Path
+
+    from tasks.backends import local
+
+    spec = importlib.util.spec_from_file_location(
+        "finetune_experiment_env", Path(__file__).resolve().parents[3] / "dags" / "finetune_experiment.py"
+    )
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    seen = []
+    monkeypatch.setattr(local, "run_step", lambda argv, env=None: seen.append(env) or {})
+    value = json.dumps({"conn_type": "aws", "login": KEY_ID, "password": SECRET})
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", value)
+    monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
+    monkeypatch.setattr(module, "default_root", lambda: "s3://bucket/tunerflow")
+    module._run(["python", "-m", "tasks.training.trainer"])
+    module._run(["python", "-m", "tasks.scoring.evaluation"], {"AIRFLOW_CONN_TUNERFLOW_JUDGE": "{}"})
+    assert [sorted(env) for env in seen] == [
+        ["AIRFLOW_CONN_AWS_DEFAULT"],
+        ["AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_TUNERFLOW_JUDGE"],
+    ]
+    assert json.loads(seen[0]["AIRFLOW_CONN_AWS_DEFAULT"])["password"] == SECRET
+    monkeypatch.setattr(module, "default_root", lambda: "file:///tmp/store")
+    module._run(["python", "-m", "tasks.training.trainer"])
+    assert seen[-1] == {}
+
+
+def test_inside_an_airflow_task_the_connection_comes_from_airflow(conn_only, monkeypatch):
+    """Light tasks use the store in the Airflow task process, where a connection kept in the metadata
+    database is not in the environment: the client asks Airflow for it there, and only there."""
+    import sys
+
+    value = json.dumps(
+        {"conn_type": "aws", "login": KEY_ID, "password": SECRET, "extra": {"endpoint_url": conn_only}}
+    )
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    asked = []
+    monkeypatch.setattr(connections, "airflow_connection", lambda name: asked.append(name) or value)
+    monkeypatch.delitem(sys.modules, "airflow.sdk.execution_time.task_runner", raising=False)
+    assert s3.client_kwargs() == {} and asked == [], "outside Airflow's task runner nothing is asked"
+    monkeypatch.setitem(sys.modules, "airflow.sdk.execution_time.task_runner", object())
+    assert s3.client_kwargs()["endpoint_url"] == conn_only and asked == ["aws_default"]
+    _round_trip(s3.client())
+    monkeypatch.setattr(connections, "airflow_connection", lambda name: None)
+    assert s3.client_kwargs() == {}, "no such connection: boto3's chain applies"
