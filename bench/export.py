@@ -4,7 +4,7 @@ On the bundled SmolLM2-135M-Instruct, fine-tuned the way the demo does it (LoRA,
 the prepared `builtin:tuna_identity` set; `--fine-tune-steps 0` keeps the untouched base model), one run:
 
 - exports ONNX fp32 and INT8 with the shipped settings (`ExportConfig()`: int8_mode auto, calibration on the
-  experiment's own training rows, 32-weight blocks) through `tasks.exporting.onnx_export.export_formats`;
+  experiment's own training rows, 32-weight blocks) through `tasks.exporting.export_step.export_formats`;
 - measures on CPU, batch 1, 128 tokens, one forward pass each: p50/p95 latency, with the models run in turn
   in every round so that any load from other processes falls on all of them alike;
 - weight size (safetensors against .onnx files);
@@ -63,7 +63,7 @@ def fine_tuned(
     """The model the demo ships: the base with a LoRA adapter trained on the demo set, merged."""
     from tasks.config.catalog import models, resolve_hparams
     from tasks.config.experiment import HParams
-    from tasks.exporting.onnx_export import merge
+    from tasks.exporting.export_step import merge
     from tasks.runtime.step import execute
     from tasks.training.base_models import weights_location
     from tasks.training.trainer import train
@@ -151,7 +151,8 @@ def main() -> int:
     from tasks.config.catalog import models
     from tasks.config.experiment import ExportConfig, ScoringConfig
     from tasks.data.preparation import cache_dir
-    from tasks.exporting.onnx_export import export_formats, weights_size
+    from tasks.exporting.export_step import export_formats
+    from tasks.exporting.onnx_fp import weights_size
     from tasks.scoring.evaluation import answer_and_score
     from tasks.storage import store
     from tasks.training.base_models import apply_tokenizer_overrides

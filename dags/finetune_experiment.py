@@ -24,7 +24,7 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 
 from tasks.backends import TRAIN_RETRIES, backend_name
 from tasks.config.params import NO_DEFAULT, param_specs
-from tasks.registry.retraining import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
+from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
 from tasks.storage.store import default_root
 
 BACKEND = backend_name()
@@ -200,7 +200,7 @@ def finetune_experiment():
     def publish_promotion(decision: dict) -> dict:
         from airflow.sdk.exceptions import AirflowSkipException
 
-        from tasks.registry.retraining import promotion_event_extra
+        from tasks.registry.promotion_event import promotion_event_extra
 
         extra = promotion_event_extra(_this_run(), decision)
         if extra is None:

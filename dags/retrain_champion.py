@@ -23,7 +23,7 @@ from datetime import datetime
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from tasks.registry.retraining import FINETUNE_DAG_ID, build_schedule, load_settings
+from tasks.registry.retraining_settings import FINETUNE_DAG_ID, build_schedule, load_settings
 from tasks.storage.store import default_root
 
 SETTINGS = load_settings()
@@ -59,7 +59,7 @@ def retrain_champion():
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
         from tasks.config.experiment import ConfError
-        from tasks.registry.retraining import (
+        from tasks.registry.retraining_conf import (
             NoChampion,
             RetrainingError,
             asset_event_dicts,
@@ -95,7 +95,7 @@ def retrain_champion():
 
     @task
     def outcome(conf: dict) -> dict:
-        from tasks.registry.retraining import retrain_outcome
+        from tasks.registry.retraining_conf import retrain_outcome
 
         ti = get_current_context()["ti"]
         run_id = ti.xcom_pull(task_ids="train_challenger", key="trigger_run_id")

@@ -1,10 +1,10 @@
 """`python -m tasks.export --job <spec>`: merge the winner and export it to ONNX (fp32, fp16, INT8).
 
 The command every stored spec and pod names. The step protocol is `tasks.runtime.step`; the work is
-`tasks.exporting.onnx_export`.
+`tasks.exporting.export_step`.
 """
 
-from tasks.exporting.onnx_export import export
+from tasks.exporting.export_step import export
 from tasks.runtime.step import main
 
 if __name__ == "__main__":

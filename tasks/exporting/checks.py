@@ -19,11 +19,13 @@ from typing import Any
 
 from tasks.config.catalog import CatalogEntry
 from tasks.config.experiment import ExportConfig, ScoringConfig
+from tasks.exporting.onnx_fp import FP16, FP32
 from tasks.runtime.errors import StepError
 from tasks.scoring.evaluation import answer_and_score, eval_rows
 from tasks.scoring.generation import render_prompts
 from tasks.scoring.plugins import is_loss_metric, lower_is_better
 from tasks.storage import store
+from tasks.training.base_models import apply_tokenizer_overrides
 
 log = logging.getLogger("tunerflow.check_export")
 
@@ -46,7 +48,6 @@ FIXED_PROMPTS = (
 LATENCY_TOKENS = 128
 LATENCY_WARMUP = 3
 LATENCY_RUNS = 20
-FP32, INT8, FP16 = "onnx", "onnx-int8", "onnx-fp16"
 CUDA_FORMATS = (FP16,)
 
 
@@ -63,7 +64,7 @@ def fixed_inputs(tokenizer: Any) -> list[Any]:
 
 
 def prompt_logits(model: Any, inputs: list[Any]) -> list[Any]:
-    import torch
+    import torch  # heavy: the step imports it, the Airflow worker never
 
     with torch.inference_mode():
         device = getattr(model, "device", "cpu")
@@ -71,7 +72,7 @@ def prompt_logits(model: Any, inputs: list[Any]) -> list[Any]:
 
 
 def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
-    import torch
+    import torch  # heavy: the step imports it, the Airflow worker never
 
     diffs = [float((r - c).abs().max()) for r, c in zip(reference, candidate, strict=True)]
     last = [int(r[-1].argmax() == c[-1].argmax()) for r, c in zip(reference, candidate, strict=True)]
@@ -89,7 +90,7 @@ def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
 def latency(model: Any, config: Any, device: str = "cpu", runs: int = LATENCY_RUNS) -> dict[str, Any]:
     """Batch-1 forward pass over a fixed random sequence, in milliseconds, on `device` (inputs placed
     there; CUDA work is waited for before the clock stops)."""
-    import numpy as np
+    import numpy as np  # with torch: only in the step
     import torch
 
     length = min(LATENCY_TOKENS, getattr(config, "max_position_embeddings", LATENCY_TOKENS))
@@ -120,7 +121,7 @@ def format_device(fmt: str) -> str:
 
 def load_format(directory: Any, fmt: str) -> Any:
     """An exported format on the execution provider it was built for."""
-    from optimum.onnxruntime import ORTModelForCausalLM
+    from optimum.onnxruntime import ORTModelForCausalLM  # heavy: only in the step
 
     if format_device(fmt) == "cuda":
         return ORTModelForCausalLM.from_pretrained(directory, provider="CUDAExecutionProvider")
@@ -165,10 +166,8 @@ def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | N
 
 def check_export(job: dict[str, Any]) -> dict[str, Any]:
     """Compare every exported format with the merged PyTorch model and gate the results."""
-    import torch
+    import torch  # with transformers: only in the step
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from tasks.training.base_models import apply_tokenizer_overrides
 
     entry = CatalogEntry.model_validate(job["model"])
     scoring = ScoringConfig.model_validate(job.get("scoring") or {})

@@ -103,7 +103,7 @@ def quantized_scores(
 
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from tasks.exporting.onnx_export import export_formats
+    from tasks.exporting.export_step import export_formats
 
     fmt = scoring.rank_on
     with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_dir(job["output"])) as scratch:

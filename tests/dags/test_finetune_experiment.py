@@ -107,7 +107,7 @@ def _production_events(run_id: str) -> list[dict]:
     from airflow.models.asset import AssetEvent, AssetModel
     from airflow.utils.session import create_session
 
-    from tasks.registry.retraining import PRODUCTION_ASSET_URI
+    from tasks.registry.promotion_event import PRODUCTION_ASSET_URI
 
     with create_session() as session:
         events = (

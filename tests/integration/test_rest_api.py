@@ -26,7 +26,7 @@ import psutil
 import pytest
 import yaml
 
-from tasks.registry.retraining import PRODUCTION_ASSET_URI
+from tasks.registry.promotion_event import PRODUCTION_ASSET_URI
 from tasks.storage import layout, store
 from tests.conftest import REPO
 from tests.fixtures.confs import tiny_conf

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config.experiment import JudgeConfig
-from tasks.scoring.judge import JudgeError
+from tasks.scoring.judge_connection import JudgeError
 from tasks.scoring.metrics import score
 from tasks.scoring.plugins import get, lower_is_better
 from tests.fixtures.openai_server import OpenAIServer, Scripted, connection_json
@@ -113,7 +113,7 @@ def test_without_questions_the_judge_refuses_to_run(server):
 def test_the_connection_goes_from_airflow_to_the_step_process_through_its_environment(server, tmp_path):
     """What the evaluate task does: resolve the connection with Airflow on the worker, hand it to the step
     subprocess in its environment only, and score there with debug logging on."""
-    from tasks.scoring.judge import connection_env
+    from tasks.scoring.judge_connection import connection_env
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
     env.update(connection_env("tunerflow_judge"), PYTHONPATH=str(REPO))

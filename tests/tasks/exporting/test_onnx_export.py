@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from tasks.exporting.checks import check_export
-from tasks.exporting.onnx_export import export
+from tasks.exporting.export_step import export
 from tasks.runtime.errors import StepError
 from tasks.runtime.step import execute
 from tasks.storage import store
@@ -194,7 +194,7 @@ def test_unknown_format_is_refused(root, tiny_model_dir):
 def test_cli_exports_int8_alone_and_prints_one_json_line(root, tiny_model_dir):
     job = export_job(root, "cli", tiny_model_dir, ["onnx-int8"])
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.exporting.onnx_export", "--job", json.dumps(job)],
+        [sys.executable, "-m", "tasks.export", "--job", json.dumps(job)],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -253,7 +253,7 @@ def forged_check(root, name, exported, fmt, directory_uri, tiny_model_dir, datas
 
 
 def test_every_format_directory_is_self_contained_and_committed(exported):
-    from tasks.exporting.onnx_export import weights_size
+    from tasks.exporting.onnx_fp import weights_size
 
     for fmt in FORMATS:
         directory = store.local_path(exported["formats"][fmt]["uri"])
@@ -292,7 +292,7 @@ def test_auto_int8_builds_both_and_records_which_it_kept_and_why(exported):
 
 
 def test_the_auto_rule_keeps_static_unless_it_is_worse():
-    from tasks.exporting.onnx_export import choose_int8
+    from tasks.exporting.int8 import choose_int8
 
     assert choose_int8(0.9, 0.9, 4)[0] == "static"
     assert choose_int8(0.91, 0.9, 4)[0] == "static"
@@ -362,7 +362,7 @@ def test_the_gate_refuses_an_int8_export_with_corrupted_weights(
     import onnx
     from onnx import numpy_helper
 
-    from tasks.exporting.onnx_export import copy_sidecars
+    from tasks.exporting.onnx_fp import copy_sidecars
 
     source = store.local_path(exported["formats"]["onnx-int8"]["uri"])
     model = onnx.load(source / "model.onnx")
@@ -421,7 +421,7 @@ def test_the_calibration_reader_feeds_the_exported_decoder(exported, tiny_model_
 def test_export_formats_works_on_any_merged_directory_and_reuses_a_committed_format(tiny_model_dir, tmp_path):
     from optimum.onnxruntime import ORTModelForCausalLM
 
-    from tasks.exporting.onnx_export import export_formats
+    from tasks.exporting.export_step import export_formats
 
     first = export_formats(tiny_model_dir, tmp_path, ["onnx-int8"], {"int8_mode": "dynamic"})["formats"]
     int8 = first["onnx-int8"]
@@ -439,7 +439,7 @@ def test_export_formats_works_on_any_merged_directory_and_reuses_a_committed_for
 
 
 def test_static_int8_without_calibration_data_is_refused_and_auto_keeps_dynamic(tiny_model_dir, tmp_path):
-    from tasks.exporting.onnx_export import export_formats
+    from tasks.exporting.export_step import export_formats
 
     with pytest.raises(
         StepError, match=r"static INT8 needs calibration data: .*no prepared dataset was given"

@@ -13,20 +13,22 @@ import yaml
 from tasks.config.catalog import config_dir
 from tasks.config.experiment import ConfError, ExperimentConfig
 from tasks.registry import versions as registry
-from tasks.registry.retraining import (
-    CONFIG_ENV,
+from tasks.registry.promotion_event import promotion_event_extra
+from tasks.registry.retraining_conf import (
     NoChampion,
-    RetrainingConfig,
-    RetrainingError,
     apply_data_update,
     asset_event_dicts,
     build_retrain_conf,
     champion_model,
-    config_path,
     data_update,
-    load_settings,
-    promotion_event_extra,
     retrain_outcome,
+)
+from tasks.registry.retraining_settings import (
+    CONFIG_ENV,
+    RetrainingConfig,
+    RetrainingError,
+    config_path,
+    load_settings,
 )
 from tasks.storage import layout, store
 

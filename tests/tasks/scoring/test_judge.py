@@ -1,5 +1,6 @@
-"""tasks.scoring.judge: the judge's connection (Airflow -> environment -> step), the prompt, the grade,
-and the HTTP client against a real OpenAI-compatible server on localhost."""
+"""The LLM judge: its connection (Airflow -> environment -> step, tasks.scoring.judge_connection), the prompt
+and the grade (tasks.scoring.judge), and the HTTP client (tasks.scoring.judge_client) against a real
+OpenAI-compatible server on localhost."""
 
 from __future__ import annotations
 
@@ -12,15 +13,10 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config.experiment import JudgeConfig, ScoringConfig, parse_experiment
-from tasks.scoring import judge
-from tasks.scoring.judge import (
-    JudgeError,
-    base_url,
-    judge_env,
-    parse_connection,
-    parse_grade,
-    read_connection,
-)
+from tasks.scoring import judge, judge_connection
+from tasks.scoring.judge import judge_env, parse_grade
+from tasks.scoring.judge_client import JudgeClient
+from tasks.scoring.judge_connection import JudgeError, base_url, parse_connection, read_connection
 from tests.fixtures.confs import tiny_conf
 from tests.fixtures.openai_server import OpenAIServer, Scripted, connection_json
 
@@ -123,16 +119,16 @@ def test_the_json_form_and_airflows_own_uri_of_it_give_the_same_endpoint():
         "password": "sk/x:y@z",
         "extra": {"model": "gpt-4o-mini", "headers": {"OpenAI-Project": "proj_1"}},
     }
-    from_json = judge.endpoint("j", json.dumps(value))
+    from_json = judge_connection.endpoint("j", json.dumps(value))
     uri = Connection.from_json(json.dumps(value), conn_id="j").get_uri()
-    assert judge.endpoint("j", uri) == from_json
+    assert judge_connection.endpoint("j", uri) == from_json
     assert from_json.base_url == "https://api.openai.com/v1"
     assert from_json.api_key.get_secret_value() == "sk/x:y@z"
     assert from_json.model == "gpt-4o-mini" and from_json.headers == {"OpenAI-Project": "proj_1"}
     assert "sk/x:y@z" not in repr(from_json) and "proj_1" not in repr(from_json)
     # extra as a JSON string, as `airflow connections add --conn-extra` stores it, and the port as text.
     as_string = {**value, "extra": json.dumps(value["extra"]), "port": "443"}
-    assert judge.endpoint("j", json.dumps(as_string)).base_url == "https://api.openai.com:443/v1"
+    assert judge_connection.endpoint("j", json.dumps(as_string)).base_url == "https://api.openai.com:443/v1"
 
 
 @pytest.mark.parametrize(
@@ -159,15 +155,15 @@ def test_the_base_url_comes_from_extra_or_host_port_and_schema(fields, url):
 
 def test_a_connection_without_host_or_with_bad_json_is_refused_without_showing_it():
     with pytest.raises(JudgeError, match="'j' has no host: set it to the judge's API root"):
-        judge.endpoint("j", json.dumps({"conn_type": "http", "password": KEY}))
+        judge_connection.endpoint("j", json.dumps({"conn_type": "http", "password": KEY}))
     with pytest.raises(JudgeError, match="'j': the JSON form is not valid JSON") as refused:
-        judge.endpoint("j", '{"host": "h", "password": "' + KEY + '",}')
+        judge_connection.endpoint("j", '{"host": "h", "password": "' + KEY + '",}')
     assert KEY not in str(refused.value)
     with pytest.raises(JudgeError, match=r"'j': extra\.headers is not valid JSON") as refused:
-        judge.endpoint("j", f"http://:{KEY}@h/v1?headers=not-json")
+        judge_connection.endpoint("j", f"http://:{KEY}@h/v1?headers=not-json")
     assert KEY not in str(refused.value)
     with pytest.raises(JudgeError, match="neither JSON nor a URI") as refused:
-        judge.endpoint("j", KEY)
+        judge_connection.endpoint("j", KEY)
     assert KEY not in str(refused.value)
 
 
@@ -185,7 +181,7 @@ def test_connection_env_resolves_the_connection_through_airflow(monkeypatch):
     call a task makes on a worker (where the metadata DB or Vault may answer instead)."""
     uri = f"http://:{KEY}@127.0.0.1:8000/v1?model=judge-1"
     monkeypatch.setenv("AIRFLOW_CONN_MY_JUDGE", uri)
-    env = judge.connection_env("my_judge")
+    env = judge_connection.connection_env("my_judge")
     assert list(env) == ["AIRFLOW_CONN_MY_JUDGE"]
     assert json.loads(env["AIRFLOW_CONN_MY_JUDGE"]) == {
         "conn_type": "http",
@@ -208,7 +204,7 @@ def test_connection_env_names_the_missing_connection_and_how_to_add_it(monkeypat
     with pytest.raises(
         JudgeError, match=r"scoring.judge.conn_id: the Airflow connection 'no_such_judge'"
     ) as e:
-        judge.connection_env("no_such_judge")
+        judge_connection.connection_env("no_such_judge")
     assert "airflow connections add no_such_judge" in str(e.value)
 
 
@@ -244,11 +240,11 @@ def test_the_conf_accepts_llm_judge_with_its_settings(tmp_path):
 
 def test_the_model_from_the_conf_wins_over_the_connections(server):
     endpoint = read_connection("tunerflow_judge")
-    assert judge.Judge(endpoint, JudgeConfig()).model == "judge-1"
-    assert judge.Judge(endpoint, JudgeConfig(model="big-judge")).model == "big-judge"
+    assert JudgeClient(endpoint, JudgeConfig()).model == "judge-1"
+    assert JudgeClient(endpoint, JudgeConfig(model="big-judge")).model == "big-judge"
     keyless = endpoint.model_copy(update={"model": None})
     with pytest.raises(JudgeError, match=r"scoring\.judge\.model: no judge model given"):
-        judge.Judge(keyless, JudgeConfig())
+        JudgeClient(keyless, JudgeConfig())
 
 
 def test_rows_are_graded_concurrently_within_the_bound(server):

@@ -1,0 +1,43 @@
+"""The production-model Asset event a promotion emits: its fixed name and URI, and its extra.
+
+Deployment DAGs schedule on `PRODUCTION_ASSET_URI`; what was promoted (registry, version, weights,
+exports, metric) travels in the event's extra.
+
+Light on purpose: `dags/finetune_experiment.py` imports the Asset's name and URI at parse time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.registry import versions as registry
+
+# The Asset every promotion updates, whatever the registry: an outlet URI is fixed when the DAG is
+# parsed, so the registry name, version and model travel in the event's extra (`promotion_event_extra`).
+PRODUCTION_ASSET_NAME = "tunerflow_production_model"
+PRODUCTION_ASSET_URI = "tunerflow://registry/production"
+
+
+def promotion_event_extra(run: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any] | None:
+    """The extra of the production-model Asset event, or None when nothing was promoted (no event)."""
+    # pipeline.plan pulls numpy, and dags/finetune_experiment.py imports this module at parse time.
+    from tasks.pipeline.plan import load_experiment
+
+    if not decision.get("promoted") or decision.get("version") is None:
+        return None
+    experiment = load_experiment(run["run_uri"])
+    name = experiment["promotion"]["registry_name"] or experiment["name"]
+    entry = registry.get_version(run["store_root"], name, decision["version"]) or {}
+    return {
+        "registry": name,
+        "version": decision["version"],
+        "registry_uri": decision.get("registry_uri") or registry.registry_uri(run["store_root"], name),
+        "model_uri": entry.get("model_uri"),
+        "adapter_uri": entry.get("adapter_uri"),
+        "exports": entry.get("exports") or {},
+        "primary": decision.get("primary"),
+        "metric": decision.get("candidate_metric"),
+        "replaced_version": decision.get("champion_version"),
+        "run_uri": run["run_uri"],
+        "reason": decision.get("reason"),
+    }
