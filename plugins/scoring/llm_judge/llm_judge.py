@@ -39,7 +39,7 @@ would then measure the endpoint rather than the model.
 
 This module declares a third input, `questions`, besides predictions and references; tunerflow's
 `tasks.scoring.metrics.score()` passes it only to metrics that declare it. The client lives in
-`tasks/scoring/judge.py`.
+`tasks/scoring/judge_client.py`.
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ GREATER_IS_BETTER = True
 _DESCRIPTION = """
 The mean grade a judge model behind an OpenAI-compatible chat completions endpoint gives the answers,
 each graded 1-10 against its question and reference answer and normalised to (grade - 1) / 9, so 0-1.
-The endpoint comes from an Airflow connection (see tasks/scoring/judge.py); keyword arguments are the
-fields of tunerflow's JudgeConfig (scoring.judge in an experiment conf).
+The endpoint comes from an Airflow connection (see tasks/scoring/judge_connection.py); keyword
+arguments are the fields of tunerflow's JudgeConfig (scoring.judge in an experiment conf).
 """
 
 _KWARGS_DESCRIPTION = """
