@@ -62,14 +62,14 @@ class QuantizedScores(OpenContract):
 
 
 class EvaluateResult(OpenContract):
-    """What the evaluate step commits."""
+    """What the evaluate step commits. Only the metrics are required: they are what every reader needs."""
 
-    job_id: str = Field(description="Store key of the job.")
-    label: str = Field(description="Row label.")
-    reference: bool = Field(False, description="A base model or champion scoring.")
-    split: str = Field(description="The split scored: test, else validation.")
-    scored_on: str = Field(description="Name of the dataset scored on.")
-    n: int = Field(description="Rows scored.")
     metrics: dict[str, float | None] = Field(description="Metric values in the conf's order.")
+    job_id: str | None = Field(None, description="Store key of the job.")
+    label: str | None = Field(None, description="Row label.")
+    reference: bool = Field(False, description="A base model or champion scoring.")
+    split: str | None = Field(None, description="The split scored: test, else validation.")
+    scored_on: str | None = Field(None, description="Name of the dataset scored on.")
+    n: int | None = Field(None, description="Rows scored.")
     generation: dict[str, Any] = Field(default_factory=dict, description="Generated tokens, seconds, rate.")
     quantized: QuantizedScores | None = Field(None, description="Scores of the export, with `rank_on`.")

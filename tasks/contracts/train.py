@@ -39,14 +39,15 @@ class CheckpointsInfo(Contract):
 
 
 class TrainResult(OpenContract):
-    """What the train step commits; fields added by later versions are optional."""
+    """What the train step commits. Only the weights are required: they are what every reader needs,
+    and every version wrote them."""
 
-    job_id: str = Field(description="Store key of the job.")
-    label: str = Field(description="`dataset|model|hparams`.")
-    status: Literal["succeeded"] = Field("succeeded", description="A committed training succeeded.")
-    method: str = Field(description="full, lora or qlora.")
     adapter_uri: str | None = Field(description="The LoRA adapter, for lora/qlora.")
     model_uri: str | None = Field(description="The whole model, for a full fine-tune.")
+    job_id: str | None = Field(None, description="Store key of the job.")
+    label: str | None = Field(None, description="`dataset|model|hparams`.")
+    status: Literal["succeeded"] = Field("succeeded", description="A committed training succeeded.")
+    method: str | None = Field(None, description="full, lora or qlora.")
     merged_uri: str | None = Field(None, description="Base plus adapter, with `merge_adapter`.")
     metrics_uri: str | None = Field(None, description="metrics.jsonl: the training curves.")
     tensorboard_uri: str | None = Field(None, description="TensorBoard event files, when installed.")
