@@ -84,6 +84,16 @@ def emit(result: dict[str, Any]) -> None:
         XCOM_FILE.write_text(line)
 
 
+def _checked(name: str, result: Any, result_model: type[SpecModel] | None) -> dict[str, Any]:
+    """The result as committed: checked against the step's result model, a model dumped to its JSON."""
+    if result_model is not None:
+        try:
+            result = result_model.load(result, f"{name}'s result")
+        except ValueError as error:
+            raise StepError(str(error)) from None
+    return result if isinstance(result, dict) else result.model_dump(mode="json")
+
+
 def execute(
     name: str, fn: Callable[[Any], Any], job: Any, result_model: type[SpecModel] | None = None
 ) -> dict[str, Any]:
@@ -100,7 +110,7 @@ def execute(
     store.reset(prefix)
     store.local_dir(prefix)
     try:
-        result = fn(job)
+        result = _checked(name, fn(job), result_model)
     except BaseException as error:
         # SystemExit/KeyboardInterrupt too: a preempted step must still say why it stopped.
         store.write_json(
@@ -108,11 +118,6 @@ def execute(
             {"step": name, "type": type(error).__name__, "message": str(error) or type(error).__name__},
         )
         raise
-    if result_model is not None:
-        try:
-            result = result_model.load(result, f"{name}'s result").model_dump(mode="json")
-        except ValueError as error:
-            raise StepError(str(error)) from None
     store.commit(prefix, result)
     return result
 
