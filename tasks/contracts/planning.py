@@ -9,6 +9,11 @@ from pydantic import Field, model_validator
 from tasks.contracts.base import Contract
 
 
+def step_argv(step: str, spec_uri: str) -> list[str]:
+    """The command both backends run: the same in a local subprocess and in a pod."""
+    return ["python", "-m", f"tasks.{step}", "--job", spec_uri]
+
+
 class RunInfo(Contract):
     """Where a run lives, derived from the experiment name and run id only."""
 

@@ -16,18 +16,13 @@ from tasks.config.experiment import (
     parse_experiment,
 )
 from tasks.contracts.evaluate import EvaluateSpec
-from tasks.contracts.planning import PlannedJob, RunInfo
+from tasks.contracts.planning import PlannedJob, RunInfo, step_argv
 from tasks.contracts.prepare import EvalPrompt, PlannedDataset, PreparedDataset, PrepareSpec
 from tasks.contracts.train import TrainSpec
 from tasks.data.token_counts import distinct_tokenizers
 from tasks.storage import layout, store
 
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
-
-
-def step_argv(step: str, spec_uri: str) -> list[str]:
-    """The command both backends run: the same in a local subprocess and in a pod."""
-    return ["python", "-m", f"tasks.{step}", "--job", spec_uri]
 
 
 def run_info(experiment_name: str, run_id: str, store_root: str) -> dict[str, str]:

@@ -21,7 +21,7 @@ from typing import Any
 from tasks.config.experiment import ExportConfig, ScoringConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
-from tasks.contracts.planning import ExportPlan, PlannedJob
+from tasks.contracts.planning import ExportPlan, PlannedJob, step_argv
 from tasks.contracts.selection import Failure, Leaderboard, LeaderboardRow
 from tasks.contracts.train import TrainResult, TrainSpec
 from tasks.scoring.plugins import lower_is_better
@@ -113,7 +113,7 @@ def leaderboard(
 
 def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, Any]:
     """Write the export and check specs for the winner; returns their URIs and commands."""
-    from tasks.pipeline.plan import load_experiment, step_argv
+    from tasks.pipeline.plan import load_experiment
 
     row = LeaderboardRow.model_validate(winner)
     experiment = load_experiment(run_uri)
