@@ -4,11 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.config.experiment import PromotionConfig
+from tasks.contracts.export import CheckExportResult, ExportResult
+from tasks.contracts.planning import RunInfo
+from tasks.contracts.promotion import PromotionDecision, PromotionJob, WinnerLineage
+from tasks.contracts.selection import Selection
+from tasks.contracts.train import TrainSpec
 from tasks.storage import layout, store
 
 
-def _committed(run_uri: str, name: str) -> dict[str, Any] | None:
-    return store.committed_result(store.join(run_uri, name))
+def _committed(run_uri: str, name: str, model: type[ExportResult] | type[CheckExportResult]) -> Any:
+    prefix = store.join(run_uri, name)
+    result = store.committed_result(prefix)
+    return None if result is None else model.load(result, f"the result committed at {prefix}")
 
 
 def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
@@ -16,42 +24,43 @@ def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, 
     from tasks.registry.champion import champion_score
     from tasks.registry.promotion import promote
 
-    run_uri = run["run_uri"]
+    run_info = RunInfo.model_validate(run)
+    run_uri = run_info.run_uri
     conf = load_experiment(run_uri)
-    promotion = conf["promotion"]
-    if not promotion["enabled"]:
-        decision = {"promoted": False, "reason": "promotion.enabled is false"}
-        store.write_json(store.join(run_uri, "promotion.json"), decision)
-        return decision
-    winner = selection["winner"]
-    train_spec = store.read_json(store.join(layout.job(run_uri, winner["job_id"]), "train.json"))
-    exported = _committed(run_uri, "export")
-    checks = _committed(run_uri, "check_export")
+    promotion = PromotionConfig.model_validate(conf["promotion"])
+    if not promotion.enabled:
+        disabled = PromotionDecision(promoted=False, reason="promotion.enabled is false")
+        store.write_json(store.join(run_uri, "promotion.json"), disabled.model_dump(mode="json"))
+        return disabled.model_dump(mode="json")
+    winner = Selection.model_validate(selection).winner
+    train_uri = store.join(layout.job(run_uri, winner.job_id), "train.json")
+    train_spec = TrainSpec.load(store.read_json(train_uri), train_uri)
+    exported = _committed(run_uri, "export", ExportResult)
+    checks = _committed(run_uri, "check_export", CheckExportResult)
     export_enabled = conf["export"]["enabled"]
-    merged = (exported or {}).get("merged_uri")
-    decision = promote(
-        {
-            "store_root": run["store_root"],
-            "registry_name": promotion["registry_name"] or conf["name"],
-            "run_uri": run_uri,
-            "winner": {
-                "job_id": winner["job_id"],
-                "label": winner["label"],
-                "metrics": winner["metrics"],
-                "model": train_spec["model"],
-                "dataset": train_spec["dataset"],
-                "hparams": train_spec["hparams"],
-            },
-            "primary": conf["scoring"]["primary"],
-            "margin": promotion["margin"],
-            # The merged model when the export made one; else the fine-tuned weights as trained.
-            "model_uri": merged or winner["train"]["model_uri"],
-            "adapter_uri": None if merged else winner["train"]["adapter_uri"],
-            "champion_score": champion_score(run_uri),
-            "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
-            "checks_passed": bool(checks and checks.get("passed")) if export_enabled else True,
-        }
+    merged = exported.merged_uri if exported else None
+    job = PromotionJob(
+        store_root=run_info.store_root,
+        registry_name=promotion.registry_name or conf["name"],
+        run_uri=run_uri,
+        winner=WinnerLineage(
+            job_id=winner.job_id,
+            label=winner.label,
+            metrics=winner.metrics,
+            model=train_spec.model.model_dump(mode="json"),
+            dataset=train_spec.dataset.model_dump(mode="json"),
+            hparams=train_spec.hparams.model_dump(mode="json"),
+        ),
+        primary=conf["scoring"]["primary"],
+        margin=promotion.margin,
+        # The merged model when the export made one; else the fine-tuned weights as trained.
+        model_uri=merged or winner.train.model_uri,
+        adapter_uri=None if merged else winner.train.adapter_uri,
+        champion_score=champion_score(run_uri),
+        exports={fmt: info.uri for fmt, info in exported.formats.items()} if exported else {},
+        checks_passed=bool(checks and checks.passed) if export_enabled else True,
     )
+    decision = promote(job)
     store.write_json(store.join(run_uri, "promotion.json"), decision)
     return decision
 
@@ -107,8 +116,8 @@ def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
     board.setdefault("primary", experiment["scoring"]["primary"])
     promotion_uri = store.join(run_uri, "promotion.json")
     promotion = store.read_json(promotion_uri) if store.exists(promotion_uri) else None
-    checks = _committed(run_uri, "check_export")
-    exported = _committed(run_uri, "export")
+    checks = _committed(run_uri, "check_export", CheckExportResult)
+    exported = _committed(run_uri, "export", ExportResult)
     report = write_report(
         {
             "output": store.join(run_uri, "report"),
@@ -116,7 +125,7 @@ def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
             "leaderboard": board["rows"],
             "winner": board["winner"],
             "primary": board["primary"],
-            "export_checks": checks,
+            "export_checks": checks.model_dump(mode="json") if checks else None,
             "promotion": promotion,
         }
     )
@@ -126,8 +135,8 @@ def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
         "report_uri": report["report_uri"],
         "winner": {"label": winner["label"], "metrics": winner["metrics"]} if winner else None,
         "failed": board["failed"],
-        "exports": {fmt: info["uri"] for fmt, info in (exported or {}).get("formats", {}).items()},
-        "merged_model_uri": (exported or {}).get("merged_uri"),
+        "exports": {fmt: info.uri for fmt, info in exported.formats.items()} if exported else {},
+        "merged_model_uri": exported.merged_uri if exported else None,
         "promotion": promotion,
     }
     store.write_json(store.join(run_uri, "summary.json"), summary)
@@ -150,7 +159,8 @@ def run_problem(run_uri: str) -> str | None:
         reasons = "; ".join(f"{f['label']}: {f['error']}" for f in board["failed"][:3])
         return f"no job succeeded ({reasons})"
     experiment = load_experiment(run_uri)
-    if experiment["export"]["enabled"] and not (_committed(run_uri, "check_export") or {}).get("passed"):
+    checks = _committed(run_uri, "check_export", CheckExportResult)
+    if experiment["export"]["enabled"] and not (checks and checks.passed):
         for step in ("check_export", "export"):
             error_uri = store.join(run_uri, step, "error.json")
             if store.exists(error_uri):

@@ -15,20 +15,20 @@ from tasks.config.experiment import (
     dataset_kind_problem,
     parse_experiment,
 )
+from tasks.contracts.evaluate import EvaluateSpec
+from tasks.contracts.planning import PlannedJob, RunInfo, step_argv
+from tasks.contracts.prepare import EvalPrompt, PlannedDataset, PreparedDataset, PrepareSpec
+from tasks.contracts.train import TrainSpec
 from tasks.data.token_counts import distinct_tokenizers
 from tasks.storage import layout, store
 
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
 
 
-def step_argv(step: str, spec_uri: str) -> list[str]:
-    """The command both backends run: the same in a local subprocess and in a pod."""
-    return ["python", "-m", f"tasks.{step}", "--job", spec_uri]
-
-
 def run_info(experiment_name: str, run_id: str, store_root: str) -> dict[str, str]:
     """Where a run lives: derived from the experiment name and run id only, so every task agrees."""
-    return {"run_uri": layout.run(store_root, experiment_name, run_id), "store_root": store_root}
+    run = RunInfo(run_uri=layout.run(store_root, experiment_name, run_id), store_root=store_root)
+    return run.model_dump(mode="json")
 
 
 def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[tuple[str, DatasetConfig]]:
@@ -78,10 +78,10 @@ def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, An
     with open(store.local_dir(uri) / "test.jsonl", "w", encoding="utf-8") as handle:
         for row in rows:
             handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    dataset = {"name": "eval_questions", "uri": uri, "kind": "chat", "counts": {"test": len(rows)}}
+    dataset = PreparedDataset(name="eval_questions", uri=uri, kind="chat", counts={"test": len(rows)})
     # Committed like a prepared dataset, so steps on another machine fetch it (uploaded on S3).
-    store.commit(uri, dataset)
-    return dataset
+    store.commit(uri, dataset.model_dump(mode="json"))
+    return dataset.model_dump(mode="json")
 
 
 def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:
@@ -107,80 +107,81 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[di
     store.write_json(store.join(run_uri, "experiment.json"), {**resolved, "run_id": run_id})
     tokenizers = distinct_tokenizers(resolved["models"])
     shortest = min(h["max_seq_length"] for h in resolved["hparams"])
-    common = {"step": "prepare_dataset", "store_root": store_root, "tokenizers": tokenizers}
+    common: dict[str, Any] = {"step": "prepare_dataset", "store_root": store_root, "tokenizers": tokenizers}
+    decontaminate: dict[str, Any] = {}
     if questions:
-        common["eval_prompts"] = [{"id": row["id"], "text": prompt_text(row)} for row in questions]
+        decontaminate["eval_prompts"] = [EvalPrompt(id=row["id"], text=prompt_text(row)) for row in questions]
     if evaluation is not None:
-        common["eval_sets"] = [evaluation.model_dump(mode="json")]
+        decontaminate["eval_sets"] = [evaluation]
     specs = []
     for label, dataset in definitions:
         if dataset.max_tokens is None:
             # A longer row would be cut inside the answer by every job's max_seq_length.
             dataset = dataset.model_copy(update={"max_tokens": shortest})
-        specs.append((label, {**common, "dataset": dataset.model_dump(mode="json")}))
+        specs.append((label, PrepareSpec(**common, **decontaminate, dataset=dataset)))
     if evaluation is not None:
         label = experiment.scoring.eval_dataset.name
-        spec = {k: v for k, v in common.items() if k not in ("eval_prompts", "eval_sets")}
-        specs.append((label, {**spec, "dataset": evaluation.model_dump(mode="json"), "role": "eval"}))
+        specs.append((label, PrepareSpec(**common, dataset=evaluation, role="eval")))
     datasets = []
     for label, spec in specs:
         spec_uri = store.join(run_uri, "datasets", f"{label}.json")
-        store.write_json(spec_uri, spec)
-        entry = {"name": label, "spec_uri": spec_uri, "argv": step_argv("prepare_dataset", spec_uri)}
-        datasets.append({**entry, "role": spec["role"]} if "role" in spec else entry)
+        store.write_json(spec_uri, spec.model_dump(mode="json"))
+        role = {"role": spec.role} if spec.role == "eval" else {}
+        argv = step_argv("prepare_dataset", spec_uri)
+        entry = PlannedDataset(name=label, spec_uri=spec_uri, argv=argv, **role)
+        datasets.append(entry.model_dump(mode="json"))
     return datasets
 
 
-def _job(run: dict[str, Any], resolved: dict[str, Any], kind: str, job_id: str, label: str, **inputs) -> dict:
-    job_prefix = layout.job(run["run_uri"], job_id)
+def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: str, **inputs) -> dict:
+    job_prefix = layout.job(run.run_uri, job_id)
     experiment = resolved["experiment"]
-    common = {"store_root": run["store_root"], "job_id": job_id, "label": label, **inputs}
+    common = {"store_root": run.store_root, "job_id": job_id, "label": label, **inputs}
     if resolved.get("eval_set"):
         common["eval_set"] = resolved["eval_set"]
-    specs = {}
+    specs: dict[str, TrainSpec | EvaluateSpec] = {}
     if kind == "train":
-        specs["train"] = {
-            **common,
-            "step": "train",
-            "output": layout.step(job_prefix, "train"),
-            "training": experiment["training"],
-        }
-    specs["evaluate"] = {
+        specs["train"] = TrainSpec(
+            **common, step="train", output=layout.step(job_prefix, "train"), training=experiment["training"]
+        )
+    specs["evaluate"] = EvaluateSpec(
         **common,
-        "step": "evaluate",
-        "output": layout.step(job_prefix, "evaluate"),
-        "train_output": layout.step(job_prefix, "train") if kind == "train" else None,
-        "reference": kind == "reference",
-        "scoring": experiment["scoring"],
+        step="evaluate",
+        output=layout.step(job_prefix, "evaluate"),
+        train_output=layout.step(job_prefix, "train") if kind == "train" else None,
+        reference=kind == "reference",
+        scoring=experiment["scoring"],
         # scoring.rank_on exports every job the way the winner will be exported.
-        "export_config": experiment["export"],
-    }
-    job = {"job_id": job_id, "label": label, "kind": kind}
+        export_config=experiment["export"],
+    )
+    uris = {}
     for step, spec in specs.items():
         spec_uri = store.join(job_prefix, f"{step}.json")
-        store.write_json(spec_uri, spec)
-        job[f"{step}_spec"] = spec_uri
-        job[f"{step}_argv"] = step_argv(step, spec_uri)
-    return job
+        store.write_json(spec_uri, spec.model_dump(mode="json"))
+        uris[f"{step}_spec"] = spec_uri
+        uris[f"{step}_argv"] = step_argv(step, spec_uri)
+    return PlannedJob(job_id=job_id, label=label, kind=kind, **uris).model_dump(mode="json")
 
 
-def _load(run: dict[str, Any], datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
-    resolved = store.read_json(store.join(run["run_uri"], "experiment.json"))
+def _load(run: RunInfo, datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
+    resolved = store.read_json(store.join(run.run_uri, "experiment.json"))
     prepared = {d["name"]: d for d in datasets}
     if resolved.get("eval_prepared_as"):
         # The eval set was prepared beside the training datasets; every job is scored on it.
         resolved["eval_set"] = prepared.pop(resolved["eval_prepared_as"])
     order = [d["name"] for d in resolved["experiment"]["datasets"]]
     prepared_as = resolved.get("prepared_as") or {name: name for name in order}
-    by_name = {label: {**prepared[prepared_as[label]], "name": label} for label in order}
+    named = {label: {**prepared[prepared_as[label]], "name": label} for label in order}
+    by_name = {label: PreparedDataset.model_validate(dataset) for label, dataset in named.items()}
     return resolved, by_name, order
 
 
 def plan_jobs(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The cartesian product dataset x model x hyperparameter group: one training job each."""
+    run = RunInfo.model_validate(run)
     resolved, by_name, order = _load(run, datasets)
     training_type = resolved["experiment"]["training"]["type"]
-    problems = [dataset_kind_problem(training_type, name, by_name[name]["kind"]) for name in order]
+    problems = [dataset_kind_problem(training_type, name, by_name[name].kind) for name in order]
     if any(problems):
         # Before any job runs: a mismatch would fail every training job the same way.
         raise ConfError("; ".join(p for p in problems if p))
@@ -191,12 +192,13 @@ def plan_jobs(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[
         jobs.append(
             _job(run, resolved, "train", job_id, label, dataset=by_name[name], model=model, hparams=hparams)
         )
-    store.write_json(store.join(run["run_uri"], "jobs.json"), jobs)
+    store.write_json(store.join(run.run_uri, "jobs.json"), jobs)
     return jobs
 
 
 def plan_references(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """One scoring of each untouched base model per dataset, as reference rows on the leaderboard."""
+    run = RunInfo.model_validate(run)
     resolved, by_name, order = _load(run, datasets)
     references = []
     if resolved["experiment"]["scoring"]["compare_base"]:
@@ -206,7 +208,7 @@ def plan_references(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list
             references.append(
                 _job(run, resolved, "reference", job_id, label, dataset=by_name[name], model=model)
             )
-    store.write_json(store.join(run["run_uri"], "references.json"), references)
+    store.write_json(store.join(run.run_uri, "references.json"), references)
     return references
 
 

@@ -18,6 +18,12 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tasks.config.experiment import ExportConfig, ScoringConfig
+from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
+from tasks.contracts.export import CheckExportSpec, ExportSpec
+from tasks.contracts.planning import ExportPlan, PlannedJob, step_argv
+from tasks.contracts.selection import Failure, Leaderboard, LeaderboardRow
+from tasks.contracts.train import TrainResult, TrainSpec
 from tasks.scoring.plugins import lower_is_better
 from tasks.storage import layout, store
 
@@ -30,27 +36,32 @@ def _error(prefix: str) -> str | None:
     return None
 
 
-def job_row(run_uri: str, job: dict[str, Any]) -> dict[str, Any]:
-    prefix = layout.job(run_uri, job["job_id"])
-    train = store.committed_result(layout.step(prefix, "train")) if job["kind"] == "train" else None
-    evaluation = store.committed_result(layout.step(prefix, "evaluate"))
-    row = {
-        "job_id": job["job_id"],
-        "label": job["label"],
-        "kind": job["kind"],
-        "train": train,
-        "metrics": (evaluation or {}).get("metrics", {}),
-        "scored_on": (evaluation or {}).get("scored_on"),
-        "metrics_jsonl": (train or {}).get("metrics_uri"),
-    }
-    if (evaluation or {}).get("quantized"):
-        row["quantized"] = evaluation["quantized"]
-    if job["kind"] == "reference":
-        row["status"] = "reference" if evaluation else "failed"
+def _committed(prefix: str, model: type[TrainResult] | type[EvaluateResult]) -> Any:
+    result = store.committed_result(prefix)
+    return None if result is None else model.load(result, f"the result committed at {prefix}")
+
+
+def job_row(run_uri: str, job: PlannedJob) -> LeaderboardRow:
+    prefix = layout.job(run_uri, job.job_id)
+    train = _committed(layout.step(prefix, "train"), TrainResult) if job.kind == "train" else None
+    evaluation = _committed(layout.step(prefix, "evaluate"), EvaluateResult)
+    if job.kind == "reference":
+        status = "reference" if evaluation else "failed"
     else:
-        row["status"] = "succeeded" if train and evaluation else "failed"
-    if row["status"] == "failed":
-        row["error"] = (
+        status = "succeeded" if train and evaluation else "failed"
+    row = LeaderboardRow(
+        job_id=job.job_id,
+        label=job.label,
+        kind=job.kind,
+        train=train,
+        metrics=evaluation.metrics if evaluation else {},
+        scored_on=evaluation.scored_on if evaluation else None,
+        metrics_jsonl=train.metrics_uri if train else None,
+        status=status,
+        **({"quantized": evaluation.quantized} if evaluation and evaluation.quantized else {}),
+    )
+    if status == "failed":
+        row.error = (
             _error(layout.step(prefix, "train"))
             or _error(layout.step(prefix, "evaluate"))
             or "did not run: an upstream task failed or was skipped"
@@ -64,78 +75,80 @@ def _better_first(value: float | None, lower: bool) -> float:
     return value if lower else -value
 
 
-def ranked_metrics(row: dict[str, Any], rank_on: str) -> dict[str, Any]:
+def ranked_metrics(row: LeaderboardRow, rank_on: str) -> dict[str, Any]:
     """The metrics a row is ranked on: the PyTorch model's, or its export's for `rank_on`."""
     if rank_on == "pytorch":
-        return row["metrics"]
-    return (row.get("quantized") or {}).get("metrics") or {}
+        return row.metrics
+    return row.quantized.metrics if row.quantized else {}
 
 
-def _sort_key(row: dict[str, Any], primary: str, lower: bool, rank_on: str) -> tuple:
+def _sort_key(row: LeaderboardRow, primary: str, lower: bool, rank_on: str) -> tuple:
     first = _better_first(ranked_metrics(row, rank_on).get(primary), lower)
-    pytorch = _better_first(row["metrics"].get(primary), lower)
-    eval_loss = (row.get("train") or {}).get("eval_loss")
-    return (first, pytorch, eval_loss if eval_loss is not None else math.inf, row["label"])
+    pytorch = _better_first(row.metrics.get(primary), lower)
+    eval_loss = row.train.eval_loss if row.train else None
+    return (first, pytorch, eval_loss if eval_loss is not None else math.inf, row.label)
 
 
 def leaderboard(
     run_uri: str, evaluations: list[dict[str, Any]], primary: str, rank_on: str = "pytorch"
 ) -> dict[str, Any]:
-    rows = [job_row(run_uri, job) for job in evaluations]
+    rows = [job_row(run_uri, PlannedJob.model_validate(job)) for job in evaluations]
     lower = lower_is_better(primary)
     ranked = sorted(
-        (r for r in rows if r["status"] == "succeeded"), key=lambda r: _sort_key(r, primary, lower, rank_on)
+        (r for r in rows if r.status == "succeeded"), key=lambda r: _sort_key(r, primary, lower, rank_on)
     )
     for rank, row in enumerate(ranked, start=1):
-        row["rank"] = rank
-    others = [r for r in rows if r["status"] != "succeeded"]
-    board = {
-        "primary": primary,
-        "rank_on": rank_on,
-        "rows": ranked + sorted(others, key=lambda r: (r["status"], r["label"])),
-        "winner": ranked[0] if ranked else None,
-        "failed": [{"label": r["label"], "error": r["error"]} for r in rows if r["status"] == "failed"],
-    }
+        row.rank = rank
+    others = [r for r in rows if r.status != "succeeded"]
+    board = Leaderboard(
+        primary=primary,
+        rank_on=rank_on,
+        rows=ranked + sorted(others, key=lambda r: (r.status, r.label)),
+        winner=ranked[0] if ranked else None,
+        failed=[Failure(label=r.label, error=r.error) for r in rows if r.status == "failed"],
+    ).model_dump(mode="json")
     store.write_json(store.join(run_uri, "leaderboard.json"), board)
     return board
 
 
-def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, str]:
-    """Write the export and check specs for the winner; returns their URIs."""
-    from tasks.pipeline.plan import load_experiment, step_argv
-    from tasks.scoring.evaluation import scored_on
+def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, Any]:
+    """Write the export and check specs for the winner; returns their URIs and commands."""
+    from tasks.pipeline.plan import load_experiment
 
+    row = LeaderboardRow.model_validate(winner)
     experiment = load_experiment(run_uri)
-    job_prefix = layout.job(run_uri, winner["job_id"])
-    train_spec = store.read_json(store.join(job_prefix, "train.json"))
-    evaluate_spec = store.read_json(store.join(job_prefix, "evaluate.json"))
+    export_config = ExportConfig.model_validate(experiment["export"])
+    job_prefix = layout.job(run_uri, row.job_id)
+    train_uri, evaluate_uri = store.join(job_prefix, "train.json"), store.join(job_prefix, "evaluate.json")
+    train_spec = TrainSpec.load(store.read_json(train_uri), train_uri)
+    evaluate_spec = EvaluateSpec.load(store.read_json(evaluate_uri), evaluate_uri)
     export_output = store.join(run_uri, "export")
-    export = {
-        "step": "export",
-        "output": export_output,
-        "store_root": store_root,
-        "model": train_spec["model"],
-        "adapter_uri": winner["train"]["adapter_uri"],
-        "model_uri": winner["train"]["model_uri"],
-        "formats": experiment["export"]["formats"],
-        "export_config": experiment["export"],
-        "dataset": train_spec["dataset"],
-    }
-    check = {
-        "step": "check_export",
-        "output": store.join(run_uri, "check_export"),
-        "store_root": store_root,
-        "model": train_spec["model"],
-        "export_output": export_output,
+    export = ExportSpec(
+        step="export",
+        output=export_output,
+        store_root=store_root,
+        model=train_spec.model,
+        adapter_uri=row.train.adapter_uri,
+        model_uri=row.train.model_uri,
+        formats=export_config.formats,
+        export_config=export_config,
+        dataset=train_spec.dataset,
+    )
+    check = CheckExportSpec(
+        step="check_export",
+        output=store.join(run_uri, "check_export"),
+        store_root=store_root,
+        model=train_spec.model,
+        export_output=export_output,
         # The rows the winner was scored on, so the metric drop compares like with like.
-        "dataset": scored_on(evaluate_spec),
-        "scoring": experiment["scoring"],
-        "export_config": experiment["export"],
-        "reference_metrics": winner["metrics"],
-    }
+        dataset=evaluate_spec.scored_on,
+        scoring=ScoringConfig.model_validate(experiment["scoring"]),
+        export_config=export_config,
+        reference_metrics=row.metrics,
+    )
     uris = {}
     for name, spec in (("export", export), ("check_export", check)):
         uris[f"{name}_spec"] = store.join(run_uri, f"{name}.json")
-        store.write_json(uris[f"{name}_spec"], spec)
+        store.write_json(uris[f"{name}_spec"], spec.model_dump(mode="json"))
         uris[f"{name}_argv"] = step_argv(name, uris[f"{name}_spec"])
-    return uris
+    return ExportPlan(**uris).model_dump(mode="json")

@@ -1,25 +1,15 @@
 """Promotion: register the experiment's winner with its lineage; move production when it beats the champion.
 
-Light on purpose (stdlib + the file registry): it runs inside the Airflow worker.
-
-Job:
-    {"store_root", "registry_name", "run_uri",
-     "winner": {"job_id", "label", "metrics", "model": {catalog entry}, "dataset": {"name", "version", ...},
-                "hparams": {...}},
-     "primary": "rouge_l", "margin": 0.0,
-     "model_uri": "<full model dir or null>", "adapter_uri": "<LoRA adapter dir or null>",
-     "exports": {"onnx": uri, ...}, "checks_passed": bool,
-     "champion_score": {"version", "metrics", "scored_on", "n"} or null (tasks.registry.champion)}
-Result:
-    {"promoted", "reason", "version", "champion_version", "champion_metric", "candidate_metric",
-     "registry_uri", "like_for_like", "primary", "decided_at"} (+ "champion_rescored": True when the
-    champion was scored on the candidate's rows in this run, "rerun": True when replayed)
+Light on purpose (the contracts and the registry): it runs inside the Airflow worker. What it is given is
+`tasks.contracts.promotion.PromotionJob`; what it decides, `PromotionDecision` (`champion_rescored` when
+the champion was scored on the candidate's rows in this run, `rerun` when replayed).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+from tasks.contracts.promotion import PromotionDecision, PromotionJob
 from tasks.registry import versions as registry
 from tasks.runtime.errors import StepError
 from tasks.scoring.plugins import lower_is_better
@@ -32,29 +22,29 @@ def _fmt(value: Any) -> str:
     return f"{value:.4g}" if isinstance(value, int | float) else str(value)
 
 
-def lineage(job: dict[str, Any]) -> dict[str, Any]:
+def lineage(job: PromotionJob) -> dict[str, Any]:
     """The registry entry of the job's winner."""
-    winner = job["winner"]
-    model = winner.get("model") or {}
+    winner = job.winner
+    model = winner.model
     base_model = {"name": model.get("name"), "hub_id": model.get("hub_id")}
     base_model.update({k: model[k] for k in BASE_MODEL_KEYS if k in model})
     return {
-        "run_uri": job["run_uri"],
-        "job_id": winner["job_id"],
-        "label": winner.get("label"),
+        "run_uri": job.run_uri,
+        "job_id": winner.job_id,
+        "label": winner.label,
         "base_model": base_model,
         # The prepared dataset as the job trained on it: name, uri, counts and `version`, the content hash
         # of its sources and preparation settings (tasks.data.preparation.content_version).
-        "dataset": dict(winner.get("dataset") or {}),
-        "hparams": dict(winner.get("hparams") or {}),
-        "metrics": dict(winner.get("metrics") or {}),
-        "exports": dict(job.get("exports") or {}),
-        "model_uri": job.get("model_uri"),
-        "adapter_uri": job.get("adapter_uri"),
+        "dataset": dict(winner.dataset),
+        "hparams": dict(winner.hparams),
+        "metrics": dict(winner.metrics),
+        "exports": dict(job.exports),
+        "model_uri": job.model_uri,
+        "adapter_uri": job.adapter_uri,
         # The catalog entry the weights load with, so a later run can score this version again.
         "model_entry": dict(model),
-        "primary": job.get("primary", "rouge_l"),
-        "checks_passed": bool(job.get("checks_passed")),
+        "primary": job.primary,
+        "checks_passed": job.checks_passed,
     }
 
 
@@ -161,22 +151,22 @@ def _promoted_earlier(root: str, name: str, version: int) -> dict[str, Any] | No
     return None
 
 
-def promote(job: dict[str, Any]) -> dict[str, Any]:
-    """Register the winner and move the production pointer when it beats the champion. Idempotent."""
-    missing = [k for k in ("store_root", "registry_name", "run_uri", "winner") if not job.get(k)]
-    if missing or not (job.get("winner") or {}).get("job_id"):
-        raise StepError(f"promote job is missing {', '.join(missing) or 'winner.job_id'}")
-    root, name = job["store_root"], job["registry_name"]
-    primary = job.get("primary") or "rouge_l"
-    margin = float(job.get("margin") or 0.0)
+def promote(job: PromotionJob | dict[str, Any]) -> dict[str, Any]:
+    """Register the winner and move the production pointer when it beats the champion. Idempotent.
+    Returns the decision as `promotion.json` records it."""
+    try:
+        job = PromotionJob.load(job, "the promote job")
+    except ValueError as error:
+        raise StepError(str(error)) from None
+    root, name, primary = job.store_root, job.registry_name, job.primary
     base = {"registry_uri": registry.registry_uri(root, name), "primary": primary}
 
-    existing = registry.find_versions(root, name, run_uri=job["run_uri"], job_id=job["winner"]["job_id"])
+    existing = registry.find_versions(root, name, run_uri=job.run_uri, job_id=job.winner.job_id)
     if existing:
         candidate = existing[0]
         recorded = registry.read_decision(root, name, candidate["version"])
         if recorded is not None:
-            return {**recorded, "rerun": True}
+            return PromotionDecision.model_validate({**recorded, "rerun": True}).model_dump(mode="json")
     else:
         candidate = registry.register(root, name, lineage(job))
     version = candidate["version"]
@@ -195,14 +185,8 @@ def promote(job: dict[str, Any]) -> dict[str, Any]:
     else:
         for _ in range(CAS_ATTEMPTS):
             champion = registry.production(root, name)
-            decision = decide(
-                candidate,
-                champion,
-                primary,
-                margin,
-                bool(job.get("checks_passed")),
-                job.get("champion_score"),
-            )
+            rescored = job.champion_score.model_dump(mode="json") if job.champion_score else None
+            decision = decide(candidate, champion, primary, job.margin, job.checks_passed, rescored)
             if not decision.pop("move"):
                 break
             expected = champion["sequence"] if champion else None
@@ -215,6 +199,8 @@ def promote(job: dict[str, Any]) -> dict[str, Any]:
                 "reason": "the production pointer kept moving under concurrent promotions; not promoted",
             }
 
-    result = {**base, **decision, "version": version, "decided_at": registry.now()}
-    registry.write_decision(root, name, version, result)
-    return result
+    result = PromotionDecision.model_validate(
+        {**base, **decision, "version": version, "decided_at": registry.now()}
+    )
+    registry.write_decision(root, name, version, result.model_dump(mode="json"))
+    return result.model_dump(mode="json")

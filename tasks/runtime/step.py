@@ -1,8 +1,13 @@
 """The step protocol shared by every heavy entrypoint (`python -m tasks.<step> --job <json-or-uri>`).
 
-A step reads its job spec, writes under `job["output"]`, commits `manifest.json` last and prints one
+A step reads its job spec, writes under its `output`, commits `manifest.json` last and prints one
 JSON result line on stdout (logs go to stderr). A committed output is not computed again. A failure
 writes `error.json` beside the partial output and exits 1 with a readable message.
+
+A step declares its spec and result models (`tasks.contracts`, passed in, not imported: this package
+stays below them): the spec is validated before anything runs, a bad one refused naming the field, and
+the result is validated before it is committed. A `typed` step body receives the spec model; the others
+still receive the spec as a dict.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Self
 
 from tasks.runtime import launch
 from tasks.runtime.errors import StepError
@@ -27,11 +32,41 @@ log = logging.getLogger("tunerflow")
 XCOM_FILE = Path("/airflow/xcom/return.json")
 
 
-def load_job(arg: str) -> dict[str, Any]:
+# What a refused spec's reader can do about it.
+SPEC_REMEDY = (
+    "The spec was written by another tunerflow version or by hand: fix the field named, or trigger the run "
+    "again so that its planner writes every spec anew."
+)
+
+
+class SpecModel(Protocol):
+    """A `tasks.contracts` model: validates with a readable refusal, dumps to the JSON it was given."""
+
+    output: str
+
+    @classmethod
+    def load(cls, data: Any, source: str, remedy: str = "") -> Self: ...
+
+    def model_dump(self, *, mode: str) -> dict[str, Any]: ...
+
+
+def load_job(arg: str, spec: type[SpecModel] | None = None, typed: bool = True) -> Any:
+    """The job spec given inline or by URI, validated against `spec` when given (StepError if refused):
+    the model when `typed`, else the dict as it was written."""
     text = arg.strip()
-    if text.startswith("{"):
-        return json.loads(text)
-    return store.read_json(text)
+    inline = text.startswith("{")
+    data = json.loads(text) if inline else store.read_json(text)
+    if spec is None:
+        return data
+    try:
+        job = spec.load(data, "the inline job spec" if inline else text, SPEC_REMEDY)
+    except ValueError as error:
+        raise StepError(str(error)) from None
+    return job if typed else data
+
+
+def _output(job: Any) -> str:
+    return job["output"] if isinstance(job, dict) else job.output
 
 
 def configure_logging() -> None:
@@ -49,9 +84,22 @@ def emit(result: dict[str, Any]) -> None:
         XCOM_FILE.write_text(line)
 
 
-def execute(name: str, fn: Callable[[dict[str, Any]], dict[str, Any]], job: dict[str, Any]) -> dict[str, Any]:
-    """Run one step body idempotently; returns the committed result. Raises on failure."""
-    prefix = job["output"]
+def _checked(name: str, result: Any, result_model: type[SpecModel] | None) -> dict[str, Any]:
+    """The result as committed: checked against the step's result model, a model dumped to its JSON."""
+    if result_model is not None:
+        try:
+            result = result_model.load(result, f"{name}'s result")
+        except ValueError as error:
+            raise StepError(str(error)) from None
+    return result if isinstance(result, dict) else result.model_dump(mode="json")
+
+
+def execute(
+    name: str, fn: Callable[[Any], Any], job: Any, result_model: type[SpecModel] | None = None
+) -> dict[str, Any]:
+    """Run one step body idempotently; returns the committed result (checked against `result_model`
+    before it is committed). Raises on failure."""
+    prefix = _output(job)
     cached = store.committed_result(prefix)
     if cached is not None:
         log.info("%s: output already committed at %s, skipping", name, prefix)
@@ -62,7 +110,7 @@ def execute(name: str, fn: Callable[[dict[str, Any]], dict[str, Any]], job: dict
     store.reset(prefix)
     store.local_dir(prefix)
     try:
-        result = fn(job)
+        result = _checked(name, fn(job), result_model)
     except BaseException as error:
         # SystemExit/KeyboardInterrupt too: a preempted step must still say why it stopped.
         store.write_json(
@@ -76,14 +124,18 @@ def execute(name: str, fn: Callable[[dict[str, Any]], dict[str, Any]], job: dict
 
 def main(
     name: str,
-    fn: Callable[[dict[str, Any]], dict[str, Any]],
+    fn: Callable[[Any], Any],
     argv: list[str] | None = None,
     complete_job: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
     distributed: bool = False,
+    spec: type[SpecModel] | None = None,
+    result: type[SpecModel] | None = None,
+    typed: bool = False,
 ) -> int:
     """CLI wrapper; `complete_job` fills in fields (such as `output`) known only once inputs are read.
     A `distributed` step re-executes itself under torchrun when it has several devices
-    (tasks.runtime.launch)."""
+    (tasks.runtime.launch). `spec` and `result` are the step's contracts; a `typed` body receives the
+    validated spec, any other the dict it was given (steps not yet converted read keys)."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{name}", description=fn.__doc__)
     parser.add_argument("--job", required=True, help="job spec as inline JSON or the URI of a job.json")
     args = parser.parse_args(argv)
@@ -92,8 +144,9 @@ def main(
         launch.relaunch_if_needed(f"tasks.{name}", sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        job = load_job(args.job)
-        result = execute(name, fn, complete_job(job) if complete_job else job)
+        job = load_job(args.job, spec, typed)
+        job = complete_job(job) if complete_job else job
+        outcome = execute(name, fn, job, result)
     except StepError as error:
         log.error("%s failed: %s", name, error)
         return 1
@@ -101,5 +154,5 @@ def main(
         log.error("%s failed: %s: %s\n%s", name, type(error).__name__, error, traceback.format_exc())
         return 1
     if launch.is_main_process():
-        emit(result)
+        emit(outcome)
     return 0

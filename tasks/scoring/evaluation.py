@@ -9,7 +9,11 @@ import json
 import logging
 from typing import Any
 
+from tasks.config.catalog import CatalogEntry
 from tasks.config.experiment import ScoringConfig
+from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec, QuantizedScores, TrainedWeights
+from tasks.contracts.prepare import PreparedDataset
+from tasks.contracts.train import TrainResult
 from tasks.runtime.errors import StepError
 from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
 from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, score
@@ -20,20 +24,17 @@ from tasks.training.trainer import read_split
 log = logging.getLogger("tunerflow.evaluate")
 
 
-def eval_rows(dataset: dict[str, Any], max_samples: int | None) -> tuple[str, list[dict[str, Any]]]:
+def eval_rows(
+    dataset: PreparedDataset | dict[str, Any], max_samples: int | None
+) -> tuple[str, list[dict[str, Any]]]:
     """The test split, or the validation split when the ratios left no test rows (e.g. `98,2,0`).
-    `dataset` is a prepared dataset: a job's own, or the experiment's eval set (see `scored_on`)."""
+    `dataset` is a prepared dataset: a job's own, or the experiment's eval set (`EvaluateSpec.scored_on`)."""
+    dataset = PreparedDataset.model_validate(dataset)
     for split in ("test", "validation"):
-        if dataset["counts"].get(split):
-            rows = read_split(dataset["uri"], split)
+        if dataset.counts.get(split):
+            rows = read_split(dataset.uri, split)
             return split, rows[:max_samples] if max_samples else rows
-    raise ValueError(f"dataset '{dataset['name']}' has no test or validation rows to score on")
-
-
-def scored_on(spec: dict[str, Any]) -> dict[str, Any]:
-    """What a job is scored on: the experiment's eval set (`scoring.eval_dataset` or
-    `scoring.eval_questions`) when it has one, so every job sees the same rows, else its dataset."""
-    return spec.get("eval_set") or spec["dataset"]
+    raise ValueError(f"dataset '{dataset.name}' has no test or validation rows to score on")
 
 
 def answer_loss(model: Any, tokenizer: Any, rows: list[dict[str, Any]], batch_size: int) -> float:
@@ -94,8 +95,8 @@ def write_predictions(uri: str, rows: list[dict[str, Any]], predictions: list[st
 
 
 def quantized_scores(
-    model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: dict[str, Any], scoring: ScoringConfig
-) -> dict[str, Any]:
+    model: Any, tokenizer: Any, rows: list[dict[str, Any]], job: EvaluateSpec
+) -> QuantizedScores:
     """The job as it would be deployed (`scoring.rank_on`): exported and quantized the way the winner's
     export will be (the run's export settings), then scored on the same rows by the same code."""
     import tempfile
@@ -105,64 +106,74 @@ def quantized_scores(
 
     from tasks.exporting.export_step import export_formats
 
+    scoring = job.scoring
     fmt = scoring.rank_on
-    with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_dir(job["output"])) as scratch:
+    with tempfile.TemporaryDirectory(prefix=".quantized-", dir=store.local_dir(job.output)) as scratch:
         work = Path(scratch)
         merged = work / "merged"
         model.save_pretrained(merged, safe_serialization=True)
         tokenizer.save_pretrained(merged)
         # The job's own training rows calibrate its export, as the winner's export step does.
-        config = job.get("export_config") or {}
-        exported = export_formats(merged, work, [fmt], config, dataset=job["dataset"])["formats"][fmt]
+        config = job.export_config.model_dump(mode="json") if job.export_config else {}
+        dataset = job.dataset.model_dump(mode="json")
+        exported = export_formats(merged, work, [fmt], config, dataset=dataset)["formats"][fmt]
         deployed = ORTModelForCausalLM.from_pretrained(work / fmt)
         metrics, predictions, stats = answer_and_score(deployed, tokenizer, rows, scoring)
-    write_predictions(store.join(job["output"], f"predictions-{fmt}.jsonl"), rows, predictions)
+    write_predictions(store.join(job.output, f"predictions-{fmt}.jsonl"), rows, predictions)
     details = {k: v for k, v in exported.items() if k not in ("uri", "path")}
-    return {"format": fmt, "metrics": metrics, "generation": stats, **details}
+    return QuantizedScores(format=fmt, metrics=metrics, generation=stats, **details)
 
 
-def evaluate(job: dict[str, Any]) -> dict[str, Any]:
+def trained_weights(job: EvaluateSpec) -> TrainedWeights:
+    """The weights scored over the base model: the job's committed training, or those the spec gives."""
+    if not job.train_output:
+        return job.trained or TrainedWeights()
+    committed = store.committed_result(job.train_output)
+    if committed is None:
+        raise StepError(f"{job.label}: training did not commit a model, so there is nothing to score")
+    result = TrainResult.load(committed, f"the training committed at {job.train_output}")
+    return TrainedWeights(model_uri=result.model_uri, adapter_uri=result.adapter_uri)
+
+
+def evaluate(job: EvaluateSpec) -> EvaluateResult:
     """Generate greedy answers for the held-out rows and compute the configured metrics."""
-    scoring = ScoringConfig.model_validate(job["scoring"])
-    trained = job.get("trained") or {}
-    if job.get("train_output"):
-        trained = store.committed_result(job["train_output"])
-        if trained is None:
-            raise StepError(f"{job['label']}: training did not commit a model, so there is nothing to score")
-    root = job["store_root"]
-    model_entry = dict(job["model"])
-    if trained.get("model_uri"):  # a fully fine-tuned model replaces the base weights
-        model_entry = {**model_entry, "source": {"path": trained["model_uri"]}, "kind": "uri"}
-    adapter = trained.get("adapter_uri")
+    scoring = job.scoring
+    trained = trained_weights(job)
+    root = job.store_root
+    model_entry = job.model
+    if trained.model_uri:  # a fully fine-tuned model replaces the base weights
+        replaced = {"source": {"path": trained.model_uri}, "kind": "uri"}
+        model_entry = CatalogEntry.model_validate({**model_entry.model_dump(), **replaced})
+    adapter = trained.adapter_uri
     model = load_model(model_entry, root, adapter_dir=str(store.fetch(adapter)) if adapter else None)
     tokenizer = load_tokenizer(model_entry, root)
-    split, rows = eval_rows(scored_on(job), scoring.max_samples)
+    split, rows = eval_rows(job.scored_on, scoring.max_samples)
 
     metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
     if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
         metrics.update(loss_scores(scoring.metrics, answer_loss(model, tokenizer, rows, scoring.batch_size)))
     metrics = {name: metrics[name] for name in scoring.metrics}  # in the conf's order
-    write_predictions(store.join(job["output"], "predictions.jsonl"), rows, predictions)
+    write_predictions(store.join(job.output, "predictions.jsonl"), rows, predictions)
     quantized = None
-    if scoring.rank_on != "pytorch" and not job.get("reference"):
-        quantized = quantized_scores(model, tokenizer, rows, job, scoring)
-        log.info("%s as %s: %s", job["label"], scoring.rank_on, quantized["metrics"])
+    if scoring.rank_on != "pytorch" and not job.reference:
+        quantized = quantized_scores(model, tokenizer, rows, job)
+        log.info("%s as %s: %s", job.label, scoring.rank_on, quantized.metrics)
     log.info(
         "%s on %d %s rows: %s (%.1f generated tokens/s)",
-        job["label"],
+        job.label,
         len(rows),
         split,
         metrics,
         stats["tokens_per_s"],
     )
-    return {
-        "job_id": job["job_id"],
-        "label": job["label"],
-        "reference": bool(job.get("reference")),
-        "split": split,
-        "scored_on": scored_on(job)["name"],
-        "n": len(rows),
-        "metrics": metrics,
-        "generation": stats,
+    return EvaluateResult(
+        job_id=job.job_id,
+        label=job.label,
+        reference=job.reference,
+        split=split,
+        scored_on=job.scored_on.name,
+        n=len(rows),
+        metrics=metrics,
+        generation=stats,
         **({"quantized": quantized} if quantized else {}),
-    }
+    )

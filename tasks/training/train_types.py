@@ -20,6 +20,7 @@ from typing import Any
 
 from tasks.config.catalog import CatalogEntry, config_dir, pretrained_kwargs
 from tasks.config.experiment import ResolvedHParams, TrainingConfig, training_hparam_problems
+from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.launch import world_size
 from tasks.training.base_models import apply_tokenizer_overrides, load_tokenizer, weights_location
@@ -260,9 +261,7 @@ def schedule(hp: ResolvedHParams) -> dict[str, Any]:
 
 
 def build_trainer(
-    job: dict[str, Any],
-    hp: ResolvedHParams,
-    training: TrainingConfig,
+    job: TrainSpec,
     train_rows: list[dict[str, Any]],
     validation_rows: list[dict[str, Any]],
     common: dict[str, Any],
@@ -273,8 +272,7 @@ def build_trainer(
     import torch
     from datasets import Dataset
 
-    entry = CatalogEntry.model_validate(job["model"])
-    kind = job["dataset"]["kind"]
+    hp, training, entry, kind = job.hparams, job.training, job.model, job.dataset.kind
     cuda = torch.cuda.is_available()
     check_runtime(hp, training, cuda)
     precision = resolve_precision(hp.precision, cuda, cuda and torch.cuda.is_bf16_supported())
@@ -289,10 +287,10 @@ def build_trainer(
         accumulation,
     )
 
-    tokenizer = load_tokenizer(entry, job["store_root"])
+    tokenizer = load_tokenizer(entry, job.store_root)
     if kind != "text":
         ensure_chat_template(tokenizer, entry)
-    model = load_model(entry, job["store_root"], hp, training.method, precision)
+    model = load_model(entry, job.store_root, hp, training.method, precision)
     apply_tokenizer_overrides(tokenizer, entry, model)
     peft_config = lora_config(hp) if training.method in ("lora", "qlora") else None
 

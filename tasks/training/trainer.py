@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import ResolvedHParams, TrainingConfig, dataset_kind_problem
+from tasks.config.experiment import dataset_kind_problem
+from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training import checkpoints
@@ -214,7 +215,7 @@ def _release_memory() -> None:
 
 
 def _merge_adapter(
-    job: dict[str, Any], adapter_dir: Path, merged_dir: Path, precision: str, tokenizer: Any
+    job: TrainSpec, adapter_dir: Path, merged_dir: Path, precision: str, tokenizer: Any
 ) -> None:
     """merged/: the base reloaded unquantized with the saved adapter merged in. Reloading serves QLoRA
     (a 4-bit base cannot be merged in place) and ZeRO-3 (whose trainer holds shards) alike."""
@@ -226,7 +227,7 @@ def _merge_adapter(
     cuda = torch.cuda.is_available()
     compute = resolve_precision(precision, cuda, cuda and torch.cuda.is_bf16_supported())
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(compute, torch.float32)
-    model = load_model(job["model"], job["store_root"], str(adapter_dir), dtype=dtype)
+    model = load_model(job.model, job.store_root, str(adapter_dir), dtype=dtype)
     model.save_pretrained(merged_dir, safe_serialization=True)
     tokenizer.save_pretrained(merged_dir)
 
@@ -250,26 +251,27 @@ def _tensorboard_available() -> bool:
     return False
 
 
-def train(job: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune the base model on the dataset's train split; save the adapter (or full model)."""
-    problem = dataset_kind_problem(job["training"]["type"], job["dataset"]["name"], job["dataset"]["kind"])
+def train(job: TrainSpec) -> TrainResult | None:
+    """Fine-tune the base model on the dataset's train split; save the adapter (or full model). Returns
+    None in the other processes of a torchrun launch: rank 0 alone reports."""
+    problem = dataset_kind_problem(job.training.type, job.dataset.name, job.dataset.kind)
     if problem:
         raise StepError(problem)
     with Preemption().installed() as preemption:
         return _train(job, preemption)
 
 
-def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
+def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     import torch
     from transformers import PrinterCallback
 
-    hp = ResolvedHParams.model_validate(job["hparams"])
-    training = TrainingConfig.model_validate(job["training"])
-    dataset = job["dataset"]
-    out = store.local_dir(job["output"])
+    hp, training = job.hparams, job.training
+    out = store.local_dir(job.output)
+    # tasks.training.checkpoints keys its directory and fingerprint on the spec as stored.
+    stored = job.model_dump(mode="json")
     # On S3 the local mirror of the checkpoints prefix: each checkpoint is uploaded when committed.
-    root = store.local_dir(checkpoints.checkpoints_uri(job))
-    fingerprint = checkpoints.fingerprint(job)
+    root = store.local_dir(checkpoints.checkpoints_uri(stored))
+    fingerprint = checkpoints.fingerprint(stored)
 
     dist = distributed_state()
     # Rank 0 first: it removes checkpoints that cannot be resumed, then the others find the same newest one.
@@ -281,8 +283,8 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         log.info("resuming from %s (step %d)", resume[0].name, resume[1]["step"])
 
     torch.manual_seed(hp.seed)
-    train_rows = read_split(dataset["uri"], "train")
-    validation_rows = read_split(dataset["uri"], "validation")
+    train_rows = read_split(job.dataset.uri, "train")
+    validation_rows = read_split(job.dataset.uri, "validation")
     tensorboard = _tensorboard_available()
     common = {
         "output_dir": str(root),
@@ -304,9 +306,7 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
     progress, committer = _callbacks(
         out, root, fingerprint, hp.save_total_limit, preemption, resume[1]["elapsed_s"] if resume else 0.0
     )
-    trainer, tokenizer = build_trainer(
-        job, hp, training, train_rows, validation_rows, common, [progress, committer]
-    )
+    trainer, tokenizer = build_trainer(job, train_rows, validation_rows, common, [progress, committer])
     adapter = training.method in ("lora", "qlora")
     committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
     # Metrics go to metrics.jsonl and the log; stdout carries only the step's JSON result line.
@@ -343,7 +343,7 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
     # Every process calls it: under ZeRO-3 it gathers the shards; rank 0 writes safetensors.
     trainer.save_model(str(weights_dir))
     if not dist.is_main_process:
-        return {"job_id": job["job_id"], "rank": dist.process_index}
+        return None
     tokenizer.save_pretrained(weights_dir)
     # A pickle beside the weights: nothing loads it, and the outputs stay safetensors and JSON.
     (weights_dir / "training_args.bin").unlink(missing_ok=True)
@@ -359,25 +359,25 @@ def _train(job: dict[str, Any], preemption: Preemption) -> dict[str, Any]:
         )
 
     tokens = (state.num_input_tokens_seen or 0) - (resume[1]["tokens_seen"] if resume else 0)
-    return {
-        "job_id": job["job_id"],
-        "label": job["label"],
-        "status": "succeeded",
-        "method": training.method,
-        "adapter_uri": store.uri_of(weights_dir) if adapter else None,
-        "model_uri": None if adapter else store.uri_of(weights_dir),
-        "merged_uri": store.uri_of(merged_dir) if merged_dir else None,
-        "metrics_uri": store.uri_of(out / "metrics.jsonl"),
-        "tensorboard_uri": store.uri_of(out / "tensorboard") if tensorboard else None,
-        "train_loss": round(train_loss, 6),
-        "eval_loss": round(eval_loss, 6) if eval_loss is not None else None,
-        "steps": state.global_step,
-        "resumed_from_step": resumed_from,
-        "checkpoints": {
-            "uri": store.uri_of(root),
-            "steps": [step for step, _ in checkpoints.committed(root)],
-            "save_steps": hp.save_steps,
-        },
-        "runtime_s": round(runtime, 2),
-        "tokens_per_s": round(tokens / runtime, 1) if runtime else None,
-    }
+    return TrainResult(
+        job_id=job.job_id,
+        label=job.label,
+        status="succeeded",
+        method=training.method,
+        adapter_uri=store.uri_of(weights_dir) if adapter else None,
+        model_uri=None if adapter else store.uri_of(weights_dir),
+        merged_uri=store.uri_of(merged_dir) if merged_dir else None,
+        metrics_uri=store.uri_of(out / "metrics.jsonl"),
+        tensorboard_uri=store.uri_of(out / "tensorboard") if tensorboard else None,
+        train_loss=round(train_loss, 6),
+        eval_loss=round(eval_loss, 6) if eval_loss is not None else None,
+        steps=state.global_step,
+        resumed_from_step=resumed_from,
+        checkpoints=CheckpointsInfo(
+            uri=store.uri_of(root),
+            steps=[step for step, _ in checkpoints.committed(root)],
+            save_steps=hp.save_steps,
+        ),
+        runtime_s=round(runtime, 2),
+        tokens_per_s=round(tokens / runtime, 1) if runtime else None,
+    )

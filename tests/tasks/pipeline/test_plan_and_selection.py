@@ -33,7 +33,7 @@ def run(store_root):
 def test_plan_is_the_cartesian_product_with_readable_labels_and_stored_specs(run):
     info, datasets, prepared = run
     assert [d["name"] for d in datasets] == ["a", "b"]
-    assert datasets[0]["argv"][:4] == ["python", "-m", "tasks.data.preparation", "--job"]
+    assert datasets[0]["argv"][:4] == ["python", "-m", "tasks.prepare_dataset", "--job"]
     jobs = plan_jobs(info, prepared)
     assert len(jobs) == 2 * 2 * 3
     assert jobs[0]["label"] == "a|m1|lora-fast"
@@ -41,7 +41,7 @@ def test_plan_is_the_cartesian_product_with_readable_labels_and_stored_specs(run
     spec = store.read_json(jobs[0]["train_spec"])
     assert spec["output"] == layout.step(layout.job(info["run_uri"], jobs[0]["job_id"]), "train")
     assert spec["hparams"]["name"] == "lora-fast" and spec["model"]["source"]["path"] == "/models/m1"
-    assert jobs[0]["train_argv"] == ["python", "-m", "tasks.training.trainer", "--job", jobs[0]["train_spec"]]
+    assert jobs[0]["train_argv"] == ["python", "-m", "tasks.train", "--job", jobs[0]["train_spec"]]
     references = plan_references(info, prepared)
     assert [r["label"] for r in references] == ["a|m1|base", "a|m2|base", "b|m1|base", "b|m2|base"]
     assert len(planned(info["run_uri"])) == 16

@@ -48,7 +48,7 @@ def test_cli_prints_one_json_line_and_exits_non_zero_with_a_reason(tmp_path):
     root = tmp_path.as_uri()
     job = {"store_root": root, "dataset": {"name": "tuna", "uri": "builtin:tuna_identity"}}
     ok = subprocess.run(
-        [sys.executable, "-m", "tasks.data.preparation", "--job", json.dumps(job)],
+        [sys.executable, "-m", "tasks.prepare_dataset", "--job", json.dumps(job)],
         capture_output=True,
         text=True,
     )
@@ -56,7 +56,7 @@ def test_cli_prints_one_json_line_and_exits_non_zero_with_a_reason(tmp_path):
     assert json.loads(ok.stdout.strip().splitlines()[-1])["name"] == "tuna"
     job["dataset"]["uri"] = "builtin:missing"
     bad = subprocess.run(
-        [sys.executable, "-m", "tasks.data.preparation", "--job", json.dumps(job)],
+        [sys.executable, "-m", "tasks.prepare_dataset", "--job", json.dumps(job)],
         capture_output=True,
         text=True,
     )

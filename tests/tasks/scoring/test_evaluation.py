@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from tasks.scoring.evaluation import evaluate, scored_on
+from tasks.contracts.evaluate import EvaluateSpec
+from tasks.scoring.evaluation import evaluate
 from tasks.storage import store
 
 
@@ -22,43 +23,48 @@ def _dataset(directory, name="tuna") -> dict:
     return {"name": name, "uri": store.to_uri(directory), "kind": "chat", "counts": {"train": 3, "test": 3}}
 
 
-def _job(tmp_path, tiny_model_dir, **scoring) -> dict:
-    return {
-        "store_root": store.to_uri(tmp_path / "store"),
-        "output": store.to_uri(tmp_path / "out"),
-        "job_id": "j",
-        "label": "tuna|tiny|a",
-        "model": {"name": "tiny", "source": {"path": str(tiny_model_dir)}, "kind": "uri"},
-        "dataset": _dataset(tmp_path / "data"),
-        "scoring": {"metrics": ["rouge_l"], "primary": "rouge_l", "max_new_tokens": 4, **scoring},
-        "export_config": {"int8_block_size": 32, "int8_mode": "dynamic"},
-    }
+def _job(tmp_path, tiny_model_dir, **scoring) -> EvaluateSpec:
+    return EvaluateSpec.model_validate(
+        {
+            "store_root": store.to_uri(tmp_path / "store"),
+            "output": store.to_uri(tmp_path / "out"),
+            "job_id": "j",
+            "label": "tuna|tiny|a",
+            "model": {"name": "tiny", "source": {"path": str(tiny_model_dir)}, "kind": "uri"},
+            "dataset": _dataset(tmp_path / "data"),
+            "scoring": {"metrics": ["rouge_l"], "primary": "rouge_l", "max_new_tokens": 4, **scoring},
+            "export_config": {"int8_block_size": 32, "int8_mode": "dynamic"},
+        }
+    )
 
 
 def test_a_job_is_scored_on_the_experiments_eval_set_when_there_is_one(tmp_path):
-    job = {"dataset": {"name": "tuna"}, "eval_set": {"name": "eval_questions"}}
-    assert scored_on(job)["name"] == "eval_questions"
-    assert scored_on({"dataset": {"name": "tuna"}})["name"] == "tuna"
+    job = _job(tmp_path, "/models/tiny")
+    questions = {"name": "eval_questions", "uri": "file:///q", "kind": "chat"}
+    assert EvaluateSpec.model_validate({**job.model_dump(), "eval_set": questions}).scored_on.name == (
+        "eval_questions"
+    )
+    assert job.scored_on.name == "tuna"
 
 
 def test_rank_on_int8_scores_the_jobs_own_int8_export_on_the_same_rows(tmp_path, tiny_model_dir):
     job = _job(tmp_path, tiny_model_dir, rank_on="onnx-int8")
-    store.ensure_dir(job["output"])
-    result = evaluate(job)
+    store.ensure_dir(job.output)
+    result = evaluate(job).model_dump(mode="json")
     quantized = result["quantized"]
     assert quantized["format"] == "onnx-int8" and quantized["kept"] == "dynamic"
     assert set(quantized["metrics"]) == {"rouge_l"} and 0 <= quantized["metrics"]["rouge_l"] <= 1
     assert quantized["generation"]["generated_tokens"] > 0
-    predicted = store.local_path(store.join(job["output"], "predictions-onnx-int8.jsonl")).read_text()
+    predicted = store.local_path(store.join(job.output, "predictions-onnx-int8.jsonl")).read_text()
     assert [json.loads(line)["id"] for line in predicted.splitlines()] == ["test:0", "test:1", "test:2"]
     # The scratch export is gone; only its scores and predictions stay.
-    assert not [p for p in store.local_path(job["output"]).iterdir() if p.name.startswith(".quantized-")]
+    assert not [p for p in store.local_path(job.output).iterdir() if p.name.startswith(".quantized-")]
 
 
 def test_reference_rows_and_pytorch_ranking_do_not_export(tmp_path, tiny_model_dir):
     job = _job(tmp_path, tiny_model_dir)
-    store.ensure_dir(job["output"])
-    assert "quantized" not in evaluate(job)
+    store.ensure_dir(job.output)
+    assert "quantized" not in evaluate(job).model_dump(mode="json")
 
 
 def test_evaluate_reads_its_model_and_rows_from_an_s3_store_and_commits_there(
@@ -75,18 +81,21 @@ def test_evaluate_reads_its_model_and_rows_from_an_s3_store_and_commits_there(
     shutil.copytree(tiny_model_dir, store.local_dir(model_uri), dirs_exist_ok=True)
     store.commit(model_uri, {"name": "tiny"})
     data_uri = store.join(s3_store_root, "datasets", "tuna")
-    shutil.copytree(store.local_path(job["dataset"]["uri"]), store.local_dir(data_uri), dirs_exist_ok=True)
+    shutil.copytree(store.local_path(job.dataset.uri), store.local_dir(data_uri), dirs_exist_ok=True)
     store.commit(data_uri, {})
     shutil.rmtree(tmp_path / "cache")  # a fresh machine: everything comes from the bucket
-    job = {
-        **job,
-        "store_root": s3_store_root,
-        "output": store.join(s3_store_root, "jobs", "j", "evaluate"),
-        "model": {**job["model"], "source": {"path": model_uri}},
-        "dataset": {**job["dataset"], "uri": data_uri},
-    }
+    given = job.model_dump(mode="json")
+    job = EvaluateSpec.model_validate(
+        {
+            **given,
+            "store_root": s3_store_root,
+            "output": store.join(s3_store_root, "jobs", "j", "evaluate"),
+            "model": {**given["model"], "source": {"path": model_uri}},
+            "dataset": {**given["dataset"], "uri": data_uri},
+        }
+    )
     result = execute("evaluate", evaluate, job)
-    assert store.committed_result(job["output"]) == result and store.verify(job["output"]) == []
+    assert store.committed_result(job.output) == result and store.verify(job.output) == []
     monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "reader"))
-    predicted = store.fetch(store.join(job["output"], "predictions.jsonl")).read_text()
+    predicted = store.fetch(store.join(job.output, "predictions.jsonl")).read_text()
     assert [json.loads(line)["id"] for line in predicted.splitlines()] == ["test:0", "test:1", "test:2"]

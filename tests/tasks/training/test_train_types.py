@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config.experiment import ConfError, ResolvedHParams, TrainingConfig, cuda_visible, parse_experiment
+from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training.train_types import (
@@ -125,18 +126,20 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
 
 def make_job(
     base: Path, model_dir: Path, data_dir: Path, kind: str, type_: str, method: str, **hparams
-) -> dict:
-    return {
-        "store_root": base.as_uri(),
-        "job_id": "j",
-        "label": f"d|tiny|{type_}-{method}",
-        "step": "train",
-        "output": (base / "jobs" / "j" / "train").as_uri(),
-        "dataset": {"name": "d", "kind": kind, "uri": data_dir.as_uri()},
-        "model": {"name": "tiny", "source": {"path": str(model_dir)}, "kind": "uri"},
-        "hparams": {**HPARAMS, **hparams},
-        "training": {"type": type_, "method": method},
-    }
+) -> TrainSpec:
+    return TrainSpec.model_validate(
+        {
+            "store_root": base.as_uri(),
+            "job_id": "j",
+            "label": f"d|tiny|{type_}-{method}",
+            "step": "train",
+            "output": (base / "jobs" / "j" / "train").as_uri(),
+            "dataset": {"name": "d", "kind": kind, "uri": data_dir.as_uri()},
+            "model": {"name": "tiny", "source": {"path": str(model_dir)}, "kind": "uri"},
+            "hparams": {**HPARAMS, **hparams},
+            "training": {"type": type_, "method": method},
+        }
+    )
 
 
 def rows_of(data_dir: Path, split: str) -> list[dict]:
@@ -144,7 +147,7 @@ def rows_of(data_dir: Path, split: str) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
-def trainer_for(job: dict, tmp_path: Path):
+def trainer_for(job: TrainSpec, tmp_path: Path):
     common = {
         "output_dir": str(tmp_path / "out"),
         "logging_steps": 1,
@@ -154,10 +157,8 @@ def trainer_for(job: dict, tmp_path: Path):
         "disable_tqdm": True,
         "dataloader_num_workers": 0,
     }
-    data_dir = store.local_path(job["dataset"]["uri"])
-    hp = ResolvedHParams.model_validate(job["hparams"])
-    training = TrainingConfig.model_validate(job["training"])
-    trainer, tokenizer = build_trainer(job, hp, training, rows_of(data_dir, "train"), [], common, [])
+    data_dir = store.local_path(job.dataset.uri)
+    trainer, tokenizer = build_trainer(job, rows_of(data_dir, "train"), [], common, [])
     return trainer, tokenizer
 
 
@@ -343,9 +344,9 @@ def test_dpo_separates_chosen_from_rejected(tiny_model_dir, datasets, tmp_path, 
 def test_the_dpo_step_writes_an_adapter_and_reward_metrics(tiny_model_dir, datasets, tmp_path):
     job = make_job(tmp_path, tiny_model_dir, datasets["preference"], "preference", "dpo", "lora", max_steps=4)
     result = train(job)
-    out = store.local_path(job["output"])
-    assert result["adapter_uri"] and (out / "adapter" / "adapter_model.safetensors").exists()
-    assert result["eval_loss"] is not None and result["steps"] == 4
+    out = store.local_path(job.output)
+    assert result.adapter_uri and (out / "adapter" / "adapter_model.safetensors").exists()
+    assert result.eval_loss is not None and result.steps == 4
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/chosen" in r and "rewards/rejected" in r for r in records)
 

@@ -29,6 +29,7 @@ from types import SimpleNamespace
 import pytest
 
 from tasks.config.experiment import HParams, ResolvedHParams
+from tasks.contracts.train import TrainSpec
 from tasks.runtime.step import execute
 from tasks.storage import store
 from tasks.training import checkpoints
@@ -76,24 +77,34 @@ def dataset_dir(tmp_path_factory) -> Path:
     return directory
 
 
-def make_job(base: Path, model_dir: Path, data_dir: Path, method: str = "lora", **hparams) -> dict:
-    return {
-        "store_root": base.as_uri(),
-        "job_id": "j",
-        "label": "tuna|tiny|t",
-        "step": "train",
-        "output": (base / "jobs" / "j" / "train").as_uri(),
-        "dataset": {"name": "tuna", "kind": "chat", "uri": data_dir.as_uri()},
-        "model": {"name": "tiny", "source": {"path": str(model_dir)}, "kind": "uri"},
-        "hparams": {**HPARAMS, **hparams},
-        "training": {"type": "sft", "method": method},
-    }
-
-
-def paths(job: dict) -> SimpleNamespace:
-    return SimpleNamespace(
-        out=store.local_path(job["output"]), checkpoints=store.local_path(checkpoints.checkpoints_uri(job))
+def make_job(base: Path, model_dir: Path, data_dir: Path, method: str = "lora", **hparams) -> TrainSpec:
+    return TrainSpec.model_validate(
+        {
+            "store_root": base.as_uri(),
+            "job_id": "j",
+            "label": "tuna|tiny|t",
+            "step": "train",
+            "output": (base / "jobs" / "j" / "train").as_uri(),
+            "dataset": {"name": "tuna", "kind": "chat", "uri": data_dir.as_uri()},
+            "model": {"name": "tiny", "source": {"path": str(model_dir)}, "kind": "uri"},
+            "hparams": {**HPARAMS, **hparams},
+            "training": {"type": "sft", "method": method},
+        }
     )
+
+
+def stored(job: TrainSpec) -> dict:
+    """The spec as written to the store, which `tasks.training.checkpoints` keys on."""
+    return job.model_dump(mode="json")
+
+
+def fingerprint(job: TrainSpec) -> str:
+    return checkpoints.fingerprint(stored(job))
+
+
+def paths(job: TrainSpec) -> SimpleNamespace:
+    root = checkpoints.checkpoints_uri(stored(job))
+    return SimpleNamespace(out=store.local_path(job.output), checkpoints=store.local_path(root))
 
 
 def metric_records(out: Path) -> list[dict]:
@@ -169,7 +180,7 @@ def test_checkpoints_are_committed_with_manifests_and_pruned_to_save_total_limit
         "checkpoint-8",
     ]
     for step, directory in committed:
-        assert checkpoints.problem(directory, checkpoints.fingerprint(finished.job)) is None
+        assert checkpoints.problem(directory, fingerprint(finished.job)) is None
         manifest = store.read_json(store.to_uri(directory / "manifest.json"))
         assert manifest["result"]["step"] == step
         assert {"adapter_model.safetensors", "optimizer.pt", "scheduler.pt", "trainer_state.json"} <= set(
@@ -178,7 +189,7 @@ def test_checkpoints_are_committed_with_manifests_and_pruned_to_save_total_limit
     assert finished.result["checkpoints"]["steps"] == [6, 8]
     assert finished.result["resumed_from_step"] is None and finished.result["steps"] == MAX_STEPS
     # The train output itself is committed as usual, and its manifest covers the new outputs.
-    assert store.verify(finished.job["output"]) == []
+    assert store.verify(finished.job.output) == []
 
 
 def test_metrics_jsonl_records_loss_lr_grad_norm_tokens_per_s_and_eval_loss(finished):
@@ -284,7 +295,7 @@ def test_a_retry_resumes_from_the_newest_intact_checkpoint_and_ignores_half_writ
     assert result["resumed_from_step"] == 6 and result["steps"] == MAX_STEPS
     assert not half.exists()
     # The torn checkpoint-8 was removed and written again by the resumed run.
-    assert checkpoints.problem(here.checkpoints / "checkpoint-8", checkpoints.fingerprint(job)) is None
+    assert checkpoints.problem(here.checkpoints / "checkpoint-8", fingerprint(job)) is None
     assert_same_training(SimpleNamespace(result=result, out=here.out), finished, resumed_from=6)
     assert_logs_continue_without_repeats(here.out)
 
@@ -298,7 +309,7 @@ def test_a_full_fine_tune_saves_the_model_and_resumes_too(tiny_model_dir, datase
     assert first["model_uri"] and first["adapter_uri"] is None and first["merged_uri"] is None
     weights = load_file(here.out / "model" / "model.safetensors")
     # A retry of a run that died after its last checkpoint: the output was never committed.
-    store.remove(store.join(job["output"], "manifest.json"))
+    store.remove(store.join(job.output, "manifest.json"))
     shutil.rmtree(here.checkpoints / "checkpoint-4")
     again = execute("train", train, job)
     assert again["resumed_from_step"] == 2 and again["steps"] == 4
@@ -322,13 +333,13 @@ def test_a_killed_training_resumes_from_its_last_committed_checkpoint(
     job = make_job(tmp_path, tiny_model_dir, dataset_dir)
     here = paths(job)
     spec = tmp_path / "train.json"
-    spec.write_text(json.dumps(job))
-    command = [sys.executable, "-m", "tasks.training.trainer", "--job", str(spec)]
+    spec.write_text(job.model_dump_json())
+    command = [sys.executable, "-m", "tasks.train", "--job", str(spec)]
     doomed = subprocess.Popen(command, cwd=REPO, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     _newest_manifest_or_fail(here.checkpoints, doomed)
     doomed.kill()  # SIGKILL: no handler runs, nothing is flushed
     doomed.wait()
-    assert not store.is_committed(job["output"])
+    assert not store.is_committed(job.output)
     last = checkpoints.committed(here.checkpoints)[-1][0]
 
     retry = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=600)
@@ -350,10 +361,10 @@ def test_sigterm_to_the_task_commits_a_checkpoint_fails_the_step_and_the_retry_r
     job = make_job(tmp_path, tiny_model_dir, dataset_dir)
     here = paths(job)
     spec = tmp_path / "train.json"
-    spec.write_text(json.dumps(job))
+    spec.write_text(job.model_dump_json())
     task = (
         "import sys; from tasks.backends.local import run_step; "
-        "run_step(['python', '-m', 'tasks.training.trainer', '--job', sys.argv[1]])"
+        "run_step(['python', '-m', 'tasks.train', '--job', sys.argv[1]])"
     )
     env = {**os.environ, "TUNERFLOW_LOCK_DIR": str(tmp_path / "locks"), "TUNERFLOW_STOP_GRACE_S": "300"}
     process = subprocess.Popen(
@@ -369,19 +380,19 @@ def test_sigterm_to_the_task_commits_a_checkpoint_fails_the_step_and_the_retry_r
     output, _ = process.communicate(timeout=300)
     assert process.returncode != 0
 
-    error = store.read_json(store.join(job["output"], "error.json"))
+    error = store.read_json(store.join(job.output, "error.json"))
     match = re.fullmatch(
         r"preempted at step (\d+); checkpoint-(\d+) committed, a retry resumes from it", error["message"]
     )
     assert match and match.group(1) == match.group(2), error
     step = int(match.group(1))
     assert step < MAX_STEPS and f"preempted at step {step}" in output  # the task's failure says why
-    assert checkpoints.problem(here.checkpoints / f"checkpoint-{step}", checkpoints.fingerprint(job)) is None
+    assert checkpoints.problem(here.checkpoints / f"checkpoint-{step}", fingerprint(job)) is None
     assert checkpoints.committed(here.checkpoints)[-1][0] == step
 
     result = execute("train", train, job)
     assert result["resumed_from_step"] == step and result["steps"] == MAX_STEPS
-    assert not store.exists(store.join(job["output"], "error.json"))
+    assert not store.exists(store.join(job.output, "error.json"))
     assert_same_training(SimpleNamespace(result=result, out=here.out), finished, resumed_from=step)
     assert_logs_continue_without_repeats(here.out)
 
@@ -399,15 +410,18 @@ def test_training_on_an_s3_store_commits_checkpoints_there_and_resumes_on_a_fres
     data_uri = store.join(s3_store_root, "datasets", "tuna")
     shutil.copytree(dataset_dir, store.local_dir(data_uri), dirs_exist_ok=True)
     store.commit(data_uri, {"name": "tuna"})
-    job = {
-        **make_job(tmp_path, tiny_model_dir, dataset_dir, max_steps=4, save_steps=2, save_total_limit=3),
-        "store_root": s3_store_root,
-        "output": store.join(s3_store_root, "jobs", "j", "train"),
-        "dataset": {"name": "tuna", "kind": "chat", "uri": data_uri},
-    }
+    local = make_job(tmp_path, tiny_model_dir, dataset_dir, max_steps=4, save_steps=2, save_total_limit=3)
+    job = TrainSpec.model_validate(
+        {
+            **stored(local),
+            "store_root": s3_store_root,
+            "output": store.join(s3_store_root, "jobs", "j", "train"),
+            "dataset": {"name": "tuna", "kind": "chat", "uri": data_uri},
+        }
+    )
     first = execute("train", train, job)
-    ckpt_uri = checkpoints.checkpoints_uri(job)
-    assert first["adapter_uri"] == store.join(job["output"], "adapter")
+    ckpt_uri = checkpoints.checkpoints_uri(stored(job))
+    assert first["adapter_uri"] == store.join(job.output, "adapter")
     assert first["checkpoints"] == {"uri": ckpt_uri, "steps": [2, 4], "save_steps": 2}
     assert store.list_dir(ckpt_uri) == ["checkpoint-2", "checkpoint-4"]
     assert all(store.is_committed(store.join(ckpt_uri, n)) for n in ("checkpoint-2", "checkpoint-4"))
@@ -415,7 +429,7 @@ def test_training_on_an_s3_store_commits_checkpoints_there_and_resumes_on_a_fres
 
     # The retry of a try that died after its last checkpoint, on another machine: the output was never
     # committed, and checkpoint-4's weights object changed after its commit.
-    store.remove(store.join(job["output"], store.MANIFEST))
+    store.remove(store.join(job.output, store.MANIFEST))
     bucket, key = s3.split(store.join(ckpt_uri, "checkpoint-4", "adapter_model.safetensors"))
     s3.client().put_object(Bucket=bucket, Key=key, Body=b"torn write")
     monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "other-machine"))
@@ -427,12 +441,12 @@ def test_training_on_an_s3_store_commits_checkpoints_there_and_resumes_on_a_fres
     assert all((weights[name] - resumed[name]).abs().max() <= 1e-5 for name in weights)
 
 
-def run_train_command(job: dict, tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, dict]:
+def run_train_command(job: TrainSpec, tmp_path: Path, env: dict) -> tuple[subprocess.CompletedProcess, dict]:
     """`python -m tasks.train --job <spec>` as a backend runs it; (the process, its one result line)."""
     spec = tmp_path / "train.json"
-    spec.write_text(json.dumps(job))
+    spec.write_text(job.model_dump_json())
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.training.trainer", "--job", str(spec)],
+        [sys.executable, "-m", "tasks.train", "--job", str(spec)],
         cwd=REPO,
         env=env,
         capture_output=True,
@@ -456,7 +470,7 @@ def test_two_processes_train_data_parallel_under_torchrun_and_rank_0_alone_commi
     here = paths(job)
     done, result = run_train_command(job, tmp_path, {**os.environ, "TUNERFLOW_NPROC": "2"})
     assert "launching 2 processes" in done.stderr
-    assert result["steps"] == MAX_STEPS and store.committed_result(job["output"]) == result
+    assert result["steps"] == MAX_STEPS and store.committed_result(job.output) == result
     assert [step for step, _ in loss_curve(here.out)] == list(range(1, MAX_STEPS + 1))
     assert "global batch 4 = 2 process(es) x micro batch 2 x accumulation 1" in done.stderr
     for step, directory in checkpoints.committed(here.checkpoints):

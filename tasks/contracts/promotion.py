@@ -1,0 +1,63 @@
+"""promote: what the gate is given and the decision it records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from tasks.contracts.base import Contract, OpenContract
+
+
+class WinnerLineage(Contract):
+    """The winner as the registry records it. Its parts stay as the job's specs gave them: the registry
+    keeps lineage verbatim, whichever version wrote it."""
+
+    job_id: str = Field(description="Store key of the winning job.")
+    label: str | None = Field(None, description="Its label.")
+    metrics: dict[str, float | None] = Field(default_factory=dict, description="Its PyTorch metrics.")
+    model: dict[str, Any] = Field(default_factory=dict, description="The base model's catalog entry.")
+    dataset: dict[str, Any] = Field(default_factory=dict, description="The prepared dataset it trained on.")
+    hparams: dict[str, Any] = Field(default_factory=dict, description="Its hyperparameter group.")
+
+
+class ChampionScore(Contract):
+    """The production model scored in this run on the winner's rows."""
+
+    version: int = Field(description="The registry version scored.")
+    metrics: dict[str, float | None] = Field(description="Its metrics.")
+    scored_on: str | None = Field(None, description="The dataset scored on.")
+    n: int | None = Field(None, description="Rows scored.")
+
+
+class PromotionJob(Contract):
+    """What `tasks.registry.promotion.promote` is given."""
+
+    store_root: str = Field(description="Root URI of the artifact store.")
+    registry_name: str = Field(min_length=1, description="The registered model's name.")
+    run_uri: str = Field(min_length=1, description="The run the winner comes from.")
+    winner: WinnerLineage = Field(description="The winner and its lineage.")
+    primary: str = Field("rouge_l", description="The metric compared.")
+    margin: float = Field(0.0, description="How much the candidate must beat the champion by.")
+    model_uri: str | None = Field(None, description="The merged or fully fine-tuned model.")
+    adapter_uri: str | None = Field(None, description="The LoRA adapter, when nothing was merged.")
+    exports: dict[str, str] = Field(default_factory=dict, description="Exported format -> URI.")
+    checks_passed: bool = Field(False, description="The export checks passed (or export is disabled).")
+    champion_score: ChampionScore | None = Field(None, description="The champion rescored in this run.")
+
+
+class PromotionDecision(OpenContract):
+    """`promotion.json` and the registry's decision record."""
+
+    promoted: bool = Field(description="Production now points at the candidate.")
+    reason: str = Field(description="Why, in words.")
+    version: int | None = Field(None, description="The candidate's registry version.")
+    champion_version: int | None = Field(None, description="The production version compared with.")
+    champion_metric: float | None = Field(None, description="The champion's primary metric.")
+    candidate_metric: float | None = Field(None, description="The candidate's primary metric.")
+    like_for_like: bool | None = Field(None, description="Both were scored on the same rows.")
+    champion_rescored: bool | None = Field(None, description="The champion was scored in this run.")
+    registry_uri: str | None = Field(None, description="The registry.")
+    primary: str | None = Field(None, description="The metric compared.")
+    decided_at: str | None = Field(None, description="When.")
+    rerun: bool | None = Field(None, description="Replayed from an earlier attempt's record.")

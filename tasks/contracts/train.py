@@ -1,0 +1,60 @@
+"""train: the job spec `plan_jobs` writes and the result the train step commits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from tasks.config.catalog import CatalogEntry
+from tasks.config.experiment import ResolvedHParams, TrainingConfig
+from tasks.contracts.base import Contract, OpenContract
+from tasks.contracts.prepare import PreparedDataset
+
+
+class TrainSpec(Contract):
+    """What `python -m tasks.train` reads."""
+
+    step: Literal["train"] = Field("train", description="The step this spec is for.")
+    store_root: str = Field(description="Root URI of the artifact store.")
+    job_id: str = Field(description="Store key of the job.")
+    label: str = Field(description="`dataset|model|hparams`, for humans.")
+    output: str = Field(description="Prefix the step writes and commits.")
+    dataset: PreparedDataset = Field(description="The prepared dataset it trains on.")
+    model: CatalogEntry = Field(description="The base model.")
+    hparams: ResolvedHParams = Field(description="The hyperparameter group, presets resolved.")
+    training: TrainingConfig = Field(description="Training type and method.")
+    eval_set: PreparedDataset | None = Field(None, description="The experiment's shared eval set, if any.")
+    checkpoints: str | None = Field(
+        None, description="Checkpoints prefix; by default `checkpoints/` beside the output."
+    )
+
+
+class CheckpointsInfo(Contract):
+    """Where a job's committed checkpoints are."""
+
+    uri: str = Field(description="The checkpoints prefix.")
+    steps: list[int] = Field(description="Steps of the checkpoints kept.")
+    save_steps: int = Field(description="Optimizer steps between checkpoints.")
+
+
+class TrainResult(OpenContract):
+    """What the train step commits. Only the weights are required: they are what every reader needs,
+    and every version wrote them."""
+
+    adapter_uri: str | None = Field(description="The LoRA adapter, for lora/qlora.")
+    model_uri: str | None = Field(description="The whole model, for a full fine-tune.")
+    job_id: str | None = Field(None, description="Store key of the job.")
+    label: str | None = Field(None, description="`dataset|model|hparams`.")
+    status: Literal["succeeded"] = Field("succeeded", description="A committed training succeeded.")
+    method: str | None = Field(None, description="full, lora or qlora.")
+    merged_uri: str | None = Field(None, description="Base plus adapter, with `merge_adapter`.")
+    metrics_uri: str | None = Field(None, description="metrics.jsonl: the training curves.")
+    tensorboard_uri: str | None = Field(None, description="TensorBoard event files, when installed.")
+    train_loss: float | None = Field(None, description="Mean training loss over every step.")
+    eval_loss: float | None = Field(None, description="Validation loss at the end of training.")
+    steps: int | None = Field(None, description="Optimizer steps done.")
+    resumed_from_step: int | None = Field(None, description="The checkpoint a retry resumed from.")
+    checkpoints: CheckpointsInfo | None = Field(None, description="The committed checkpoints.")
+    runtime_s: float | None = Field(None, description="Seconds this process trained.")
+    tokens_per_s: float | None = Field(None, description="Training tokens per second in this process.")
