@@ -24,10 +24,10 @@ from collections.abc import Callable
 from typing import Any
 
 from tasks.data import plugins as data_plugins
+from tasks.data.plugin_registry import BUILTIN_FORMATS as FORMATS
 from tasks.data.rows import RowError
 
 ROLES = ("system", "user", "assistant", "tool")
-FORMATS = ("alpaca", "sharegpt", "moss", "guanaco", "messages", "text", "preference")
 
 # Keys each format reads, so a `columns` mapping naming anything else is refused as a typo.
 EXPECTED_KEYS = {
@@ -445,7 +445,7 @@ def _plugin_converter(fmt: str) -> Callable[[dict[str, Any]], dict[str, Any]]:
 def convert(record: Any, fmt: str, columns: dict[str, str] | None = None) -> dict[str, Any]:
     """One source row in `fmt` (built-in or plugin) to the internal schema; raises RowError with a reason
     code, ValueError for an unknown format."""
-    converter = CONVERTERS.get(fmt) or _plugin_converter(fmt)
+    converter = CONVERTERS[fmt] if fmt in FORMATS else _plugin_converter(fmt)
     if not isinstance(record, dict):
         raise RowError("bad_type", f"row is {type(record).__name__}, expected an object")
     try:
