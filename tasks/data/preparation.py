@@ -126,7 +126,7 @@ def content_version(
 
 
 def _detect(name: str, part: Part) -> str:
-    from tasks.data.formats import detect_format
+    from tasks.data.format_detection import detect_format
 
     if part.fmt != "auto":
         return part.fmt

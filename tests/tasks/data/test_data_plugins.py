@@ -16,7 +16,8 @@ import pytest
 from tasks.config.experiment import BUILTIN_FORMATS, DatasetConfig, DataSource
 from tasks.data import formats, plugin_discovery
 from tasks.data import plugins as data_plugins
-from tasks.data.formats import check_columns, convert, detect_format
+from tasks.data.format_detection import detect_format
+from tasks.data.formats import check_columns, convert
 from tasks.data.plugins import (
     DataPluginError,
     FilterPlugin,
