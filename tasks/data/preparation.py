@@ -422,7 +422,7 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     )
     report = {k: v for k, v in stats.items() if k != "token_lengths"} | {"token_lengths": _summaries(stats)}
     # Into the output directory, where the commit lists (and on S3 uploads) it.
-    (out_dir / "validation_report.json").write_text(json.dumps(report, indent=2, sort_keys=True, default=str))
+    store.write_json(store.to_uri(out_dir / "validation_report.json"), report)
     # Counts and reason codes only: row text never reaches the logs.
     log.info(
         "dataset %s: %s",
@@ -431,9 +431,9 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     )
     message = failure_message(dataset.name, total, reasons, examples, dataset.max_drop_ratio)
     if message:
-        if store.is_s3(job["output"]):
-            # A refused dataset commits nothing, yet its report must be readable in the store.
-            store.write_json(store.join(job["output"], "validation_report.json"), report)
+        # A refused dataset commits nothing, yet its report must be readable in the store (on file:// this
+        # rewrites the same file in place).
+        store.write_json(store.join(job["output"], "validation_report.json"), report)
         raise StepError(message)
     from tasks.data.card import write_card
 
