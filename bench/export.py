@@ -150,7 +150,7 @@ def main() -> int:
 
     from tasks.config.catalog import models
     from tasks.config.experiment import ExportConfig, ScoringConfig
-    from tasks.data.preparation import cache_dir
+    from tasks.data.parts import cache_dir
     from tasks.exporting.onnx_export import export_formats, weights_size
     from tasks.scoring.evaluation import answer_and_score
     from tasks.storage import store
