@@ -150,7 +150,7 @@ def main() -> int:
 
     from tasks.config.catalog import models
     from tasks.config.experiment import ExportConfig, ScoringConfig
-    from tasks.data.preparation import cache_dir
+    from tasks.data.parts import cache_dir
     from tasks.exporting.export_step import export_formats
     from tasks.exporting.onnx_fp import weights_size
     from tasks.scoring.evaluation import answer_and_score

@@ -311,7 +311,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_side(args)))
         return 0
 
-    from tasks.data.preparation import cache_dir
+    from tasks.data.parts import cache_dir
     from tasks.storage import store
 
     if args.warmup >= args.steps:

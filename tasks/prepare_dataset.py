@@ -5,8 +5,8 @@ The command every stored spec and pod names. The step protocol is `tasks.runtime
 `tasks.data.preparation`.
 """
 
-from tasks.data.preparation import _prepare, complete_job
+from tasks.data.preparation import complete_job, prepare_dataset
 from tasks.runtime.step import main
 
 if __name__ == "__main__":
-    raise SystemExit(main("prepare_dataset", _prepare, complete_job=complete_job))
+    raise SystemExit(main("prepare_dataset", prepare_dataset, complete_job=complete_job))

@@ -15,7 +15,7 @@ from tests.conftest import REPO
 def test_demo_fine_tune_beats_the_base_model(tmp_path):
     pytest.importorskip("gguf")
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.cli.main", "demo", "--home", str(tmp_path / "home")],
+        [sys.executable, "-m", "tasks.cli", "demo", "--home", str(tmp_path / "home")],
         cwd=REPO,
         capture_output=True,
         text=True,

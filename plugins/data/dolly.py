@@ -20,8 +20,9 @@ or ship it in a package with an entry point in group `tunerflow.data_plugins`. A
   `{"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}`.
   `keys` are the source keys it reads, so users can map theirs with `columns`. For a record it
   cannot use, raise `RowError(code, detail)` with a lowercase snake_case code (`missing_field`,
-  `empty_field`, `bad_type` like the built-in formats); the row is dropped with that reason. Output of
-  the wrong shape is dropped as `bad_plugin_output`, any other exception as `plugin_error`.
+  `empty_field`, `bad_type` like the built-in formats, whose field readers are in `tasks.data.fields`);
+  the row is dropped with that reason. Output of the wrong shape is dropped as `bad_plugin_output`,
+  any other exception as `plugin_error`.
   `detect(record) -> bool` (optional) lets `format: auto` pick the format; look at the keys only.
 - a row filter with `@row_filter(name=...)` on a function `internal row -> None` (keep) or a reason
   code (drop). Filters see converted rows of any kind; skip the kinds you do not handle.
@@ -37,23 +38,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from tasks.data.fields import text_field
 from tasks.data.plugins import data_format, row_filter
-from tasks.data.rows import RowError
 
 DOLLY_KEYS = ("instruction", "context", "response")
-
-
-def _field(record: dict[str, Any], key: str, required: bool = True) -> str:
-    value = record.get(key)
-    if value is None:
-        if required:
-            raise RowError("missing_field", key)
-        return ""
-    if not isinstance(value, str):
-        raise RowError("bad_type", f"{key} is {type(value).__name__}, expected a string")
-    if required and not value.strip():
-        raise RowError("empty_field", key)
-    return value
 
 
 def looks_like_dolly(record: dict[str, Any]) -> bool:
@@ -64,14 +52,14 @@ def looks_like_dolly(record: dict[str, Any]) -> bool:
 @data_format(name="dolly", kind="chat", keys=DOLLY_KEYS, detect=looks_like_dolly)
 def convert_dolly(record: dict[str, Any]) -> dict[str, Any]:
     """Databricks Dolly 15k: instruction (with its context below it) -> user turn, response -> assistant."""
-    instruction = _field(record, "instruction")
+    instruction = text_field(record, "instruction")
     # Dolly keeps an empty context for closed questions; only a real one is worth the extra prompt text.
-    context = _field(record, "context", required=False).strip()
+    context = text_field(record, "context", required=False).strip()
     prompt = f"{instruction}\n\nContext:\n{context}" if context else instruction
     return {
         "messages": [
             {"role": "user", "content": prompt},
-            {"role": "assistant", "content": _field(record, "response")},
+            {"role": "assistant", "content": text_field(record, "response")},
         ]
     }
 

@@ -327,7 +327,7 @@ def _stairs(hist: LengthHistogram) -> tuple[list[float], list[float]]:
 
 def plot_lengths(histograms: dict[str, LengthHistogram], stats: dict[str, Any], path: Path) -> int:
     """One step histogram per tokenizer on a log x axis. Returns the number of histograms drawn."""
-    import matplotlib
+    import matplotlib  # heavy: loaded only when a card is drawn
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -22,7 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from tasks.data import pii
+from tasks.data.decontaminate import EvalIndex
 from tasks.data.formats import convert
+from tasks.data.plugins import apply_filters
 from tasks.data.rows import RowError, normalise, prompt_text
 from tasks.data.sources import Shard
 from tasks.data.token_counts import TokenCounter, TokenizerSpec
@@ -108,8 +111,6 @@ def _map_texts(row: dict[str, Any], fn) -> dict[str, Any]:
 
 
 def _apply_pii(row: dict[str, Any], mode: str, counts: Counter) -> dict[str, Any]:
-    from tasks.data import pii
-
     found: Counter = Counter()
     if mode == "drop":
         for text in _texts(row):
@@ -135,8 +136,6 @@ def _convert(record: Any, task: ShardTask, pii_counts: Counter) -> dict[str, Any
     if task.settings.pii != "off":
         row = _apply_pii(row, task.settings.pii, pii_counts)
     if task.settings.filters:
-        from tasks.data.plugins import apply_filters
-
         code = apply_filters(row, list(task.settings.filters))
         if code:
             raise RowError(code, "rejected by a data plugin filter")
@@ -245,8 +244,6 @@ class OverlapTask:
 
 def check_overlaps(task: OverlapTask) -> list[tuple[int, str]]:
     """(line of the spool, id of the evaluation row it overlaps) for every contaminated training row."""
-    from tasks.data.decontaminate import EvalIndex
-
     index = EvalIndex.load(Path(task.index_path))
     flagged: list[tuple[int, str]] = []
     lines: list[int] = []

@@ -9,12 +9,16 @@ the count matches the rendered template to within a token or two per turn.
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from tasks.config.catalog import CatalogEntry
+from tasks.training.base_models import load_tokenizer
 
 log = logging.getLogger("tunerflow.token_counts")
 
@@ -44,8 +48,6 @@ class TokenizerSpec:
 
 def tokenizer_identity(entry: dict[str, Any]) -> str:
     """Models that share weights source and special-token overrides share a tokenizer."""
-    import json
-
     return json.dumps({"source": entry["source"], "tokenizer": entry.get("tokenizer", {})}, sort_keys=True)
 
 
@@ -57,8 +59,6 @@ def distinct_tokenizers(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _content_text(messages: list[dict[str, Any]]) -> str:
-    import json
-
     return "\n".join(
         m["content"] + (json.dumps(m["tool_calls"]) if m.get("tool_calls") else "") for m in messages
     )
@@ -95,8 +95,6 @@ def _overheads(tokenizer: Any) -> tuple[float, int]:
 
 def _byte_level_facts(path: Path) -> tuple[bool, int]:
     """(is it a byte-level BPE without a normalizer, the longest token in bytes) from tokenizer.json."""
-    import json
-
     spec = json.loads(path.read_text(encoding="utf-8"))
     normalizer = spec.get("normalizer")
     no_normalizer = normalizer is None or (
@@ -115,9 +113,6 @@ def _byte_level_facts(path: Path) -> tuple[bool, int]:
 
 def prepare_tokenizers(entries: list[dict[str, Any]], store_root: str, work_dir: Path) -> list[TokenizerSpec]:
     """Load each distinct tokenizer once and save its fast form where worker processes can read it."""
-    from tasks.config.catalog import CatalogEntry
-    from tasks.training.base_models import load_tokenizer
-
     specs = []
     for index, entry in enumerate(distinct_tokenizers(entries)):
         tokenizer = load_tokenizer(CatalogEntry.model_validate(entry), store_root)
@@ -136,7 +131,7 @@ class TokenCounter:
     """Counts tokens of internal rows under every tokenizer; built once per worker process."""
 
     def __init__(self, specs: list[TokenizerSpec]):
-        from tokenizers import Tokenizer
+        from tokenizers import Tokenizer  # the Rust library: only where rows are counted, not at DAG parse
 
         self.specs = specs
         self._tokenizers = [Tokenizer.from_file(spec.path) for spec in specs]

@@ -258,7 +258,7 @@ def load_texts(
     cache_dir: Path | None = None,
 ) -> CalibrationTexts:
     """The calibration texts `config.dataset` names, in file order (windows() shuffles them)."""
-    from tasks.data.preparation import cache_dir as default_cache_dir
+    from tasks.data.parts import cache_dir as default_cache_dir
 
     setting = config.dataset
     cache = Path(cache_dir) if cache_dir else default_cache_dir()

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from tasks.data import plugins as data_plugins
-from tasks.data.formats import convert, detect_format
+from tasks.data.format_detection import detect_format
+from tasks.data.formats import convert
 from tasks.data.plugins import apply_filters, get_format, kind_of
 from tasks.data.rows import RowError
 

@@ -7,7 +7,8 @@ import re
 import pytest
 
 from tasks.config.experiment import DatasetConfig
-from tasks.data.formats import convert, detect_format
+from tasks.data.format_detection import detect_format
+from tasks.data.formats import convert
 from tasks.data.preparation import prepare
 from tasks.data.rows import RowError
 from tasks.storage import store

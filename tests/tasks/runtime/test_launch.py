@@ -28,7 +28,7 @@ def test_a_bad_override_names_the_variable(monkeypatch, value):
 
 
 def test_torchrun_runs_the_same_module_and_arguments():
-    argv = launch.torchrun_argv("tasks.training.trainer", ["--job", "s3://b/jobs/j/train.json"], 8)
+    argv = launch.torchrun_argv("tasks.train", ["--job", "s3://b/jobs/j/train.json"], 8)
     assert argv == [
         sys.executable,
         "-m",
@@ -36,7 +36,7 @@ def test_torchrun_runs_the_same_module_and_arguments():
         "--standalone",
         "--nproc-per-node=8",
         "-m",
-        "tasks.training.trainer",
+        "tasks.train",
         "--job",
         "s3://b/jobs/j/train.json",
     ]
@@ -48,7 +48,7 @@ def test_inside_torchrun_nothing_is_relaunched_and_only_rank_0_is_main(monkeypat
     monkeypatch.setenv("RANK", "1")
     monkeypatch.setenv("WORLD_SIZE", "2")
     monkeypatch.setattr(launch.os, "execv", lambda *a: pytest.fail("relaunched inside torchrun"))
-    launch.relaunch_if_needed("tasks.training.trainer", ["--job", "x"])
+    launch.relaunch_if_needed("tasks.train", ["--job", "x"])
     assert launch.world_size() == 2 and not launch.is_main_process()
 
 
@@ -56,5 +56,5 @@ def test_a_single_process_is_not_relaunched(monkeypatch):
     monkeypatch.setenv(launch.NPROC_ENV, "1")
     monkeypatch.delenv("LOCAL_RANK", raising=False)
     monkeypatch.setattr(launch.os, "execv", lambda *a: pytest.fail("relaunched a single process"))
-    launch.relaunch_if_needed("tasks.training.trainer", ["--job", "x"])
+    launch.relaunch_if_needed("tasks.train", ["--job", "x"])
     assert launch.is_main_process()

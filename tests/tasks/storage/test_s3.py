@@ -137,15 +137,15 @@ def test_every_heavy_step_of_the_dag_gets_the_store_connection_in_its_environmen
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", value)
     monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
     monkeypatch.setattr(module, "default_root", lambda: "s3://bucket/tunerflow")
-    module._run(["python", "-m", "tasks.training.trainer"])
-    module._run(["python", "-m", "tasks.scoring.evaluation"], {"AIRFLOW_CONN_TUNERFLOW_JUDGE": "{}"})
+    module._run(["python", "-m", "tasks.train"])
+    module._run(["python", "-m", "tasks.evaluate"], {"AIRFLOW_CONN_TUNERFLOW_JUDGE": "{}"})
     assert [sorted(env) for env in seen] == [
         ["AIRFLOW_CONN_AWS_DEFAULT"],
         ["AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_TUNERFLOW_JUDGE"],
     ]
     assert json.loads(seen[0]["AIRFLOW_CONN_AWS_DEFAULT"])["password"] == SECRET
     monkeypatch.setattr(module, "default_root", lambda: "file:///tmp/store")
-    module._run(["python", "-m", "tasks.training.trainer"])
+    module._run(["python", "-m", "tasks.train"])
     assert seen[-1] == {}
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.machinery
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -13,9 +14,10 @@ from pathlib import Path
 import pytest
 
 from tasks.config.experiment import BUILTIN_FORMATS, DatasetConfig, DataSource
-from tasks.data import formats
+from tasks.data import formats, plugin_discovery
 from tasks.data import plugins as data_plugins
-from tasks.data.formats import check_columns, convert, detect_format
+from tasks.data.format_detection import detect_format
+from tasks.data.formats import check_columns, convert
 from tasks.data.plugins import (
     DataPluginError,
     FilterPlugin,
@@ -218,7 +220,7 @@ def test_several_directories_in_the_variable(tmp_path, monkeypatch):
     write_plugin(tmp_path / "a", "qa_plugin.py", QA_MODULE)
     write_plugin(tmp_path / "b", "lines_plugin.py", '@data_format(name="lines", kind="text", keys=["body"])\n'
                  "def convert(record):\n    return {'text': record['body']}\n")  # fmt: skip
-    monkeypatch.setenv(data_plugins.ENV_VAR, f"{tmp_path / 'a'}{data_plugins.os.pathsep}{tmp_path / 'b'}")
+    monkeypatch.setenv(data_plugins.ENV_VAR, f"{tmp_path / 'a'}{os.pathsep}{tmp_path / 'b'}")
     assert format_names()[-3:] == ("dolly", "lines", "qa")
 
 
@@ -291,14 +293,14 @@ def test_entry_points_register_plugin_objects(monkeypatch):
         FakeEntryPoint("more", "mypkg.filters:ALL", [FilterPlugin("never", lambda row: None)]),
     ]
     monkeypatch.setattr(
-        data_plugins, "entry_points", lambda group: points if group == "tunerflow.data_plugins" else []
+        plugin_discovery, "entry_points", lambda group: points if group == "tunerflow.data_plugins" else []
     )
     assert "qa" in format_names() and "never" in filter_names()
 
 
 def test_an_entry_point_that_fails_names_itself(monkeypatch):
     points = [FakeEntryPoint("bad", "mypkg.bad", ImportError("no module named mypkg"))]
-    monkeypatch.setattr(data_plugins, "entry_points", lambda group: points)
+    monkeypatch.setattr(plugin_discovery, "entry_points", lambda group: points)
     with pytest.raises(DataPluginError, match=r"entry point 'bad = mypkg.bad' failed to load: ImportError"):
         load_plugins()
 

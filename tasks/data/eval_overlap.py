@@ -1,0 +1,78 @@
+"""Decontamination of a dataset being prepared: no training row may share a prompt n-gram with an
+evaluation prompt, whether of the dataset's own validation and test rows, the experiment's separate
+eval set (`scoring.eval_dataset`) or its fixed questions (`scoring.eval_questions`). The n-gram index is
+`tasks.data.decontaminate`; the training rows are checked in the worker pool (`tasks.data.scan`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from tasks.config.experiment import DatasetConfig
+from tasks.data.decontaminate import EvalIndex
+from tasks.data.parts import part_format, plan_parts
+from tasks.data.pool import run, shard_tasks
+from tasks.data.row_plan import RowPlan
+from tasks.data.rows import prompt_text
+from tasks.data.scan import OverlapTask, ScanSettings, check_overlaps, scan_shard
+from tasks.data.splitting import TEST, TRAIN, VALIDATION
+
+Prompts = tuple[list[str], list[str]]  # (folded prompt texts, the ids of their rows)
+
+
+def _eval_prompts(plan: RowPlan) -> Prompts:
+    texts, ids = [], []
+    evaluation = (plan.roles == VALIDATION) | (plan.roles == TEST)
+    for scan in plan.scans:
+        window = plan.window(scan)
+        wanted = (evaluation[window] & plan.alive[window]).tolist()
+        if not any(wanted):
+            continue
+        with open(scan.spool, encoding="utf-8") as handle:
+            for line, raw in enumerate(handle):
+                if wanted[line]:
+                    row = json.loads(raw)
+                    texts.append(prompt_text(row))
+                    ids.append(row["id"])
+    return texts, ids
+
+
+def external_eval_prompts(job: dict[str, Any], work: Path, workers: int) -> Prompts:
+    """The prompts of the experiment's separate eval set (read from its sources here, every row,
+    unfiltered) and fixed questions, which no training row may overlap either."""
+    texts = [item["text"] for item in job.get("eval_prompts") or []]
+    ids = [item["id"] for item in job.get("eval_prompts") or []]
+    for definition in job.get("eval_sets") or []:
+        dataset = DatasetConfig.model_validate(definition)
+        directory = work / f"eval-{dataset.name}"
+        directory.mkdir(exist_ok=True)
+        parts = plan_parts(dataset)
+        formats = [part_format(dataset.name, part) for part in parts]
+        tasks = shard_tasks(parts, formats, ScanSettings(), directory, 1 << 30, role="test")
+        for scan in run(scan_shard, tasks, workers):
+            with open(scan.spool, encoding="utf-8") as handle:
+                for raw in handle:
+                    row = json.loads(raw)
+                    texts.append(prompt_text(row))
+                    ids.append(f"{dataset.name}:{row['id']}")
+    return texts, ids
+
+
+def decontaminate(plan: RowPlan, n: int, work: Path, workers: int, external: Prompts) -> None:
+    """Drop from the plan every training row whose prompt shares an n-gram of `n` words with an
+    evaluation prompt, remembering which one."""
+    train = plan.alive & (plan.roles == TRAIN)
+    texts, ids = _eval_prompts(plan)
+    texts, ids = texts + external[0], ids + external[1]
+    if not texts or not train.any():
+        return
+    index_path = work / "eval_index.npz"
+    EvalIndex.build(texts, ids, n).save(index_path)
+    tasks = [OverlapTask(s.spool, train[plan.window(s)], str(index_path)) for s in plan.scans]
+    for scan, flagged in zip(plan.scans, run(check_overlaps, tasks, workers), strict=True):
+        start = plan.window(scan).start
+        for line, eval_id in flagged:
+            plan.overlaps[int(start + line)] = eval_id
+            plan.alive[start + line] = False

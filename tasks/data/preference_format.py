@@ -1,0 +1,77 @@
+"""The built-in preference format (pairs for DPO), and the check that holds a plugin's preference rows
+to the same shape. Stdlib only.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tasks.data.fields import check_role_order, parse_turns, structured_field, system_turns, text_field
+from tasks.data.rows import RowError
+
+PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+
+
+def _completion(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
+    value = record.get(key)
+    if isinstance(value, str) or value is None:
+        return [{"role": "assistant", "content": text_field(record, key)}]
+    if isinstance(value, dict):
+        value = [value]
+    if not isinstance(value, list):
+        raise RowError("bad_type", f"{key} is {type(value).__name__}, expected a string or messages")
+    if not value:
+        raise RowError("empty_field", key)
+    return parse_turns(value)
+
+
+def convert_preference(record: dict[str, Any]) -> dict[str, Any]:
+    """Preference pairs for DPO. Either `prompt`, `chosen`, `rejected` (strings, or `prompt` as messages
+    and `chosen`/`rejected` as assistant messages), or `chosen`/`rejected` as whole conversations
+    whose shared leading turns are the prompt. Optional `system` when the prompt has none."""
+    if record.get("prompt") is not None:
+        prompt_value = record["prompt"]
+        if isinstance(prompt_value, list):
+            if not prompt_value:
+                raise RowError("empty_field", "prompt")
+            prompt = parse_turns(prompt_value)
+        else:
+            prompt = [{"role": "user", "content": text_field(record, "prompt")}]
+        chosen, rejected = _completion(record, "chosen"), _completion(record, "rejected")
+    else:
+        whole = {}
+        for key in ("chosen", "rejected"):
+            value = record.get(key)
+            if value is None:
+                raise RowError("missing_field", f"prompt (or {key} as a whole conversation)")
+            if not isinstance(value, list):
+                raise RowError("bad_type", f"{key} must be a conversation when there is no prompt")
+            if not value:
+                raise RowError("empty_field", key)
+            whole[key] = parse_turns(value)
+        shared = 0
+        limit = min(len(whole["chosen"]), len(whole["rejected"])) - 1
+        while shared < limit and whole["chosen"][shared] == whole["rejected"][shared]:
+            shared += 1
+        prompt = whole["chosen"][:shared]
+        chosen, rejected = whole["chosen"][shared:], whole["rejected"][shared:]
+        if not prompt:
+            raise RowError("missing_field", "prompt (chosen and rejected share no leading turns)")
+    if prompt[0]["role"] != "system":
+        prompt = system_turns(record) + prompt
+    return _pair(prompt, chosen, rejected)
+
+
+def check_preference_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Only the shape convert_preference produces: a prompt and answers, each a list of messages."""
+    prompt, chosen, rejected = (parse_turns(structured_field(row, key, list)) for key in PREFERENCE_KEYS)
+    return _pair(prompt, chosen, rejected)
+
+
+def _pair(prompt: list[dict[str, Any]], chosen: list[dict[str, Any]], rejected: list[dict[str, Any]]):
+    """The row, once each answer holds only answer turns and follows the prompt in a valid role order."""
+    for answer in (chosen, rejected):
+        if any(m["role"] not in ("assistant", "tool") for m in answer):
+            raise RowError("bad_role_order", "chosen and rejected must hold only the answer turns")
+        check_role_order(prompt + answer)
+    return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
