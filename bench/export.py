@@ -62,7 +62,7 @@ def fine_tuned(
 ) -> Path:
     """The model the demo ships: the base with a LoRA adapter trained on the demo set, merged."""
     from tasks.config.catalog import models, resolve_hparams
-    from tasks.config.experiment import HParams
+    from tasks.config.hparams import HParams
     from tasks.exporting.onnx_export import merge
     from tasks.runtime.step import execute
     from tasks.training.base_models import weights_location
@@ -149,7 +149,8 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.config.catalog import models
-    from tasks.config.experiment import ExportConfig, ScoringConfig
+    from tasks.config.export import ExportConfig
+    from tasks.config.scoring import ScoringConfig
     from tasks.data.preparation import cache_dir
     from tasks.exporting.onnx_export import export_formats, weights_size
     from tasks.scoring.evaluation import answer_and_score

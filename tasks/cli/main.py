@@ -86,8 +86,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
+    from tasks.config.base import ConfError
     from tasks.config.catalog import resolve_experiment
-    from tasks.config.experiment import ConfError, parse_experiment
+    from tasks.config.experiment import parse_experiment
     from tasks.config.params import load_conf
     from tasks.pipeline.plan import prepared_definitions
     from tasks.storage import store
@@ -268,7 +269,7 @@ def cmd_dataset_create(args: argparse.Namespace) -> int:
 
 
 def cmd_dataset_update(args: argparse.Namespace) -> int:
-    from tasks.config.experiment import DatasetConfig
+    from tasks.config.dataset import DatasetConfig
     from tasks.data import dataset_registry
 
     root = _store_root(args)
@@ -298,8 +299,9 @@ def _counts_line(result: dict[str, Any]) -> str:
 def _run_prepare(root: str, name: str, model_names: list[str]) -> int:
     from pydantic import ValidationError
 
+    from tasks.config.base import format_validation_error
     from tasks.config.catalog import resolve_model
-    from tasks.config.experiment import ModelConfig, format_validation_error
+    from tasks.config.models import ModelConfig
     from tasks.data import dataset_registry
 
     definition = dataset_registry.definition_of(dataset_registry.get(root, name))
@@ -381,7 +383,7 @@ def _show_payload(root: str, name: str, revision: int | None) -> dict[str, Any]:
 
 
 def _print_definition(record: dict[str, Any]) -> None:
-    from tasks.config.experiment import DatasetConfig
+    from tasks.config.dataset import DatasetConfig
     from tasks.data import dataset_registry
 
     order = {field: index for index, field in enumerate(DatasetConfig.model_fields)}
@@ -553,7 +555,7 @@ def cmd_hparams_show(args: argparse.Namespace) -> int:
     import yaml
 
     from tasks.config.catalog import resolve_hparams
-    from tasks.config.experiment import HParams
+    from tasks.config.hparams import HParams
 
     try:
         resolved = resolve_hparams(HParams(preset=args.name))

@@ -29,7 +29,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.rows import failure_message
 from tasks.data.scan import OverlapTask, ScanSettings, ShardScan, ShardTask, check_overlaps, scan_shard
 from tasks.data.sources import Source, SourceError, open_source

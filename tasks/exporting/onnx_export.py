@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config.catalog import CatalogEntry, ModelSource
-from tasks.config.experiment import EXPORT_FORMATS, ExportConfig
+from tasks.config.export import EXPORT_FORMATS, ExportConfig
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 

@@ -21,8 +21,8 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.config.base import SlugStr, format_validation_error
 from tasks.config.catalog import config_dir
-from tasks.config.experiment import SlugStr, format_validation_error
 from tasks.registry import versions as registry
 from tasks.storage import layout, store
 
@@ -350,8 +350,9 @@ def validate_experiment_conf(conf: dict[str, Any]) -> dict[str, Any]:
     Raises ConfError naming every bad field."""
     import jsonschema
 
+    from tasks.config.base import ConfError
     from tasks.config.catalog import resolve_experiment
-    from tasks.config.experiment import ConfError, parse_experiment
+    from tasks.config.experiment import parse_experiment
     from tasks.config.params import field_schemas
 
     problems = []

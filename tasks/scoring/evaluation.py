@@ -9,7 +9,7 @@ import json
 import logging
 from typing import Any
 
-from tasks.config.experiment import ScoringConfig
+from tasks.config.scoring import ScoringConfig
 from tasks.runtime.errors import StepError
 from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
 from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, score

@@ -35,7 +35,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from tasks.config.experiment import JudgeConfig
+from tasks.config.scoring import JudgeConfig
 from tasks.runtime.errors import StepError
 from tasks.storage import connections
 from tasks.storage.connections import env_var

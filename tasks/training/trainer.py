@@ -24,7 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import ResolvedHParams, TrainingConfig, dataset_kind_problem
+from tasks.config.hparams import ResolvedHParams
+from tasks.config.training import TrainingConfig, dataset_kind_problem
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training import checkpoints

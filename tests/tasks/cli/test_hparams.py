@@ -8,7 +8,8 @@ import pytest
 import yaml
 
 from tasks.cli.main import main
-from tasks.config.catalog import HPARAM_DEFAULTS, REPO_ROOT, hparam_presets
+from tasks.config.catalog import REPO_ROOT, hparam_presets
+from tasks.config.hparams import HPARAM_DEFAULTS
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:

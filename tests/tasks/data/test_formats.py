@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.formats import convert, detect_format
 from tasks.data.preparation import prepare
 from tasks.data.rows import RowError

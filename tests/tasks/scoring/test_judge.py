@@ -11,7 +11,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from tasks.config.experiment import JudgeConfig, ScoringConfig, parse_experiment
+from tasks.config.experiment import parse_experiment
+from tasks.config.scoring import JudgeConfig, ScoringConfig
 from tasks.scoring import judge
 from tasks.scoring.judge import (
     JudgeError,
