@@ -229,6 +229,16 @@ HPARAM_FIELDS: tuple[HParam, ...] = (
         training_types=("dpo",),
     ),
     HParam(
+        "neftune_noise_alpha",
+        float | None,
+        None,
+        "SFT: NEFTune, uniform noise on the input embeddings while training, scaled by alpha / "
+        "sqrt(sequence length x hidden size); the paper uses 5. Unset: no noise.",
+        limits={"gt": 0},
+        training_types=("sft",),
+        trainer_args=("neftune_noise_alpha",),
+    ),
+    HParam(
         "deepspeed",
         DeepSpeedStage | None,
         None,
