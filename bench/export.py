@@ -62,7 +62,7 @@ def fine_tuned(
 ) -> Path:
     """The model the demo ships: the base with a LoRA adapter trained on the demo set, merged."""
     from tasks.config.catalog import models, resolve_hparams
-    from tasks.config.experiment import HParams
+    from tasks.config.hparams import HParams
     from tasks.exporting.export_step import merge
     from tasks.runtime.step import execute
     from tasks.training.base_models import weights_location
@@ -149,7 +149,8 @@ def main() -> int:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from tasks.config.catalog import models
-    from tasks.config.experiment import ExportConfig, ScoringConfig
+    from tasks.config.export import ExportConfig
+    from tasks.config.scoring import ScoringConfig
     from tasks.data.parts import cache_dir
     from tasks.exporting.export_step import export_formats
     from tasks.exporting.onnx_fp import weights_size

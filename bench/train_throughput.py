@@ -96,7 +96,7 @@ def as_prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def hparams(args: argparse.Namespace) -> Any:
     from tasks.config.catalog import resolve_hparams
-    from tasks.config.experiment import HParams
+    from tasks.config.hparams import HParams
 
     values: dict[str, Any] = {
         "preset": args.preset,
@@ -149,7 +149,7 @@ def recorder(cuda: bool) -> Any:
 
 def project_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: str, record: Any) -> Any:
     from tasks.config.catalog import models
-    from tasks.config.experiment import TrainingConfig
+    from tasks.config.training import TrainingConfig
     from tasks.training.train_types import build_trainer
 
     hp = hparams(args)

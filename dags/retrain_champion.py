@@ -58,7 +58,7 @@ def retrain_champion():
     def build_conf() -> dict:
         from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-        from tasks.config.experiment import ConfError
+        from tasks.config.base import ConfError
         from tasks.registry.retraining_conf import (
             NoChampion,
             RetrainingError,

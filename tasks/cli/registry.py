@@ -12,7 +12,10 @@ import json
 import sys
 from typing import Any
 
-from tasks.cli.main import _add_store_option, _store_root, _table
+import yaml
+
+from tasks.cli.common import add_store_option, store_root, table
+from tasks.registry import versions as registry
 
 # `show` prints the lineage in reading order (the stored JSON is key-sorted); other keys follow.
 SHOW_ORDER = (
@@ -41,8 +44,6 @@ class _Refused(Exception):
 
 def _name(args: argparse.Namespace, root: str) -> str:
     """--name, or the only registry in the store when there is exactly one."""
-    from tasks.registry import versions as registry
-
     if args.name:
         if not registry.version_numbers(root, args.name):
             known = registry.names(root)
@@ -64,8 +65,6 @@ def _name(args: argparse.Namespace, root: str) -> str:
 
 
 def _entry(root: str, name: str, version: int) -> dict[str, Any]:
-    from tasks.registry import versions as registry
-
     entry = registry.get_version(root, name, version)
     if entry is None:
         numbers = registry.version_numbers(root, name)
@@ -92,9 +91,7 @@ def _dataset(entry: dict[str, Any]) -> str:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from tasks.registry import versions as registry
-
-    root = _store_root(args)
+    root = store_root(args)
     name = _name(args, root)
     entries = registry.list_versions(root, name)
     pointer = registry.pointer(root, name)
@@ -117,22 +114,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         for e in entries
     ]
     print(f"registry {name} ({registry.registry_uri(root, name)})")
-    print(_table(["VERSION", "CREATED", "LABEL", "BASE MODEL", "DATASET", "METRIC", "STATUS"], rows))
+    print(table(["VERSION", "CREATED", "LABEL", "BASE MODEL", "DATASET", "METRIC", "STATUS"], rows))
     if live is None:
         print("no version is in production yet")
     return 0
 
 
 def cmd_base_models(args: argparse.Namespace) -> int:
-    from tasks.registry import versions as registry
-
-    root = _store_root(args)
+    root = store_root(args)
     name = _name(args, root)
     rows = registry.base_models(root, name)
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
-    table = [
+    cells = [
         [
             str(r["name"] or "-"),
             str(r["hub_id"] or "-"),
@@ -142,16 +137,12 @@ def cmd_base_models(args: argparse.Namespace) -> int:
         ]
         for r in rows
     ]
-    print(_table(["BASE MODEL", "HUB ID", "FAMILY", "VERSIONS", "STATUS"], table))
+    print(table(["BASE MODEL", "HUB ID", "FAMILY", "VERSIONS", "STATUS"], cells))
     return 0
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    import yaml
-
-    from tasks.registry import versions as registry
-
-    root = _store_root(args)
+    root = store_root(args)
     name = _name(args, root)
     entry = _entry(root, name, args.version)
     pointer = registry.pointer(root, name)
@@ -167,9 +158,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_promote(args: argparse.Namespace) -> int:
-    from tasks.registry import versions as registry
-
-    root = _store_root(args)
+    root = store_root(args)
     name = _name(args, root)
     version = _entry(root, name, args.version)["version"]
     current = registry.pointer(root, name)
@@ -191,9 +180,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    from tasks.registry import versions as registry
-
-    root = _store_root(args)
+    root = store_root(args)
     name = _name(args, root)
     before = registry.pointer(root, name)
     target = registry.rollback(root, name)
@@ -203,11 +190,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_registry(args: argparse.Namespace) -> int:
-    from tasks.registry.versions import RegistryError
-
     try:
         return args.registry_fn(args)
-    except (_Refused, RegistryError, NotImplementedError, ValueError) as error:
+    except (_Refused, registry.RegistryError, NotImplementedError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2
 
@@ -236,7 +221,7 @@ def add_registry_parser(sub: argparse._SubParsersAction) -> None:
         bases: cmd_base_models,
     }
     for command, handler in handlers.items():
-        _add_store_option(command)
+        add_store_option(command)
         command.add_argument(
             "--name",
             help="registry name (the experiment's or promotion.registry_name); optional when there is one",

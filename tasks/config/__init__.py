@@ -1,6 +1,14 @@
 """Experiment configuration: the pydantic models of a conf (one module per area), the model catalog,
 and the trigger form's Params generated from them.
 
-Light: imported when a DAG is parsed and by every step. May import pydantic, yaml and `tasks.storage`
-names only; never torch, transformers or boto3 at import time.
+- `base`: the strict base model, the slug type, `ConfError` and how validation errors read.
+- `dataset`, `models`, `training`, `scoring`, `export`, `promotion`: one conf section each.
+- `hparam_fields`: every hyperparameter declared once; `hparams` derives from it the conf's and the
+  train step's models, the defaults, the trainer arguments and the README table.
+- `experiment`: the whole conf (`ExperimentConfig`, `parse_experiment`).
+- `catalog`: the model catalog and the presets under include/configs/; `params`: the trigger form.
+
+Light: imported when a DAG is parsed and by every step. May import pydantic, yaml, `tasks.storage` and
+the stdlib-only plugin registries (`tasks.data.plugins`, `tasks.data.formats`, `tasks.scoring.plugins`);
+never torch, transformers or boto3 at import time.
 """

@@ -9,50 +9,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-from tasks.config.experiment import (
-    ExperimentConfig,
-    HParams,
-    ModelConfig,
-    ResolvedHParams,
-    training_hparam_problems,
-)
+from tasks.config.base import StrictModel
+from tasks.config.experiment import ExperimentConfig
+from tasks.config.hparams import HPARAM_DEFAULTS, HParams, ResolvedHParams, training_hparam_problems
+from tasks.config.models import ModelConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
-
-HPARAM_DEFAULTS: dict[str, Any] = {
-    "learning_rate": 2e-4,
-    "min_learning_rate": 0.0,
-    "lr_scheduler": "cosine",
-    "warmup_ratio": 0.03,
-    "epochs": 3,
-    "max_steps": -1,
-    "batch_size": 16,
-    "micro_batch_size": 4,
-    "max_seq_length": 1024,
-    "precision": "auto",
-    "gradient_checkpointing": False,
-    "attn_implementation": "sdpa",
-    "packing": None,  # on for pretrain, off for sft
-    "padding_free": None,  # on for sft, off for dpo; packing implies it
-    "weight_decay": 0.0,
-    "optim": "adamw_torch",
-    "max_grad_norm": 1.0,
-    "lora_r": 16,
-    "lora_alpha": 32,
-    "lora_dropout": 0.05,
-    "lora_target_modules": "all-linear",
-    "dpo_beta": 0.1,
-    "dpo_loss_type": "sigmoid",
-    "deepspeed": None,
-    "seed": 42,
-    "logging_steps": 10,
-    "save_steps": 100,
-    "save_total_limit": 2,
-    "merge_adapter": False,
-}
 
 
 def config_dir() -> Path:
@@ -63,14 +28,12 @@ def data_dir() -> Path:
     return REPO_ROOT / "include" / "data"
 
 
-class GGUFSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class GGUFSource(StrictModel):
     package: str = Field(description="Installed Python package that ships the GGUF file.")
     file: str = Field(description="GGUF file name inside the package.")
 
 
-class ModelSource(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class ModelSource(StrictModel):
     gguf: GGUFSource | None = Field(None, description="Weights from a packaged GGUF file.")
     hub: str | None = Field(None, description="Hugging Face Hub id.")
     path: str | None = Field(None, description="Local directory or file:// URI of a Hugging Face model.")
@@ -83,10 +46,9 @@ class ModelSource(BaseModel):
         return self
 
 
-class CatalogEntry(BaseModel):
+class CatalogEntry(StrictModel):
     """A base model as the steps receive it: where its weights are and how to tokenize for it."""
 
-    model_config = ConfigDict(extra="forbid")
     name: str = Field(description="Catalog name.")
     family: str = Field("unknown", description="Architecture family (llama, qwen2, mistral, gemma2, ...).")
     hub_id: str | None = Field(None, description="The upstream Hugging Face Hub id, for lineage.")

@@ -17,7 +17,9 @@ import yaml
 from pydantic import BaseModel
 
 from tasks.config.catalog import config_dir
-from tasks.config.experiment import ALLOWED_METHODS, ExperimentConfig, ScoringConfig, TrainingConfig
+from tasks.config.experiment import ExperimentConfig
+from tasks.config.scoring import ScoringConfig
+from tasks.config.training import ALLOWED_METHODS, TrainingConfig
 from tasks.scoring.plugins import metric_names
 
 

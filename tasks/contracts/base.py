@@ -6,7 +6,7 @@ from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, model_serializer
 
-from tasks.config.experiment import format_validation_error
+from tasks.config.base import format_validation_error
 
 
 class ContractError(ValueError):

@@ -7,7 +7,8 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from tasks.config.catalog import CatalogEntry
-from tasks.config.experiment import ExportConfig, ScoringConfig
+from tasks.config.export import ExportConfig
+from tasks.config.scoring import ScoringConfig
 from tasks.contracts.base import Contract, OpenContract
 from tasks.contracts.prepare import PreparedDataset
 

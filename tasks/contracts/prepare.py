@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasks.config.catalog import CatalogEntry
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.contracts.base import Contract, OpenContract
 
 DatasetKind = Literal["chat", "text", "preference"]

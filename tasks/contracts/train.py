@@ -7,7 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from tasks.config.catalog import CatalogEntry
-from tasks.config.experiment import ResolvedHParams, TrainingConfig
+from tasks.config.hparams import ResolvedHParams
+from tasks.config.training import TrainingConfig
 from tasks.contracts.base import Contract, OpenContract
 from tasks.contracts.prepare import PreparedDataset
 

@@ -25,7 +25,8 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from tasks.config.experiment import SLUG, DatasetConfig, format_validation_error
+from tasks.config.base import SLUG, format_validation_error
+from tasks.config.dataset import DatasetConfig
 from tasks.storage import layout, store
 
 REGISTRY_DIR = "dataset_registry"

@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.decontaminate import EvalIndex
 from tasks.data.parts import part_format, plan_parts
 from tasks.data.pool import run, shard_tasks

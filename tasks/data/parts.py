@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.format_detection import detect_format
 from tasks.data.plugins import kind_of
 from tasks.data.sources import Source, SourceError, open_source

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.length_stats import LengthHistogram
 from tasks.data.parts import Part, ratios
 from tasks.data.row_plan import RowPlan

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data import pool
 from tasks.data.card import write_card
 from tasks.data.eval_overlap import decontaminate, external_eval_prompts

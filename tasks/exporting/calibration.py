@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import CalibrationConfig
+from tasks.config.export import CalibrationConfig
 from tasks.storage import store
 
 log = logging.getLogger("tunerflow.calibration")

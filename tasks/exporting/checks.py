@@ -18,7 +18,8 @@ import time
 from typing import Any
 
 from tasks.config.catalog import CatalogEntry
-from tasks.config.experiment import ExportConfig, ScoringConfig
+from tasks.config.export import ExportConfig
+from tasks.config.scoring import ScoringConfig
 from tasks.exporting.onnx_fp import FP16, FP32
 from tasks.runtime.errors import StepError
 from tasks.scoring.evaluation import answer_and_score, eval_rows

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config.catalog import CatalogEntry, ModelSource
-from tasks.config.experiment import EXPORT_FORMATS, ExportConfig
+from tasks.config.export import EXPORT_FORMATS, ExportConfig
 from tasks.exporting.int8 import build_int8
 from tasks.exporting.onnx_fp import (
     FP16,

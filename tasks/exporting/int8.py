@@ -13,7 +13,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import ExportConfig
+from tasks.config.export import ExportConfig
 from tasks.exporting.calibration import (
     CalibrationError,
     calibration_reader,

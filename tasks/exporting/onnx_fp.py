@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-from tasks.config.experiment import EXPORT_FORMATS
+from tasks.config.export import EXPORT_FORMATS
 from tasks.storage import store
 
 ONNX_TASK = "text-generation-with-past"

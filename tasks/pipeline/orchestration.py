@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.config.experiment import PromotionConfig
+from tasks.config.promotion import PromotionConfig
 from tasks.contracts.export import CheckExportResult, ExportResult
 from tasks.contracts.planning import RunInfo
 from tasks.contracts.promotion import PromotionDecision, PromotionJob, WinnerLineage

@@ -7,14 +7,11 @@ import itertools
 import json
 from typing import Any
 
+from tasks.config.base import ConfError
 from tasks.config.catalog import resolve_experiment
-from tasks.config.experiment import (
-    ConfError,
-    DatasetConfig,
-    ExperimentConfig,
-    dataset_kind_problem,
-    parse_experiment,
-)
+from tasks.config.dataset import DatasetConfig
+from tasks.config.experiment import ExperimentConfig, parse_experiment
+from tasks.config.training import dataset_kind_problem
 from tasks.contracts.evaluate import EvaluateSpec
 from tasks.contracts.planning import PlannedJob, RunInfo, step_argv
 from tasks.contracts.prepare import EvalPrompt, PlannedDataset, PreparedDataset, PrepareSpec

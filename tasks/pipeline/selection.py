@@ -18,7 +18,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from tasks.config.experiment import ExportConfig, ScoringConfig
+from tasks.config.export import ExportConfig
+from tasks.config.scoring import ScoringConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
 from tasks.contracts.planning import ExportPlan, PlannedJob, step_argv

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tasks.config.experiment import PromotionConfig
+from tasks.config.promotion import PromotionConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec, TrainedWeights
 from tasks.contracts.planning import ChampionPlan, RunInfo, step_argv
 from tasks.contracts.promotion import ChampionScore

@@ -12,8 +12,9 @@ import copy
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from tasks.config.base import ConfError
 from tasks.config.catalog import resolve_experiment
-from tasks.config.experiment import ConfError, parse_experiment
+from tasks.config.experiment import parse_experiment
 from tasks.config.params import field_schemas
 from tasks.registry import versions as registry
 from tasks.registry.retraining_settings import RetrainingConfig, RetrainingError

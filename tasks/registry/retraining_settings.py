@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from tasks.config.base import SlugStr, format_validation_error
 from tasks.config.catalog import config_dir
-from tasks.config.experiment import ExperimentConfig, SlugStr, format_validation_error
+from tasks.config.experiment import ExperimentConfig
 from tasks.registry.promotion_event import PRODUCTION_ASSET_URI
 
 CONFIG_ENV = "TUNERFLOW_RETRAIN_CONFIG"

@@ -10,7 +10,7 @@ import logging
 from typing import Any
 
 from tasks.config.catalog import CatalogEntry
-from tasks.config.experiment import ScoringConfig
+from tasks.config.scoring import ScoringConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec, QuantizedScores, TrainedWeights
 from tasks.contracts.prepare import PreparedDataset
 from tasks.contracts.train import TrainResult

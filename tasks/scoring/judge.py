@@ -17,7 +17,7 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from tasks.config.experiment import JudgeConfig
+from tasks.config.scoring import JudgeConfig
 from tasks.scoring.judge_client import JudgeClient
 from tasks.scoring.judge_connection import JudgeError, connection_env, read_connection, shown
 

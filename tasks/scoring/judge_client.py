@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-from tasks.config.experiment import JudgeConfig
+from tasks.config.scoring import JudgeConfig
 from tasks.scoring.judge_connection import JudgeEndpoint, JudgeError, shown
 from tasks.storage.connections import env_var
 

@@ -19,7 +19,8 @@ import os
 from typing import Any
 
 from tasks.config.catalog import CatalogEntry, config_dir, pretrained_kwargs
-from tasks.config.experiment import ResolvedHParams, TrainingConfig, training_hparam_problems
+from tasks.config.hparams import ResolvedHParams, trainer_arguments, training_hparam_problems
+from tasks.config.training import TrainingConfig
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.launch import world_size
@@ -296,23 +297,15 @@ def build_trainer(
 
     args: dict[str, Any] = {
         **common,
+        # The hyperparameters the trainer takes unchanged, as tasks/config/hparam_fields.py declares them.
+        **trainer_arguments(hp, training.type),
         **schedule(hp),
         "per_device_train_batch_size": hp.micro_batch_size,
         "per_device_eval_batch_size": hp.micro_batch_size,
         "gradient_accumulation_steps": accumulation,
-        "learning_rate": hp.learning_rate,
-        "warmup_ratio": hp.warmup_ratio,
-        "num_train_epochs": hp.epochs,
-        "max_steps": hp.max_steps,
-        "weight_decay": hp.weight_decay,
-        "optim": hp.optim,
-        "max_grad_norm": hp.max_grad_norm,
-        "seed": hp.seed,
-        "data_seed": hp.seed,
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "use_cpu": not cuda,
-        "gradient_checkpointing": hp.gradient_checkpointing,
         "deepspeed": deepspeed_config(hp.deepspeed),
     }
     train_data = to_trl_rows(train_rows, kind)
@@ -321,9 +314,7 @@ def build_trainer(
     if training.type == "dpo":
         from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(
-            **args, max_length=hp.max_seq_length, beta=hp.dpo_beta, loss_type=[hp.dpo_loss_type]
-        )
+        config = DPOConfig(**args, max_length=hp.max_seq_length, loss_type=[hp.dpo_loss_type])
         # ref_model=None: with an adapter TRL scores the reference by disabling it (no second copy);
         # for a full fine-tune it loads a frozen copy of the same weights.
         trainer = DPOTrainer(

@@ -95,7 +95,7 @@ class LlmJudge(evaluate.Metric):
     ) -> dict[str, float]:
         # evaluate copies only this file into its module cache; the client is tunerflow's, which the
         # trainer image installs.
-        from tasks.config.experiment import JudgeConfig
+        from tasks.config.scoring import JudgeConfig
         from tasks.scoring.judge import judge as grade
 
         return grade(questions, predictions, references, JudgeConfig.model_validate(judge))

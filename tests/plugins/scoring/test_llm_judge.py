@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.experiment import JudgeConfig
+from tasks.config.scoring import JudgeConfig
 from tasks.scoring.judge_connection import JudgeError
 from tasks.scoring.metrics import score
 from tasks.scoring.plugins import get, lower_is_better

@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from tasks.cli.main import main
-from tasks.config.catalog import HPARAM_DEFAULTS, REPO_ROOT, hparam_presets
+from tasks.config.catalog import REPO_ROOT, hparam_presets
+from tasks.config.hparam_fields import HPARAM_FIELDS
+from tasks.config.hparams import HPARAM_DEFAULTS, hparams_table
 
 
 def run(capsys, *argv: str) -> tuple[int, str, str]:
@@ -65,3 +67,10 @@ def test_show_of_an_unknown_preset_names_the_known_ones(capsys):
     code, out, err = run(capsys, "show", "nope")
     assert code == 2 and out == ""
     assert "preset 'nope' not found" in err and "lora-fast" in err
+
+
+def test_table_prints_the_generated_reference_of_every_field(capsys):
+    code, out, _ = run(capsys, "table")
+    assert code == 0
+    assert out == hparams_table() + "\n"
+    assert all(f"| `{spec.name}` |" in out for spec in HPARAM_FIELDS)

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from tasks.config.catalog import CatalogEntry, models, pretrained_kwargs, resolve_model
-from tasks.config.experiment import ModelConfig
+from tasks.config.models import ModelConfig
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"
 

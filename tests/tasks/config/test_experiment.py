@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tasks.config.base import ConfError
 from tasks.config.catalog import config_dir, hparam_presets, models, resolve_experiment, resolve_hparams
-from tasks.config.experiment import ConfError, HParams, parse_experiment
+from tasks.config.experiment import parse_experiment
+from tasks.config.hparams import HParams
 from tasks.config.params import demo_conf_path, load_conf
 
 GOOD = {
@@ -142,7 +144,7 @@ def test_every_shipped_deepspeed_config_is_a_zero_stage_hparams_can_name():
     import json
     import typing
 
-    from tasks.config.experiment import DeepSpeedStage
+    from tasks.config.hparam_fields import DeepSpeedStage
     from tasks.training.train_types import deepspeed_config
 
     paths = sorted((config_dir() / "deepspeed").glob("*.json"))

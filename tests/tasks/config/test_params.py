@@ -6,8 +6,8 @@ import copy
 
 import pytest
 
-from tasks.config.experiment import ScoringConfig
 from tasks.config.params import NO_DEFAULT, demo_conf_path, field_schemas, load_conf, param_specs
+from tasks.config.scoring import ScoringConfig
 
 
 def _params():

@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.experiment import BUILTIN_FORMATS, DatasetConfig, DataSource
+from tasks.config.dataset import DatasetConfig, DataSource
 from tasks.data import formats, plugin_discovery
 from tasks.data import plugins as data_plugins
 from tasks.data.format_detection import detect_format
+from tasks.data.formats import FORMATS as BUILTIN_FORMATS
 from tasks.data.formats import check_columns, convert
 from tasks.data.plugins import (
     DataPluginError,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data import dataset_registry as reg
 from tasks.storage import layout, store
 

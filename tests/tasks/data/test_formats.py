@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.format_detection import detect_format
 from tasks.data.formats import convert
 from tasks.data.preparation import prepare

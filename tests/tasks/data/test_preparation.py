@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.experiment import DatasetConfig
+from tasks.config.dataset import DatasetConfig
 from tasks.data.preparation import prepare
 from tasks.runtime.errors import StepError
 from tasks.storage import store

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.experiment import CalibrationConfig
+from tasks.config.export import CalibrationConfig
 from tasks.exporting.calibration import CalibrationError, load_texts, windows
 
 REPO = Path(__file__).resolve().parents[3]
@@ -108,7 +108,7 @@ def test_the_hub_sets_say_what_to_do_when_no_hub_is_reachable(tmp_path):
     """The real hub path, with the hub clients told they are offline (as on a machine without internet)."""
     code = (
         "from tasks.exporting.calibration import load_texts, CalibrationError\n"
-        "from tasks.config.experiment import CalibrationConfig\n"
+        "from tasks.config.export import CalibrationConfig\n"
         "for name in ('c4', 'ceval'):\n"
         "    try:\n"
         "        load_texts(CalibrationConfig(dataset=name))\n"

@@ -211,7 +211,7 @@ def test_cli_exports_int8_alone_and_prints_one_json_line(root, tiny_model_dir):
 
 
 def test_eval_loss_primary_gates_the_first_generation_metric_instead():
-    from tasks.config.experiment import ScoringConfig
+    from tasks.config.scoring import ScoringConfig
     from tasks.exporting.checks import gated_metric
 
     assert gated_metric(ScoringConfig(metrics=["eval_loss", "token_f1"], primary="eval_loss")) == "token_f1"
@@ -403,7 +403,7 @@ def test_the_calibration_reader_feeds_the_exported_decoder(exported, tiny_model_
     import onnxruntime
     from transformers import AutoTokenizer
 
-    from tasks.config.experiment import CalibrationConfig
+    from tasks.config.export import CalibrationConfig
     from tasks.exporting.calibration import calibration_reader, load_texts, windows
 
     path = store.local_path(exported["formats"]["onnx"]["uri"]) / "model.onnx"

@@ -116,7 +116,7 @@ def test_no_success_means_no_winner(run):
 
 
 def test_a_dataset_the_training_type_cannot_learn_from_is_refused_before_any_job(run):
-    from tasks.config.experiment import ConfError
+    from tasks.config.base import ConfError
 
     info, _, prepared = run
     prepared[1] = {**prepared[1], "kind": "preference"}
@@ -142,7 +142,7 @@ def test_prepare_specs_carry_the_tokenizers_and_the_shortest_sequence_length(sto
 
 
 def test_a_registered_dataset_is_prepared_under_its_name_and_jobs_keep_the_experiment_label(store_root):
-    from tasks.config.experiment import ConfError
+    from tasks.config.base import ConfError
     from tasks.data import dataset_registry
 
     dataset_registry.create(
@@ -229,7 +229,7 @@ def test_a_separate_eval_dataset_is_prepared_beside_the_others_and_scores_every_
     ],
 )
 def test_eval_set_and_ranking_rules_are_checked_with_the_conf(scoring, message, store_root):
-    from tasks.config.experiment import ConfError
+    from tasks.config.base import ConfError
 
     with pytest.raises(ConfError, match=re.escape(message)):
         validate_conf({**CONF, "scoring": scoring}, "manual__x", store_root)

@@ -10,8 +10,9 @@ from types import SimpleNamespace
 import pytest
 import yaml
 
+from tasks.config.base import ConfError
 from tasks.config.catalog import config_dir
-from tasks.config.experiment import ConfError, ExperimentConfig
+from tasks.config.experiment import ExperimentConfig
 from tasks.registry import versions as registry
 from tasks.registry.promotion_event import promotion_event_extra
 from tasks.registry.retraining_conf import (

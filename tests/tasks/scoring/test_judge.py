@@ -12,7 +12,8 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from tasks.config.experiment import JudgeConfig, ScoringConfig, parse_experiment
+from tasks.config.experiment import parse_experiment
+from tasks.config.scoring import JudgeConfig, ScoringConfig
 from tasks.scoring import judge, judge_connection
 from tasks.scoring.judge import judge_env, parse_grade
 from tasks.scoring.judge_client import JudgeClient

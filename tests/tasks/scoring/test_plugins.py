@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.experiment import ConfError, ScoringConfig, parse_experiment
+from tasks.config.base import ConfError
+from tasks.config.experiment import parse_experiment
+from tasks.config.scoring import ScoringConfig
 from tasks.scoring import plugins as scoring_plugins
 from tasks.scoring.plugins import ENV_VAR, ScoringPluginError, lower_is_better, metric_names
 
@@ -232,7 +234,7 @@ def test_validating_a_conf_imports_neither_evaluate_nor_datasets_nor_torch(plugi
     code = textwrap.dedent(
         """
         import json, sys
-        from tasks.config.experiment import ScoringConfig
+        from tasks.config.scoring import ScoringConfig
         from tasks.config.params import field_schemas
 
         ScoringConfig(metrics=["rouge_l", "shortness", "perplexity"], primary="shortness")

@@ -13,7 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.experiment import ConfError, ResolvedHParams, TrainingConfig, cuda_visible, parse_experiment
+from tasks.config.base import ConfError
+from tasks.config.experiment import parse_experiment
+from tasks.config.hparams import ResolvedHParams
+from tasks.config.training import TrainingConfig, cuda_visible
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.storage import store

@@ -28,7 +28,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.config.experiment import HParams, ResolvedHParams
+from tasks.config.hparams import HParams, ResolvedHParams
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.step import execute
 from tasks.storage import store

@@ -1,0 +1,32 @@
+"""What every conf model shares: the strict base (unknown keys are refused), the slug type of names, and
+how a validation failure reads."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SLUG = r"^[a-z0-9][a-z0-9._-]{0,62}$"
+SlugStr = Annotated[str, Field(pattern=SLUG)]
+
+
+class StrictModel(BaseModel):
+    """A conf section: a misspelt key is an error, not a silently ignored setting."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ConfError(ValueError):
+    """A trigger conf that does not validate; the message names every bad field."""
+
+
+def format_validation_error(error: ValidationError) -> str:
+    """One line per problem, naming the field path, e.g. `datasets.0.split: ...`."""
+    lines = []
+    for item in error.errors():
+        path = ".".join(str(p) for p in item["loc"]) or "conf"
+        message = re.sub(r"^Value error, ", "", item["msg"])
+        lines.append(f"{path}: {message}")
+    return "\n".join(lines)

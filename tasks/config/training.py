@@ -1,0 +1,87 @@
+"""What is trained and how: the training type and method, which pairs this build runs, which dataset
+kinds each type learns from, and whether a CUDA device will be there (judged without torch)."""
+
+from __future__ import annotations
+
+import os
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from tasks.config.base import StrictModel
+
+TrainingType = Literal["pretrain", "sft", "dpo"]
+TrainingMethod = Literal["full", "lora", "qlora"]
+
+# Which (type, method) pairs this build can run, and why the others are refused up front.
+ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("full",),
+    "sft": ("full", "lora", "qlora"),
+    "dpo": ("full", "lora", "qlora"),
+}
+NOT_YET = {
+    ("pretrain", "lora"): "pretraining adapts every weight; use method 'full'",
+    ("pretrain", "qlora"): "pretraining adapts every weight; use method 'full'",
+}
+GPU_METHODS = {
+    "qlora": "QLoRA needs a CUDA device (bitsandbytes quantizes the base model to 4-bit NF4 there)"
+}
+
+
+def cuda_visible() -> bool:
+    """Whether the train step will find a CUDA device, judged without importing torch (the Airflow
+    worker validates the conf at parse and trigger time): the kubernetes backend runs the train step in
+    GPU pods (include/configs/kubernetes.yaml); the local backend runs it here, where an NVIDIA driver
+    shows /dev/nvidiactl. TUNERFLOW_CUDA=1 or 0 overrides both, e.g. for a worker whose GPUs the driver
+    exposes elsewhere."""
+    forced = os.environ.get("TUNERFLOW_CUDA", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
+    if os.environ.get("TUNERFLOW_BACKEND", "local").strip().lower() == "kubernetes":
+        return True
+    return os.path.exists("/dev/nvidiactl")
+
+
+# Which prepared dataset kinds each training type learns from.
+DATASET_KINDS: dict[str, tuple[str, ...]] = {
+    "pretrain": ("text", "chat"),
+    "sft": ("chat",),
+    "dpo": ("preference",),
+}
+
+
+def dataset_kind_problem(training_type: str, dataset: str, kind: str) -> str | None:
+    """Why `training_type` cannot train on a dataset of this kind, or None."""
+    if kind in DATASET_KINDS[training_type]:
+        return None
+    wanted = " or ".join(DATASET_KINDS[training_type])
+    return (
+        f"dataset '{dataset}' holds {kind} rows, but training.type '{training_type}' trains on {wanted} "
+        "rows; use a dataset of that kind or change training.type"
+    )
+
+
+class TrainingConfig(StrictModel):
+    """What is trained (type) and which weights move (method)."""
+
+    type: TrainingType = Field(
+        "sft",
+        description="pretrain (loss on all text, packed), sft (loss on every assistant turn's tokens), "
+        "or dpo (preference pairs, TRL DPOTrainer).",
+    )
+    method: TrainingMethod = Field(
+        "lora",
+        description="full (every weight), lora (PEFT adapters), or qlora (LoRA on a 4-bit NF4 base, "
+        "needs CUDA).",
+    )
+
+    @model_validator(mode="after")
+    def _method_can_run(self) -> TrainingConfig:
+        if self.method in GPU_METHODS and not cuda_visible():
+            raise ValueError(
+                f"type '{self.type}' with method '{self.method}' is refused: {GPU_METHODS[self.method]} "
+                "and none is visible here; use method 'lora', or run the train step on GPUs "
+                "(TUNERFLOW_BACKEND=kubernetes, or a worker with an NVIDIA driver; TUNERFLOW_CUDA=1 "
+                "declares one)"
+            )
+        return self
