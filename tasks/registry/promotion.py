@@ -34,7 +34,7 @@ def lineage(job: PromotionJob) -> dict[str, Any]:
         "label": winner.label,
         "base_model": base_model,
         # The prepared dataset as the job trained on it: name, uri, counts and `version`, the content hash
-        # of its sources and preparation settings (tasks.data.preparation.content_version).
+        # of its sources and preparation settings (tasks.data.parts.content_version).
         "dataset": dict(winner.dataset),
         "hparams": dict(winner.hparams),
         "metrics": dict(winner.metrics),
