@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.storage import s3, store
+from tasks.storage import mirror, s3, store
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -290,8 +290,8 @@ def test_a_fetched_file_is_hashed_once_per_process_until_it_changes(s3_store_roo
     prefix = _write_output(s3_store_root)
     store.commit(prefix, {})
     hashed = []
-    real = store.sha256_file
-    monkeypatch.setattr(store, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    real = mirror.sha256_file
+    monkeypatch.setattr(mirror, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
     store.fetch(prefix)
     first = sorted(hashed)
     store.fetch(prefix)
