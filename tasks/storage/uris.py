@@ -38,8 +38,10 @@ def slug(text: str, max_len: int = 80) -> str:
 
 
 def scheme(uri: str) -> str:
-    """'' for a plain path, else the URI's scheme; UnsupportedScheme when no backend serves it."""
-    found = urlparse(str(uri)).scheme
+    """'' for a plain path (a name with a colon but no `://` included), else the URI's scheme;
+    UnsupportedScheme when no backend serves it."""
+    match = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://", str(uri))
+    found = match.group(1).lower() if match else ""
     if found not in LOCAL_SCHEMES + REMOTE_SCHEMES:
         raise UnsupportedScheme(
             f"no storage backend for '{found}://' URIs ('{uri}'); use a local path, file:// or s3://"
@@ -68,9 +70,9 @@ def split_bucket(uri: str) -> tuple[str, str]:
 def local_path(uri: str) -> Path:
     """The filesystem path of a file:// URI or a plain path. An s3:// URI has none: write under
     `local_dir(prefix)` and `commit`, read through `fetch(uri)`."""
-    parsed = urlparse(str(uri))
-    if parsed.scheme in LOCAL_SCHEMES:
-        return Path(parsed.path if parsed.scheme else uri)
+    found = urlparse(str(uri)).scheme if "://" in str(uri) else ""
+    if found in LOCAL_SCHEMES:
+        return Path(urlparse(str(uri)).path if found else uri)
     raise ValueError(
         f"'{uri}' is not a local path: use store.fetch() to read it or store.local_dir() + store.commit() "
         "to write it"
