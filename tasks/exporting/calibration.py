@@ -155,15 +155,22 @@ def texts_from_files(
 
 
 def _local_files(pattern: str) -> list[Path]:
-    if store.is_s3(pattern):
-        path = store.fetch_file(pattern)  # one file, or a committed prefix
-    else:
-        path = store.local_path(pattern) if pattern.startswith("file://") else Path(pattern)
+    path = store.local_path(pattern)
     if path.is_file():
         return [path]
     if path.is_dir():
         return sorted(p for p in path.rglob("*") if p.is_file() and p.name.lower().endswith(SUFFIXES))
     return sorted(Path(p) for p in glob.glob(str(path), recursive=True) if Path(p).is_file())
+
+
+def _is_local(setting: str) -> bool:
+    try:
+        return store.is_local(setting)
+    except store.UnsupportedScheme:
+        raise CalibrationError(
+            f"calibration.dataset '{setting}': unsupported scheme; use experiment, c4, ceval, a local path, "
+            "file://, s3:// or hf:"
+        ) from None
 
 
 def _labels(files: list[Path], base: str) -> list[str]:
@@ -213,7 +220,8 @@ def _from_source(setting: str, config: CalibrationConfig, cache_dir: Path) -> Ca
     """s3:// and hf: URIs through tasks.data.sources (download, cache, hub or save_to_disk directory)."""
     from tasks.data.sources import SourceError, open_source
 
-    uri = setting + "*" if setting.startswith("s3://") and setting.endswith("/") else setting
+    # A remote prefix ending in '/' names every object below it (local directories are walked instead).
+    uri = setting + "*" if setting.endswith("/") and not setting.startswith("hf:") else setting
     try:
         source = open_source(uri, cache_dir=cache_dir)
     except SourceError as error:
@@ -271,13 +279,8 @@ def load_texts(
         spec, _, split = spec.partition("@")
         subject = spec.removeprefix(":")
         loaded = _ceval_from_hub(setting, [subject] if subject else config.subjects, split or CEVAL_HUB_SPLIT)
-    elif setting.startswith(("s3://", "hf:")):
+    elif setting.startswith("hf:") or not _is_local(setting):
         loaded = _from_source(setting, config, cache)
-    elif re.match(r"^[A-Za-z][A-Za-z0-9+.-]*://", setting) and not setting.startswith("file://"):
-        raise CalibrationError(
-            f"calibration.dataset '{setting}': unsupported scheme; use experiment, c4, ceval, a local path, "
-            "file://, s3:// or hf:"
-        )
     else:
         files = _local_files(setting)
         if not files:

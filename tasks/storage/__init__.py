@@ -1,6 +1,8 @@
-"""The artifact store: URIs, the file:// and s3:// backends behind one interface, commit / fetch /
-verify, `build_once`, the key layout and Airflow connections.
+"""The artifact store: URIs (`uris`), the file:// and s3:// backends behind one interface (`backend`,
+`file_backend`, `s3_backend`, with the client in `s3`), commit / fetch / verify (`manifests`), the sha256
+check of every local copy (`mirror`), `build_once` (`shared`), the key layout and Airflow connections.
+`store` is the one import the rest of the tree needs.
 
-The only package that knows URI schemes. May import the standard library, `tasks.runtime.step`'s
-errors and, inside functions, boto3.
+The only package that knows URI schemes. May import the standard library, `tasks.runtime.errors` and,
+inside functions, boto3 and filelock.
 """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tasks.storage.store import join, slug
+from tasks.storage.uris import join, slug
 
 
 def base_model(root: str, model: str) -> str:

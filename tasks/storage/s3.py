@@ -23,17 +23,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from tasks.storage import connections
+from tasks.storage.uris import is_s3, split_bucket
 
 CONN_ID_ENV = "TUNERFLOW_S3_CONN_ID"
+split = split_bucket
 DEFAULT_CONN_ID = "aws_default"
-
-
-def split(uri: str) -> tuple[str, str]:
-    """(bucket, key) of an s3:// URI; the key has no leading slash and may be empty (the bucket root)."""
-    parsed = urlparse(uri)
-    if parsed.scheme != "s3" or not parsed.netloc:
-        raise ValueError(f"'{uri}' is not an s3://bucket/key URI")
-    return parsed.netloc, parsed.path.lstrip("/")
 
 
 def conn_id() -> str:
@@ -118,7 +112,7 @@ def store_env(root: str) -> dict[str, str]:
     root is s3:// and Airflow knows the connection; {} otherwise (boto3's default chain may still have
     credentials, e.g. AWS_* variables or an IAM role). Call it inside an Airflow task; put the value in
     the subprocess's environment only, never in a log, XCom or a file."""
-    if urlparse(root).scheme != "s3":
+    if not is_s3(root):
         return {}
     name = conn_id()
     value = connections.airflow_connection(name)
@@ -145,3 +139,28 @@ def is_missing(error: Exception) -> bool:
 
 def lost_race(error: Exception) -> bool:
     return error_code(error) in LOST_RACE_CODES
+
+
+def is_missing_bucket(error: Exception) -> bool:
+    return error_code(error) == "NoSuchBucket"
+
+
+def describe(error: Exception, bucket: str) -> str:
+    """A readable cause built from the error code and message only, so no credential value is echoed."""
+    from botocore.exceptions import ClientError, NoCredentialsError
+
+    if isinstance(error, NoCredentialsError):
+        return "no credentials found; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY (or an AWS profile)"
+    if not isinstance(error, ClientError):
+        return f"{type(error).__name__}: {error}"
+    code = error_code(error) or "unknown"
+    message = str(error.response.get("Error", {}).get("Message", ""))
+    if code == "NoSuchBucket":
+        return f"no such bucket '{bucket}'"
+    if code in MISSING_CODES:
+        return "no such key"
+    if code in ("AccessDenied", "403", "Forbidden"):
+        return "access denied; check the credentials and the bucket policy"
+    if code in ("InvalidAccessKeyId", "SignatureDoesNotMatch"):
+        return f"the credentials were rejected ({code})"
+    return f"{code}: {message}" if message else code

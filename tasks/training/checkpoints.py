@@ -13,7 +13,7 @@ exactly that. The key derives from the job's output key, so a retry finds the sa
 On an s3:// store the Trainer writes into the prefix's local mirror (`store.local_dir`); `commit` uploads
 the checkpoint and then its manifest, the listing of checkpoints is the bucket's (so a retry on another
 machine sees them), and the checkpoint chosen to resume from is fetched into the mirror, every file
-checked against its sha256 on the way (`store.fetch`). Functions take the mirror directory; its store
+checked against its sha256 on the way (`store.verify_local`). Functions take the mirror directory; its store
 URI is `store.uri_of(directory)`.
 """
 
@@ -63,18 +63,16 @@ def step_of(directory: Path) -> int | None:
 
 
 def _by_step(root: Path) -> list[tuple[int, Path]]:
+    # The local directory and the store's listing: on a remote store they differ by what earlier tries,
+    # on any machine, uploaded.
     names = {child.name for child in root.iterdir() if child.is_dir()} if root.is_dir() else set()
-    uri = store.uri_of(root)
-    if store.is_s3(uri):
-        names |= set(store.list_dir(uri))  # what earlier tries, on any machine, uploaded
+    names |= set(store.list_dir(store.uri_of(root)))
     found = [(step_of(root / name), root / name) for name in names]
     return sorted((step, child) for step, child in found if step is not None)
 
 
 def _remove(directory: Path) -> None:
-    uri = store.uri_of(directory)
-    if store.is_s3(uri):
-        store.remove(uri)  # the objects and the local mirror
+    store.remove(store.uri_of(directory))  # on a remote store the objects and the local mirror
     shutil.rmtree(directory, ignore_errors=True)
 
 
@@ -90,9 +88,8 @@ def problem(directory: Path, expected_fingerprint: str | None = None) -> str | N
         return "no manifest.json (the process stopped while writing it)"
     try:
         manifest = store.read_json(store.join(uri, store.MANIFEST))
-        if store.is_s3(uri):
-            store.fetch(uri)  # downloads into `directory`, each file checked against the manifest
-        changed = store.verify(store.to_uri(directory) if store.is_s3(uri) else uri)
+        # On a remote store this downloads into `directory` first, each file checked against the manifest.
+        changed = store.verify_local(uri)
     except store.StoreError as error:
         return f"files differ from manifest.json: {error}"
     except (OSError, ValueError, KeyError) as error:

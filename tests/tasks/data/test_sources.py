@@ -10,9 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from tasks.data import sources
+from tasks.data import hub_source, shards, sources
 from tasks.data.rows import RowError
 from tasks.data.sources import Shard, Source, SourceError, open_source
+from tasks.storage import s3_backend
+from tasks.storage.s3 import client as s3_client
 
 
 def _rows(source: Source, target_bytes: int = 64 << 20) -> list[tuple[str, object]]:
@@ -122,7 +124,7 @@ def test_jsonl_shards_concatenate_to_the_whole_file(tmp_path):
 
 def test_jsonl_line_numbers_are_right_across_index_blocks(tmp_path, monkeypatch):
     # A tiny block makes the newline index from the fingerprint pass cover many blocks.
-    monkeypatch.setattr(sources, "BLOCK", 64)
+    monkeypatch.setattr(shards, "BLOCK", 64)
     path = tmp_path / "rows.jsonl"
     path.write_bytes(b"".join(json.dumps({"n": i}).encode() + b"\n" + b"\n" * (i % 3) for i in range(300)))
     source = open_source(str(path), cache_dir=tmp_path)
@@ -238,7 +240,7 @@ def s3(moto_endpoint, tmp_path, monkeypatch):
     monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
-    client = sources.s3_client()
+    client = s3_client()
     client.create_bucket(Bucket="data")
     for key in ("train/part-0.jsonl", "train/sub/part-1.jsonl", "other/x.jsonl"):
         client.put_object(Bucket="data", Key=key, Body=json.dumps({"text": key}).encode() + b"\n")
@@ -248,13 +250,13 @@ def s3(moto_endpoint, tmp_path, monkeypatch):
 @pytest.fixture
 def downloads(monkeypatch) -> list[str]:
     keys: list[str] = []
-    real = sources._download
+    real = s3_backend.download_objects
 
-    def counting(client, bucket, key, target):
-        keys.append(key)
-        return real(client, bucket, key, target)
+    def counting(client, bucket, targets):
+        keys.extend(targets)
+        return real(client, bucket, targets)
 
-    monkeypatch.setattr(sources, "_download", counting)
+    monkeypatch.setattr(s3_backend, "download_objects", counting)
     return keys
 
 
@@ -366,6 +368,6 @@ def test_hf_hub_names_fail_clearly_without_a_hub(hf_home):
 
 
 def test_hf_uri_parsing():
-    assert sources._parse_hf("org/name") == ("org/name", None, "train")
-    assert sources._parse_hf("org/name:cfg@test") == ("org/name", "cfg", "test")
-    assert sources._parse_hf("org/name@validation") == ("org/name", None, "validation")
+    assert hub_source._parse_hf("org/name") == ("org/name", None, "train")
+    assert hub_source._parse_hf("org/name:cfg@test") == ("org/name", "cfg", "test")
+    assert hub_source._parse_hf("org/name@validation") == ("org/name", None, "validation")

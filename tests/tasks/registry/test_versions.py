@@ -12,6 +12,7 @@ import pytest
 
 from tasks.registry import versions as registry
 from tasks.storage import s3, store
+from tasks.storage.s3_backend import S3Backend
 
 RACERS = 8
 
@@ -199,17 +200,17 @@ def test_s3_history_keeps_a_record_whose_writer_died_after_the_pointer_write(aws
     for i in range(1, 4):
         registry.register(root, "m", _entry(i))
     assert registry.set_production(root, "m", 1, expected=None)
-    put = registry._S3Backend._put
+    create = S3Backend.create_if_absent
 
-    def die_on_history(self, key, payload, **condition):
-        if key.endswith("/history/000000000002.json"):
+    def die_on_history(self, uri, data):
+        if uri.endswith("/history/000000000002.json"):
             raise ConnectionError("worker killed")
-        return put(self, key, payload, **condition)
+        return create(self, uri, data)
 
-    monkeypatch.setattr(registry._S3Backend, "_put", die_on_history)
+    monkeypatch.setattr(S3Backend, "create_if_absent", die_on_history)
     with pytest.raises(ConnectionError):
         registry.set_production(root, "m", 2, expected=1)
-    monkeypatch.setattr(registry._S3Backend, "_put", put)
+    monkeypatch.setattr(S3Backend, "create_if_absent", create)
     # The pointer moved; its record is shown in the history although its own object was never written...
     assert [r["version"] for r in registry.history(root, "m")] == [1, 2]
     assert "history/000000000002.json" not in _objects(root, "m")

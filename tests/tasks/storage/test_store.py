@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.storage import s3, store
+from tasks.storage import mirror, s3, store
 
 
 @pytest.fixture(params=["file", "s3"])
@@ -290,8 +290,8 @@ def test_a_fetched_file_is_hashed_once_per_process_until_it_changes(s3_store_roo
     prefix = _write_output(s3_store_root)
     store.commit(prefix, {})
     hashed = []
-    real = store.sha256_file
-    monkeypatch.setattr(store, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
+    real = mirror.sha256_file
+    monkeypatch.setattr(mirror, "sha256_file", lambda path, *a: hashed.append(path.name) or real(path, *a))
     store.fetch(prefix)
     first = sorted(hashed)
     store.fetch(prefix)
@@ -303,3 +303,44 @@ def test_a_fetched_file_is_hashed_once_per_process_until_it_changes(s3_store_roo
         store.sha256_file(target)
         == store.read_json(store.join(prefix, store.MANIFEST))["files"]["weights.bin"]["sha256"]
     )
+
+
+def test_publish_file_makes_a_report_readable_without_committing(root):
+    prefix = store.join(root, "datasets", "refused")
+    (store.local_dir(prefix) / "validation_report.json").write_text('{"rows": 0}')
+    store.publish_file(store.join(prefix, "validation_report.json"))
+    assert store.read_json(store.join(prefix, "validation_report.json")) == {"rows": 0}
+    assert not store.is_committed(prefix)
+
+
+def test_verify_local_names_a_local_file_that_no_longer_matches(root):
+    prefix = _write_output(root)
+    store.commit(prefix, {})
+    assert store.verify_local(prefix) == []
+    (store.local_dir(prefix) / "weights.bin").write_bytes(b"x" * 1000)
+    # file:// reports the change; a remote store repairs its mirror from the committed objects.
+    assert store.verify_local(prefix) == ([] if store.is_s3(prefix) else ["weights.bin"])
+
+
+def test_schemes_are_asked_of_the_store():
+    assert store.is_local("/tmp/x") and store.is_local("file:///tmp/x") and store.is_local("a:b.jsonl")
+    assert not store.is_local("s3://bucket/key")
+    with pytest.raises(store.UnsupportedScheme, match="'gs://'"):
+        store.backend_for("gs://bucket/key")
+
+
+def test_an_uncommitted_object_s_copy_is_reused_until_it_or_the_object_changes(s3_store_root, tmp_path):
+    """The dataset-source cache: the copy's sha256 is recorded at download, with the object's ETag."""
+    bucket, key = s3.split(store.join(s3_store_root, "raw", "rows.jsonl"))
+    client = s3.client()
+    client.put_object(Bucket=bucket, Key=key, Body=b'{"a": 1}\n')
+    uri = f"s3://{bucket}/{key}"
+    cache = tmp_path / "sources"
+    [(name, path)] = store.local_copies(uri, cache)
+    assert name == "rows.jsonl" and path == store.mirror(uri, cache) and path.read_bytes() == b'{"a": 1}\n'
+    stamp = path.stat().st_mtime_ns
+    assert store.local_copies(uri, cache)[0][1].stat().st_mtime_ns == stamp, "current: not downloaded"
+    path.write_bytes(b'{"a": 2}\n')  # changed locally (same size): its sha256 no longer matches
+    assert store.local_copies(uri, cache)[0][1].read_bytes() == b'{"a": 1}\n'
+    client.put_object(Bucket=bucket, Key=key, Body=b'{"a": 3}\n')  # a new version of the object
+    assert store.local_copies(uri, cache)[0][1].read_bytes() == b'{"a": 3}\n'

@@ -1,0 +1,158 @@
+"""The production pointer of a model registry: which registered version serves, moved by compare-and-swap.
+
+Layout under `layout.registry(root, name)`:
+
+    production.json             the pointer: {"version", "sequence", "etag", "updated_at", "previous", ...}
+    history/<seq>.json          every pointer record ever written, one per sequence (zero-padded)
+    production_history.jsonl    the same, one JSON line each, as file:// registries kept it before: still read
+
+The pointer moves by compare-and-swap on its `sequence` (exposed as the string `etag` too):
+`set_production(..., expected=seq)` writes only while the stored sequence still equals `expected` (`None`:
+only while no pointer exists yet). The backend decides the race: the pointer is read with its tag, the
+sequence compared, then written with replace-if-unchanged (the first one with create-if-absent); a
+writer that lost is told False. Every record carries its own sequence, so two records never share a tag
+(no ABA). A history record is an exclusive create too, so writing one twice is harmless. See
+docs/registry.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from tasks.registry.records import ENTRY, Records, RegistryError, now, version_path
+
+POINTER = "production.json"
+HISTORY = "history"
+LEGACY_HISTORY = "production_history.jsonl"
+# How many earlier production versions the pointer remembers for rollback.
+MAX_STACK = 100
+
+
+def _history_name(sequence: int) -> str:
+    # Zero-padded so the listing's lexical order is the sequence order.
+    return f"{int(sequence):012d}.json"
+
+
+def _swap(
+    records: Records, expected: int | None, make_record: Callable[[dict[str, Any] | None], dict[str, Any]]
+) -> dict[str, Any] | None:
+    """Write `make_record(current)` only while the pointer's sequence equals `expected`.
+
+    Returns the record written, or None when the pointer moved under us.
+    """
+    found = records.read_tagged(POINTER)
+    current, tag = found if found else (None, None)
+    sequence = current["sequence"] if current else None
+    if sequence != expected:
+        return None
+    if current is not None:
+        # The record being replaced goes into the history first (a no-op when its writer already put it
+        # there), so a writer that died between its pointer write and its history write loses no record.
+        records.create(current, HISTORY, _history_name(current["sequence"]))
+    record = make_record(current)
+    written = records.replace(record, tag, POINTER) if tag else records.create(record, POINTER)
+    if not written:
+        return None
+    records.create(record, HISTORY, _history_name(record["sequence"]))
+    return record
+
+
+def pointer(root: str, name: str) -> dict[str, Any] | None:
+    """The raw production pointer record, without the entry."""
+    return Records(root, name).read(POINTER)
+
+
+def production(root: str, name: str) -> dict[str, Any] | None:
+    """The production pointer ({"version", "sequence", "etag", "updated_at", "previous", ...}) plus
+    `entry`, the registered version it points at; None while nothing is in production.
+
+    `previous` is the version that `rollback` would return to (None: nothing to roll back to).
+    """
+    records = Records(root, name)
+    record = records.read(POINTER)
+    if record is None:
+        return None
+    return {**record, "entry": records.read(*version_path(record["version"], ENTRY))}
+
+
+def history(root: str, name: str) -> list[dict[str, Any]]:
+    """Every pointer record ever written, oldest first."""
+    records = Records(root, name)
+    found = {record["sequence"]: record for record in records.lines(LEGACY_HISTORY)}
+    for entry in records.names(HISTORY):
+        record = records.read(HISTORY, entry)
+        if record is not None:
+            found[record["sequence"]] = record
+    current = records.read(POINTER)
+    # The newest record reaches the history just after the pointer; show it already.
+    if current is not None:
+        found.setdefault(current["sequence"], current)
+    return [found[sequence] for sequence in sorted(found)]
+
+
+def _record(
+    current: dict[str, Any] | None, version: int, stack: list[int], action: str, reason: str | None
+) -> dict[str, Any]:
+    sequence = (current["sequence"] if current else 0) + 1
+    return {
+        "version": version,
+        "sequence": sequence,
+        "etag": str(sequence),
+        "updated_at": now(),
+        "previous": stack[-1] if stack else None,
+        "stack": stack[-MAX_STACK:],
+        "replaced": current["version"] if current else None,
+        "action": action,
+        "reason": reason,
+    }
+
+
+def set_production(
+    root: str, name: str, version: int, expected: int | None, reason: str | None = None
+) -> bool:
+    """Point production at `version` if the pointer's sequence is still `expected` (None: no pointer yet).
+
+    Returns False, writing nothing, when someone else moved the pointer first: re-read and decide again.
+    """
+    records = Records(root, name)
+    version = int(version)
+    if records.read(*version_path(version, ENTRY)) is None:
+        raise RegistryError(f"registry '{name}' has no version {version}")
+
+    def make(current: dict[str, Any] | None) -> dict[str, Any]:
+        stack = list(current.get("stack", [])) if current else []
+        if current and current["version"] != version:
+            stack.append(current["version"])
+        return _record(current, version, stack, "promote", reason)
+
+    return _swap(records, expected, make) is not None
+
+
+def rollback(root: str, name: str, attempts: int = 10) -> int:
+    """Move production back to the version that was production before the current one; returns it.
+
+    Uses the same CAS as `set_production`, retrying when the pointer moves concurrently. Rolling back
+    repeatedly walks further back (v1 -> v2 -> v3, rollback: v2, rollback: v1).
+    """
+    records = Records(root, name)
+    for _ in range(attempts):
+        current = records.read(POINTER)
+        if current is None:
+            raise RegistryError(f"registry '{name}' has no production version yet, so nothing to roll back")
+        if not current.get("stack"):
+            raise RegistryError(
+                f"registry '{name}': no earlier production version to roll back to from version "
+                f"{current['version']}; promote one by number instead (`tunerflow registry promote N`)"
+            )
+        stack = list(current["stack"])
+        target = stack.pop()
+
+        def make(
+            cur: dict[str, Any] | None, target: int = target, stack: list[int] = stack
+        ) -> dict[str, Any]:
+            return _record(cur, target, stack, "rollback", f"rollback from version {cur['version']}")
+
+        if _swap(records, current["sequence"], make) is not None:
+            return target
+    raise RegistryError(f"registry '{name}': the production pointer kept moving; rollback gave up")

@@ -1,0 +1,17 @@
+"""What the store raises, apart from the built-in FileNotFoundError / FileExistsError it uses for a
+missing or an already existing key."""
+
+from __future__ import annotations
+
+
+class StoreError(RuntimeError):
+    """An artifact cannot be read as committed (not committed, or a file does not match its sha256), or
+    the backend refused a request (the message says why, never a credential)."""
+
+
+class MissingBucket(StoreError):
+    """The bucket a URI names does not exist."""
+
+
+class UnsupportedScheme(NotImplementedError, ValueError):
+    """A URI whose scheme no backend serves. A ValueError too, as `local_path` raised for it before."""
