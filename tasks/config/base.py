@@ -4,9 +4,9 @@ how a validation failure reads."""
 from __future__ import annotations
 
 import re
-from typing import Annotated
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, ValidationError, model_serializer
 
 SLUG = r"^[a-z0-9][a-z0-9._-]{0,62}$"
 SlugStr = Annotated[str, Field(pattern=SLUG)]
@@ -16,6 +16,19 @@ class StrictModel(BaseModel):
     """A conf section: a misspelt key is an error, not a silently ignored setting."""
 
     model_config = ConfigDict(extra="forbid")
+
+
+class WrittenAsGiven(BaseModel):
+    """A model stored as JSON and read back by a later version: only the fields a producer gave are
+    written. An optional field left out stays out instead of appearing as null, and a field added by a
+    later version (with its default) does not appear in a file written before it, so a loaded file dumps
+    back to the same JSON."""
+
+    @model_serializer(mode="wrap")
+    def _given_fields_only(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        declared = type(self).model_fields
+        return {k: v for k, v in data.items() if k not in declared or k in self.model_fields_set}
 
 
 class ConfError(ValueError):

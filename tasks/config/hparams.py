@@ -12,7 +12,7 @@ from typing import Any, Literal, Self
 
 from pydantic import Field, create_model, model_validator
 
-from tasks.config.base import SlugStr, StrictModel
+from tasks.config.base import SlugStr, StrictModel, WrittenAsGiven
 from tasks.config.hparam_fields import HPARAM_FIELDS, TRAINING_TYPES, HParam
 
 HPARAM_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in HPARAM_FIELDS}
@@ -39,7 +39,7 @@ HParams = create_model(
 )
 
 
-class _Resolved(StrictModel):
+class _Resolved(StrictModel, WrittenAsGiven):
     name: SlugStr = Field(description="Label of the group in job names.")
 
     @model_validator(mode="after")

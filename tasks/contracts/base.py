@@ -4,30 +4,21 @@ from __future__ import annotations
 
 from typing import Any, Self
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, model_serializer
+from pydantic import ConfigDict, ValidationError
 
-from tasks.config.base import format_validation_error
+from tasks.config.base import WrittenAsGiven, format_validation_error
 
 
 class ContractError(ValueError):
     """A spec or result that does not validate; the message names every bad field and what to do."""
 
 
-class Contract(BaseModel):
-    """A spec or result passed between steps.
-
-    Only the fields a producer gave are written: an optional field left out stays out of the JSON
-    instead of appearing as null, so the stored specs and XCom payloads keep the keys they always had
-    and a loaded spec dumps back to the same JSON.
-    """
+class Contract(WrittenAsGiven):
+    """A spec or result passed between steps. Only the fields a producer gave are written
+    (`WrittenAsGiven`), so the stored specs and XCom payloads keep the keys they always had and a loaded
+    spec dumps back to the same JSON."""
 
     model_config = ConfigDict(extra="forbid")
-
-    @model_serializer(mode="wrap")
-    def _given_fields_only(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
-        data = handler(self)
-        declared = type(self).model_fields
-        return {k: v for k, v in data.items() if k not in declared or k in self.model_fields_set}
 
     @classmethod
     def load(cls, data: Any, source: str, remedy: str = "") -> Self:
