@@ -11,7 +11,7 @@ from tasks.config.catalog import REPO_ROOT, resolve_experiment, resolve_hparams
 from tasks.config.experiment import parse_experiment
 from tasks.config.hparams import HParams, ResolvedHParams
 from tasks.config.params import demo_conf_path, field_schemas, load_conf
-from tasks.config.training import TrainingConfig
+from tasks.contracts.train import TrainSpec
 from tasks.training.train_types import build_trainer
 
 DESCRIPTION = "SFT: NEFTune, uniform noise on the input embeddings while training"
@@ -69,16 +69,23 @@ def test_the_sft_trainer_gets_it(tiny_model_dir, tmp_path):
     hp = ResolvedHParams.model_validate(
         {**resolve_hparams(HParams(preset="lora-fast")).model_dump(), "neftune_noise_alpha": 5.0}
     )
-    job = {
-        "store_root": tmp_path.as_uri(),
-        "dataset": {"name": "d", "kind": "chat", "uri": (tmp_path / "data").as_uri()},
-        "model": {"name": "tiny", "source": {"path": str(tiny_model_dir)}, "kind": "uri"},
-    }
+    job = TrainSpec.model_validate(
+        {
+            "store_root": tmp_path.as_uri(),
+            "job_id": "j",
+            "label": "d|tiny|neftune",
+            "output": (tmp_path / "jobs" / "j" / "train").as_uri(),
+            "dataset": {"name": "d", "kind": "chat", "uri": (tmp_path / "data").as_uri()},
+            "model": {"name": "tiny", "source": {"path": str(tiny_model_dir)}, "kind": "uri"},
+            "hparams": hp.model_dump(),
+            "training": {"type": "sft", "method": "lora"},
+        }
+    )
     common = {
         "output_dir": str(tmp_path / "out"),
         "save_strategy": "no",
         "report_to": [],
         "disable_tqdm": True,
     }
-    trainer, _ = build_trainer(job, hp, TrainingConfig(type="sft", method="lora"), rows, [], common, [])
+    trainer, _ = build_trainer(job, rows, [], common, [])
     assert trainer.args.neftune_noise_alpha == 5.0
