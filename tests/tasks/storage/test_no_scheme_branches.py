@@ -8,9 +8,6 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[3]
 SCHEMES = ("s3://", "file://", "s3:", "file:")
-# Branches whose replacement belongs to another change: preparation.py's refused-dataset report becomes
-# `store.publish_file(...)`. Remove the entry with that change; the test then holds for every module.
-PENDING = {"tasks/data/preparation.py"}
 MATCHERS = {"startswith", "endswith", "removeprefix", "match", "fullmatch", "search", "partition", "split"}
 
 
@@ -60,7 +57,7 @@ def test_no_module_outside_the_storage_package_branches_on_a_uri_scheme():
         f"{path.relative_to(REPO)}:{line}"
         for root in roots
         for path in sorted(root.rglob("*.py"))
-        if not path.is_relative_to(storage) and path.relative_to(REPO).as_posix() not in PENDING
+        if not path.is_relative_to(storage)
         for line in scheme_branches(path.read_text())
     ]
     assert offenders == [], "ask tasks.storage (store.is_local, backend_for, ...) instead: " + ", ".join(
