@@ -18,6 +18,7 @@ from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.config.training import ALLOWED_METHODS, NOT_YET, TrainingConfig
 from tasks.scoring import plugins as scoring_plugins
+from tasks.storage import layout, store
 
 
 class ExperimentConfig(StrictModel):
@@ -83,6 +84,11 @@ class ExperimentConfig(StrictModel):
     @property
     def registry_name(self) -> str:
         return self.promotion.registry_name or self.name
+
+
+def load_experiment(run_uri: str) -> dict[str, Any]:
+    """The conf a run recorded with every default filled in (the raw Params may omit nested fields)."""
+    return store.read_json(layout.experiment_record(run_uri))["experiment"]
 
 
 def parse_experiment(conf: dict[str, Any]) -> ExperimentConfig:

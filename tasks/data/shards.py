@@ -13,6 +13,7 @@ list indexes (from 0), CSV rows under the header (from 1) and Parquet rows (from
 
 from __future__ import annotations
 
+import csv
 import hashlib
 import json
 from collections.abc import Iterator
@@ -104,7 +105,6 @@ def _json_records(shard: Shard) -> Iterator[tuple[str, Any]]:
 
 
 def _csv_records(shard: Shard) -> Iterator[tuple[str, Any]]:
-    import csv
 
     csv.field_size_limit(2**31 - 1)  # long documents are normal in training data
     number = 0

@@ -31,7 +31,10 @@ from pathlib import Path
 from typing import Any
 
 from tasks.config.export import CalibrationConfig
+from tasks.data.parts import cache_dir as default_cache_dir
+from tasks.data.sources import SourceError, open_source
 from tasks.storage import store
+from tasks.training.trainer import read_split
 
 log = logging.getLogger("tunerflow.calibration")
 
@@ -218,7 +221,6 @@ def _ceval_from_hub(setting: str, subjects: list[str], split: str) -> Calibratio
 
 def _from_source(setting: str, config: CalibrationConfig, cache_dir: Path) -> CalibrationTexts:
     """s3:// and hf: URIs through tasks.data.sources (download, cache, hub or save_to_disk directory)."""
-    from tasks.data.sources import SourceError, open_source
 
     # A remote prefix ending in '/' names every object below it (local directories are walked instead).
     uri = setting + "*" if setting.endswith("/") and not setting.startswith("hf:") else setting
@@ -231,7 +233,6 @@ def _from_source(setting: str, config: CalibrationConfig, cache_dir: Path) -> Ca
 
 
 def _from_experiment(dataset: dict[str, Any] | None, tokenizer: Any) -> CalibrationTexts:
-    from tasks.training.trainer import read_split
 
     if not dataset or not dataset.get("uri"):
         raise CalibrationError(
@@ -266,7 +267,6 @@ def load_texts(
     cache_dir: Path | None = None,
 ) -> CalibrationTexts:
     """The calibration texts `config.dataset` names, in file order (windows() shuffles them)."""
-    from tasks.data.parts import cache_dir as default_cache_dir
 
     setting = config.dataset
     cache = Path(cache_dir) if cache_dir else default_cache_dir()

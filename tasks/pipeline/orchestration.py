@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.config.experiment import load_experiment
 from tasks.config.promotion import PromotionConfig
 from tasks.contracts.export import CheckExportResult, ExportResult
 from tasks.contracts.planning import RunInfo
 from tasks.contracts.promotion import PromotionDecision, PromotionJob, WinnerLineage
 from tasks.contracts.selection import Selection
 from tasks.contracts.train import TrainSpec
+from tasks.pipeline.report import write_report
+from tasks.registry.champion import champion_score, scoring_failure
+from tasks.registry.promotion import promote
 from tasks.storage import layout, store
 
 
@@ -20,9 +24,6 @@ def _committed(run_uri: str, name: str, model: type[ExportResult] | type[CheckEx
 
 
 def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
-    from tasks.pipeline.plan import load_experiment
-    from tasks.registry.champion import champion_score
-    from tasks.registry.promotion import promote
 
     run_info = RunInfo.model_validate(run)
     run_uri = run_info.run_uri
@@ -104,8 +105,6 @@ def format_summary(summary: dict[str, Any], board: dict[str, Any]) -> str:
 
 def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
     """Write the HTML report and summary.json; return the summary with a printable text version."""
-    from tasks.pipeline.plan import load_experiment
-    from tasks.pipeline.report import write_report
 
     run_uri = run["run_uri"]
     experiment = load_experiment(run_uri)
@@ -147,7 +146,6 @@ def run_problem(run_uri: str) -> str | None:
     """Why this run shipped nothing, or None. Airflow sets a run's state from its leaf task (`report`),
     so this is what makes a REST client polling the state see `failed`. One failed job is not a
     problem while another job won."""
-    from tasks.pipeline.plan import load_experiment
 
     if not store.exists(store.join(run_uri, "experiment.json")):
         return "the conf was refused by validate_conf; its log names every bad field"
@@ -167,8 +165,6 @@ def run_problem(run_uri: str) -> str | None:
                 return f"{step} failed: {store.read_json(error_uri)['message']}"
         return "the winner's export did not pass its checks"
     if experiment["promotion"]["enabled"] and not store.exists(store.join(run_uri, "promotion.json")):
-        from tasks.registry.champion import scoring_failure
-
         failure = scoring_failure(run_uri)
         if failure:
             return f"promotion did not run: scoring the champion failed: {failure}"

@@ -16,6 +16,8 @@ from tasks.contracts.evaluate import EvaluateSpec
 from tasks.contracts.planning import PlannedJob, RunInfo, step_argv
 from tasks.contracts.prepare import EvalPrompt, PlannedDataset, PreparedDataset, PrepareSpec
 from tasks.contracts.train import TrainSpec
+from tasks.data import dataset_registry
+from tasks.data.rows import prompt_text
 from tasks.data.token_counts import distinct_tokenizers
 from tasks.storage import layout, store
 
@@ -30,7 +32,6 @@ def run_info(experiment_name: str, run_id: str, store_root: str) -> dict[str, st
 
 def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[tuple[str, DatasetConfig]]:
     """(the experiment's name for it, its definition) per dataset, registered ones read from the registry."""
-    from tasks.data import dataset_registry
 
     out, problems = [], []
     for index, dataset in enumerate(experiment.datasets):
@@ -46,7 +47,6 @@ def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[
 
 def eval_definition(experiment: ExperimentConfig, store_root: str) -> DatasetConfig | None:
     """`scoring.eval_dataset`, a registered one read from the registry."""
-    from tasks.data import dataset_registry
 
     if experiment.scoring.eval_dataset is None:
         return None
@@ -84,7 +84,6 @@ def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, An
 def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:
     """Re-validate the whole conf (including rules JSON Schema cannot express), record it, and return
     one prepare spec per dataset (the eval set, when there is one, last, with role `eval`)."""
-    from tasks.data.rows import prompt_text
 
     experiment = parse_experiment(conf)
     try:
@@ -101,7 +100,7 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[di
         resolved["eval_set"] = write_question_set(run_uri, questions)
     if evaluation is not None:
         resolved["eval_prepared_as"] = evaluation.name
-    store.write_json(store.join(run_uri, "experiment.json"), {**resolved, "run_id": run_id})
+    store.write_json(layout.experiment_record(run_uri), {**resolved, "run_id": run_id})
     tokenizers = distinct_tokenizers(resolved["models"])
     shortest = min(h["max_seq_length"] for h in resolved["hparams"])
     common: dict[str, Any] = {"step": "prepare_dataset", "store_root": store_root, "tokenizers": tokenizers}
@@ -161,7 +160,7 @@ def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: 
 
 
 def _load(run: RunInfo, datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
-    resolved = store.read_json(store.join(run.run_uri, "experiment.json"))
+    resolved = store.read_json(layout.experiment_record(run.run_uri))
     prepared = {d["name"]: d for d in datasets}
     if resolved.get("eval_prepared_as"):
         # The eval set was prepared beside the training datasets; every job is scored on it.
@@ -216,8 +215,3 @@ def planned(run_uri: str) -> list[dict[str, Any]]:
         uri = store.join(run_uri, name)
         out += store.read_json(uri) if store.exists(uri) else []
     return out
-
-
-def load_experiment(run_uri: str) -> dict[str, Any]:
-    """The validated conf with every default filled in (the raw Params may omit nested fields)."""
-    return store.read_json(store.join(run_uri, "experiment.json"))["experiment"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from tasks.config.experiment import load_experiment
 from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
@@ -114,7 +115,6 @@ def leaderboard(
 
 def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, Any]:
     """Write the export and check specs for the winner; returns their URIs and commands."""
-    from tasks.pipeline.plan import load_experiment
 
     row = LeaderboardRow.model_validate(winner)
     experiment = load_experiment(run_uri)

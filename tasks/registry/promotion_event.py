@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from tasks.config.experiment import load_experiment
 from tasks.registry import versions as registry
 
 # The Asset every promotion updates, whatever the registry: an outlet URI is fixed when the DAG is
@@ -20,9 +21,6 @@ PRODUCTION_ASSET_URI = "tunerflow://registry/production"
 
 def promotion_event_extra(run: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any] | None:
     """The extra of the production-model Asset event, or None when nothing was promoted (no event)."""
-    # pipeline.plan pulls numpy, and dags/finetune_experiment.py imports this module at parse time.
-    from tasks.pipeline.plan import load_experiment
-
     if not decision.get("promoted") or decision.get("version") is None:
         return None
     experiment = load_experiment(run["run_uri"])

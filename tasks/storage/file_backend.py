@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+from tasks.storage.mirror import sha256_file
 from tasks.storage.uris import local_path
 
 WILDCARDS = "*?["
@@ -126,7 +127,6 @@ class FileBackend:
         """Nothing to download: the prefix is its own local copy."""
 
     def stored_sha256(self, uri: str) -> str | None:
-        from tasks.storage.mirror import sha256_file
 
         path = local_path(uri)
         return sha256_file(path) if path.is_file() else None

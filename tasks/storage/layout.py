@@ -17,6 +17,11 @@ def run(root: str, experiment: str, run_id: str) -> str:
     return join(root, "experiments", experiment, "runs", slug(run_id))
 
 
+def experiment_record(run_prefix: str) -> str:
+    """The conf a run validated, presets resolved (written by validate_conf, read by every later task)."""
+    return join(run_prefix, "experiment.json")
+
+
 def job(run_prefix: str, job_id: str) -> str:
     return join(run_prefix, "jobs", job_id)
 

@@ -11,6 +11,7 @@ before it is renamed into place.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 import logging
 import os
 import re
@@ -251,7 +252,6 @@ class S3Backend:
 
     def stored_sha256(self, uri: str) -> str | None:
         """The sha256 of the stored object's bytes, read and hashed as they stream (nothing written)."""
-        import hashlib
 
         from botocore.exceptions import ClientError
 
