@@ -233,8 +233,9 @@ def finetune_experiment():
         # The same heavy steps as pods (KubernetesPodOperator): same task ids, mapped over the argv lists
         # the light tasks return. Settings: include/configs/kubernetes.yaml or $TUNERFLOW_K8S_CONFIG.
         from tasks.backends import kubernetes as pods
+        from tasks.backends.kubernetes_settings import load_settings
 
-        pod = pods.load_settings()
+        pod = load_settings()
         datasets = pods.mapped_step(
             "prepare_dataset", "prepare_dataset", validate_conf().map(pods.dataset_argv), pod
         ).output

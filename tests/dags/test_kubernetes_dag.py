@@ -295,7 +295,7 @@ def test_the_shipped_settings_give_a_working_dag(monkeypatch):
 
 
 def test_bad_settings_fail_the_parse_naming_the_field(monkeypatch, tmp_path):
-    from tasks.backends.kubernetes import SettingsError
+    from tasks.backends.kubernetes_settings import SettingsError
 
     config = tmp_path / "kubernetes.yaml"
     config.write_text("resources:\n  train:\n    gpus: many\n")
@@ -390,4 +390,4 @@ def test_a_run_with_pods_stubbed_resolves_argv_labels_and_skips_at_run_time(
         assert argv[:4] == ["python", "-m", f"tasks.{HEAVY[task_id]}", "--job"] and argv[4].endswith(".json")
     selection = tis[("select_best", -1)].xcom_pull(task_ids="select_best")
     assert selection["winner"]["label"] == "tuna|smollm2-135m-instruct|a"
-    assert selection["export_argv"][2] == "tasks.exporting.onnx_export"
+    assert selection["export_argv"][2] == "tasks.export"
