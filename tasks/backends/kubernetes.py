@@ -17,6 +17,7 @@ exactly what Airflow does with a fresh task object after a deferral anyway.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import BaseOperator
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from collections.abc import Sequence
 
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+    from airflow.sdk.definitions.xcom_arg import XComArg
     from kubernetes.client import models as k8s
 
 # Readable map indexes for mapped pods. The last argv element is the spec URI:
@@ -238,42 +240,30 @@ def single_step(task_id: str, step: str, argv: Any, settings: KubernetesSettings
     return StepPodOperator(task_id=task_id, arguments=argv, **_operator_kwargs(step, settings), **task_kwargs)
 
 
-# --- what the DAG maps over (XComArg.map) and pre-execute checks --------------------------------------
+class PodSteps:
+    """Heavy tasks as pods (see `tasks.backends.heavy.HeavyTasks`, which says which tasks there are). Like
+    a local @task, each method returns the task's output (an XComArg) for the next task to take.
 
+    A skip rule becomes the task's `pre_execute` hook, so no pod (and no GPU) is started just to skip."""
 
-def dataset_argv(dataset: dict[str, Any]) -> list[str]:
-    return dataset["argv"]
+    def __init__(self, settings: KubernetesSettings) -> None:
+        self.settings = settings
 
+    def mapped(
+        self,
+        task_id: str,
+        step: str,
+        entries: XComArg,
+        argv: Callable[[dict[str, Any]], list[str]],
+        skip: Callable[[Any], None] | None = None,
+        **task_kwargs: Any,
+    ) -> XComArg:
+        """One pod per entry of `entries` (a light task's list), running the argv `argv` picks from it."""
+        hooks = {"pre_execute": skip} if skip else {}
+        return mapped_step(task_id, step, entries.map(argv), self.settings, **hooks, **task_kwargs).output
 
-def train_argv(job: dict[str, Any]) -> list[str]:
-    return job["train_argv"]
-
-
-def evaluate_argv(job: dict[str, Any]) -> list[str]:
-    return job["evaluate_argv"]
-
-
-def skip_if_training_failed(context: Any) -> None:
-    """`pre_execute` of `evaluate`: skip (no pod) when the job's training left no committed output, as the
-    local backend does; the leaderboard says why."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from tasks.storage import store
-
-    spec_uri = context["task"].arguments[-1]
-    train_output = store.read_json(spec_uri).get("train_output")
-    if train_output and not store.is_committed(train_output):
-        raise AirflowSkipException(f"{spec_uri}: training failed, nothing to score")
-
-
-def skip_unless_export_enabled(context: Any) -> None:
-    """`pre_execute` of `export`: skip (no pod) when the run's validated experiment has export disabled
-    (read from experiment.json, as the local backend does: the raw Params may omit nested fields)."""
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from tasks.pipeline.plan import load_experiment, run_info
-    from tasks.storage.store import default_root
-
-    run = run_info(context["params"]["name"], context["run_id"], default_root())
-    if not load_experiment(run["run_uri"])["export"]["enabled"]:
-        raise AirflowSkipException("export.enabled is false")
+    def single(
+        self, task_id: str, step: str, argv: XComArg, skip: Callable[[Any], None] | None = None, **task_kwargs
+    ) -> XComArg:
+        hooks = {"pre_execute": skip} if skip else {}
+        return single_step(task_id, step, argv, self.settings, **hooks, **task_kwargs).output

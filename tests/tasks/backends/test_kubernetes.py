@@ -13,7 +13,6 @@ import yaml
 from tasks.backends import kubernetes as pods
 from tasks.backends import kubernetes_settings as pod_settings
 from tasks.pipeline.plan import step_argv
-from tasks.storage import store
 from tests.conftest import REPO
 
 SHIPPED = REPO / "include" / "configs" / "kubernetes.yaml"
@@ -150,45 +149,6 @@ def test_cpu_step_pods_have_no_gpu_toleration_or_gpu_node_selector():
         assert "nvidia.com/gpu" not in (base.resources.limits or {})
         assert not pod.spec.tolerations and not pod.spec.node_selector
         assert "dshm" not in {v.name for v in pod.spec.volumes}
-
-
-def test_the_map_functions_pick_the_argv_each_step_runs():
-    job = {"train_argv": step_argv("train", "u/t.json"), "evaluate_argv": step_argv("evaluate", "u/e.json")}
-    assert pods.train_argv(job)[2] == "tasks.train" and pods.evaluate_argv(job)[2] == "tasks.evaluate"
-    assert (
-        pods.dataset_argv({"argv": ["python", "-m", "tasks.prepare_dataset"]})[-1] == "tasks.prepare_dataset"
-    )
-
-
-def test_evaluate_is_skipped_without_a_pod_when_training_left_no_output(tmp_path):
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    root = tmp_path.as_uri()
-    train_output = store.join(root, "jobs", "j1", "train")
-    spec_uri = store.join(root, "jobs", "j1", "evaluate.json")
-    store.write_json(spec_uri, {"train_output": train_output})
-    context = {"task": SimpleNamespace(arguments=step_argv("evaluate", spec_uri))}
-    with pytest.raises(AirflowSkipException, match="training failed"):
-        pods.skip_if_training_failed(context)
-    store.ensure_dir(train_output)
-    store.commit(train_output, {"adapter_uri": "x"})
-    pods.skip_if_training_failed(context)  # committed: the pod runs
-    store.write_json(spec_uri, {"train_output": None, "reference": True})
-    pods.skip_if_training_failed(context)  # base-model scoring has no training
-
-
-def test_export_is_skipped_when_the_validated_experiment_says_so(store_root):
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from tasks.pipeline.plan import run_info
-
-    context = {"params": {"name": "exp"}, "run_id": "manual__1"}
-    experiment_uri = store.join(run_info("exp", "manual__1", store_root)["run_uri"], "experiment.json")
-    store.write_json(experiment_uri, {"experiment": {"export": {"enabled": False}}})
-    with pytest.raises(AirflowSkipException, match=r"export\.enabled is false"):
-        pods.skip_unless_export_enabled(context)
-    store.write_json(experiment_uri, {"experiment": {"export": {"enabled": True}}})
-    pods.skip_unless_export_enabled(context)
 
 
 def test_the_module_and_its_settings_load_without_the_kubernetes_provider():
