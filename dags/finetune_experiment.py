@@ -22,8 +22,10 @@ from datetime import datetime
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 
-from tasks.backends import TRAIN_RETRIES, backend_name
+from tasks.backends import backend_name
+from tasks.backends.heavy import heavy_tasks, run_of, skip_when
 from tasks.config.params import NO_DEFAULT, param_specs
+from tasks.pipeline import skips
 from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
 from tasks.storage.store import default_root
 
@@ -33,32 +35,8 @@ BACKEND = backend_name()
 PRODUCTION_MODEL = Asset(name=PRODUCTION_ASSET_NAME, uri=PRODUCTION_ASSET_URI, group="model")
 
 
-def _label(key: str, value: str) -> None:
-    """Expose a readable name to `map_index_template` (e.g. `tuna|smollm2-135m-instruct|lr1e-3`)."""
-    get_current_context()[key] = value
-
-
-def _run(argv: list[str], env: dict | None = None) -> dict:
-    from tasks.backends.local import run_step
-    from tasks.storage.s3 import store_env
-
-    # The store's S3 connection (aws_default) for every heavy step: env only, never logged or returned.
-    return run_step(argv, {**store_env(default_root()), **(env or {})})
-
-
-def _scoring_env() -> dict:
-    """The judge's Airflow connection, for steps that score (empty unless llm_judge is a metric)."""
-    from tasks.pipeline.plan import load_experiment
-    from tasks.scoring.judge import judge_env
-
-    return judge_env(load_experiment(_this_run()["run_uri"])["scoring"])
-
-
 def _this_run() -> dict:
-    from tasks.pipeline.plan import run_info
-
-    context = get_current_context()
-    return run_info(context["params"]["name"], context["run_id"], default_root())
+    return run_of(get_current_context())
 
 
 @dag(
@@ -82,11 +60,6 @@ def finetune_experiment():
         context = get_current_context()
         return validate(dict(context["params"]), run_id=context["run_id"], store_root=default_root())
 
-    @task(map_index_template="{{ dataset_name }}")
-    def prepare_dataset(dataset: dict) -> dict:
-        _label("dataset_name", dataset["name"])
-        return _run(dataset["argv"])
-
     @task
     def plan_jobs(datasets: list[dict]) -> list[dict]:
         from tasks.pipeline.plan import plan_jobs as plan
@@ -99,50 +72,18 @@ def finetune_experiment():
 
         return plan(_this_run(), list(datasets))
 
-    @task(map_index_template="{{ job_label }}", **TRAIN_RETRIES)
-    def train(job: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from tasks.backends.local import StepFailed
-
-        _label("job_label", job["label"])
-        try:
-            return _run(job["train_argv"])
-        except StepFailed as failure:
-            if failure.retryable:  # preempted or killed: the retry resumes from the last checkpoint
-                raise
-            raise AirflowFailException(str(failure)) from None
-
-    @task(map_index_template="{{ job_label }}", trigger_rule="all_done")
-    def evaluate(job: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from tasks.storage import store
-
-        _label("job_label", job["label"])
-        spec = store.read_json(job["evaluate_spec"])
-        if not store.is_committed(spec["train_output"]):
-            raise AirflowSkipException(f"{job['label']}: training failed, nothing to score")
-        return _run(job["evaluate_argv"], _scoring_env())
-
-    @task(map_index_template="{{ job_label }}")
-    def score_base(job: dict) -> dict:
-        _label("job_label", job["label"])
-        return _run(job["evaluate_argv"], _scoring_env())
-
     # all_done: failed or skipped jobs never block selection. A run whose conf or data failed planned
     # nothing, and selection skips itself (all_done_min_one_success would skip on any skipped job).
     @task(trigger_rule="all_done")
     def select_best() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+        from airflow.sdk.exceptions import AirflowFailException
 
-        from tasks.pipeline.plan import load_experiment, planned
+        from tasks.config.experiment import load_experiment
+        from tasks.pipeline.plan import planned
         from tasks.pipeline.selection import export_specs, leaderboard
-        from tasks.storage import store
 
         run = _this_run()
-        if not store.exists(store.join(run["run_uri"], "jobs.json")):
-            raise AirflowSkipException("nothing was planned: validate_conf or prepare_dataset failed")
+        skip_when(skips.nothing_planned(run["run_uri"]))
         scoring = load_experiment(run["run_uri"])["scoring"]
         board = leaderboard(
             run["run_uri"], planned(run["run_uri"]), scoring["primary"], scoring.get("rank_on", "pytorch")
@@ -156,35 +97,14 @@ def finetune_experiment():
         return {"winner": winner, **export_specs(run["run_uri"], run["store_root"], winner)}
 
     @task
-    def export(selection: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from tasks.pipeline.plan import load_experiment
-
-        if not load_experiment(_this_run()["run_uri"])["export"]["enabled"]:
-            raise AirflowSkipException("export.enabled is false")
-        return _run(selection["export_argv"])
-
-    @task
-    def check_export(selection: dict) -> dict:
-        return _run(selection["check_export_argv"], _scoring_env())
-
-    @task
     def plan_champion(selection: dict) -> list[str]:
-        from airflow.sdk.exceptions import AirflowSkipException
-
-        from tasks.pipeline.plan import load_experiment
+        from tasks.config.experiment import load_experiment
         from tasks.registry.champion import plan_champion_scoring
 
         run = _this_run()
         planned = plan_champion_scoring(run, load_experiment(run["run_uri"]), selection["winner"])
-        if "skip" in planned:
-            raise AirflowSkipException(planned["skip"])
+        skip_when(planned.get("skip"))
         return planned["argv"]
-
-    @task
-    def score_champion(argv: list[str]) -> dict:
-        return _run(argv, _scoring_env())
 
     # Runs after a passed check, or with export disabled (export and its check skipped), and after the
     # champion was scored on the candidate's rows, or when there is no champion (skipped).
@@ -198,13 +118,11 @@ def finetune_experiment():
     # report: when the event cannot be emitted the run fails, since deployments never hear of the model.
     @task(outlets=[PRODUCTION_MODEL])
     def publish_promotion(decision: dict) -> dict:
-        from airflow.sdk.exceptions import AirflowSkipException
-
         from tasks.registry.promotion_event import promotion_event_extra
 
         extra = promotion_event_extra(_this_run(), decision)
         if extra is None:
-            raise AirflowSkipException(f"not promoted, no event: {decision.get('reason')}")
+            skip_when(f"not promoted, no event: {decision.get('reason')}")
         get_current_context()["outlet_events"][PRODUCTION_MODEL].extra = extra
         weights = extra["model_uri"] or extra["adapter_uri"]
         print(f"PRODUCTION {extra['registry']} v{extra['version']}: {weights}")
@@ -217,11 +135,13 @@ def finetune_experiment():
         from airflow.sdk.exceptions import AirflowFailException
 
         from tasks.pipeline.orchestration import run_problem, write_run_report
-        from tasks.storage import store
 
         run = _this_run()
         summary = {}
-        if store.exists(store.join(run["run_uri"], "leaderboard.json")):
+        nothing = skips.nothing_to_report(run["run_uri"])
+        if nothing:
+            print(nothing)
+        else:
             summary = write_run_report(run)
             print(summary.pop("text"))
         problem = run_problem(run["run_uri"])
@@ -229,44 +149,18 @@ def finetune_experiment():
             raise AirflowFailException(f"the experiment shipped nothing: {problem}")
         return summary
 
-    if BACKEND == "kubernetes":
-        # The same heavy steps as pods (KubernetesPodOperator): same task ids, mapped over the argv lists
-        # the light tasks return. Settings: include/configs/kubernetes.yaml or $TUNERFLOW_K8S_CONFIG.
-        from tasks.backends import kubernetes as pods
-
-        pod = pods.load_settings()
-        datasets = pods.mapped_step(
-            "prepare_dataset", "prepare_dataset", validate_conf().map(pods.dataset_argv), pod
-        ).output
-        jobs = plan_jobs(datasets)
-        references = plan_references(datasets)
-        trained = pods.mapped_step("train", "train", jobs.map(pods.train_argv), pod, **TRAIN_RETRIES)
-        scored = pods.mapped_step(
-            "evaluate",
-            "evaluate",
-            jobs.map(pods.evaluate_argv),
-            pod,
-            trigger_rule="all_done",
-            pre_execute=pods.skip_if_training_failed,
-        )
-        based = pods.mapped_step("score_base", "evaluate", references.map(pods.evaluate_argv), pod)
-        selection = select_best()
-        exported = pods.single_step(
-            "export", "export", selection["export_argv"], pod, pre_execute=pods.skip_unless_export_enabled
-        )
-        checked = pods.single_step("check_export", "check_export", selection["check_export_argv"], pod)
-        champion = pods.single_step("score_champion", "evaluate", plan_champion(selection), pod)
-    else:
-        datasets = prepare_dataset.expand(dataset=validate_conf())
-        jobs = plan_jobs(datasets)
-        references = plan_references(datasets)
-        trained = train.expand(job=jobs)
-        scored = evaluate.expand(job=jobs)
-        based = score_base.expand(job=references)
-        selection = select_best()
-        exported = export(selection)
-        checked = check_export(selection)
-        champion = score_champion(plan_champion(selection))
+    # The graph is the same on both backends; the backend decides only how a heavy step runs.
+    heavy = heavy_tasks(BACKEND)
+    datasets = heavy.prepare_dataset(validate_conf())
+    jobs = plan_jobs(datasets)
+    references = plan_references(datasets)
+    trained = heavy.train(jobs)
+    scored = heavy.evaluate(jobs)
+    based = heavy.score_base(references)
+    selection = select_best()
+    exported = heavy.export(selection["export_argv"])
+    checked = heavy.check_export(selection["check_export_argv"])
+    champion = heavy.score_champion(plan_champion(selection))
     trained >> scored
     [scored, based] >> selection
     exported >> checked

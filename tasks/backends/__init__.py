@@ -1,5 +1,14 @@
 """Where heavy steps run: `local` (a subprocess on the Airflow worker, the default) or `kubernetes`
-(one pod per step). Chosen per deployment with TUNERFLOW_BACKEND, read when the DAG is parsed."""
+(one pod per step). Chosen per deployment with TUNERFLOW_BACKEND, read when the DAG is parsed.
+
+`heavy` declares the DAG's heavy tasks once (task ids, what they map over, trigger rules, retries, skip
+rules) and builds them for the chosen backend; `local` runs a step in a subprocess; `kubernetes` is the
+pod operator and `kubernetes_settings` its settings file.
+
+The Airflow side of the steps: may import every package but `tasks.cli`; nothing under `tasks/` imports
+it but the DAGs. Light when the DAG is parsed: the kubernetes provider and clients load only when a pod
+runs, the kubernetes modules only for that backend.
+"""
 
 from __future__ import annotations
 

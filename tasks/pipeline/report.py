@@ -16,217 +16,26 @@ Result:
 size_bytes | size_mb, latency | latency_ms {"p50_ms" | "p50", "p95_ms" | "p95"} | latency_p50_ms /
 latency_p95_ms, metric_drop, passed, problems | reasons | reason; other scalars are listed as notes.
 
-matplotlib is imported inside the plotting functions only (Agg backend).
+The data comes from `tasks.pipeline.report_data`, the plots from `tasks.pipeline.report_plots`; this module
+renders the page (every text escaped) and commits it.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
-from tasks.scoring.plugins import lower_is_better
+from tasks.pipeline.report_data import better, export_rows, fmt
+from tasks.pipeline.report_plots import plot_loss, plot_metric
 from tasks.storage import store
-
-STATUS_COLOURS = {"succeeded": "#2b7bb9", "failed": "#c0392b", "reference": "#8c8c8c"}
 
 
 def esc(value: Any) -> str:
     return escape("" if value is None else str(value), quote=True)
 
-
-def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:.3e}"
-    return str(value)
-
-
-# -- data -------------------------------------------------------------------------------------------
-
-
-def read_curve(uri: str | None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
-    """(train loss points, eval loss points) from a metrics.jsonl; empty lists when unreadable."""
-    train: list[tuple[float, float]] = []
-    evals: list[tuple[float, float]] = []
-    if not uri:
-        return train, evals
-    try:
-        path = store.fetch(uri)
-        lines = path.read_text().splitlines() if path.is_file() else []
-    except (OSError, ValueError, store.StoreError):
-        return train, evals
-    for line in lines:
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError:
-            continue
-        step = record.get("step")
-        if not isinstance(step, int | float):
-            continue
-        if isinstance(record.get("loss"), int | float):
-            train.append((step, record["loss"]))
-        if isinstance(record.get("eval_loss"), int | float):
-            evals.append((step, record["eval_loss"]))
-    return train, evals
-
-
-def primary_value(row: dict[str, Any], primary: str) -> float | None:
-    value = (row.get("metrics") or {}).get(primary)
-    return value if isinstance(value, int | float) and not isinstance(value, bool) else None
-
-
-def better(primary: str) -> str:
-    """Which way the primary metric points, for labels. The report must render even when the metric
-    is no longer known (a plugin removed since the run), so that case is said, not raised."""
-    try:
-        return "lower is better" if lower_is_better(primary) else "higher is better"
-    except ValueError:
-        return "unknown metric: direction not known"
-
-
-def _first(mapping: dict[str, Any], *keys: str) -> Any:
-    return next((mapping[k] for k in keys if mapping.get(k) is not None), None)
-
-
-def export_rows(checks: dict[str, Any] | list[Any] | None) -> list[dict[str, Any]]:
-    """Normalise the export checks into one row per format."""
-    if not checks:
-        return []
-    if isinstance(checks, list):
-        items = [(c.get("format") or c.get("name") or f"#{i}", c) for i, c in enumerate(checks)]
-    elif isinstance(checks.get("formats"), dict):
-        items = list(checks["formats"].items())
-        if isinstance(checks.get("pytorch"), dict):
-            items.insert(0, ("pytorch (reference)", checks["pytorch"]))
-    elif isinstance(checks.get("formats"), list) or isinstance(checks.get("checks"), list):
-        return export_rows(checks.get("formats") or checks.get("checks"))
-    else:
-        items = [(k, v) for k, v in checks.items() if isinstance(v, dict)]
-    rows = []
-    for name, check in items:
-        latency = check.get("latency_ms") or check.get("latency")
-        latency = latency if isinstance(latency, dict) else {}
-        size = check.get("size_bytes")
-        size_mb = check.get("size_mb")
-        if size_mb is None and isinstance(size, int | float):
-            size_mb = size / 1e6
-        reasons = check.get("reasons") or check.get("problems") or check.get("reason") or []
-        if isinstance(reasons, str):
-            reasons = [reasons]
-        known = {
-            "format",
-            "name",
-            "latency_ms",
-            "latency",
-            "metrics",
-            "size_bytes",
-            "size_mb",
-            "reasons",
-            "problems",
-            "reason",
-        }
-        known |= {"latency_p50_ms", "latency_p95_ms", "p50_ms", "p95_ms", "metric_drop", "passed", "uri"}
-        details = {
-            k: v for k, v in check.items() if k not in known and isinstance(v, int | float | str | bool)
-        }
-        rows.append(
-            {
-                "format": name,
-                "size_mb": size_mb,
-                "p50": _first(latency, "p50", "p50_ms") or _first(check, "latency_p50_ms", "p50_ms"),
-                "p95": _first(latency, "p95", "p95_ms") or _first(check, "latency_p95_ms", "p95_ms"),
-                "metric_drop": check.get("metric_drop"),
-                "passed": check.get("passed"),
-                "reasons": [str(r) for r in reasons],
-                "details": details,
-            }
-        )
-    return rows
-
-
-# -- plots ------------------------------------------------------------------------------------------
-
-
-def plot_loss(leaderboard: list[dict[str, Any]], path: Path) -> int:
-    """Training loss per job (eval loss dashed in the same colour). Returns the number of curves drawn."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(9, 5), dpi=100)
-    drawn = 0
-    colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    for row in leaderboard:
-        train, evals = read_curve(row.get("metrics_jsonl"))
-        if not train and not evals:
-            continue
-        colour = colours[drawn % len(colours)]
-        label = str(row.get("label") or row.get("job_id"))
-        if train:
-            ax.plot(*zip(*train, strict=True), color=colour, label=label, linewidth=1.6)
-        if evals:
-            ax.plot(
-                *zip(*evals, strict=True), color=colour, linestyle="--", marker="o", label=f"{label} (eval)"
-            )
-        drawn += 1
-    if drawn:
-        ax.set_xlabel("step")
-        ax.set_ylabel("loss")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="upper right")
-    else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, "no training curves recorded", ha="center", va="center", fontsize=14)
-    ax.set_title("Training loss per job")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return drawn
-
-
-def plot_metric(leaderboard: list[dict[str, Any]], primary: str, winner_id: str | None, path: Path) -> int:
-    """Horizontal bars of the primary metric per job, reference rows in grey. Returns the bar count."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    rows = [(r, primary_value(r, primary)) for r in leaderboard]
-    rows = [(r, v) for r, v in rows if v is not None]
-    height = max(3.0, 0.45 * len(rows) + 1.5)
-    fig, ax = plt.subplots(figsize=(9, height), dpi=100)
-    if rows:
-        labels = [str(r.get("label") or r.get("job_id")) for r, _ in rows]
-        values = [v for _, v in rows]
-        colours = [STATUS_COLOURS.get(r.get("status"), "#2b7bb9") for r, _ in rows]
-        edges = ["#e67e22" if winner_id and r.get("job_id") == winner_id else "none" for r, _ in rows]
-        positions = range(len(rows))
-        bars = ax.barh(list(positions), values, color=colours, edgecolor=edges, linewidth=2.5)
-        ax.set_yticks(list(positions), labels, fontsize=8)
-        ax.invert_yaxis()
-        ax.bar_label(bars, labels=[fmt(v) for v in values], fontsize=8, padding=3)
-        ax.set_xlabel(f"{primary} ({better(primary)})")
-        ax.margins(x=0.15)
-        ax.grid(axis="x", alpha=0.3)
-    else:
-        ax.axis("off")
-        ax.text(0.5, 0.5, f"no job has a {primary} score", ha="center", va="center", fontsize=14)
-    ax.set_title(f"{primary} per job (grey: base-model reference, orange edge: winner)")
-    fig.tight_layout()
-    fig.savefig(path, format="png")
-    plt.close(fig)
-    return len(rows)
-
-
-# -- HTML -------------------------------------------------------------------------------------------
 
 CSS = """
 body{font-family:-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px auto;max-width:1150px;
@@ -407,9 +216,15 @@ def _img(path: Path, alt: str) -> str:
     return f"<img alt='{esc(alt)}' src='data:image/png;base64,{data}'>"
 
 
+def _primary(job: dict[str, Any]) -> str:
+    """The metric the report ranks by: the job's, else the experiment's primary."""
+    scoring = (job.get("experiment") or {}).get("scoring") or {}
+    return job.get("primary") or scoring.get("primary") or "rouge_l"
+
+
 def render(job: dict[str, Any], loss_png: Path, metrics_png: Path) -> str:
     experiment = job.get("experiment") or {}
-    primary = job.get("primary") or (experiment.get("scoring") or {}).get("primary") or "rouge_l"
+    primary = _primary(job)
     leaderboard = job.get("leaderboard") or []
     winner = job.get("winner")
     winner_id = (winner or {}).get("job_id")
@@ -437,14 +252,12 @@ def write_report(job: dict[str, Any]) -> dict[str, Any]:
     output = job["output"]
     out_dir = store.local_dir(output)
     leaderboard = job.get("leaderboard") or []
-    primary = job.get("primary") or ((job.get("experiment") or {}).get("scoring") or {}).get("primary")
-    primary = primary or "rouge_l"
     loss_png, metrics_png = out_dir / "loss.png", out_dir / "metrics.png"
     plot_loss(leaderboard, loss_png)
-    plot_metric(leaderboard, primary, (job.get("winner") or {}).get("job_id"), metrics_png)
+    plot_metric(leaderboard, _primary(job), (job.get("winner") or {}).get("job_id"), metrics_png)
     html_path = out_dir / "index.html"
     tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render({**job, "primary": primary}, loss_png, metrics_png), encoding="utf-8")
+    tmp.write_text(render(job, loss_png, metrics_png), encoding="utf-8")
     tmp.replace(html_path)
     result = {
         "report_uri": store.join(output, "index.html"),

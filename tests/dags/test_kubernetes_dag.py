@@ -138,14 +138,14 @@ def test_both_backends_have_the_same_tasks_dependencies_and_trigger_rules(k8s_da
 def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag):
     from airflow.sdk.definitions.xcom_arg import MapXComArg
 
-    from tasks.backends import kubernetes as pods
+    from tasks.backends import heavy
     from tasks.backends.kubernetes import StepPodOperator
 
     mapped_from = {
-        "prepare_dataset": ("validate_conf", pods.dataset_argv),
-        "train": ("plan_jobs", pods.train_argv),
-        "evaluate": ("plan_jobs", pods.evaluate_argv),
-        "score_base": ("plan_references", pods.evaluate_argv),
+        "prepare_dataset": ("validate_conf", heavy.dataset_argv),
+        "train": ("plan_jobs", heavy.train_argv),
+        "evaluate": ("plan_jobs", heavy.evaluate_argv),
+        "score_base": ("plan_references", heavy.evaluate_argv),
     }
     for task_id, (upstream, function) in mapped_from.items():
         task = k8s_dag.get_task(task_id)
@@ -162,8 +162,8 @@ def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag)
     for task_id in LIGHT:
         assert k8s_dag.get_task(task_id).task_type == "_PythonDecoratedOperator", task_id
     # evaluate skips (no pod) when training failed; export when export.enabled is false
-    assert k8s_dag.get_task("evaluate").partial_kwargs["pre_execute"] is pods.skip_if_training_failed
-    assert k8s_dag.get_task("export")._pre_execute_hook is pods.skip_unless_export_enabled
+    assert k8s_dag.get_task("evaluate").partial_kwargs["pre_execute"] is heavy.skip_if_training_failed
+    assert k8s_dag.get_task("export")._pre_execute_hook is heavy.skip_unless_export_enabled
 
 
 def _strings(value) -> list[str]:
@@ -295,7 +295,7 @@ def test_the_shipped_settings_give_a_working_dag(monkeypatch):
 
 
 def test_bad_settings_fail_the_parse_naming_the_field(monkeypatch, tmp_path):
-    from tasks.backends.kubernetes import SettingsError
+    from tasks.backends.kubernetes_settings import SettingsError
 
     config = tmp_path / "kubernetes.yaml"
     config.write_text("resources:\n  train:\n    gpus: many\n")
@@ -390,4 +390,4 @@ def test_a_run_with_pods_stubbed_resolves_argv_labels_and_skips_at_run_time(
         assert argv[:4] == ["python", "-m", f"tasks.{HEAVY[task_id]}", "--job"] and argv[4].endswith(".json")
     selection = tis[("select_best", -1)].xcom_pull(task_ids="select_best")
     assert selection["winner"]["label"] == "tuna|smollm2-135m-instruct|a"
-    assert selection["export_argv"][2] == "tasks.exporting.onnx_export"
+    assert selection["export_argv"][2] == "tasks.export"

@@ -1,4 +1,4 @@
-"""The kubernetes backend: its settings, and the pod each heavy step becomes (build_pod_request_obj)."""
+"""The kubernetes backend: the pod each heavy step becomes (build_pod_request_obj), and running it."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import pytest
 import yaml
 
 from tasks.backends import kubernetes as pods
+from tasks.backends import kubernetes_settings as pod_settings
 from tasks.pipeline.plan import step_argv
-from tasks.storage import store
 from tests.conftest import REPO
 
 SHIPPED = REPO / "include" / "configs" / "kubernetes.yaml"
@@ -32,109 +32,11 @@ def _pod(step: str, settings, argv: list[str] | None = None):
     return operator, operator.build_pod_request_obj(dry_run=True)
 
 
-# --- settings ------------------------------------------------------------------------------------
-
-
-def test_the_shipped_yaml_validates_and_documents_exactly_the_defaults():
-    settings = pods.load_settings(SHIPPED)
-    assert settings == pods.KubernetesSettings()
-    assert settings.image.startswith("ghcr.io/tunerflow/trainer:")
-    assert settings.resources.train.gpus == 1 and settings.resources.evaluate.gpus == 1
-    assert settings.resources.export.gpus == 0 and settings.resources.prepare_dataset.gpus == 0
-    assert settings.startup_timeout_seconds == 1800 and settings.termination_grace_period_seconds == 600
-    assert settings.pool == "tunerflow_gpu" and settings.deferrable and settings.reattach_on_restart
-    assert settings.on_finish_action == "delete_succeeded_pod" and settings.get_logs
-
-
-def test_every_field_is_described():
-    def check(model):
-        for name, field in model.model_fields.items():
-            assert field.description, f"{model.__name__}.{name} has no description"
-
-    for model in (
-        pods.KubernetesSettings,
-        pods.Resources,
-        pods.StepResources,
-        pods.Toleration,
-        pods.VolumeClaim,
-    ):
-        check(model)
-
-
-def test_the_config_file_comes_from_the_environment(tmp_path, monkeypatch):
-    monkeypatch.setenv(pods.CONFIG_ENV, _write(tmp_path, {"namespace": "ml-jobs", "kueue_queue_name": "gpu"}))
-    settings = pods.load_settings()
-    assert settings.namespace == "ml-jobs" and settings.kueue_queue_name == "gpu"
-    monkeypatch.delenv(pods.CONFIG_ENV)
-    monkeypatch.setenv("TUNERFLOW_CONFIG_DIR", str(SHIPPED.parent))
-    assert pods.config_path() == SHIPPED
-
-
-@pytest.mark.parametrize(
-    ("data", "field", "message"),
-    [
-        ({"resources": {"train": {"memory_limit": "64GB"}}}, "resources.train.memory_limit", "quantity"),
-        ({"resources": {"evaluate": {"gpus": -1}}}, "resources.evaluate.gpus", "greater than or equal"),
-        ({"resources": {"trainn": {"gpus": 1}}}, "resources.trainn", "Extra inputs"),
-        ({"namespace": "ML_Jobs"}, "namespace", "pattern"),
-        ({"imagee": "x"}, "imagee", "Extra inputs"),
-        ({"startup_timeout_seconds": 0}, "startup_timeout_seconds", "greater than 0"),
-        (
-            {"gpu_tolerations": [{"key": "k", "effect": "NoScheduled"}]},
-            "gpu_tolerations.0.effect",
-            "NoSchedule",
-        ),
-        ({"env": {"AWS_SECRET_ACCESS_KEY": "abc"}}, "env.AWS_SECRET_ACCESS_KEY", "env_from_secrets"),
-        ({"env": {"HF_TOKEN": "hf_x"}}, "env.HF_TOKEN", "Secret"),
-        (
-            {"env": {"AIRFLOW_CONN_AWS_DEFAULT": '{"login": "k", "password": "s"}'}},
-            "env.AIRFLOW_CONN_AWS_DEFAULT",
-            "env_from_secrets",
-        ),
-        ({"labels": {"team": "ml platform"}}, "labels.team", "label value"),
-        (
-            {"store_volume": {"claim_name": "store", "mount_path": "data"}},
-            "store_volume.mount_path",
-            "pattern",
-        ),
-        ({"on_finish_action": "delete"}, "on_finish_action", "delete_succeeded_pod"),
-        ({"affinity": {"nodeAfinity": {}}}, "affinity", "nodeAfinity"),
-    ],
-)
-def test_a_bad_value_is_an_error_naming_the_field(tmp_path, data, field, message):
-    path = _write(tmp_path, data)
-    with pytest.raises(pods.SettingsError) as caught:
-        pods.load_settings(path)
-    text = str(caught.value)
-    assert path in text and field in text and message in text, text
-
-
-def test_unreadable_or_non_mapping_files_are_clear_errors(tmp_path):
-    with pytest.raises(pods.SettingsError, match="cannot read"):
-        pods.load_settings(tmp_path / "missing.yaml")
-    (tmp_path / "list.yaml").write_text("- a\n- b\n")
-    with pytest.raises(pods.SettingsError, match="must be a mapping"):
-        pods.load_settings(tmp_path / "list.yaml")
-    (tmp_path / "bad.yaml").write_text("namespace: [unclosed\n")
-    with pytest.raises(pods.SettingsError, match="not valid YAML"):
-        pods.load_settings(tmp_path / "bad.yaml")
-
-
-def test_yaml_numbers_are_quantities_and_partial_steps_merge_over_their_defaults():
-    settings = pods.parse_settings(
-        {"resources": {"train": {"gpus": 2, "cpu_request": 16}}, "shm_size": "32Gi"}
-    )
-    assert settings.resources.train.gpus == 2
-    assert settings.resources.train.cpu_request == "16"
-    assert settings.resources.train.memory_limit == pods.STEP_DEFAULTS["train"]["memory_limit"]
-    assert settings.resources.evaluate == pods.StepResources(**pods.STEP_DEFAULTS["evaluate"])
-
-
 # --- operator kwargs and pods --------------------------------------------------------------------
 
 
 def test_gpu_steps_take_the_pool_one_slot_per_gpu_and_cpu_steps_do_not():
-    settings = pods.parse_settings({"resources": {"train": {"gpus": 2}}})
+    settings = pod_settings.parse_settings({"resources": {"train": {"gpus": 2}}})
     assert pods.pool_kwargs("train", settings) == {"pool": "tunerflow_gpu", "pool_slots": 2}
     assert pods.pool_kwargs("evaluate", settings)["pool_slots"] == 1
     for step in ("prepare_dataset", "export", "check_export"):
@@ -148,7 +50,7 @@ def test_gpu_steps_take_the_pool_one_slot_per_gpu_and_cpu_steps_do_not():
 def test_the_settings_travel_as_json_and_come_back_equal():
     """The task carries the settings as plain JSON (what a mapped task's partial kwargs serialize to);
     the worker rebuilds the same settings from it, aliases (tolerationSeconds) included."""
-    settings = pods.parse_settings(
+    settings = pod_settings.parse_settings(
         {
             "gpu_tolerations": [
                 {
@@ -163,12 +65,12 @@ def test_the_settings_travel_as_json_and_come_back_equal():
     )
     task = pods.single_step("train", "train", ["python"], settings)
     assert json.loads(json.dumps(task.pod_settings)) == task.pod_settings
-    assert pods.parse_settings(task.pod_settings) == settings
+    assert pod_settings.parse_settings(task.pod_settings) == settings
     assert task.pool == "tunerflow_gpu" and task.pool_slots == 1
 
 
 def test_a_train_pod_with_every_option():
-    settings = pods.parse_settings(
+    settings = pod_settings.parse_settings(
         {
             "namespace": "ml-jobs",
             "image": "registry.example.com/tunerflow/trainer@sha256:" + "a" * 64,
@@ -240,7 +142,7 @@ def test_a_train_pod_with_every_option():
 
 
 def test_cpu_step_pods_have_no_gpu_toleration_or_gpu_node_selector():
-    settings = pods.parse_settings({"gpu_node_selector": {"gpu": "h100"}, "shm_size": None})
+    settings = pod_settings.parse_settings({"gpu_node_selector": {"gpu": "h100"}, "shm_size": None})
     for step in ("prepare_dataset", "export", "check_export"):
         _, pod = _pod(step, settings)
         base = pod.spec.containers[0]
@@ -249,54 +151,11 @@ def test_cpu_step_pods_have_no_gpu_toleration_or_gpu_node_selector():
         assert "dshm" not in {v.name for v in pod.spec.volumes}
 
 
-def test_the_map_functions_pick_the_argv_each_step_runs():
-    job = {"train_argv": step_argv("train", "u/t.json"), "evaluate_argv": step_argv("evaluate", "u/e.json")}
-    assert (
-        pods.train_argv(job)[2] == "tasks.training.trainer"
-        and pods.evaluate_argv(job)[2] == "tasks.scoring.evaluation"
-    )
-    assert (
-        pods.dataset_argv({"argv": ["python", "-m", "tasks.data.preparation"]})[-1]
-        == "tasks.data.preparation"
-    )
-
-
-def test_evaluate_is_skipped_without_a_pod_when_training_left_no_output(tmp_path):
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    root = tmp_path.as_uri()
-    train_output = store.join(root, "jobs", "j1", "train")
-    spec_uri = store.join(root, "jobs", "j1", "evaluate.json")
-    store.write_json(spec_uri, {"train_output": train_output})
-    context = {"task": SimpleNamespace(arguments=step_argv("evaluate", spec_uri))}
-    with pytest.raises(AirflowSkipException, match="training failed"):
-        pods.skip_if_training_failed(context)
-    store.ensure_dir(train_output)
-    store.commit(train_output, {"adapter_uri": "x"})
-    pods.skip_if_training_failed(context)  # committed: the pod runs
-    store.write_json(spec_uri, {"train_output": None, "reference": True})
-    pods.skip_if_training_failed(context)  # base-model scoring has no training
-
-
-def test_export_is_skipped_when_the_validated_experiment_says_so(store_root):
-    from airflow.sdk.exceptions import AirflowSkipException
-
-    from tasks.pipeline.plan import run_info
-
-    context = {"params": {"name": "exp"}, "run_id": "manual__1"}
-    experiment_uri = store.join(run_info("exp", "manual__1", store_root)["run_uri"], "experiment.json")
-    store.write_json(experiment_uri, {"experiment": {"export": {"enabled": False}}})
-    with pytest.raises(AirflowSkipException, match=r"export\.enabled is false"):
-        pods.skip_unless_export_enabled(context)
-    store.write_json(experiment_uri, {"experiment": {"export": {"enabled": True}}})
-    pods.skip_unless_export_enabled(context)
-
-
 def test_the_module_and_its_settings_load_without_the_kubernetes_provider():
     probe = (
         "import json, sys\n"
-        "from tasks.backends import kubernetes\n"
-        "kubernetes.load_settings()\n"
+        "from tasks.backends import kubernetes, kubernetes_settings\n"
+        "kubernetes_settings.load_settings()\n"
         "print(json.dumps(sorted(m for m in sys.modules"
         " if m.split('.')[0] in ('kubernetes', 'kubernetes_asyncio')"
         " or m.startswith('airflow.providers.cncf.kubernetes.operators'))))\n"
@@ -306,13 +165,13 @@ def test_the_module_and_its_settings_load_without_the_kubernetes_provider():
 
 
 def test_pods_run_as_the_non_root_trainer_user_without_privileges():
-    _, pod = _pod("train", pods.KubernetesSettings())
+    _, pod = _pod("train", pod_settings.KubernetesSettings())
     assert pod.spec.security_context.run_as_non_root is True
     assert pod.spec.security_context.run_as_user == 1000 and pod.spec.security_context.fs_group == 1000
     base = pod.spec.containers[0].security_context
     assert base.allow_privilege_escalation is False and base.capabilities.drop == ["ALL"]
-    with pytest.raises(pods.SettingsError, match="run_as_user"):
-        pods.parse_settings({"run_as_user": 0})
+    with pytest.raises(pod_settings.SettingsError, match="run_as_user"):
+        pod_settings.parse_settings({"run_as_user": 0})
 
 
 # --- running: the task builds the KubernetesPodOperator and hands it execute and the resumption ---------
@@ -356,7 +215,9 @@ def test_a_step_submits_its_pod_and_defers_to_the_trigger_with_the_policy(monkey
     monkeypatch.setattr(KubernetesPodOperator, "get_or_create_pod", create)
     monkeypatch.setattr(pod_module.BaseHook, "get_connection", classmethod(no_connection))
     monkeypatch.setattr(KubernetesHook, "is_in_cluster", False)  # asking needs a kubeconfig
-    settings = pods.parse_settings({"startup_timeout_seconds": 2400, "termination_grace_period_seconds": 900})
+    settings = pod_settings.parse_settings(
+        {"startup_timeout_seconds": 2400, "termination_grace_period_seconds": 900}
+    )
     argv = step_argv("train", "s3://bucket/tf/experiments/e/runs/r/jobs/j1/train.json")
     task = pods.single_step("train", "train", argv, settings)
     context = _context()
@@ -384,7 +245,7 @@ def test_resuming_after_the_trigger_fires_reaches_the_pod_operator(monkeypatch):
         return {"metrics": {"rouge_l": 0.8}}
 
     monkeypatch.setattr(KubernetesPodOperator, "trigger_reentry", reentry)
-    task = pods.single_step("evaluate", "evaluate", ["python"], pods.KubernetesSettings())
+    task = pods.single_step("evaluate", "evaluate", ["python"], pod_settings.KubernetesSettings())
     event = {"status": "success", "name": "tunerflow-evaluate-x", "namespace": "tunerflow"}
     result = task.resume_execution("trigger_reentry", {"event": event}, _context())
     assert result == {"metrics": {"rouge_l": 0.8}}
@@ -399,7 +260,7 @@ def test_killing_the_task_kills_its_pod(monkeypatch):
     killed = []
     monkeypatch.setattr(KubernetesPodOperator, "execute", lambda self, context: None)
     monkeypatch.setattr(KubernetesPodOperator, "on_kill", lambda self: killed.append(self.task_id))
-    task = pods.single_step("export", "export", ["python"], pods.KubernetesSettings())
+    task = pods.single_step("export", "export", ["python"], pod_settings.KubernetesSettings())
     task.on_kill()  # nothing started yet: nothing to kill
     task.execute(_context())
     task.on_kill()

@@ -39,7 +39,7 @@ def test_an_interrupted_step_is_retryable(tmp_path):
         run_step(["python", "-c", killed, "--job", spec_uri])
     assert failure.value.retryable is True
     preempted = (
-        "from tasks import store; "
+        "from tasks.storage import store; "
         f"store.write_json('{output}/error.json', "
         "{'type': 'Preempted', 'message': 'preempted at step 4'}); "
         "raise SystemExit(1)"

@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from tasks.pipeline.report import export_rows, write_report
+from tasks.pipeline.report import write_report
+from tasks.pipeline.report_data import export_rows
 from tasks.storage import store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

@@ -1,0 +1,194 @@
+"""The heavy tasks of `finetune_experiment`, declared once for both backends.
+
+The DAG wires one graph; `heavy_tasks(backend)` gives it one method per heavy task (`prepare_dataset`,
+`train`, `evaluate`, `score_base`, `export`, `check_export`, `score_champion`), each with its task id,
+the step it runs, what it maps over, its trigger rule, retries and skip rule. The backend decides only
+how the step runs: a local @task running `python -m tasks.<step> --job <spec uri>` in a subprocess on the
+worker (`LocalSteps`, tasks.backends.local), or a `StepPodOperator` mapped over the same argv
+(`tasks.backends.kubernetes.PodSteps`).
+
+Light: the DAG processor imports it on every parse. The kubernetes backend's modules load only when that
+backend is chosen; what a local task needs only while it runs loads then.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from airflow.sdk import get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from tasks.backends import TRAIN_RETRIES
+from tasks.backends.local import StepFailed, run_step
+from tasks.config.experiment import load_experiment
+from tasks.pipeline import skips
+from tasks.storage.s3 import store_env
+from tasks.storage.store import default_root
+
+if TYPE_CHECKING:
+    from airflow.sdk.definitions.xcom_arg import XComArg
+
+    from tasks.backends.kubernetes import PodSteps
+
+# Steps that score, so may call the llm_judge: a local subprocess gets the judge's connection from the
+# worker (pods get it from a Secret in env_from_secrets).
+SCORING_STEPS = ("evaluate", "check_export")
+
+
+# --- what the mapped tasks map over: module-level functions, so XComArg.map serializes them ------------
+
+
+def dataset_argv(dataset: dict[str, Any]) -> list[str]:
+    return dataset["argv"]
+
+
+def train_argv(job: dict[str, Any]) -> list[str]:
+    return job["train_argv"]
+
+
+def evaluate_argv(job: dict[str, Any]) -> list[str]:
+    return job["evaluate_argv"]
+
+
+# --- the run a task belongs to, and skipping ----------------------------------------------------------
+
+
+def run_of(context: Any) -> dict[str, str]:
+    """The run of the task whose context this is: derived from its Params and run id, so every task
+    agrees (tasks.pipeline.plan.run_info)."""
+    # tasks.pipeline.plan imports numpy (token counts); this module is loaded while the DAG is parsed.
+    from tasks.pipeline.plan import run_info
+
+    return run_info(context["params"]["name"], context["run_id"], default_root())
+
+
+def skip_when(reason: str | None) -> None:
+    """Skip the running task when a rule of tasks.pipeline.skips gave a reason."""
+    if reason:
+        raise AirflowSkipException(reason)
+
+
+@dataclass(frozen=True)
+class SkipRule:
+    """When a heavy task skips, given the step's argv and the task's context. Called with the context
+    alone it is a pod's `pre_execute` hook, the argv being the pod's (rendered) arguments."""
+
+    reason: Callable[[list[str], Any], str | None]
+
+    def check(self, argv: list[str], context: Any) -> None:
+        skip_when(self.reason(argv, context))
+
+    def __call__(self, context: Any) -> None:
+        self.check(context["task"].arguments, context)
+
+
+# The argv's last word is the step's spec URI.
+skip_if_training_failed = SkipRule(lambda argv, context: skips.training_failed(argv[-1]))
+skip_unless_export_enabled = SkipRule(lambda argv, context: skips.export_disabled(run_of(context)["run_uri"]))
+
+
+# --- the local backend: a subprocess on the worker ----------------------------------------------------
+
+
+def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None) -> dict[str, Any]:
+    """The body of a local heavy task: skip, or run the step in a subprocess and return its result. A
+    failure on the step's inputs fails the task for good; an interrupted step (preempted, killed) is
+    left to the task's retries."""
+    if skip:
+        skip.check(argv, context)
+    # Connections (the store's aws_default, the judge's) reach the step through its environment only:
+    # never a spec, XCom or log.
+    env = store_env(default_root())
+    if step in SCORING_STEPS:
+        # Loaded where the step runs: the judge is not a parse-time need.
+        from tasks.scoring.judge import judge_env
+
+        env.update(judge_env(load_experiment(run_of(context)["run_uri"])["scoring"]))
+    try:
+        return run_step(argv, env)
+    except StepFailed as failure:
+        if failure.retryable:  # preempted or killed: the retry resumes from the last checkpoint
+            raise
+        raise AirflowFailException(str(failure)) from None
+
+
+class LocalSteps:
+    """Heavy tasks as @tasks that run the step in a subprocess on the worker (tasks.backends.local)."""
+
+    def mapped(
+        self,
+        task_id: str,
+        step: str,
+        entries: XComArg,
+        argv: Callable[[dict[str, Any]], list[str]],
+        skip: SkipRule | None = None,
+        **task_kwargs: Any,
+    ):
+        """One task per entry of `entries` (a light task's list), running the argv `argv` picks from it."""
+        # A readable map index: the dataset's name, or the job's label (`tuna|smollm2-135m-instruct|lr1e-3`).
+        label, key = ("dataset_name", "name") if step == "prepare_dataset" else ("job_label", "label")
+
+        @task(task_id=task_id, map_index_template="{{ " + label + " }}", **task_kwargs)
+        def run(entry: dict[str, Any]) -> dict[str, Any]:
+            context = get_current_context()
+            context[label] = entry[key]
+            return run_locally(step, argv(entry), context, skip)
+
+        return run.expand(entry=entries)
+
+    def single(
+        self, task_id: str, step: str, argv: XComArg, skip: SkipRule | None = None, **task_kwargs: Any
+    ):
+        @task(task_id=task_id, **task_kwargs)
+        def run(argv: list[str]) -> dict[str, Any]:
+            return run_locally(step, argv, get_current_context(), skip)
+
+        return run(argv)
+
+
+# --- the graph's heavy tasks ---------------------------------------------------------------------------
+
+
+class HeavyTasks:
+    """The heavy tasks of a run, each given the light task's output it runs on (an XComArg)."""
+
+    def __init__(self, steps: LocalSteps | PodSteps) -> None:
+        self.steps = steps
+
+    def prepare_dataset(self, datasets: XComArg):
+        """One per prepare spec `validate_conf` returns (the eval set included)."""
+        return self.steps.mapped("prepare_dataset", "prepare_dataset", datasets, dataset_argv)
+
+    def train(self, jobs: XComArg):
+        return self.steps.mapped("train", "train", jobs, train_argv, **TRAIN_RETRIES)
+
+    def evaluate(self, jobs: XComArg):
+        # all_done: a failed training still reaches its evaluate, which skips itself with the reason.
+        return self.steps.mapped(
+            "evaluate", "evaluate", jobs, evaluate_argv, skip=skip_if_training_failed, trigger_rule="all_done"
+        )
+
+    def score_base(self, references: XComArg):
+        return self.steps.mapped("score_base", "evaluate", references, evaluate_argv)
+
+    def export(self, argv: XComArg):
+        return self.steps.single("export", "export", argv, skip=skip_unless_export_enabled)
+
+    def check_export(self, argv: XComArg):
+        return self.steps.single("check_export", "check_export", argv)
+
+    def score_champion(self, argv: XComArg):
+        return self.steps.single("score_champion", "evaluate", argv)
+
+
+def heavy_tasks(backend: str) -> HeavyTasks:
+    """The heavy tasks for `backend` (tasks.backends.backend_name)."""
+    if backend == "kubernetes":
+        # Settings file, pydantic models and operator: only a kubernetes deployment parses them.
+        from tasks.backends.kubernetes import PodSteps
+        from tasks.backends.kubernetes_settings import load_settings
+
+        return HeavyTasks(PodSteps(load_settings()))
+    return HeavyTasks(LocalSteps())
