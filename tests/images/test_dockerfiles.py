@@ -102,7 +102,7 @@ def test_pinned_base_non_root_and_no_secrets(name):
 
 
 def test_the_trainer_runs_the_step_commands_as_the_pod_user_with_the_pinned_torch():
-    from tasks.backends.kubernetes import KubernetesSettings
+    from tasks.backends.kubernetes_settings import KubernetesSettings
 
     found = instructions(DOCKERFILES["trainer"])
     text = " ".join(args for _, args in found)

@@ -109,7 +109,7 @@ def test_a_plugin_is_chosen_as_primary_and_computed(plugins):
 
 def test_a_lower_is_better_plugin_ranks_ascending_in_selection(plugins, store_root):
     from tasks.pipeline.plan import plan_jobs, validate_conf
-    from tasks.pipeline.report import better
+    from tasks.pipeline.report_data import better
     from tasks.pipeline.selection import leaderboard
     from tasks.storage import layout, store
 
