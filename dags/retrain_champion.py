@@ -20,9 +20,9 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
+from tasks.pipeline.operators import TriggerDagRunWhenRun
 from tasks.registry.retraining_settings import FINETUNE_DAG_ID, build_schedule, load_settings
 from tasks.storage.store import default_root
 
@@ -82,7 +82,7 @@ def retrain_champion():
     conf = build_conf()
     # The finetune run's own id, so the store path and the retry are predictable. No retries: a retry
     # would find the run already there (HTTP 409) instead of waiting for it.
-    challenger = TriggerDagRunOperator(
+    challenger = TriggerDagRunWhenRun(
         task_id="train_challenger",
         trigger_dag_id=FINETUNE_DAG_ID,
         trigger_run_id="retrain__{{ run_id }}",
