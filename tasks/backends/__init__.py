@@ -5,9 +5,10 @@
 rules) and builds them for the chosen backend; `local` runs a step in a subprocess; `kubernetes` is the
 pod operator and `kubernetes_settings` its settings file.
 
-The Airflow side of the steps: may import every package but `tasks.cli`; nothing under `tasks/` imports
-it but the DAGs. Light when the DAG is parsed: the kubernetes provider and clients load only when a pod
-runs, the kubernetes modules only for that backend.
+The Airflow side of the steps; nothing under `tasks/` imports it but the DAGs. May import
+`tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.pipeline`, `tasks.registry` and
+`tasks.scoring`. Light when the DAG is parsed: the kubernetes provider and clients load only when a
+pod runs, the kubernetes modules only for that backend.
 """
 
 from __future__ import annotations

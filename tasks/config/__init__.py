@@ -8,7 +8,7 @@ and the trigger form's Params generated from them.
 - `experiment`: the whole conf (`ExperimentConfig`, `parse_experiment`).
 - `catalog`: the model catalog and the presets under include/configs/; `params`: the trigger form.
 
-Light: imported when a DAG is parsed and by every step. May import pydantic, yaml, `tasks.storage` and
-the stdlib-only plugin registries (`tasks.data.plugins`, `tasks.data.formats`, `tasks.scoring.plugins`);
-never torch, transformers or boto3 at import time.
+Light: imported when a DAG is parsed and by every step; never torch, transformers or boto3 at import
+time. May import `tasks.storage` (a run's recorded conf) and the stdlib-only registries of what a conf
+may name: `tasks.data.plugins`, `tasks.data.formats` and `tasks.scoring.plugins`.
 """

@@ -14,6 +14,7 @@ The modules, from the bottom up:
   row_plan, eval_overlap, prep_report, card: the prepare step, put together in preparation.
 - dataset_registry: registered datasets and their prepared versions.
 
-May import `tasks.config`, `tasks.storage`, `tasks.runtime` and `tasks.training.base_models` (for
-tokenizers). Heavy libraries (datasets, pyarrow, tokenizers, matplotlib) are imported inside functions.
+May import `tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime` and
+`tasks.training.base_models` (for tokenizers). Heavy libraries (datasets, pyarrow, tokenizers,
+matplotlib) are imported inside functions.
 """

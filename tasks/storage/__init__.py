@@ -3,6 +3,6 @@
 check of every local copy (`mirror`), `build_once` (`shared`), the key layout and Airflow connections.
 `store` is the one import the rest of the tree needs.
 
-The only package that knows URI schemes. May import the standard library, `tasks.runtime.errors` and,
-inside functions, boto3 and filelock.
+The only package that knows URI schemes. May import `tasks.runtime.errors` only; boto3 and
+filelock inside functions.
 """

@@ -7,6 +7,7 @@ Read with the standard library's `ast`, so nothing under test is imported.
 from __future__ import annotations
 
 import ast
+import re
 from functools import cache
 from pathlib import Path
 
@@ -172,3 +173,46 @@ def test_function_local_imports_say_why():
             if not any("#" in line for line in lines[max(lineno - 3, 0) : lineno]):
                 unexplained.append(f"{path.relative_to(REPO)}:{lineno} imports {module}")
     assert unexplained == [], "function-local imports without a comment saying why: " + "; ".join(unexplained)
+
+
+def _allowed(package: Path) -> set[str]:
+    """The `tasks.*` names the package's docstring lists after "May import", up to the paragraph's end."""
+    docstring = ast.get_docstring(_tree(package / "__init__.py")) or ""
+    paragraph = next((p for p in docstring.split("\n\n") if "May import" in p), "")
+    return set(re.findall(r"`(tasks(?:\.\w+)+)`", paragraph[paragraph.find("May import") :]))
+
+
+def _covered(module: str, allowed: set[str]) -> bool:
+    # `tasks.data.plugins` allows that module; `tasks.data` the whole package. Importing a package's
+    # __init__ on the way to an allowed module (`from tasks.data import plugins`) is covered too.
+    return any(
+        module == name or module.startswith(name + ".") or name.startswith(module + ".") for name in allowed
+    )
+
+
+def test_the_docstring_parser_reads_the_declared_imports(tmp_path):
+    assert _covered("tasks.data.plugins", {"tasks.data.plugins"})
+    assert _covered("tasks.data", {"tasks.data.plugins"})
+    assert not _covered("tasks.data.scan", {"tasks.data.plugins"})
+    assert _covered("tasks.storage.store", {"tasks.storage"})
+
+
+def test_every_package_imports_only_what_its_docstring_allows():
+    """The package map stays true: each package says what it may import (`May import ...` in its
+    docstring), and importing anything else from another package fails here."""
+    graph = _graph()
+    packages = sorted(p.parent for p in TASKS.glob("*/__init__.py"))
+    undeclared = []
+    for package in packages:
+        name = _module_name(package / "__init__.py")
+        allowed = _allowed(package)
+        assert allowed, f"{name}'s docstring says nothing it may import ('May import `tasks.x`, ...')"
+        for module, targets in graph.items():
+            if module != name and not module.startswith(name + "."):
+                continue
+            for target in sorted(targets):
+                if target == name or target.startswith(name + "."):
+                    continue
+                if not _covered(target, allowed):
+                    undeclared.append(f"{module} imports {target}")
+    assert undeclared == [], "imports a package's docstring does not allow: " + "; ".join(undeclared)
