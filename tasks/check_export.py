@@ -9,4 +9,6 @@ from tasks.exporting.checks import check_export
 from tasks.runtime.step import main
 
 if __name__ == "__main__":
-    raise SystemExit(main("check_export", check_export, spec=CheckExportSpec, result=CheckExportResult))
+    raise SystemExit(
+        main("check_export", check_export, spec=CheckExportSpec, result=CheckExportResult, typed=True)
+    )

@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.catalog import CatalogEntry
+from tasks.config.export import ExportConfig
+from tasks.config.scoring import ScoringConfig
+from tasks.contracts.export import CheckExportSpec, ExportSpec
+from tasks.contracts.prepare import PreparedDataset
 from tasks.exporting.checks import check_export
 from tasks.exporting.export_step import export
 from tasks.runtime.errors import StepError
@@ -31,8 +36,8 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def entry_for(model_dir: Path) -> dict:
-    return {"name": "tiny", "source": {"path": str(model_dir)}, "kind": "uri"}
+def entry_for(model_dir: Path) -> CatalogEntry:
+    return CatalogEntry(name="tiny", source={"path": str(model_dir)}, kind="uri")
 
 
 def export_job(
@@ -42,19 +47,17 @@ def export_job(
     formats: list[str],
     adapter: Path | None = None,
     export_config: dict | None = None,
-    dataset: dict | None = None,
-) -> dict:
-    return {
-        "step": "export",
-        "output": store.join(root, name, "export"),
-        "store_root": root,
-        "model": entry_for(model_dir),
-        "adapter_uri": store.to_uri(adapter) if adapter else None,
-        "model_uri": None,
-        "formats": formats,
-        "export_config": EXPORT_CONFIG if export_config is None else export_config,
-        "dataset": dataset,
-    }
+    dataset: PreparedDataset | None = None,
+) -> ExportSpec:
+    return ExportSpec(
+        output=store.join(root, name, "export"),
+        store_root=root,
+        model=entry_for(model_dir),
+        adapter_uri=store.to_uri(adapter) if adapter else None,
+        formats=formats,
+        export_config=EXPORT_CONFIG if export_config is None else export_config,
+        dataset=dataset,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +97,10 @@ def dataset(tmp_path_factory) -> str:
     return store.to_uri(directory)
 
 
-def prepared(dataset: str) -> dict:
-    return {"name": "qa", "uri": dataset, "kind": "chat", "counts": {"train": 7, "validation": 4, "test": 3}}
+def prepared(dataset: str) -> PreparedDataset:
+    return PreparedDataset(
+        name="qa", uri=dataset, kind="chat", counts={"train": 7, "validation": 4, "test": 3}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,18 +109,19 @@ def exported(root, tiny_model_dir, adapter, dataset) -> dict:
     return execute("export", export, job)
 
 
-def check_job(root: str, name: str, exported: dict, model_dir: Path, dataset: str, reference: dict) -> dict:
-    return {
-        "step": "check_export",
-        "output": store.join(root, name, "check_export"),
-        "store_root": root,
-        "model": entry_for(model_dir),
-        "export": exported,
-        "dataset": prepared(dataset),
-        "scoring": {"metrics": ["exact_match", "rouge_l"], "primary": "rouge_l", "max_new_tokens": 6},
-        "export_config": {},
-        "reference_metrics": reference,
-    }
+def check_job(
+    root: str, name: str, exported: dict, model_dir: Path, dataset: str, reference: dict
+) -> CheckExportSpec:
+    return CheckExportSpec(
+        output=store.join(root, name, "check_export"),
+        store_root=root,
+        model=entry_for(model_dir),
+        export=exported,
+        dataset=prepared(dataset),
+        scoring=ScoringConfig(metrics=["exact_match", "rouge_l"], primary="rouge_l", max_new_tokens=6),
+        export_config=ExportConfig(),
+        reference_metrics=reference,
+    )
 
 
 def test_export_merges_the_adapter_and_every_format_loads_and_generates(exported, tiny_model_dir, adapter):
@@ -151,7 +157,7 @@ def test_check_export_passes_a_good_export_and_reports_every_check(root, exporte
     job = check_job(root, "good", exported, tiny_model_dir, dataset, reference={})
     result = execute("check_export", check_export, job)
     assert result["passed"]
-    assert store.read_json(store.join(job["output"], "checks.json")) == result
+    assert store.read_json(store.join(job.output, "checks.json")) == result
     fp32 = result["formats"]["onnx"]
     assert fp32["max_logit_diff"] < 1e-3 and fp32["next_token_agreement"] == 1.0
     assert fp32["metric_drop"] == pytest.approx(0.0, abs=1e-6)
@@ -172,9 +178,9 @@ def test_check_export_refuses_the_onnx_of_a_different_model(
     job = check_job(root, "impostor", forged, tiny_model_dir, dataset, reference={})
     with pytest.raises(StepError, match=r"onnx: max_logit_diff [0-9.e-]+ > 0\.01"):
         execute("check_export", check_export, job)
-    checks = store.read_json(store.join(job["output"], "checks.json"))
+    checks = store.read_json(store.join(job.output, "checks.json"))
     assert checks["passed"] is False
-    assert not store.is_committed(job["output"])
+    assert not store.is_committed(job.output)
 
 
 def test_metric_drop_is_gated_for_every_format(root, exported, tiny_model_dir, dataset):
@@ -194,7 +200,7 @@ def test_unknown_format_is_refused(root, tiny_model_dir):
 def test_cli_exports_int8_alone_and_prints_one_json_line(root, tiny_model_dir):
     job = export_job(root, "cli", tiny_model_dir, ["onnx-int8"])
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.export", "--job", json.dumps(job)],
+        [sys.executable, "-m", "tasks.export", "--job", job.model_dump_json()],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -206,12 +212,11 @@ def test_cli_exports_int8_alone_and_prints_one_json_line(root, tiny_model_dir):
     result = json.loads(lines[0])
     assert list(result["formats"]) == ["onnx-int8"]
     # The fp32 graph int8 came from was scratch: neither kept nor left behind.
-    output = store.local_path(job["output"])
+    output = store.local_path(job.output)
     assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "merged", "onnx-int8"]
 
 
 def test_eval_loss_primary_gates_the_first_generation_metric_instead():
-    from tasks.config.scoring import ScoringConfig
     from tasks.exporting.checks import gated_metric
 
     assert gated_metric(ScoringConfig(metrics=["eval_loss", "token_f1"], primary="eval_loss")) == "token_f1"
@@ -233,7 +238,9 @@ def test_the_metric_drop_of_a_lower_is_better_metric_is_a_rise(tmp_path, monkeyp
 
 
 def test_a_full_fine_tune_is_exported_from_model_uri(root, exported, tiny_model_dir):
-    job = {**export_job(root, "full", tiny_model_dir, []), "model_uri": exported["merged_uri"]}
+    job = export_job(root, "full", tiny_model_dir, []).model_copy(
+        update={"model_uri": exported["merged_uri"]}
+    )
     result = execute("export", export, job)
     assert result["formats"] == {}
     assert result["pytorch_size_bytes"] == exported["pytorch_size_bytes"]
@@ -381,7 +388,7 @@ def test_the_gate_refuses_an_int8_export_with_corrupted_weights(
         StepError, match=r"onnx-int8: position_agreement [0-9.]+ < 0\.6 \(its greedy tokens differ"
     ):
         execute("check_export", check_export, job)
-    assert store.read_json(store.join(job["output"], "checks.json"))["passed"] is False
+    assert store.read_json(store.join(job.output, "checks.json"))["passed"] is False
 
 
 def test_the_gate_refuses_a_static_int8_export_of_a_different_model(
