@@ -9,6 +9,4 @@ from tasks.exporting.checks import check_export
 from tasks.runtime.step import main
 
 if __name__ == "__main__":
-    raise SystemExit(
-        main("check_export", check_export, spec=CheckExportSpec, result=CheckExportResult, typed=True)
-    )
+    raise SystemExit(main("check_export", check_export, spec=CheckExportSpec, result=CheckExportResult))

@@ -9,4 +9,4 @@ from tasks.exporting.export_step import export
 from tasks.runtime.step import main
 
 if __name__ == "__main__":
-    raise SystemExit(main("export", export, spec=ExportSpec, result=ExportResult, typed=True))
+    raise SystemExit(main("export", export, spec=ExportSpec, result=ExportResult))

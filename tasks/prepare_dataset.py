@@ -17,6 +17,5 @@ if __name__ == "__main__":
             spec=PrepareSpec,
             result=PreparedDataset,
             complete_job=complete_job,
-            typed=True,
         )
     )
