@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Self
+from typing import Annotated, Any, Self
 
-from pydantic import BaseModel, ConfigDict, SerializationInfo, ValidationError, model_serializer
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    SerializationInfo,
+    SerializerFunctionWrapHandler,
+    ValidationError,
+    WrapSerializer,
+    model_serializer,
+)
 
 from tasks.config.base import format_validation_error
+from tasks.config.hparams import ResolvedHParams
 
 
 class ContractError(ValueError):
@@ -45,3 +54,15 @@ class OpenContract(Contract):
     version does not model in full, or by a later version): they are kept and written back unchanged."""
 
     model_config = ConfigDict(extra="allow")
+
+
+def _given_hparams(value: ResolvedHParams, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+    data = handler(value)
+    return {name: item for name, item in data.items() if name in value.model_fields_set}
+
+
+# Hyperparameters grow by one declaration each (tasks.config.hparam_fields), and a spec's hparams key a
+# job's checkpoints (tasks.training.checkpoints). So a group writes the hyperparameters it was given:
+# the planner resolves every one, and a spec stored before a hyperparameter existed dumps back unchanged
+# (a retry after an upgrade still resumes its checkpoints).
+GivenHParams = Annotated[ResolvedHParams, WrapSerializer(_given_hparams)]

@@ -8,9 +8,8 @@ from pydantic import Field, model_validator
 
 from tasks.config.catalog import CatalogEntry
 from tasks.config.export import ExportConfig
-from tasks.config.hparams import ResolvedHParams
 from tasks.config.scoring import ScoringConfig
-from tasks.contracts.base import Contract, OpenContract
+from tasks.contracts.base import Contract, GivenHParams, OpenContract
 from tasks.contracts.prepare import PreparedDataset
 
 
@@ -32,7 +31,7 @@ class EvaluateSpec(Contract):
     dataset: PreparedDataset = Field(description="The job's prepared dataset.")
     model: CatalogEntry = Field(description="The base model.")
     scoring: ScoringConfig = Field(description="How to score.")
-    hparams: ResolvedHParams | None = Field(None, description="The trained job's hyperparameters.")
+    hparams: GivenHParams | None = Field(None, description="The trained job's hyperparameters.")
     eval_set: PreparedDataset | None = Field(None, description="The experiment's shared eval set, if any.")
     train_output: str | None = Field(None, description="The train step's output whose weights are scored.")
     trained: TrainedWeights | None = Field(None, description="Weights given directly (the champion).")

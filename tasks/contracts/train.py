@@ -7,9 +7,8 @@ from typing import Literal
 from pydantic import Field
 
 from tasks.config.catalog import CatalogEntry
-from tasks.config.hparams import ResolvedHParams
 from tasks.config.training import TrainingConfig
-from tasks.contracts.base import Contract, OpenContract
+from tasks.contracts.base import Contract, GivenHParams, OpenContract
 from tasks.contracts.prepare import PreparedDataset
 
 
@@ -23,7 +22,7 @@ class TrainSpec(Contract):
     output: str = Field(description="Prefix the step writes and commits.")
     dataset: PreparedDataset = Field(description="The prepared dataset it trains on.")
     model: CatalogEntry = Field(description="The base model.")
-    hparams: ResolvedHParams = Field(description="The hyperparameter group, presets resolved.")
+    hparams: GivenHParams = Field(description="The hyperparameter group, presets resolved.")
     training: TrainingConfig = Field(description="Training type and method.")
     eval_set: PreparedDataset | None = Field(None, description="The experiment's shared eval set, if any.")
     checkpoints: str | None = Field(

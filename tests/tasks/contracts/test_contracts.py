@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.catalog import resolve_hparams
+from tasks.config.hparams import HParams, ResolvedHParams
 from tasks.contracts.base import ContractError
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
@@ -21,6 +23,7 @@ from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.step import execute, load_job
 from tasks.storage import store
+from tasks.training import checkpoints
 
 EARLIER = Path(__file__).resolve().parents[2] / "fixtures" / "earlier_version"
 REPO = Path(__file__).resolve().parents[3]
@@ -131,3 +134,16 @@ def test_execute_checks_a_result_against_its_model_before_committing(tmp_path):
         "train", lambda job: TrainResult(adapter_uri="file:///a", model_uri=None), spec, TrainResult
     )
     assert committed == {"adapter_uri": "file:///a", "model_uri": None}
+
+
+def test_a_train_spec_stored_before_a_hyperparameter_existed_keys_the_same_checkpoints():
+    """A hyperparameter added since (neftune_noise_alpha) loads at its default but is not written back, so
+    a retry after the upgrade finds the checkpoints its earlier tries committed; the planner, which
+    resolves every hyperparameter, still writes them all."""
+    stored = _read("train_spec.json")
+    assert "neftune_noise_alpha" not in stored["hparams"]
+    spec = TrainSpec.load(stored, "train.json")
+    assert spec.hparams.neftune_noise_alpha is None
+    assert checkpoints.fingerprint(spec.model_dump(mode="json")) == checkpoints.fingerprint(stored)
+    planned = spec.model_copy(update={"hparams": resolve_hparams(HParams(name="lr1e-3"))})
+    assert set(planned.model_dump(mode="json")["hparams"]) == set(ResolvedHParams.model_fields)
