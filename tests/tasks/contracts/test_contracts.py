@@ -16,10 +16,11 @@ from tasks.contracts.base import ContractError
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
 from tasks.contracts.planning import ChampionPlan, PlannedJob
-from tasks.contracts.prepare import PrepareSpec
+from tasks.contracts.prepare import PreparedDataset, PrepareSpec
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Leaderboard
 from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
+from tasks.data.preparation import complete_job
 from tasks.runtime.errors import StepError
 from tasks.runtime.step import execute, load_job
 from tasks.storage import store
@@ -147,3 +148,24 @@ def test_a_train_spec_stored_before_a_hyperparameter_existed_keys_the_same_check
     assert checkpoints.fingerprint(spec.model_dump(mode="json")) == checkpoints.fingerprint(stored)
     planned = spec.model_copy(update={"hparams": resolve_hparams(HParams(name="lr1e-3"))})
     assert set(planned.model_dump(mode="json")["hparams"]) == set(ResolvedHParams.model_fields)
+
+
+def test_a_stored_prepare_spec_names_the_version_it_always_did_and_runs_through_the_step(tmp_path):
+    """The earlier version prepared this spec as datasets/tuna/1c5e58a55bf1d1f6, the dataset its export spec
+    names. Moved to a fresh store (and without SmolLM2's tokenizer, whose GGUF would be converted first),
+    `python -m tasks.prepare_dataset --job <uri>` prepares it to the same splits."""
+    stored = _read("prepare_spec.json")
+    earlier = _read("export_spec.json")["dataset"]
+    assert complete_job(PrepareSpec.load(stored, "prepare_spec.json")).version == earlier["version"]
+    spec_uri = store.join(tmp_path.as_uri(), "datasets", "tuna.json")
+    store.write_json(spec_uri, {**stored, "store_root": tmp_path.as_uri(), "tokenizers": []})
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.prepare_dataset", "--job", spec_uri],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = PreparedDataset.load(json.loads(done.stdout.strip().splitlines()[-1]), "the step's result")
+    assert result.counts == earlier["counts"] and result.kind == earlier["kind"] and result.dropped == 0
+    assert store.committed_result(result.uri) == result.model_dump(mode="json")

@@ -10,7 +10,7 @@ import pytest
 from tasks.config.catalog import CatalogEntry
 from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
-from tasks.contracts.export import CheckExportSpec, ExportSpec
+from tasks.contracts.export import CheckExportResult, CheckExportSpec, ExportResult, ExportSpec
 from tasks.contracts.prepare import PreparedDataset
 from tasks.exporting.checks import check_export
 from tasks.exporting.export_step import export
@@ -22,6 +22,7 @@ from tests.fixtures.tiny_model import build_tiny_model
 REPO = Path(__file__).resolve().parents[3]
 FORMATS = ["onnx", "onnx-int8"]
 CALIBRATION = REPO / "tests" / "fixtures" / "calibration"
+EARLIER = REPO / "tests" / "fixtures" / "earlier_version"
 # Small calibration so the tiny model's static INT8 builds in seconds.
 # 32-weight blocks: the tiny model's hidden size is 32, so its embedding can be stored in 8 bits too.
 EXPORT_CONFIG = {
@@ -478,3 +479,46 @@ def test_fp16_is_exported_on_cuda_and_checked_there(root, tiny_model_dir, datase
     checks = result["formats"]["onnx-fp16"]
     assert checks["latency"]["device"] == "cuda" and result["pytorch"]["latency_cuda"]["device"] == "cuda"
     assert checks["max_logit_diff"] <= 0.5 and checks["passed"]
+
+
+def test_export_and_check_export_specs_stored_by_an_earlier_version_run_through_the_steps(
+    root, tiny_model_dir, adapter, dataset
+):
+    """The specs select_best wrote in an earlier version, their model, weights and rows moved to the tiny
+    ones (and fp32 ONNX alone): export runs with the stored export settings, and check_export finds the
+    export by its stored `export_output` and, given no reference metrics, scores the PyTorch model itself."""
+    moved = {
+        "store_root": root,
+        "model": entry_for(tiny_model_dir).model_dump(mode="json"),
+        "dataset": prepared(dataset).model_dump(mode="json"),
+    }
+    stored = json.loads((EARLIER / "export_spec.json").read_text())
+    export_spec = ExportSpec.load(
+        {
+            **stored,
+            **moved,
+            "output": store.join(root, "earlier", "export"),
+            "adapter_uri": store.to_uri(adapter),
+            "formats": ["onnx"],
+        },
+        "export_spec.json",
+    )
+    exported = ExportResult.load(execute("export", export, export_spec, ExportResult), "the export")
+    assert list(exported.formats) == ["onnx"]
+    stored = json.loads((EARLIER / "check_export_spec.json").read_text())
+    check_spec = CheckExportSpec.load(
+        {
+            **stored,
+            **moved,
+            "output": store.join(root, "earlier", "check_export"),
+            "export_output": export_spec.output,
+            "reference_metrics": {},
+        },
+        "check_export_spec.json",
+    )
+    assert check_spec.export is None and check_spec.scoring.max_new_tokens == 24
+    result = CheckExportResult.load(
+        execute("check_export", check_export, check_spec, CheckExportResult), "the checks"
+    )
+    assert result.passed and set(result.reference_metrics) == {"exact_match", "rouge_l"}
+    assert store.read_json(store.join(check_spec.output, "checks.json")) == result.model_dump(mode="json")
