@@ -37,6 +37,7 @@ import argparse
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,18 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+# Importable once the repository is on the path; none of these loads torch (the parent process stays light).
+from tasks.config.catalog import CatalogEntry, models, resolve_hparams  # noqa: E402
+from tasks.config.hparams import HParams  # noqa: E402
+from tasks.config.training import TrainingConfig  # noqa: E402
+from tasks.contracts.prepare import PreparedDataset  # noqa: E402
+from tasks.contracts.train import TrainSpec  # noqa: E402
+from tasks.data.parts import cache_dir  # noqa: E402
+from tasks.storage import store  # noqa: E402
+from tasks.training.base_models import weights_location  # noqa: E402
+from tasks.training.train_types import build_trainer, lora_config  # noqa: E402
+from tests.fixtures.tiny_model import build_tiny_model  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 TARGET_CPU, TARGET_CUDA, TARGET_MEMORY, TARGET_LOSS_PCT = 1.3, 1.5, 0.7, 1.0
@@ -95,9 +108,6 @@ def as_prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def hparams(args: argparse.Namespace) -> Any:
-    from tasks.config.catalog import resolve_hparams
-    from tasks.config.hparams import HParams
-
     values: dict[str, Any] = {
         "preset": args.preset,
         "max_steps": args.steps,
@@ -148,17 +158,27 @@ def recorder(cuda: bool) -> Any:
 
 
 def project_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: str, record: Any) -> Any:
-    from tasks.config.catalog import models
-    from tasks.config.training import TrainingConfig
-    from tasks.training.train_types import build_trainer
-
-    hp = hparams(args)
     model = (
-        models()[MODEL].model_dump()
+        models()[MODEL]
         if args.model == MODEL
-        else {"name": "tiny", "source": {"path": args.model}}
+        else CatalogEntry(name="tiny", source={"path": args.model}, kind="uri")
     )
-    job = {"model": model, "dataset": {"kind": "chat"}, "store_root": args.store}
+    # The spec the train step would read for these rows (the directory holding their train.jsonl).
+    spec = TrainSpec(
+        store_root=args.store,
+        job_id="bench-train-throughput",
+        label=f"bench|{model.name}|{args.preset}",
+        output=store.to_uri(out),
+        dataset=PreparedDataset(
+            name="bench",
+            uri=store.to_uri(Path(args.rows_file).parent),
+            kind="chat",
+            counts={"train": len(rows)},
+        ),
+        model=model,
+        hparams=hparams(args),
+        training=TrainingConfig(type="sft", method=args.method),
+    )
     # What tasks.training.trainer passes as `common`, less checkpoints, evaluation and TensorBoard
     # (not throughput).
     common = {
@@ -171,8 +191,7 @@ def project_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: s
         "include_num_input_tokens_seen": "non_padding",
         "disable_tqdm": True,
     }
-    training = TrainingConfig.model_validate({"type": "sft", "method": args.method})
-    trainer, _ = build_trainer(job, hp, training, rows, [], common, [record])
+    trainer, _ = build_trainer(spec, rows, [], common, [record])
     return trainer
 
 
@@ -180,10 +199,6 @@ def baseline_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: 
     import torch
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
-
-    from tasks.config.catalog import models
-    from tasks.training.base_models import weights_location
-    from tasks.training.train_types import lora_config
 
     hp = hparams(args)
     path = weights_location(models()[MODEL], args.store) if args.model == MODEL else args.model
@@ -215,8 +230,6 @@ def baseline_trainer(args: argparse.Namespace, rows: list[dict[str, Any]], out: 
 
 
 def run_side(args: argparse.Namespace) -> dict[str, Any]:
-    import resource
-
     import torch
 
     cuda = torch.cuda.is_available()
@@ -311,28 +324,20 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(run_side(args)))
         return 0
 
-    from tasks.data.parts import cache_dir
-    from tasks.storage import store
-
     if args.warmup >= args.steps:
         parser.error("--warmup must be below --steps")
     store_root = args.store or (cache_dir() / "bench-train-store").as_uri()
     args.store = store_root if "://" in store_root else store.to_uri(store_root)
     with tempfile.TemporaryDirectory() as work:
         if args.model == "tiny":
-            from tests.fixtures.tiny_model import build_tiny_model
-
             args.model = str(build_tiny_model(Path(work) / "tiny"))
         elif args.model == MODEL:
-            from tasks.config.catalog import models
-            from tasks.training.base_models import weights_location
-
             log(f"locating {MODEL} (converted from its GGUF once per store)")
             weights_location(models()[MODEL], args.store)
         else:
             parser.error(f"--model must be '{MODEL}' or 'tiny'")
         rows = make_rows(args.rows or args.steps * args.batch_size, args.seed)
-        rows_file = Path(work) / "rows.jsonl"
+        rows_file = Path(work) / "train.jsonl"
         rows_file.write_text("".join(json.dumps(row) + "\n" for row in rows))
         project = child(args, "project", rows_file)
         baseline = child(args, "baseline", rows_file)

@@ -9,4 +9,4 @@ from tasks.runtime.step import main
 from tasks.scoring.evaluation import evaluate
 
 if __name__ == "__main__":
-    raise SystemExit(main("evaluate", evaluate, spec=EvaluateSpec, result=EvaluateResult, typed=True))
+    raise SystemExit(main("evaluate", evaluate, spec=EvaluateSpec, result=EvaluateResult))

@@ -9,4 +9,4 @@ from tasks.runtime.step import main
 from tasks.training.trainer import train
 
 if __name__ == "__main__":
-    raise SystemExit(main("train", train, distributed=True, spec=TrainSpec, result=TrainResult, typed=True))
+    raise SystemExit(main("train", train, distributed=True, spec=TrainSpec, result=TrainResult))

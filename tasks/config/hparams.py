@@ -39,6 +39,9 @@ HParams = create_model(
 )
 
 
+# Written as given: hyperparameters grow by one declaration each, and a spec's hparams key a job's
+# checkpoints (tasks.training.checkpoints). The planner resolves every one, and a spec stored before a
+# hyperparameter existed dumps back unchanged, so a retry after an upgrade still resumes its checkpoints.
 class _Resolved(StrictModel, WrittenAsGiven):
     name: SlugStr = Field(description="Label of the group in job names.")
 

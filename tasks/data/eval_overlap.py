@@ -8,9 +8,8 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
-from tasks.config.dataset import DatasetConfig
+from tasks.contracts.prepare import PrepareSpec
 from tasks.data.decontaminate import EvalIndex
 from tasks.data.parts import part_format, plan_parts
 from tasks.data.pool import run, shard_tasks
@@ -39,13 +38,12 @@ def _eval_prompts(plan: RowPlan) -> Prompts:
     return texts, ids
 
 
-def external_eval_prompts(job: dict[str, Any], work: Path, workers: int) -> Prompts:
+def external_eval_prompts(job: PrepareSpec, work: Path, workers: int) -> Prompts:
     """The prompts of the experiment's separate eval set (read from its sources here, every row,
     unfiltered) and fixed questions, which no training row may overlap either."""
-    texts = [item["text"] for item in job.get("eval_prompts") or []]
-    ids = [item["id"] for item in job.get("eval_prompts") or []]
-    for definition in job.get("eval_sets") or []:
-        dataset = DatasetConfig.model_validate(definition)
+    texts = [prompt.text for prompt in job.eval_prompts or []]
+    ids = [prompt.id for prompt in job.eval_prompts or []]
+    for dataset in job.eval_sets or []:
         directory = work / f"eval-{dataset.name}"
         directory.mkdir(exist_ok=True)
         parts = plan_parts(dataset)

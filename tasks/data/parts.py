@@ -11,13 +11,13 @@ import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tasks.config.dataset import DatasetConfig
+from tasks.contracts.prepare import PrepareSpec
 from tasks.data.format_detection import detect_format
 from tasks.data.plugins import kind_of
 from tasks.data.sources import Source, SourceError, open_source
-from tasks.data.token_counts import distinct_tokenizers, tokenizer_identity
+from tasks.data.token_counts import tokenizer_identity
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 
@@ -70,31 +70,28 @@ def plan_parts(dataset: DatasetConfig) -> list[Part]:
     return [part(dataset.uri)]
 
 
-def ratios(job: dict[str, Any], dataset: DatasetConfig) -> tuple[int, int, int]:
+def ratios(job: PrepareSpec) -> tuple[int, int, int]:
     """An eval set (`scoring.eval_dataset`) is scored on every row: all of it is the test split."""
-    return (0, 0, 100) if job.get("role") == "eval" else dataset.ratios
+    return (0, 0, 100) if job.role == "eval" else job.dataset.ratios
 
 
-def content_version(
-    parts: list[Part],
-    dataset: DatasetConfig,
-    tokenizers: list[dict[str, Any]],
-    job: dict[str, Any] | None = None,
-) -> str:
-    job = job or {}
+def content_version(parts: list[Part], job: PrepareSpec) -> str:
+    """A hash of the parts' bytes and every setting of `job` that changes the prepared rows. Settings are
+    spelled as the planner has always stored them, so a stored spec names the version it always did."""
+    dataset = job.dataset
     settings = dataset.model_dump(mode="json", exclude={"name", "max_drop_ratio"})
-    if job.get("role") == "eval":
+    if job.role == "eval":
         settings["role"] = "eval"
     # What training rows were decontaminated against is part of what the version holds.
-    if job.get("eval_prompts"):
-        settings["eval_prompts"] = job["eval_prompts"]
-    if job.get("eval_sets"):
+    if job.eval_prompts:
+        settings["eval_prompts"] = [prompt.model_dump(mode="json") for prompt in job.eval_prompts]
+    if job.eval_sets:
         settings["eval_sets"] = [
-            [definition, [p.source.fingerprint for p in plan_parts(DatasetConfig.model_validate(definition))]]
-            for definition in job["eval_sets"]
+            [definition.model_dump(mode="json"), [p.source.fingerprint for p in plan_parts(definition)]]
+            for definition in job.eval_sets
         ]
     settings["v"] = PREP_VERSION
-    settings["tokenizers"] = sorted(tokenizer_identity(entry) for entry in distinct_tokenizers(tokenizers))
+    settings["tokenizers"] = sorted({tokenizer_identity(entry) for entry in job.tokenizers})
     settings["parts"] = [[p.role, p.weight, p.fmt, p.columns, p.source.fingerprint] for p in parts]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.config.dataset import DatasetConfig
+from tasks.contracts.prepare import PrepareSpec
 from tasks.data.length_stats import LengthHistogram
 from tasks.data.parts import Part, ratios
 from tasks.data.row_plan import RowPlan
@@ -35,8 +35,7 @@ def _length_stats(plan: RowPlan, sample_every: int) -> dict[str, dict[str, Any]]
 
 
 def dataset_stats(
-    job: dict[str, Any],
-    dataset: DatasetConfig,
+    job: PrepareSpec,
     parts: list[Part],
     formats: list[str],
     kind: str,
@@ -47,6 +46,7 @@ def dataset_stats(
     sample_every: int,
 ) -> dict[str, Any]:
     """The card's `stats` (see `tasks.data.card`), token lengths as full histograms."""
+    dataset = job.dataset
     pii: Counter = Counter()
     per_source = [{"rows_in": 0} for _ in parts]
     for scan in plan.scans:
@@ -54,7 +54,7 @@ def dataset_stats(
         per_source[scan.source]["rows_in"] += scan.rows_in
     return {
         "name": dataset.name,
-        "version": job["version"],
+        "version": job.version,
         "format": dataset_format(formats),
         "kind": kind,
         "sources": [
@@ -76,15 +76,15 @@ def dataset_stats(
         "pii": dict(pii),
         "pii_mode": dataset.pii,
         "settings": {
-            "split": "pre-split" if dataset.presplit else ",".join(map(str, ratios(job, dataset))),
-            "role": job.get("role", "train"),
+            "split": "pre-split" if dataset.presplit else ",".join(map(str, ratios(job))),
+            "role": job.role,
             "seed": dataset.seed,
             "min_tokens": dataset.min_tokens,
             "max_tokens": dataset.max_tokens,
             "dedup": dataset.dedup,
             "decontaminate_ngram": dataset.decontaminate_ngram,
             "filters": dataset.filters,
-            "tokenizers": [entry["name"] for entry in job.get("tokenizers", [])],
+            "tokenizers": [entry.name for entry in job.tokenizers],
         },
         "token_lengths": _length_stats(plan, sample_every),
         "token_lengths_sample": f"1 in {sample_every} rows, chosen by content hash"

@@ -23,7 +23,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tasks.config.dataset import DatasetConfig
+from tasks.contracts.prepare import PreparedDataset, PrepareSpec
 from tasks.data import pool
 from tasks.data.card import write_card
 from tasks.data.eval_overlap import decontaminate, external_eval_prompts
@@ -44,22 +44,22 @@ LENGTH_SAMPLE_BYTES = 20_000 * 256
 WORK = "_work"  # spool files, removed before the version is committed
 
 
-def prepare_dataset(job: dict[str, Any]) -> dict[str, Any]:
+def prepare_dataset(job: PrepareSpec) -> PreparedDataset:
     """The step's work on a completed job (`complete_job`): `output` and `version` are set."""
     try:
         return _prepare_rows(job)
     except SourceError as error:
         # A file that turned out unreadable while its rows were read, in this process or a worker.
-        raise StepError(f"dataset '{job['dataset']['name']}': {error}") from None
+        raise StepError(f"dataset '{job.dataset.name}': {error}") from None
 
 
-def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
+def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
     started = time.perf_counter()
-    dataset = DatasetConfig.model_validate(job["dataset"])
+    dataset = job.dataset
     parts = plan_parts(dataset)
     formats = [part_format(dataset.name, part) for part in parts]
     kind = rows_kind(dataset.name, formats)
-    out_dir = store.local_dir(job["output"])
+    out_dir = store.local_dir(job.output)
     work = out_dir / WORK
     work.mkdir(parents=True, exist_ok=True)
     workers = pool.workers()
@@ -95,7 +95,7 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     plan = RowPlan(scans)
     if dataset.dedup:
         plan.dedup()
-    plan.split(ratios(job, dataset), dataset.seed)
+    plan.split(ratios(job), dataset.seed)
     if dataset.decontaminate_ngram:
         external = external_eval_prompts(job, work, workers)
         decontaminate(plan, dataset.decontaminate_ngram, work, workers, external)
@@ -109,9 +109,7 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
         collect_rejected(scans, rejected, examples)
         counts = route(plan, out_dir, rejected, reasons, examples)
     total = sum(scan.rows_in for scan in scans)
-    stats = dataset_stats(
-        job, dataset, parts, formats, kind, plan, counts, reasons, total, settings.sample_every
-    )
+    stats = dataset_stats(job, parts, formats, kind, plan, counts, reasons, total, settings.sample_every)
     report = validation_report(stats)
     # Into the output directory, where the commit lists (and on S3 uploads) it.
     store.write_json(store.to_uri(out_dir / "validation_report.json"), report)
@@ -125,44 +123,40 @@ def _prepare_rows(job: dict[str, Any]) -> dict[str, Any]:
     if message:
         # A refused dataset commits nothing, yet its report must be readable in the store (on file:// this
         # rewrites the same file in place).
-        store.write_json(store.join(job["output"], "validation_report.json"), report)
+        store.write_json(store.join(job.output, "validation_report.json"), report)
         raise StepError(message)
     write_card(out_dir, stats)
     shutil.rmtree(work)
     elapsed = time.perf_counter() - started
     log.info("dataset %s prepared in %.1f s (%.0f rows/s)", dataset.name, elapsed, total / max(elapsed, 1e-9))
-    return {
-        "name": dataset.name,
-        "version": job["version"],
-        "uri": job["output"],
-        "format": dataset_format(formats),
-        "kind": kind,
-        "counts": counts,
-        "dropped": sum(reasons.values()),
-        "drop_reasons": dict(reasons),
-    }
+    return PreparedDataset(
+        name=dataset.name,
+        version=job.version,
+        uri=job.output,
+        format=dataset_format(formats),
+        kind=kind,
+        counts=counts,
+        dropped=sum(reasons.values()),
+        drop_reasons=dict(reasons),
+    )
 
 
-def _tokenizers(job: dict[str, Any], work: Path) -> list[TokenizerSpec]:
-    entries = job.get("tokenizers") or []
-    if not entries:
+def _tokenizers(job: PrepareSpec, work: Path) -> list[TokenizerSpec]:
+    if not job.tokenizers:
         log.info("no tokenizer given: token lengths are not checked")
         return []
-    return prepare_tokenizers(entries, job["store_root"], work)
+    return prepare_tokenizers(job.tokenizers, job.store_root, work)
 
 
-def complete_job(job: dict[str, Any]) -> dict[str, Any]:
+def complete_job(job: PrepareSpec) -> PrepareSpec:
     """The job with its content version and the output prefix that version names."""
-    dataset = DatasetConfig.model_validate(job["dataset"])
-    parts = plan_parts(dataset)
-    version = content_version(parts, dataset, job.get("tokenizers") or [], job)
-    return {
-        **job,
-        "version": version,
-        "output": layout.dataset_version(job["store_root"], dataset.name, version),
-    }
+    version = content_version(plan_parts(job.dataset), job)
+    output = layout.dataset_version(job.store_root, job.dataset.name, version)
+    return job.model_copy(update={"version": version, "output": output})
 
 
-def prepare(job: dict[str, Any]) -> dict[str, Any]:
-    """Validate and split one dataset into the store, keyed by its content version."""
-    return execute("prepare_dataset", prepare_dataset, complete_job(job))
+def prepare(job: PrepareSpec | dict[str, Any]) -> dict[str, Any]:
+    """Validate and split one dataset into the store, keyed by its content version; returns the committed
+    PreparedDataset as JSON. A dict is validated as a PrepareSpec first (ContractError naming the field)."""
+    spec = PrepareSpec.load(job, "the prepare job")
+    return execute("prepare_dataset", prepare_dataset, complete_job(spec), PreparedDataset)

@@ -13,7 +13,7 @@ import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 
@@ -21,6 +21,7 @@ from tasks.config.catalog import CatalogEntry
 from tasks.training.base_models import load_tokenizer
 
 log = logging.getLogger("tunerflow.token_counts")
+Entry = TypeVar("Entry", CatalogEntry, dict[str, Any])
 
 _PROBE = [
     {"role": "user", "content": "Which colour is the sky?"},
@@ -46,13 +47,17 @@ class TokenizerSpec:
     max_token_bytes: int = 0
 
 
-def tokenizer_identity(entry: dict[str, Any]) -> str:
-    """Models that share weights source and special-token overrides share a tokenizer."""
-    return json.dumps({"source": entry["source"], "tokenizer": entry.get("tokenizer", {})}, sort_keys=True)
+def tokenizer_identity(entry: CatalogEntry | dict[str, Any]) -> str:
+    """Models that share weights source and special-token overrides share a tokenizer. The identity is
+    part of a dataset's content version, so it is spelled as the planner has always stored an entry."""
+    entry = CatalogEntry.model_validate(entry)
+    identity = {"source": entry.source.model_dump(mode="json"), "tokenizer": entry.tokenizer}
+    return json.dumps(identity, sort_keys=True)
 
 
-def distinct_tokenizers(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    seen: dict[str, dict[str, Any]] = {}
+def distinct_tokenizers(entries: list[Entry]) -> list[Entry]:
+    """The first entry of each tokenizer, as given: catalog entries, or the planner's resolved dicts."""
+    seen: dict[str, Entry] = {}
     for entry in entries:
         seen.setdefault(tokenizer_identity(entry), entry)
     return list(seen.values())
@@ -111,19 +116,19 @@ def _byte_level_facts(path: Path) -> tuple[bool, int]:
     return True, max(longest, added)
 
 
-def prepare_tokenizers(entries: list[dict[str, Any]], store_root: str, work_dir: Path) -> list[TokenizerSpec]:
+def prepare_tokenizers(entries: list[CatalogEntry], store_root: str, work_dir: Path) -> list[TokenizerSpec]:
     """Load each distinct tokenizer once and save its fast form where worker processes can read it."""
     specs = []
     for index, entry in enumerate(distinct_tokenizers(entries)):
-        tokenizer = load_tokenizer(CatalogEntry.model_validate(entry), store_root)
+        tokenizer = load_tokenizer(entry, store_root)
         if not getattr(tokenizer, "is_fast", False):
-            raise ValueError(f"model '{entry['name']}': token lengths need a fast (Rust) tokenizer")
+            raise ValueError(f"model '{entry.name}': token lengths need a fast (Rust) tokenizer")
         target = work_dir / f"tokenizer-{index}.json"
         tokenizer.backend_tokenizer.save(str(target))
         turn, fixed = _overheads(tokenizer)
         byte_level, longest = _byte_level_facts(target)
-        specs.append(TokenizerSpec(entry["name"], str(target), turn, fixed, byte_level, longest))
-        log.info("tokenizer of %s: %.1f template tokens per turn, %d fixed", entry["name"], turn, fixed)
+        specs.append(TokenizerSpec(entry.name, str(target), turn, fixed, byte_level, longest))
+        log.info("tokenizer of %s: %.1f template tokens per turn, %d fixed", entry.name, turn, fixed)
     return specs
 
 

@@ -17,9 +17,9 @@ import logging
 import time
 from typing import Any
 
-from tasks.config.catalog import CatalogEntry
 from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
+from tasks.contracts.export import CheckExportResult, CheckExportSpec, ExportResult
 from tasks.exporting.onnx_fp import FP16, FP32
 from tasks.runtime.errors import StepError
 from tasks.scoring.evaluation import answer_and_score, eval_rows
@@ -165,47 +165,53 @@ def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | N
     return problems
 
 
-def check_export(job: dict[str, Any]) -> dict[str, Any]:
+def _export_of(job: CheckExportSpec) -> ExportResult:
+    """The export to check: given in the spec, or what the export step committed."""
+    if job.export is not None:
+        return job.export
+    committed = store.committed_result(job.export_output)
+    if committed is None:
+        raise StepError("check_export: the export step has not committed its output; nothing to check")
+    return ExportResult.load(committed, f"the export committed at {job.export_output}")
+
+
+def check_export(job: CheckExportSpec) -> CheckExportResult:
     """Compare every exported format with the merged PyTorch model and gate the results."""
     import torch  # with transformers: only in the step
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    entry = CatalogEntry.model_validate(job["model"])
-    scoring = ScoringConfig.model_validate(job.get("scoring") or {})
-    limits = ExportConfig.model_validate(job.get("export_config") or {})
-    exported = job.get("export") or store.committed_result(job["export_output"])
-    if exported is None:
-        raise StepError("check_export: the export step has not committed its output; nothing to check")
+    scoring, limits = job.scoring, job.export_config
+    exported = _export_of(job)
     metric = gated_metric(scoring)
-    merged = store.fetch(exported["merged_uri"])
+    merged = store.fetch(exported.merged_uri)
 
-    tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), entry)
+    tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), job.model)
     reference_model = AutoModelForCausalLM.from_pretrained(
         merged, dtype=torch.float32, use_safetensors=True
     ).eval()
     inputs = fixed_inputs(tokenizer)
     reference_logits = prompt_logits(reference_model, inputs)
-    _, rows = eval_rows(job["dataset"], scoring.max_samples)
-    reference_metrics = dict(job.get("reference_metrics") or {})
+    _, rows = eval_rows(job.dataset, scoring.max_samples)
+    reference_metrics = dict(job.reference_metrics)
     if metric and metric not in reference_metrics:
         log.info("no reference %s given: scoring the PyTorch model on the same rows", metric)
         reference_metrics.update(answer_and_score(reference_model, tokenizer, rows, scoring)[0])
     pytorch = {
-        "size_bytes": exported["pytorch_size_bytes"],
+        "size_bytes": exported.pytorch_size_bytes,
         "latency": latency(reference_model, reference_model.config),
     }
-    if any(format_device(fmt) == "cuda" for fmt in exported["formats"]):
+    if any(format_device(fmt) == "cuda" for fmt in exported.formats):
         # fp16 on CUDA is compared with fp32 PyTorch on the same GPU, not with a CPU number.
         pytorch["latency_cuda"] = latency(reference_model.to("cuda"), reference_model.config, "cuda")
     del reference_model
 
     formats: dict[str, dict[str, Any]] = {}
-    for fmt, info in exported["formats"].items():
+    for fmt, info in exported.formats.items():
         log.info("checking %s", fmt)
         device = format_device(fmt)
-        model = load_format(store.fetch(info["uri"]), fmt)
-        checks: dict[str, Any] = {"uri": info["uri"], "size_bytes": info["size_bytes"]}
-        checks["size_ratio"] = round(info["size_bytes"] / pytorch["size_bytes"], 4)
+        model = load_format(store.fetch(info.uri), fmt)
+        checks: dict[str, Any] = {"uri": info.uri, "size_bytes": info.size_bytes}
+        checks["size_ratio"] = round(info.size_bytes / pytorch["size_bytes"], 4)
         checks.update(parity(reference_logits, prompt_logits(model, inputs)))
         checks["metrics"] = answer_and_score(model, tokenizer, rows, scoring)[0] if metric else {}
         checks["metric_drop"] = (
@@ -218,15 +224,15 @@ def check_export(job: dict[str, Any]) -> dict[str, Any]:
         checks["passed"] = not checks["problems"]
         formats[fmt] = checks
 
-    result = {
-        "gated_metric": metric,
-        "reference_metrics": reference_metrics,
-        "test_rows": len(rows),
-        "pytorch": pytorch,
-        "formats": formats,
-        "passed": all(checks["passed"] for checks in formats.values()),
-    }
-    store.write_json(store.join(job["output"], "checks.json"), result)
+    result = CheckExportResult(
+        gated_metric=metric,
+        reference_metrics=reference_metrics,
+        test_rows=len(rows),
+        pytorch=pytorch,
+        formats=formats,
+        passed=all(checks["passed"] for checks in formats.values()),
+    )
+    store.write_json(store.join(job.output, "checks.json"), result.model_dump(mode="json"))
     problems = [problem for checks in formats.values() for problem in checks["problems"]]
     if problems:
         raise StepError("export checks failed: " + "; ".join(problems))

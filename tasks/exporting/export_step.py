@@ -22,6 +22,7 @@ from typing import Any
 
 from tasks.config.catalog import CatalogEntry, ModelSource
 from tasks.config.export import EXPORT_FORMATS, ExportConfig
+from tasks.contracts.export import ExportedFormat, ExportResult, ExportSpec
 from tasks.exporting.int8 import build_int8
 from tasks.exporting.onnx_fp import (
     FP16,
@@ -41,16 +42,21 @@ from tasks.training.base_models import load_model, load_tokenizer
 log = logging.getLogger("tunerflow.export")
 
 
-def merge(job: dict[str, Any], target: Path) -> None:
+def merge(
+    entry: CatalogEntry,
+    store_root: str,
+    target: Path,
+    *,
+    adapter_uri: str | None = None,
+    model_uri: str | None = None,
+) -> None:
     """Save the model to ship: the base with the LoRA adapter merged in, or the fully fine-tuned model."""
-    entry = CatalogEntry.model_validate(job["model"])
-    if job.get("model_uri"):
+    if model_uri:
         # The fine-tuned weights replace the base; the entry still supplies the tokenizer overrides.
-        entry = entry.model_copy(update={"source": ModelSource(path=job["model_uri"])})
-    adapter = job.get("adapter_uri")
-    adapter_dir = str(store.fetch(adapter)) if adapter else None
-    model = load_model(entry, job["store_root"], adapter_dir=adapter_dir)
-    tokenizer = load_tokenizer(entry, job["store_root"])
+        entry = entry.model_copy(update={"source": ModelSource(path=model_uri)})
+    adapter_dir = str(store.fetch(adapter_uri)) if adapter_uri else None
+    model = load_model(entry, store_root, adapter_dir=adapter_dir)
+    tokenizer = load_tokenizer(entry, store_root)
     model.save_pretrained(target, safe_serialization=True)
     tokenizer.save_pretrained(target)
 
@@ -121,29 +127,20 @@ def export_formats(
     return {"formats": {fmt: {"path": str(target_root / fmt), **done[fmt]} for fmt in formats}}
 
 
-def export(job: dict[str, Any]) -> dict[str, Any]:
+def export(job: ExportSpec) -> ExportResult:
     """Merge the winner, export it to the requested ONNX formats and report where, how big and how."""
-    formats = list(job.get("formats") or [])
-    _check_formats(formats)
-    if job.get("adapter_uri") and job.get("model_uri"):
-        raise StepError("export: give either adapter_uri (LoRA) or model_uri (full fine-tune), not both")
-    output = job["output"]
-    root = store.local_dir(output)
+    _check_formats(job.formats)
+    root = store.local_dir(job.output)
     merged = root / "merged"
-    merge(job, merged)
-    result: dict[str, Any] = {
-        "merged_uri": store.join(output, "merged"),
-        "pytorch_size_bytes": weights_size(merged),
-        "formats": {},
-    }
-    if not formats:
-        return result
-    exported = export_formats(
-        merged, root, formats, job.get("export_config") or {}, dataset=job.get("dataset")
+    merge(job.model, job.store_root, merged, adapter_uri=job.adapter_uri, model_uri=job.model_uri)
+    formats: dict[str, ExportedFormat] = {}
+    if job.formats:
+        # Calibration (tasks.exporting.calibration) reads the prepared dataset as the JSON it is stored as.
+        dataset = job.dataset.model_dump(mode="json") if job.dataset else None
+        exported = export_formats(merged, root, job.formats, job.export_config, dataset=dataset)
+        for fmt, details in exported["formats"].items():
+            kept = {key: value for key, value in details.items() if key != "path"}
+            formats[fmt] = ExportedFormat(uri=store.join(job.output, fmt), **kept)
+    return ExportResult(
+        merged_uri=store.join(job.output, "merged"), pytorch_size_bytes=weights_size(merged), formats=formats
     )
-    for fmt, details in exported["formats"].items():
-        result["formats"][fmt] = {
-            "uri": store.join(output, fmt),
-            **{key: value for key, value in details.items() if key != "path"},
-        }
-    return result

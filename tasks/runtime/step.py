@@ -4,10 +4,9 @@ A step reads its job spec, writes under its `output`, commits `manifest.json` la
 JSON result line on stdout (logs go to stderr). A committed output is not computed again. A failure
 writes `error.json` beside the partial output and exits 1 with a readable message.
 
-A step declares its spec and result models (`tasks.contracts`, passed in, not imported: this package
-stays below them): the spec is validated before anything runs, a bad one refused naming the field, and
-the result is validated before it is committed. A `typed` step body receives the spec model; the others
-still receive the spec as a dict.
+Every step declares its spec and result models (`tasks.contracts`, passed in, not imported: this package
+stays below them): the spec is validated before anything runs, a bad one refused naming the field, the
+step body receives the validated model, and its result is validated before it is committed.
 """
 
 from __future__ import annotations
@@ -20,7 +19,7 @@ import sys
 import traceback
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Protocol, Self
+from typing import Any, Protocol, Self, TypeVar
 
 from tasks.runtime import launch
 from tasks.runtime.errors import StepError
@@ -40,9 +39,10 @@ SPEC_REMEDY = (
 
 
 class SpecModel(Protocol):
-    """A `tasks.contracts` model: validates with a readable refusal, dumps to the JSON it was given."""
+    """A `tasks.contracts` model: validates with a readable refusal, dumps to the JSON it was given. A spec
+    names its `output` (a prepare spec once `complete_job` has filled it in)."""
 
-    output: str
+    output: str | None
 
     @classmethod
     def load(cls, data: Any, source: str, remedy: str = "") -> Self: ...
@@ -50,23 +50,18 @@ class SpecModel(Protocol):
     def model_dump(self, *, mode: str) -> dict[str, Any]: ...
 
 
-def load_job(arg: str, spec: type[SpecModel] | None = None, typed: bool = True) -> Any:
-    """The job spec given inline or by URI, validated against `spec` when given (StepError if refused):
-    the model when `typed`, else the dict as it was written."""
+Spec = TypeVar("Spec", bound=SpecModel)
+
+
+def load_job(arg: str, spec: type[Spec]) -> Spec:
+    """The job spec given inline or by URI, validated against `spec` (StepError naming the bad fields)."""
     text = arg.strip()
     inline = text.startswith("{")
     data = json.loads(text) if inline else store.read_json(text)
-    if spec is None:
-        return data
     try:
-        job = spec.load(data, "the inline job spec" if inline else text, SPEC_REMEDY)
+        return spec.load(data, "the inline job spec" if inline else text, SPEC_REMEDY)
     except ValueError as error:
         raise StepError(str(error)) from None
-    return job if typed else data
-
-
-def _output(job: Any) -> str:
-    return job["output"] if isinstance(job, dict) else job.output
 
 
 def configure_logging() -> None:
@@ -85,7 +80,8 @@ def emit(result: dict[str, Any]) -> None:
 
 
 def _checked(name: str, result: Any, result_model: type[SpecModel] | None) -> dict[str, Any]:
-    """The result as committed: checked against the step's result model, a model dumped to its JSON."""
+    """The result as committed: checked against the step's result model, a model dumped to its JSON (a
+    caller that names no result model, such as a test's stand-in body, commits what it returns)."""
     if result_model is not None:
         try:
             result = result_model.load(result, f"{name}'s result")
@@ -95,11 +91,13 @@ def _checked(name: str, result: Any, result_model: type[SpecModel] | None) -> di
 
 
 def execute(
-    name: str, fn: Callable[[Any], Any], job: Any, result_model: type[SpecModel] | None = None
+    name: str, fn: Callable[[Spec], Any], job: Spec, result_model: type[SpecModel] | None = None
 ) -> dict[str, Any]:
-    """Run one step body idempotently; returns the committed result (checked against `result_model`
-    before it is committed). Raises on failure."""
-    prefix = _output(job)
+    """Run one step body on its validated spec, idempotently; returns the committed result (checked
+    against `result_model` before it is committed). Raises on failure."""
+    prefix = job.output
+    if not prefix:
+        raise StepError(f"{name}: the spec names no output to write")
     cached = store.committed_result(prefix)
     if cached is not None:
         log.info("%s: output already committed at %s, skipping", name, prefix)
@@ -124,18 +122,18 @@ def execute(
 
 def main(
     name: str,
-    fn: Callable[[Any], Any],
+    fn: Callable[[Spec], Any],
+    *,
+    spec: type[Spec],
+    result: type[SpecModel],
     argv: list[str] | None = None,
-    complete_job: Callable[[dict[str, Any]], dict[str, Any]] | None = None,
+    complete_job: Callable[[Spec], Spec] | None = None,
     distributed: bool = False,
-    spec: type[SpecModel] | None = None,
-    result: type[SpecModel] | None = None,
-    typed: bool = False,
 ) -> int:
-    """CLI wrapper; `complete_job` fills in fields (such as `output`) known only once inputs are read.
-    A `distributed` step re-executes itself under torchrun when it has several devices
-    (tasks.runtime.launch). `spec` and `result` are the step's contracts; a `typed` body receives the
-    validated spec, any other the dict it was given (steps not yet converted read keys)."""
+    """CLI wrapper. `spec` and `result` are the step's contracts: `fn` receives the validated spec and
+    returns the result. `complete_job` fills in fields (such as `output`) known only once inputs are
+    read. A `distributed` step re-executes itself under torchrun when it has several devices
+    (tasks.runtime.launch)."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{name}", description=fn.__doc__)
     parser.add_argument("--job", required=True, help="job spec as inline JSON or the URI of a job.json")
     args = parser.parse_args(argv)
@@ -144,7 +142,7 @@ def main(
         launch.relaunch_if_needed(f"tasks.{name}", sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     try:
-        job = load_job(args.job, spec, typed)
+        job = load_job(args.job, spec)
         job = complete_job(job) if complete_job else job
         outcome = execute(name, fn, job, result)
     except StepError as error:

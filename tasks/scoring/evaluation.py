@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import logging
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from tasks.config.catalog import CatalogEntry
@@ -14,6 +16,7 @@ from tasks.config.scoring import ScoringConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec, QuantizedScores, TrainedWeights
 from tasks.contracts.prepare import PreparedDataset
 from tasks.contracts.train import TrainResult
+from tasks.exporting.export_step import export_formats
 from tasks.runtime.errors import StepError
 from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
 from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, score
@@ -99,12 +102,7 @@ def quantized_scores(
 ) -> QuantizedScores:
     """The job as it would be deployed (`scoring.rank_on`): exported and quantized the way the winner's
     export will be (the run's export settings), then scored on the same rows by the same code."""
-    import tempfile
-    from pathlib import Path
-
     from optimum.onnxruntime import ORTModelForCausalLM
-
-    from tasks.exporting.export_step import export_formats
 
     scoring = job.scoring
     fmt = scoring.rank_on

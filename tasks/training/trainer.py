@@ -14,6 +14,7 @@ then fails the step with a message saying where a retry resumes.
 from __future__ import annotations
 
 import contextlib
+import gc
 import json
 import logging
 import signal
@@ -29,7 +30,8 @@ from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training import checkpoints
-from tasks.training.train_types import build_trainer, to_trl_rows
+from tasks.training.base_models import load_model
+from tasks.training.train_types import build_trainer, resolve_precision, to_trl_rows
 
 __all__ = ["Preempted", "Preemption", "read_split", "to_trl_rows", "train"]
 
@@ -205,8 +207,6 @@ def distributed_state() -> Any:
 
 
 def _release_memory() -> None:
-    import gc
-
     import torch
 
     gc.collect()
@@ -220,9 +220,6 @@ def _merge_adapter(
     """merged/: the base reloaded unquantized with the saved adapter merged in. Reloading serves QLoRA
     (a 4-bit base cannot be merged in place) and ZeRO-3 (whose trainer holds shards) alike."""
     import torch
-
-    from tasks.training.base_models import load_model
-    from tasks.training.train_types import resolve_precision
 
     cuda = torch.cuda.is_available()
     compute = resolve_precision(precision, cuda, cuda and torch.cuda.is_bf16_supported())

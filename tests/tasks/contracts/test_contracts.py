@@ -10,17 +10,21 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.catalog import resolve_hparams
+from tasks.config.hparams import HParams, ResolvedHParams
 from tasks.contracts.base import ContractError
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
 from tasks.contracts.planning import ChampionPlan, PlannedJob
-from tasks.contracts.prepare import PrepareSpec
+from tasks.contracts.prepare import PreparedDataset, PrepareSpec
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Leaderboard
 from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
+from tasks.data.preparation import complete_job
 from tasks.runtime.errors import StepError
 from tasks.runtime.step import execute, load_job
 from tasks.storage import store
+from tasks.training import checkpoints
 
 EARLIER = Path(__file__).resolve().parents[2] / "fixtures" / "earlier_version"
 REPO = Path(__file__).resolve().parents[3]
@@ -131,3 +135,37 @@ def test_execute_checks_a_result_against_its_model_before_committing(tmp_path):
         "train", lambda job: TrainResult(adapter_uri="file:///a", model_uri=None), spec, TrainResult
     )
     assert committed == {"adapter_uri": "file:///a", "model_uri": None}
+
+
+def test_a_train_spec_stored_before_a_hyperparameter_existed_keys_the_same_checkpoints():
+    """A hyperparameter added since (neftune_noise_alpha) loads at its default but is not written back, so
+    a retry after the upgrade finds the checkpoints its earlier tries committed; the planner, which
+    resolves every hyperparameter, still writes them all."""
+    stored = _read("train_spec.json")
+    assert "neftune_noise_alpha" not in stored["hparams"]
+    spec = TrainSpec.load(stored, "train.json")
+    assert spec.hparams.neftune_noise_alpha is None
+    assert checkpoints.fingerprint(spec.model_dump(mode="json")) == checkpoints.fingerprint(stored)
+    planned = spec.model_copy(update={"hparams": resolve_hparams(HParams(name="lr1e-3"))})
+    assert set(planned.model_dump(mode="json")["hparams"]) == set(ResolvedHParams.model_fields)
+
+
+def test_a_stored_prepare_spec_names_the_version_it_always_did_and_runs_through_the_step(tmp_path):
+    """The earlier version prepared this spec as datasets/tuna/1c5e58a55bf1d1f6, the dataset its export spec
+    names. Moved to a fresh store (and without SmolLM2's tokenizer, whose GGUF would be converted first),
+    `python -m tasks.prepare_dataset --job <uri>` prepares it to the same splits."""
+    stored = _read("prepare_spec.json")
+    earlier = _read("export_spec.json")["dataset"]
+    assert complete_job(PrepareSpec.load(stored, "prepare_spec.json")).version == earlier["version"]
+    spec_uri = store.join(tmp_path.as_uri(), "datasets", "tuna.json")
+    store.write_json(spec_uri, {**stored, "store_root": tmp_path.as_uri(), "tokenizers": []})
+    done = subprocess.run(
+        [sys.executable, "-m", "tasks.prepare_dataset", "--job", spec_uri],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = PreparedDataset.load(json.loads(done.stdout.strip().splitlines()[-1]), "the step's result")
+    assert result.counts == earlier["counts"] and result.kind == earlier["kind"] and result.dropped == 0
+    assert store.committed_result(result.uri) == result.model_dump(mode="json")

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.catalog import CatalogEntry
 from tasks.config.dataset import DatasetConfig
+from tasks.contracts.prepare import EvalPrompt, PrepareSpec
 from tasks.data.preparation import prepare
 from tasks.runtime.errors import StepError
 from tasks.storage import store
@@ -25,8 +27,12 @@ def chat(question, answer):
 
 
 @pytest.fixture
-def tiny_tokenizer(tiny_model_dir) -> dict:
-    return {"name": "tiny", "source": {"path": str(tiny_model_dir)}, "kind": "uri"}
+def tiny_tokenizer(tiny_model_dir) -> CatalogEntry:
+    return tiny_entry(tiny_model_dir)
+
+
+def tiny_entry(model_dir: Path) -> CatalogEntry:
+    return CatalogEntry(name="tiny", source={"path": str(model_dir)}, kind="uri")
 
 
 def _lines(result: dict, name: str) -> list[dict]:
@@ -37,11 +43,7 @@ def _lines(result: dict, name: str) -> list[dict]:
 def _count(tokenizer_dir: Path, row: dict) -> int:
     from tasks.data.token_counts import TokenCounter, prepare_tokenizers
 
-    specs = prepare_tokenizers(
-        [{"name": "tiny", "source": {"path": str(tokenizer_dir)}, "kind": "uri"}],
-        "file:///unused",
-        tokenizer_dir,
-    )
+    specs = prepare_tokenizers([tiny_entry(tokenizer_dir)], "file:///unused", tokenizer_dir)
     return int(TokenCounter(specs).count([row])["tiny"][0])
 
 
@@ -118,7 +120,7 @@ def test_every_bad_row_is_dropped_with_its_reason_and_every_good_row_kept(
         "filters": ["drop_refusals"],
         "max_drop_ratio": 0.95,
     }
-    result = prepare({"store_root": store_root, "dataset": dataset, "tokenizers": [tiny_tokenizer]})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset, tokenizers=[tiny_tokenizer]))
     rejected = {r["id"]: r for r in _lines(result, "rejected.jsonl")}
     assert {row_id: r["reason"] for row_id, r in rejected.items()} == expected
     assert [r["id"] for r in _lines(result, "train.jsonl")] == good
@@ -145,7 +147,7 @@ def test_over_threshold_drop_ratio_fails_with_top_reasons_and_examples(tmp_path,
     _bad_rows_fixture(tmp_path)
     dataset = DatasetConfig(name="d", train_uri=str(tmp_path / "train.jsonl"), max_drop_ratio=0.2)
     with pytest.raises(StepError) as error:
-        prepare({"store_root": store_root, "dataset": dataset.model_dump()})
+        prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     message = str(error.value)
     assert "dataset 'd': 8 of 16 rows dropped (50%), above max_drop_ratio 20%" in message
     assert (
@@ -172,7 +174,7 @@ def test_splits_are_identical_across_runs_and_worker_counts_and_disjoint(
         monkeypatch.setenv("TUNERFLOW_DATA_WORKERS", workers)
         monkeypatch.setenv("TUNERFLOW_DATA_SHARD_BYTES", shard_bytes)
         root = (tmp_path / f"store-{workers}").as_uri()
-        outputs.append(prepare({"store_root": root, "dataset": dataset, "tokenizers": [tiny_tokenizer]}))
+        outputs.append(prepare(PrepareSpec(store_root=root, dataset=dataset, tokenizers=[tiny_tokenizer])))
     first, second = outputs
     assert first["version"] == second["version"] and first["counts"] == {
         "train": 2400,
@@ -192,13 +194,13 @@ def test_splits_are_identical_across_runs_and_worker_counts_and_disjoint(
 def test_prepared_version_is_reused_and_changes_with_settings(tmp_path, store_root):
     _text_rows(tmp_path / "rows.jsonl", 50)
     dataset = {"name": "t", "uri": str(tmp_path / "rows.jsonl")}
-    result = prepare({"store_root": store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     marker = store.local_path(store.join(result["uri"], "manifest.json")).stat().st_mtime_ns
-    assert prepare({"store_root": store_root, "dataset": dataset}) == result
+    assert prepare(PrepareSpec(store_root=store_root, dataset=dataset)) == result
     assert store.local_path(store.join(result["uri"], "manifest.json")).stat().st_mtime_ns == marker
     for change in ({"seed": 7}, {"decontaminate_ngram": 8}, {"pii": "redact"}):
         assert (
-            prepare({"store_root": store_root, "dataset": {**dataset, **change}})["version"]
+            prepare(PrepareSpec(store_root=store_root, dataset={**dataset, **change}))["version"]
             != result["version"]
         )
 
@@ -214,7 +216,7 @@ def test_mixed_sources_follow_their_weights_in_the_training_split_only(tmp_path,
             {"uri": str(tmp_path / "b.jsonl"), "weight": 0.5},
         ],
     }
-    result = prepare({"store_root": store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     train = [r["id"] for r in _lines(result, "train.jsonl")]
     from_a, from_b = (sum(i.startswith(p) for i in train) for p in ("a.jsonl", "b.jsonl"))
     test = [r["id"] for r in _lines(result, "test.jsonl")]
@@ -234,7 +236,7 @@ def test_pii_is_redacted_and_counted(tmp_path, store_root):
     ]
     (tmp_path / "pii.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
     dataset = {"name": "p", "uri": str(tmp_path / "pii.jsonl"), "split": "100,0,0", "pii": "redact"}
-    result = prepare({"store_root": store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     text = store.local_path(store.join(result["uri"], "train.jsonl")).read_text()
     assert "bob@example.org" not in text and "10.0.0.12" not in text and "sk-abc" not in text
     assert "<EMAIL>" in text and "<PHONE>" in text and "<IP>" in text and "<API_KEY>" in text
@@ -244,11 +246,11 @@ def test_pii_is_redacted_and_counted(tmp_path, store_root):
 
 def test_dataset_card_and_histogram_are_written_with_the_splits(tmp_path, store_root, tiny_tokenizer):
     result = prepare(
-        {
-            "store_root": store_root,
-            "dataset": {"name": "tuna", "uri": "builtin:tuna_identity"},
-            "tokenizers": [tiny_tokenizer],
-        }
+        PrepareSpec(
+            store_root=store_root,
+            dataset={"name": "tuna", "uri": "builtin:tuna_identity"},
+            tokenizers=[tiny_tokenizer],
+        )
     )
     assert result["dropped"] == 0 and sum(result["counts"].values()) == 294
     directory = store.local_path(result["uri"])
@@ -265,12 +267,16 @@ def test_dataset_card_and_histogram_are_written_with_the_splits(tmp_path, store_
 def test_unreadable_files_fail_the_step_with_the_file_name(tmp_path, store_root):
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(StepError, match=r"broken\.parquet"):
-        prepare({"store_root": store_root, "dataset": {"name": "b", "uri": str(tmp_path / "broken.parquet")}})
+        prepare(
+            PrepareSpec(store_root=store_root, dataset={"name": "b", "uri": str(tmp_path / "broken.parquet")})
+        )
     (tmp_path / "latin.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(StepError, match="not UTF-8"):
-        prepare({"store_root": store_root, "dataset": {"name": "c", "uri": str(tmp_path / "latin.csv")}})
+        prepare(PrepareSpec(store_root=store_root, dataset={"name": "c", "uri": str(tmp_path / "latin.csv")}))
     with pytest.raises(StepError, match="no-such"):
-        prepare({"store_root": store_root, "dataset": {"name": "c", "uri": str(tmp_path / "no-such.jsonl")}})
+        prepare(
+            PrepareSpec(store_root=store_root, dataset={"name": "c", "uri": str(tmp_path / "no-such.jsonl")})
+        )
 
 
 def test_an_s3_glob_prepares_like_local_files(aws_env, tmp_path, store_root, monkeypatch):
@@ -285,7 +291,7 @@ def test_an_s3_glob_prepares_like_local_files(aws_env, tmp_path, store_root, mon
         )
         client.put_object(Bucket="corpus", Key=f"sft/part-{part}.jsonl", Body=body.encode())
     dataset = {"name": "s3", "uri": "s3://corpus/sft/*.jsonl", "split": "80,10,10"}
-    result = prepare({"store_root": store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     assert sum(result["counts"].values()) == 120 and result["format"] == "messages"
     ids = {r["id"] for name in ("train", "validation", "test") for r in _lines(result, f"{name}.jsonl")}
     assert "part-2.jsonl:40" in ids
@@ -301,9 +307,9 @@ def _chat_file(path: Path, rows: list[dict]) -> str:
 def test_an_eval_set_is_prepared_whole_as_its_test_split(tmp_path, store_root):
     rows = [chat(f"Question number {i} about the ocean tides?", f"Answer {i}.") for i in range(7)]
     dataset = {"name": "holdout", "uri": _chat_file(tmp_path / "eval.jsonl", rows)}
-    result = prepare({"store_root": store_root, "dataset": dataset, "role": "eval"})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset, role="eval"))
     assert result["counts"] == {"train": 0, "validation": 0, "test": 7}
-    as_training = prepare({"store_root": store_root, "dataset": dataset})
+    as_training = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     assert as_training["version"] != result["version"] and as_training["counts"]["train"] > 0
 
 
@@ -318,12 +324,12 @@ def test_training_rows_overlapping_a_separate_eval_set_or_fixed_questions_are_dr
         chat("Summarise the rules of chess for a beginner.", "Checkmate wins."),
     ]
     dataset = {"name": "d", "train_uri": _chat_file(tmp_path / "train.jsonl", train), "max_drop_ratio": 0.9}
-    job = {
-        "store_root": store_root,
-        "dataset": dataset,
-        "eval_sets": [eval_set],
-        "eval_prompts": [{"id": "eval_questions:0", "text": question}],
-    }
+    job = PrepareSpec(
+        store_root=store_root,
+        dataset=dataset,
+        eval_sets=[eval_set],
+        eval_prompts=[EvalPrompt(id="eval_questions:0", text=question)],
+    )
     result = prepare(job)
     rejected = {r["id"]: r for r in _lines(result, "rejected.jsonl")}
     assert rejected["train.jsonl:1"]["reason"] == "overlaps_eval"
@@ -331,7 +337,7 @@ def test_training_rows_overlapping_a_separate_eval_set_or_fixed_questions_are_dr
     assert rejected["train.jsonl:2"]["detail"] == "shares a prompt n-gram with eval_questions:0"
     assert [r["id"] for r in _lines(result, "train.jsonl")] == ["train.jsonl:3", "train.jsonl:4"]
     # What the rows were checked against is part of the version: without it, a new version.
-    alone = prepare({"store_root": store_root, "dataset": dataset})
+    alone = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     assert alone["version"] != result["version"] and alone["counts"]["train"] == 4
 
 
@@ -342,7 +348,7 @@ def test_prepare_commits_to_an_s3_store_and_reads_back_on_a_fresh_machine(
     the store from an empty local mirror, every file checked against its sha256."""
     _text_rows(tmp_path / "rows.jsonl", 50)
     dataset = {"name": "t", "uri": str(tmp_path / "rows.jsonl")}
-    result = prepare({"store_root": s3_store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=s3_store_root, dataset=dataset))
     assert result["uri"].startswith(s3_store_root + "/") and store.is_committed(result["uri"])
     assert store.committed_result(result["uri"]) == result
     assert store.verify(result["uri"]) == []
@@ -357,4 +363,4 @@ def test_prepare_commits_to_an_s3_store_and_reads_back_on_a_fresh_machine(
     assert rows == sum(result["counts"].values())
     report = store.read_json(store.join(result["uri"], "validation_report.json"))
     assert report["rows_in"] == 50
-    assert prepare({"store_root": s3_store_root, "dataset": dataset}) == result, "committed: skipped"
+    assert prepare(PrepareSpec(store_root=s3_store_root, dataset=dataset)) == result, "committed: skipped"

@@ -5,12 +5,13 @@ import random
 import numpy as np
 import pytest
 
+from tasks.config.catalog import CatalogEntry
 from tasks.data.token_counts import TokenCounter, distinct_tokenizers, prepare_tokenizers
 
 
 @pytest.fixture(scope="module")
 def specs(tiny_model_dir, tmp_path_factory):
-    entry = {"name": "tiny", "source": {"path": str(tiny_model_dir)}, "kind": "uri"}
+    entry = CatalogEntry(name="tiny", source={"path": str(tiny_model_dir)}, kind="uri")
     return prepare_tokenizers([entry], "file:///unused", tmp_path_factory.mktemp("tok"))
 
 

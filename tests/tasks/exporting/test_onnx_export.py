@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.catalog import CatalogEntry
+from tasks.config.export import ExportConfig
+from tasks.config.scoring import ScoringConfig
+from tasks.contracts.export import CheckExportResult, CheckExportSpec, ExportResult, ExportSpec
+from tasks.contracts.prepare import PreparedDataset
 from tasks.exporting.checks import check_export
 from tasks.exporting.export_step import export
 from tasks.runtime.errors import StepError
@@ -17,6 +22,7 @@ from tests.fixtures.tiny_model import build_tiny_model
 REPO = Path(__file__).resolve().parents[3]
 FORMATS = ["onnx", "onnx-int8"]
 CALIBRATION = REPO / "tests" / "fixtures" / "calibration"
+EARLIER = REPO / "tests" / "fixtures" / "earlier_version"
 # Small calibration so the tiny model's static INT8 builds in seconds.
 # 32-weight blocks: the tiny model's hidden size is 32, so its embedding can be stored in 8 bits too.
 EXPORT_CONFIG = {
@@ -31,8 +37,8 @@ def cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def entry_for(model_dir: Path) -> dict:
-    return {"name": "tiny", "source": {"path": str(model_dir)}, "kind": "uri"}
+def entry_for(model_dir: Path) -> CatalogEntry:
+    return CatalogEntry(name="tiny", source={"path": str(model_dir)}, kind="uri")
 
 
 def export_job(
@@ -42,19 +48,17 @@ def export_job(
     formats: list[str],
     adapter: Path | None = None,
     export_config: dict | None = None,
-    dataset: dict | None = None,
-) -> dict:
-    return {
-        "step": "export",
-        "output": store.join(root, name, "export"),
-        "store_root": root,
-        "model": entry_for(model_dir),
-        "adapter_uri": store.to_uri(adapter) if adapter else None,
-        "model_uri": None,
-        "formats": formats,
-        "export_config": EXPORT_CONFIG if export_config is None else export_config,
-        "dataset": dataset,
-    }
+    dataset: PreparedDataset | None = None,
+) -> ExportSpec:
+    return ExportSpec(
+        output=store.join(root, name, "export"),
+        store_root=root,
+        model=entry_for(model_dir),
+        adapter_uri=store.to_uri(adapter) if adapter else None,
+        formats=formats,
+        export_config=EXPORT_CONFIG if export_config is None else export_config,
+        dataset=dataset,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -94,8 +98,10 @@ def dataset(tmp_path_factory) -> str:
     return store.to_uri(directory)
 
 
-def prepared(dataset: str) -> dict:
-    return {"name": "qa", "uri": dataset, "kind": "chat", "counts": {"train": 7, "validation": 4, "test": 3}}
+def prepared(dataset: str) -> PreparedDataset:
+    return PreparedDataset(
+        name="qa", uri=dataset, kind="chat", counts={"train": 7, "validation": 4, "test": 3}
+    )
 
 
 @pytest.fixture(scope="module")
@@ -104,18 +110,19 @@ def exported(root, tiny_model_dir, adapter, dataset) -> dict:
     return execute("export", export, job)
 
 
-def check_job(root: str, name: str, exported: dict, model_dir: Path, dataset: str, reference: dict) -> dict:
-    return {
-        "step": "check_export",
-        "output": store.join(root, name, "check_export"),
-        "store_root": root,
-        "model": entry_for(model_dir),
-        "export": exported,
-        "dataset": prepared(dataset),
-        "scoring": {"metrics": ["exact_match", "rouge_l"], "primary": "rouge_l", "max_new_tokens": 6},
-        "export_config": {},
-        "reference_metrics": reference,
-    }
+def check_job(
+    root: str, name: str, exported: dict, model_dir: Path, dataset: str, reference: dict
+) -> CheckExportSpec:
+    return CheckExportSpec(
+        output=store.join(root, name, "check_export"),
+        store_root=root,
+        model=entry_for(model_dir),
+        export=exported,
+        dataset=prepared(dataset),
+        scoring=ScoringConfig(metrics=["exact_match", "rouge_l"], primary="rouge_l", max_new_tokens=6),
+        export_config=ExportConfig(),
+        reference_metrics=reference,
+    )
 
 
 def test_export_merges_the_adapter_and_every_format_loads_and_generates(exported, tiny_model_dir, adapter):
@@ -151,7 +158,7 @@ def test_check_export_passes_a_good_export_and_reports_every_check(root, exporte
     job = check_job(root, "good", exported, tiny_model_dir, dataset, reference={})
     result = execute("check_export", check_export, job)
     assert result["passed"]
-    assert store.read_json(store.join(job["output"], "checks.json")) == result
+    assert store.read_json(store.join(job.output, "checks.json")) == result
     fp32 = result["formats"]["onnx"]
     assert fp32["max_logit_diff"] < 1e-3 and fp32["next_token_agreement"] == 1.0
     assert fp32["metric_drop"] == pytest.approx(0.0, abs=1e-6)
@@ -172,9 +179,9 @@ def test_check_export_refuses_the_onnx_of_a_different_model(
     job = check_job(root, "impostor", forged, tiny_model_dir, dataset, reference={})
     with pytest.raises(StepError, match=r"onnx: max_logit_diff [0-9.e-]+ > 0\.01"):
         execute("check_export", check_export, job)
-    checks = store.read_json(store.join(job["output"], "checks.json"))
+    checks = store.read_json(store.join(job.output, "checks.json"))
     assert checks["passed"] is False
-    assert not store.is_committed(job["output"])
+    assert not store.is_committed(job.output)
 
 
 def test_metric_drop_is_gated_for_every_format(root, exported, tiny_model_dir, dataset):
@@ -194,7 +201,7 @@ def test_unknown_format_is_refused(root, tiny_model_dir):
 def test_cli_exports_int8_alone_and_prints_one_json_line(root, tiny_model_dir):
     job = export_job(root, "cli", tiny_model_dir, ["onnx-int8"])
     done = subprocess.run(
-        [sys.executable, "-m", "tasks.export", "--job", json.dumps(job)],
+        [sys.executable, "-m", "tasks.export", "--job", job.model_dump_json()],
         cwd=REPO,
         capture_output=True,
         text=True,
@@ -206,12 +213,11 @@ def test_cli_exports_int8_alone_and_prints_one_json_line(root, tiny_model_dir):
     result = json.loads(lines[0])
     assert list(result["formats"]) == ["onnx-int8"]
     # The fp32 graph int8 came from was scratch: neither kept nor left behind.
-    output = store.local_path(job["output"])
+    output = store.local_path(job.output)
     assert sorted(p.name for p in output.iterdir()) == ["manifest.json", "merged", "onnx-int8"]
 
 
 def test_eval_loss_primary_gates_the_first_generation_metric_instead():
-    from tasks.config.scoring import ScoringConfig
     from tasks.exporting.checks import gated_metric
 
     assert gated_metric(ScoringConfig(metrics=["eval_loss", "token_f1"], primary="eval_loss")) == "token_f1"
@@ -233,7 +239,9 @@ def test_the_metric_drop_of_a_lower_is_better_metric_is_a_rise(tmp_path, monkeyp
 
 
 def test_a_full_fine_tune_is_exported_from_model_uri(root, exported, tiny_model_dir):
-    job = {**export_job(root, "full", tiny_model_dir, []), "model_uri": exported["merged_uri"]}
+    job = export_job(root, "full", tiny_model_dir, []).model_copy(
+        update={"model_uri": exported["merged_uri"]}
+    )
     result = execute("export", export, job)
     assert result["formats"] == {}
     assert result["pytorch_size_bytes"] == exported["pytorch_size_bytes"]
@@ -381,7 +389,7 @@ def test_the_gate_refuses_an_int8_export_with_corrupted_weights(
         StepError, match=r"onnx-int8: position_agreement [0-9.]+ < 0\.6 \(its greedy tokens differ"
     ):
         execute("check_export", check_export, job)
-    assert store.read_json(store.join(job["output"], "checks.json"))["passed"] is False
+    assert store.read_json(store.join(job.output, "checks.json"))["passed"] is False
 
 
 def test_the_gate_refuses_a_static_int8_export_of_a_different_model(
@@ -471,3 +479,46 @@ def test_fp16_is_exported_on_cuda_and_checked_there(root, tiny_model_dir, datase
     checks = result["formats"]["onnx-fp16"]
     assert checks["latency"]["device"] == "cuda" and result["pytorch"]["latency_cuda"]["device"] == "cuda"
     assert checks["max_logit_diff"] <= 0.5 and checks["passed"]
+
+
+def test_export_and_check_export_specs_stored_by_an_earlier_version_run_through_the_steps(
+    root, tiny_model_dir, adapter, dataset
+):
+    """The specs select_best wrote in an earlier version, their model, weights and rows moved to the tiny
+    ones (and fp32 ONNX alone): export runs with the stored export settings, and check_export finds the
+    export by its stored `export_output` and, given no reference metrics, scores the PyTorch model itself."""
+    moved = {
+        "store_root": root,
+        "model": entry_for(tiny_model_dir).model_dump(mode="json"),
+        "dataset": prepared(dataset).model_dump(mode="json"),
+    }
+    stored = json.loads((EARLIER / "export_spec.json").read_text())
+    export_spec = ExportSpec.load(
+        {
+            **stored,
+            **moved,
+            "output": store.join(root, "earlier", "export"),
+            "adapter_uri": store.to_uri(adapter),
+            "formats": ["onnx"],
+        },
+        "export_spec.json",
+    )
+    exported = ExportResult.load(execute("export", export, export_spec, ExportResult), "the export")
+    assert list(exported.formats) == ["onnx"]
+    stored = json.loads((EARLIER / "check_export_spec.json").read_text())
+    check_spec = CheckExportSpec.load(
+        {
+            **stored,
+            **moved,
+            "output": store.join(root, "earlier", "check_export"),
+            "export_output": export_spec.output,
+            "reference_metrics": {},
+        },
+        "check_export_spec.json",
+    )
+    assert check_spec.export is None and check_spec.scoring.max_new_tokens == 24
+    result = CheckExportResult.load(
+        execute("check_export", check_export, check_spec, CheckExportResult), "the checks"
+    )
+    assert result.passed and set(result.reference_metrics) == {"exact_match", "rouge_l"}
+    assert store.read_json(store.join(check_spec.output, "checks.json")) == result.model_dump(mode="json")
