@@ -182,6 +182,7 @@ def tokenizer_entry() -> dict:
 
 def run_tunerflow(data: Path, work: Path, workers: int) -> dict:
     os.environ["TUNERFLOW_DATA_WORKERS"] = str(workers)
+    from tasks.contracts.prepare import PrepareSpec
     from tasks.data.preparation import prepare
 
     dataset = {
@@ -194,7 +195,7 @@ def run_tunerflow(data: Path, work: Path, workers: int) -> dict:
         "max_drop_ratio": 0.5,
     }
     store_root = os.environ["TUNERFLOW_STORE"]
-    result = prepare({"store_root": store_root, "dataset": dataset, "tokenizers": [tokenizer_entry()]})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset, tokenizers=[tokenizer_entry()]))
     return {"counts": result["counts"], "dropped": result["dropped"], "drop_reasons": result["drop_reasons"]}
 
 

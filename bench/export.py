@@ -51,9 +51,10 @@ def demo_conf() -> dict[str, Any]:
 
 
 def prepared_dataset(store_root: str, conf: dict[str, Any]) -> dict[str, Any]:
+    from tasks.contracts.prepare import PrepareSpec
     from tasks.data.preparation import prepare
 
-    result = prepare({"store_root": store_root, "dataset": conf["datasets"][0]})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=conf["datasets"][0]))
     return {key: result[key] for key in ("name", "uri", "kind", "counts")}
 
 
@@ -63,6 +64,7 @@ def fine_tuned(
     """The model the demo ships: the base with a LoRA adapter trained on the demo set, merged."""
     from tasks.config.catalog import models, resolve_hparams
     from tasks.config.hparams import HParams
+    from tasks.contracts.train import TrainResult, TrainSpec
     from tasks.exporting.export_step import merge
     from tasks.runtime.step import execute
     from tasks.training.base_models import weights_location
@@ -73,23 +75,22 @@ def fine_tuned(
     if steps <= 0:
         return Path(weights_location(entry, store_root))
     group = HParams.model_validate({**conf["hparams"][0], "max_steps": steps})
-    job = {
-        "store_root": store_root,
-        "job_id": f"bench-export-{steps}",
-        "label": f"tuna|{MODEL}|bench",
-        "step": "train",
-        "output": f"{store_root.rstrip('/')}/bench/export/train-{steps}",
-        "dataset": dataset,
-        "model": entry.model_dump(),
-        "hparams": resolve_hparams(group).model_dump(),
-        "training": conf["training"],
-    }
-    log(f"fine-tuning {MODEL} with LoRA for {steps} steps (committed runs are reused)")
-    trained = execute("train", train, job)
-    merge(
-        {"model": entry.model_dump(), "store_root": store_root, "adapter_uri": trained["adapter_uri"]},
-        merged,
+    job = TrainSpec.model_validate(
+        {
+            "store_root": store_root,
+            "job_id": f"bench-export-{steps}",
+            "label": f"tuna|{MODEL}|bench",
+            "step": "train",
+            "output": f"{store_root.rstrip('/')}/bench/export/train-{steps}",
+            "dataset": dataset,
+            "model": entry.model_dump(),
+            "hparams": resolve_hparams(group).model_dump(),
+            "training": conf["training"],
+        }
     )
+    log(f"fine-tuning {MODEL} with LoRA for {steps} steps (committed runs are reused)")
+    trained = execute("train", train, job, TrainResult)
+    merge(entry, store_root, merged, adapter_uri=trained["adapter_uri"])
     return merged
 
 

@@ -17,6 +17,7 @@ from tasks.config.base import format_validation_error
 from tasks.config.catalog import resolve_model
 from tasks.config.dataset import DatasetConfig
 from tasks.config.models import ModelConfig
+from tasks.contracts.prepare import PrepareSpec
 from tasks.data import dataset_registry
 
 # Options shared by `dataset create` and `dataset update`: (flag, DatasetConfig field, argparse keywords).
@@ -187,7 +188,7 @@ def _run_prepare(root: str, name: str, model_names: list[str]) -> int:
         import tasks.data.preparation as prepare_dataset
 
         result = prepare_dataset.prepare(
-            {"store_root": root, "dataset": definition, "tokenizers": tokenizers}
+            PrepareSpec(store_root=root, dataset=definition, tokenizers=tokenizers)
         )
     except Exception as error:
         print(f"preparing dataset '{name}' failed: {error}", file=sys.stderr)

@@ -155,8 +155,7 @@ def complete_job(job: PrepareSpec) -> PrepareSpec:
     return job.model_copy(update={"version": version, "output": output})
 
 
-def prepare(job: PrepareSpec | dict[str, Any]) -> dict[str, Any]:
+def prepare(spec: PrepareSpec) -> dict[str, Any]:
     """Validate and split one dataset into the store, keyed by its content version; returns the committed
-    PreparedDataset as JSON. A dict is validated as a PrepareSpec first (ContractError naming the field)."""
-    spec = PrepareSpec.load(job, "the prepare job")
+    PreparedDataset as JSON."""
     return execute("prepare_dataset", prepare_dataset, complete_job(spec), PreparedDataset)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-import tasks
+import tasks.data
 from tasks.cli.main import main
 from tasks.data import dataset_registry as reg
 from tasks.storage import layout, store
@@ -32,7 +32,9 @@ def patch_prepare(monkeypatch, prepare: Callable[[dict[str, Any]], dict[str, Any
     module = types.ModuleType("tasks.data.preparation")
     module.prepare = prepare  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "tasks.data.preparation", module)
-    monkeypatch.setattr(tasks, "prepare_dataset", module, raising=False)
+    # The CLI imports tasks.data.preparation: the stub must also be the package's attribute, which
+    # an earlier import of the real module would have set.
+    monkeypatch.setattr(tasks.data, "preparation", module, raising=False)
 
 
 def fake_version(root: str, name: str, version: str) -> None:
@@ -224,7 +226,8 @@ def test_prepare_calls_the_prepare_step(root, capsys, monkeypatch):
 
     calls = []
 
-    def fake_prepare(job):
+    def fake_prepare(spec):
+        job = spec.model_dump(mode="json")  # the PrepareSpec as the step would store it
         calls.append(job)
         counts = {"train": 90, "validation": 5, "test": 5}
         return {"name": job["dataset"]["name"], "version": "abc123", "uri": "file:///x", "kind": "chat",

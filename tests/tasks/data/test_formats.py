@@ -7,6 +7,7 @@ import re
 import pytest
 
 from tasks.config.dataset import DatasetConfig
+from tasks.contracts.prepare import PrepareSpec
 from tasks.data.format_detection import detect_format
 from tasks.data.formats import convert
 from tasks.data.preparation import prepare
@@ -280,7 +281,7 @@ def test_csv_file_prepares_with_row_ids_and_counts(tmp_path, store_root):
         "split": "100,0,0",
         "max_drop_ratio": 0.5,
     }
-    result = prepare({"store_root": store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     assert result["format"] == "alpaca" and result["kind"] == "chat"
     assert result["counts"] == {"train": 3, "validation": 0, "test": 0}
     assert result["drop_reasons"] == {"empty_field": 1}
@@ -291,7 +292,9 @@ def test_csv_file_prepares_with_row_ids_and_counts(tmp_path, store_root):
     assert set(rows) == {"qa.csv:1", "qa.csv:2", "qa.csv:4"}
     assert rows["qa.csv:2"]["messages"][0]["content"] == "Multi\nline, quoted?\n\nctx"
     again = prepare(
-        {"store_root": store_root, "dataset": {**dataset, "columns": {**dataset["columns"], "input": "x"}}}
+        PrepareSpec(
+            store_root=store_root, dataset={**dataset, "columns": {**dataset["columns"], "input": "x"}}
+        )
     )
     assert again["version"] != result["version"], "the column mapping is part of the content version"
 
@@ -311,7 +314,7 @@ def test_parquet_and_mixed_glob_prepare_with_row_ids_and_counts(tmp_path, store_
             json.dumps({"conversations": [{"from": "human", "value": "x"}, {"from": "gpt", "value": "y"}]})
         )
     dataset = {"name": "chat", "uri": str(tmp_path / "data" / "part-*"), "split": "80,10,10"}
-    result = prepare({"store_root": store_root, "dataset": dataset})
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     assert result["format"] == "sharegpt"
     assert sum(result["counts"].values()) == 2500 and result["dropped"] == 1
     rejected = store.local_path(store.join(result["uri"], "rejected.jsonl")).read_text()
@@ -331,16 +334,18 @@ def test_parquet_and_mixed_glob_prepare_with_row_ids_and_counts(tmp_path, store_
 def test_preference_data_prepares_as_preference_kind(tmp_path, store_root):
     path = tmp_path / "pairs.json"
     path.write_text(json.dumps([{"prompt": f"q{i}", "chosen": "good", "rejected": "bad"} for i in range(10)]))
-    result = prepare({"store_root": store_root, "dataset": {"name": "pairs", "uri": str(path)}})
+    result = prepare(PrepareSpec(store_root=store_root, dataset={"name": "pairs", "uri": str(path)}))
     assert result["format"] == "preference" and result["kind"] == "preference"
     assert sum(result["counts"].values()) == 10
 
 
-def test_sft_refuses_preference_data_before_loading_anything():
+def test_sft_refuses_preference_data_before_loading_anything(tmp_path):
     from tasks.runtime.errors import StepError
     from tasks.training.trainer import to_trl_rows, train
+    from tests.tasks.training.test_train_types import make_job
 
-    job = {"dataset": {"name": "pairs", "kind": "preference"}, "training": {"type": "sft"}}
+    # Nothing under these paths exists: the refusal comes before anything is loaded.
+    job = make_job(tmp_path, tmp_path / "model", tmp_path / "pairs", "preference", "sft", "lora")
     with pytest.raises(
         StepError, match=re.escape("holds preference rows, but training.type 'sft' trains on chat")
     ):
@@ -356,7 +361,9 @@ def test_unreadable_files_fail_the_step_with_the_file_name(tmp_path, store_root)
 
     (tmp_path / "broken.parquet").write_bytes(b"not parquet")
     with pytest.raises(StepError, match=r"broken\.parquet"):
-        prepare({"store_root": store_root, "dataset": {"name": "b", "uri": str(tmp_path / "broken.parquet")}})
+        prepare(
+            PrepareSpec(store_root=store_root, dataset={"name": "b", "uri": str(tmp_path / "broken.parquet")})
+        )
     (tmp_path / "latin.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
     with pytest.raises(StepError, match="not UTF-8"):
-        prepare({"store_root": store_root, "dataset": {"name": "c", "uri": str(tmp_path / "latin.csv")}})
+        prepare(PrepareSpec(store_root=store_root, dataset={"name": "c", "uri": str(tmp_path / "latin.csv")}))
