@@ -21,12 +21,19 @@ from __future__ import annotations
 from datetime import datetime
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.backends import backend_name
 from tasks.backends.heavy import heavy_tasks, run_of, skip_when
+from tasks.config.experiment import load_experiment
 from tasks.config.params import NO_DEFAULT, param_specs
+from tasks.contracts.base import Contract
+from tasks.contracts.planning import ChampionPlan, RunInfo
+from tasks.contracts.prepare import PreparedDataset
+from tasks.contracts.promotion import PromotionDecision
+from tasks.contracts.selection import Selection
 from tasks.pipeline import skips
-from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI
+from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI, promotion_event_extra
 from tasks.storage.store import default_root
 
 BACKEND = backend_name()
@@ -35,8 +42,17 @@ BACKEND = backend_name()
 PRODUCTION_MODEL = Asset(name=PRODUCTION_ASSET_NAME, uri=PRODUCTION_ASSET_URI, group="model")
 
 
-def _this_run() -> dict:
+def _this_run() -> RunInfo:
     return run_of(get_current_context())
+
+
+def _xcom(contracts: list[Contract]) -> list[dict]:
+    """A list of contracts as XCom carries it: plain JSON."""
+    return [contract.model_dump(mode="json") for contract in contracts]
+
+
+def _prepared(datasets: list[dict]) -> list[PreparedDataset]:
+    return [PreparedDataset.model_validate(dataset) for dataset in datasets]
 
 
 @dag(
@@ -53,58 +69,60 @@ def _this_run() -> dict:
     },
 )
 def finetune_experiment():
+    # Planning (numpy), selection, promotion and the report load in the task that runs them, not on
+    # every parse of this file.
     @task
     def validate_conf() -> list[dict]:
         from tasks.pipeline.plan import validate_conf as validate
 
         context = get_current_context()
-        return validate(dict(context["params"]), run_id=context["run_id"], store_root=default_root())
+        return _xcom(validate(dict(context["params"]), run_id=context["run_id"], store_root=default_root()))
 
     @task
     def plan_jobs(datasets: list[dict]) -> list[dict]:
         from tasks.pipeline.plan import plan_jobs as plan
 
-        return plan(_this_run(), list(datasets))
+        return _xcom(plan(_this_run(), _prepared(datasets)))
 
     @task
     def plan_references(datasets: list[dict]) -> list[dict]:
         from tasks.pipeline.plan import plan_references as plan
 
-        return plan(_this_run(), list(datasets))
+        return _xcom(plan(_this_run(), _prepared(datasets)))
 
     # all_done: failed or skipped jobs never block selection. A run whose conf or data failed planned
     # nothing, and selection skips itself (all_done_min_one_success would skip on any skipped job).
     @task(trigger_rule="all_done")
     def select_best() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
-        from tasks.config.experiment import load_experiment
         from tasks.pipeline.plan import planned
         from tasks.pipeline.selection import export_specs, leaderboard
 
         run = _this_run()
-        skip_when(skips.nothing_planned(run["run_uri"]))
-        scoring = load_experiment(run["run_uri"])["scoring"]
+        skip_when(skips.nothing_planned(run.run_uri))
+        scoring = load_experiment(run.run_uri)["scoring"]
         board = leaderboard(
-            run["run_uri"], planned(run["run_uri"]), scoring["primary"], scoring.get("rank_on", "pytorch")
+            run.run_uri, planned(run.run_uri), scoring["primary"], scoring.get("rank_on", "pytorch")
         )
-        for failure in board["failed"]:
-            print(f"FAILED {failure['label']}: {failure['error']}")
-        if board["winner"] is None:
+        for failure in board.failed:
+            print(f"FAILED {failure.label}: {failure.error}")
+        if board.winner is None:
             raise AirflowFailException("no job succeeded; see leaderboard.json for every job's reason")
-        winner = board["winner"]
-        print(f"WINNER {winner['label']}: {winner['metrics']}")
-        return {"winner": winner, **export_specs(run["run_uri"], run["store_root"], winner)}
+        print(f"WINNER {board.winner.label}: {board.winner.metrics}")
+        return export_specs(run.run_uri, run.store_root, board.winner).model_dump(mode="json")
 
     @task
     def plan_champion(selection: dict) -> list[str]:
-        from tasks.config.experiment import load_experiment
         from tasks.registry.champion import plan_champion_scoring
 
         run = _this_run()
-        planned = plan_champion_scoring(run, load_experiment(run["run_uri"]), selection["winner"])
-        skip_when(planned.get("skip"))
-        return planned["argv"]
+        winner = Selection.model_validate(selection).winner
+        plan = ChampionPlan.model_validate(
+            plan_champion_scoring(
+                run.model_dump(mode="json"), load_experiment(run.run_uri), winner.model_dump(mode="json")
+            )
+        )
+        skip_when(plan.skip)
+        return plan.argv
 
     # Runs after a passed check, or with export disabled (export and its check skipped), and after the
     # champion was scored on the candidate's rows, or when there is no champion (skipped).
@@ -112,17 +130,17 @@ def finetune_experiment():
     def promote(selection: dict) -> dict:
         from tasks.pipeline.orchestration import promote_winner
 
-        return promote_winner(_this_run(), selection)
+        return promote_winner(_this_run(), Selection.model_validate(selection)).model_dump(mode="json")
 
     # Skipped (so no Asset event) unless promote moved the production pointer. A second leaf beside
     # report: when the event cannot be emitted the run fails, since deployments never hear of the model.
     @task(outlets=[PRODUCTION_MODEL])
     def publish_promotion(decision: dict) -> dict:
-        from tasks.registry.promotion_event import promotion_event_extra
-
-        extra = promotion_event_extra(_this_run(), decision)
+        run = _this_run()
+        promotion = PromotionDecision.model_validate(decision)
+        extra = promotion_event_extra(run.model_dump(mode="json"), promotion.model_dump(mode="json"))
         if extra is None:
-            skip_when(f"not promoted, no event: {decision.get('reason')}")
+            skip_when(f"not promoted, no event: {promotion.reason}")
         get_current_context()["outlet_events"][PRODUCTION_MODEL].extra = extra
         weights = extra["model_uri"] or extra["adapter_uri"]
         print(f"PRODUCTION {extra['registry']} v{extra['version']}: {weights}")
@@ -132,19 +150,18 @@ def finetune_experiment():
     # when the experiment shipped nothing (refused conf, no winner, failed export check).
     @task(trigger_rule="all_done")
     def report() -> dict:
-        from airflow.sdk.exceptions import AirflowFailException
-
         from tasks.pipeline.orchestration import run_problem, write_run_report
 
         run = _this_run()
         summary = {}
-        nothing = skips.nothing_to_report(run["run_uri"])
+        nothing = skips.nothing_to_report(run.run_uri)
         if nothing:
             print(nothing)
         else:
-            summary = write_run_report(run)
-            print(summary.pop("text"))
-        problem = run_problem(run["run_uri"])
+            written, text = write_run_report(run)
+            print(text)
+            summary = written.model_dump(mode="json")
+        problem = run_problem(run.run_uri)
         if problem:
             raise AirflowFailException(f"the experiment shipped nothing: {problem}")
         return summary

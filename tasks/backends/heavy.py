@@ -23,6 +23,8 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from tasks.backends import TRAIN_RETRIES
 from tasks.backends.local import StepFailed, run_step
 from tasks.config.experiment import load_experiment
+from tasks.contracts.planning import PlannedJob, RunInfo
+from tasks.contracts.prepare import PlannedDataset
 from tasks.pipeline import skips
 from tasks.storage.s3 import store_env
 from tasks.storage.store import default_root
@@ -38,24 +40,33 @@ SCORING_STEPS = ("evaluate", "check_export")
 
 
 # --- what the mapped tasks map over: module-level functions, so XComArg.map serializes them ------------
+# Each is given one entry of a light task's XCom list (plain JSON) and reads it through its contract.
 
 
 def dataset_argv(dataset: dict[str, Any]) -> list[str]:
-    return dataset["argv"]
+    return PlannedDataset.model_validate(dataset).argv
 
 
 def train_argv(job: dict[str, Any]) -> list[str]:
-    return job["train_argv"]
+    return PlannedJob.model_validate(job).train_argv
 
 
 def evaluate_argv(job: dict[str, Any]) -> list[str]:
-    return job["evaluate_argv"]
+    return PlannedJob.model_validate(job).evaluate_argv
+
+
+def entry_label(step: str, entry: dict[str, Any]) -> str:
+    """A mapped local task's readable map index: the dataset's name, or the job's label
+    (`tuna|smollm2-135m-instruct|lr1e-3`)."""
+    if step == "prepare_dataset":
+        return PlannedDataset.model_validate(entry).name
+    return PlannedJob.model_validate(entry).label
 
 
 # --- the run a task belongs to, and skipping ----------------------------------------------------------
 
 
-def run_of(context: Any) -> dict[str, str]:
+def run_of(context: Any) -> RunInfo:
     """The run of the task whose context this is: derived from its Params and run id, so every task
     agrees (tasks.pipeline.plan.run_info)."""
     # tasks.pipeline.plan imports numpy (token counts); this module is loaded while the DAG is parsed.
@@ -86,7 +97,7 @@ class SkipRule:
 
 # The argv's last word is the step's spec URI.
 skip_if_training_failed = SkipRule(lambda argv, context: skips.training_failed(argv[-1]))
-skip_unless_export_enabled = SkipRule(lambda argv, context: skips.export_disabled(run_of(context)["run_uri"]))
+skip_unless_export_enabled = SkipRule(lambda argv, context: skips.export_disabled(run_of(context).run_uri))
 
 
 # --- the local backend: a subprocess on the worker ----------------------------------------------------
@@ -105,7 +116,7 @@ def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None)
         # Loaded where the step runs: the judge is not a parse-time need.
         from tasks.scoring.judge import judge_env
 
-        env.update(judge_env(load_experiment(run_of(context)["run_uri"])["scoring"]))
+        env.update(judge_env(load_experiment(run_of(context).run_uri)["scoring"]))
     try:
         return run_step(argv, env)
     except StepFailed as failure:
@@ -127,13 +138,12 @@ class LocalSteps:
         **task_kwargs: Any,
     ):
         """One task per entry of `entries` (a light task's list), running the argv `argv` picks from it."""
-        # A readable map index: the dataset's name, or the job's label (`tuna|smollm2-135m-instruct|lr1e-3`).
-        label, key = ("dataset_name", "name") if step == "prepare_dataset" else ("job_label", "label")
+        label = "dataset_name" if step == "prepare_dataset" else "job_label"
 
         @task(task_id=task_id, map_index_template="{{ " + label + " }}", **task_kwargs)
         def run(entry: dict[str, Any]) -> dict[str, Any]:
             context = get_current_context()
-            context[label] = entry[key]
+            context[label] = entry_label(step, entry)
             return run_locally(step, argv(entry), context, skip)
 
         return run.expand(entry=entries)

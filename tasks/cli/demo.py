@@ -12,7 +12,7 @@ from typing import Any
 
 from tasks.config.catalog import REPO_ROOT
 from tasks.config.params import demo_conf_path, load_conf
-from tasks.pipeline.orchestration import format_summary
+from tasks.pipeline.orchestration import RunSummary, format_summary, read_leaderboard
 from tasks.storage import layout, store
 
 
@@ -57,12 +57,12 @@ def run_experiment(conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def _print_result(result: dict[str, Any]) -> None:
-    summary = result["summary"]
     print("\n" + "=" * 100)
     print(f"Experiment run {result['run_id']}: {result['state']} in {result['minutes']} min")
-    board_uri = store.join(summary["run_uri"], "leaderboard.json") if summary else None
-    if board_uri and store.exists(board_uri):
-        print(format_summary(summary, store.read_json(board_uri)))
+    summary = RunSummary.model_validate(result["summary"]) if result["summary"] else None
+    board = read_leaderboard(summary.run_uri) if summary else None
+    if board:
+        print(format_summary(summary, board))
     print("=" * 100)
 
 

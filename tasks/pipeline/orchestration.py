@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import Field
+
 from tasks.config.experiment import load_experiment
 from tasks.config.promotion import PromotionConfig
+from tasks.contracts.base import Contract
 from tasks.contracts.export import CheckExportResult, ExportResult
 from tasks.contracts.planning import RunInfo
 from tasks.contracts.promotion import PromotionDecision, PromotionJob, WinnerLineage
-from tasks.contracts.selection import Selection
+from tasks.contracts.selection import Failure, Leaderboard, Selection
 from tasks.contracts.train import TrainSpec
-from tasks.pipeline.report import write_report
+from tasks.pipeline.report import ReportInputs, write_report
 from tasks.registry.champion import champion_score, scoring_failure
 from tasks.registry.promotion import promote
 from tasks.storage import layout, store
@@ -23,17 +26,35 @@ def _committed(run_uri: str, name: str, model: type[ExportResult] | type[CheckEx
     return None if result is None else model.load(result, f"the result committed at {prefix}")
 
 
-def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, Any]:
+class SummaryWinner(Contract):
+    """The winner as the run summary names it."""
 
-    run_info = RunInfo.model_validate(run)
-    run_uri = run_info.run_uri
+    label: str = Field(description="The winning row's label.")
+    metrics: dict[str, float | None] = Field(description="Its PyTorch metrics.")
+
+
+class RunSummary(Contract):
+    """`summary.json` and the report task's XCom: where the run's outputs are and how it ended."""
+
+    run_uri: str = Field(description="The run.")
+    report_uri: str = Field(description="The HTML report.")
+    winner: SummaryWinner | None = Field(description="The winner, or None when no job succeeded.")
+    failed: list[Failure] = Field(description="The failed jobs with reasons.")
+    exports: dict[str, str] = Field(description="Exported format -> URI.")
+    merged_model_uri: str | None = Field(description="The merged model the export made.")
+    promotion: PromotionDecision | None = Field(description="The promotion decision, if promote ran.")
+
+
+def promote_winner(run: RunInfo, selection: Selection) -> PromotionDecision:
+    """Register the selected winner with its lineage and let the gate decide; `promotion.json` records it."""
+    run_uri = run.run_uri
     conf = load_experiment(run_uri)
     promotion = PromotionConfig.model_validate(conf["promotion"])
     if not promotion.enabled:
         disabled = PromotionDecision(promoted=False, reason="promotion.enabled is false")
         store.write_json(store.join(run_uri, "promotion.json"), disabled.model_dump(mode="json"))
-        return disabled.model_dump(mode="json")
-    winner = Selection.model_validate(selection).winner
+        return disabled
+    winner = selection.winner
     train_uri = store.join(layout.job(run_uri, winner.job_id), "train.json")
     train_spec = TrainSpec.load(store.read_json(train_uri), train_uri)
     exported = _committed(run_uri, "export", ExportResult)
@@ -41,7 +62,7 @@ def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, 
     export_enabled = conf["export"]["enabled"]
     merged = exported.merged_uri if exported else None
     job = PromotionJob(
-        store_root=run_info.store_root,
+        store_root=run.store_root,
         registry_name=promotion.registry_name or conf["name"],
         run_uri=run_uri,
         winner=WinnerLineage(
@@ -61,85 +82,88 @@ def promote_winner(run: dict[str, Any], selection: dict[str, Any]) -> dict[str, 
         exports={fmt: info.uri for fmt, info in exported.formats.items()} if exported else {},
         checks_passed=bool(checks and checks.passed) if export_enabled else True,
     )
-    decision = promote(job)
-    store.write_json(store.join(run_uri, "promotion.json"), decision)
+    decision = PromotionDecision.model_validate(promote(job))
+    store.write_json(store.join(run_uri, "promotion.json"), decision.model_dump(mode="json"))
     return decision
 
 
-def format_leaderboard(board: dict[str, Any]) -> str:
-    primary = board["primary"]
+def format_leaderboard(board: Leaderboard) -> str:
+    primary = board.primary
     lines = [f"{'rank':>4}  {'job':<45} {'status':<10} {primary:>10}  other metrics"]
-    for row in board["rows"]:
-        value = row["metrics"].get(primary)
-        others = ", ".join(f"{k}={v:.4f}" for k, v in row["metrics"].items() if k != primary)
-        quantized = row.get("quantized") or {}
-        if primary in (quantized.get("metrics") or {}):
-            others = f"{primary} as {quantized['format']}={quantized['metrics'][primary]:.4f}, {others}"
+    for row in board.rows:
+        value = row.metrics.get(primary)
+        others = ", ".join(f"{k}={v:.4f}" for k, v in row.metrics.items() if k != primary)
+        if row.quantized and primary in row.quantized.metrics:
+            quantized = row.quantized
+            others = f"{primary} as {quantized.format}={quantized.metrics[primary]:.4f}, {others}"
         shown = f"{value:.4f}" if value is not None else "-"
-        rank = row.get("rank", "-")
-        lines.append(f"{rank!s:>4}  {row['label']:<45} {row['status']:<10} {shown:>10}  {others}")
-        if row.get("error"):
-            lines.append(f"{'':>6}reason: {row['error']}")
+        rank = row.rank if row.rank is not None else "-"
+        lines.append(f"{rank!s:>4}  {row.label:<45} {row.status:<10} {shown:>10}  {others}")
+        if row.error:
+            lines.append(f"{'':>6}reason: {row.error}")
     return "\n".join(lines)
 
 
-def format_summary(summary: dict[str, Any], board: dict[str, Any]) -> str:
+def format_summary(summary: RunSummary, board: Leaderboard) -> str:
     """The run's outcome for a terminal or a task log: leaderboard, winner, promotion, where things are."""
-    lines = [f"Leaderboard ({board['primary']}, higher is better unless a loss):", format_leaderboard(board)]
-    if summary.get("winner"):
-        lines.append(f"\nWinner:          {summary['winner']['label']}  {summary['winner']['metrics']}")
-    promotion = summary.get("promotion") or {}
+    lines = [f"Leaderboard ({board.primary}, higher is better unless a loss):", format_leaderboard(board)]
+    if summary.winner:
+        lines.append(f"\nWinner:          {summary.winner.label}  {summary.winner.metrics}")
+    promotion = summary.promotion
     if promotion:
-        verdict = "PROMOTED" if promotion.get("promoted") else "not promoted"
-        lines.append(f"Promotion:       {verdict} ({promotion.get('reason', '')})")
-        if promotion.get("registry_uri"):
-            lines.append(f"Registry:        {promotion['registry_uri']} version {promotion.get('version')}")
-    if summary.get("merged_model_uri"):
-        lines.append(f"Promoted model:  {summary['merged_model_uri']}")
-    for fmt, uri in summary.get("exports", {}).items():
+        verdict = "PROMOTED" if promotion.promoted else "not promoted"
+        lines.append(f"Promotion:       {verdict} ({promotion.reason})")
+        if promotion.registry_uri:
+            lines.append(f"Registry:        {promotion.registry_uri} version {promotion.version}")
+    if summary.merged_model_uri:
+        lines.append(f"Promoted model:  {summary.merged_model_uri}")
+    for fmt, uri in summary.exports.items():
         lines.append(f"Export {fmt + ':':<10} {uri}")
-    if summary.get("report_uri"):
-        lines.append(f"Report:          {summary['report_uri']}")
+    if summary.report_uri:
+        lines.append(f"Report:          {summary.report_uri}")
     return "\n".join(lines)
 
 
-def write_run_report(run: dict[str, Any]) -> dict[str, Any]:
-    """Write the HTML report and summary.json; return the summary with a printable text version."""
+def read_leaderboard(run_uri: str) -> Leaderboard | None:
+    """The run's `leaderboard.json`, or None before selection wrote it."""
+    uri = store.join(run_uri, "leaderboard.json")
+    return Leaderboard.load(store.read_json(uri), uri) if store.exists(uri) else None
 
-    run_uri = run["run_uri"]
+
+def write_run_report(run: RunInfo) -> tuple[RunSummary, str]:
+    """Write the HTML report and summary.json; return the summary and a printable text version."""
+
+    run_uri = run.run_uri
     experiment = load_experiment(run_uri)
-    board_uri = store.join(run_uri, "leaderboard.json")
-    board = (
-        store.read_json(board_uri) if store.exists(board_uri) else {"rows": [], "winner": None, "failed": []}
-    )
-    board.setdefault("primary", experiment["scoring"]["primary"])
+    board = read_leaderboard(run_uri) or Leaderboard(primary=experiment["scoring"]["primary"])
     promotion_uri = store.join(run_uri, "promotion.json")
-    promotion = store.read_json(promotion_uri) if store.exists(promotion_uri) else None
-    checks = _committed(run_uri, "check_export", CheckExportResult)
+    promotion = (
+        PromotionDecision.load(store.read_json(promotion_uri), promotion_uri)
+        if store.exists(promotion_uri)
+        else None
+    )
     exported = _committed(run_uri, "export", ExportResult)
     report = write_report(
-        {
-            "output": store.join(run_uri, "report"),
-            "experiment": experiment,
-            "leaderboard": board["rows"],
-            "winner": board["winner"],
-            "primary": board["primary"],
-            "export_checks": checks.model_dump(mode="json") if checks else None,
-            "promotion": promotion,
-        }
+        ReportInputs(
+            output=store.join(run_uri, "report"),
+            experiment=experiment,
+            board=board,
+            checks=_committed(run_uri, "check_export", CheckExportResult),
+            promotion=promotion,
+        )
     )
-    winner = board["winner"]
-    summary = {
-        "run_uri": run_uri,
-        "report_uri": report["report_uri"],
-        "winner": {"label": winner["label"], "metrics": winner["metrics"]} if winner else None,
-        "failed": board["failed"],
-        "exports": {fmt: info.uri for fmt, info in exported.formats.items()} if exported else {},
-        "merged_model_uri": exported.merged_uri if exported else None,
-        "promotion": promotion,
-    }
-    store.write_json(store.join(run_uri, "summary.json"), summary)
-    return {**summary, "text": format_summary(summary, board)}
+    winner = board.winner
+    summary = RunSummary(
+        run_uri=run_uri,
+        report_uri=report["report_uri"],
+        winner=SummaryWinner(label=winner.label, metrics=winner.metrics) if winner else None,
+        failed=board.failed,
+        exports={fmt: info.uri for fmt, info in exported.formats.items()} if exported else {},
+        merged_model_uri=exported.merged_uri if exported else None,
+        promotion=promotion,
+    )
+    store.write_json(store.join(run_uri, "summary.json"), summary.model_dump(mode="json"))
+    return summary, format_summary(summary, board)
 
 
 def run_problem(run_uri: str) -> str | None:
@@ -149,12 +173,11 @@ def run_problem(run_uri: str) -> str | None:
 
     if not store.exists(store.join(run_uri, "experiment.json")):
         return "the conf was refused by validate_conf; its log names every bad field"
-    board_uri = store.join(run_uri, "leaderboard.json")
-    if not store.exists(board_uri):
+    board = read_leaderboard(run_uri)
+    if board is None:
         return "nothing was scored: a dataset failed to prepare or planning failed; see prepare_dataset"
-    board = store.read_json(board_uri)
-    if board["winner"] is None:
-        reasons = "; ".join(f"{f['label']}: {f['error']}" for f in board["failed"][:3])
+    if board.winner is None:
+        reasons = "; ".join(f"{f.label}: {f.error}" for f in board.failed[:3])
         return f"no job succeeded ({reasons})"
     experiment = load_experiment(run_uri)
     checks = _committed(run_uri, "check_export", CheckExportResult)

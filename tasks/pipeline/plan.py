@@ -24,10 +24,9 @@ from tasks.storage import layout, store
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
 
 
-def run_info(experiment_name: str, run_id: str, store_root: str) -> dict[str, str]:
+def run_info(experiment_name: str, run_id: str, store_root: str) -> RunInfo:
     """Where a run lives: derived from the experiment name and run id only, so every task agrees."""
-    run = RunInfo(run_uri=layout.run(store_root, experiment_name, run_id), store_root=store_root)
-    return run.model_dump(mode="json")
+    return RunInfo(run_uri=layout.run(store_root, experiment_name, run_id), store_root=store_root)
 
 
 def prepared_definitions(experiment: ExperimentConfig, store_root: str) -> list[tuple[str, DatasetConfig]]:
@@ -81,7 +80,7 @@ def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, An
     return dataset.model_dump(mode="json")
 
 
-def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[dict[str, Any]]:
+def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[PlannedDataset]:
     """Re-validate the whole conf (including rules JSON Schema cannot express), record it, and return
     one prepare spec per dataset (the eval set, when there is one, last, with role `eval`)."""
 
@@ -90,7 +89,7 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[di
         resolved = resolve_experiment(experiment)
     except ValueError as error:
         raise ConfError(f"invalid experiment conf:\n{error}") from None
-    run_uri = run_info(experiment.name, run_id, store_root)["run_uri"]
+    run_uri = run_info(experiment.name, run_id, store_root).run_uri
     definitions = prepared_definitions(experiment, store_root)
     evaluation = eval_definition(experiment, store_root)
     # A registered dataset is prepared under its registered name; jobs keep the experiment's label.
@@ -124,12 +123,11 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[di
         store.write_json(spec_uri, spec.model_dump(mode="json"))
         role = {"role": spec.role} if spec.role == "eval" else {}
         argv = step_argv("prepare_dataset", spec_uri)
-        entry = PlannedDataset(name=label, spec_uri=spec_uri, argv=argv, **role)
-        datasets.append(entry.model_dump(mode="json"))
+        datasets.append(PlannedDataset(name=label, spec_uri=spec_uri, argv=argv, **role))
     return datasets
 
 
-def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: str, **inputs) -> dict:
+def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: str, **inputs) -> PlannedJob:
     job_prefix = layout.job(run.run_uri, job_id)
     experiment = resolved["experiment"]
     common = {"store_root": run.store_root, "job_id": job_id, "label": label, **inputs}
@@ -156,25 +154,30 @@ def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: 
         store.write_json(spec_uri, spec.model_dump(mode="json"))
         uris[f"{step}_spec"] = spec_uri
         uris[f"{step}_argv"] = step_argv(step, spec_uri)
-    return PlannedJob(job_id=job_id, label=label, kind=kind, **uris).model_dump(mode="json")
+    return PlannedJob(job_id=job_id, label=label, kind=kind, **uris)
 
 
-def _load(run: RunInfo, datasets: list[dict[str, Any]]) -> tuple[dict, dict, list[str]]:
+def _load(
+    run: RunInfo, datasets: list[PreparedDataset]
+) -> tuple[dict, dict[str, PreparedDataset], list[str]]:
     resolved = store.read_json(layout.experiment_record(run.run_uri))
-    prepared = {d["name"]: d for d in datasets}
+    prepared = {d.name: d for d in datasets}
     if resolved.get("eval_prepared_as"):
         # The eval set was prepared beside the training datasets; every job is scored on it.
         resolved["eval_set"] = prepared.pop(resolved["eval_prepared_as"])
     order = [d["name"] for d in resolved["experiment"]["datasets"]]
     prepared_as = resolved.get("prepared_as") or {name: name for name in order}
-    named = {label: {**prepared[prepared_as[label]], "name": label} for label in order}
-    by_name = {label: PreparedDataset.model_validate(dataset) for label, dataset in named.items()}
+    by_name = {label: prepared[prepared_as[label]].model_copy(update={"name": label}) for label in order}
     return resolved, by_name, order
 
 
-def plan_jobs(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _write_planned(run: RunInfo, name: str, planned: list[PlannedJob]) -> list[PlannedJob]:
+    store.write_json(store.join(run.run_uri, name), [job.model_dump(mode="json") for job in planned])
+    return planned
+
+
+def plan_jobs(run: RunInfo, datasets: list[PreparedDataset]) -> list[PlannedJob]:
     """The cartesian product dataset x model x hyperparameter group: one training job each."""
-    run = RunInfo.model_validate(run)
     resolved, by_name, order = _load(run, datasets)
     training_type = resolved["experiment"]["training"]["type"]
     problems = [dataset_kind_problem(training_type, name, by_name[name].kind) for name in order]
@@ -188,13 +191,11 @@ def plan_jobs(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[
         jobs.append(
             _job(run, resolved, "train", job_id, label, dataset=by_name[name], model=model, hparams=hparams)
         )
-    store.write_json(store.join(run.run_uri, "jobs.json"), jobs)
-    return jobs
+    return _write_planned(run, "jobs.json", jobs)
 
 
-def plan_references(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def plan_references(run: RunInfo, datasets: list[PreparedDataset]) -> list[PlannedJob]:
     """One scoring of each untouched base model per dataset, as reference rows on the leaderboard."""
-    run = RunInfo.model_validate(run)
     resolved, by_name, order = _load(run, datasets)
     references = []
     if resolved["experiment"]["scoring"]["compare_base"]:
@@ -204,14 +205,13 @@ def plan_references(run: dict[str, Any], datasets: list[dict[str, Any]]) -> list
             references.append(
                 _job(run, resolved, "reference", job_id, label, dataset=by_name[name], model=model)
             )
-    store.write_json(store.join(run.run_uri, "references.json"), references)
-    return references
+    return _write_planned(run, "references.json", references)
 
 
-def planned(run_uri: str) -> list[dict[str, Any]]:
+def planned(run_uri: str) -> list[PlannedJob]:
     """Every job and reference scoring the run planned, read back from the store."""
     out = []
     for name in ("jobs.json", "references.json"):
         uri = store.join(run_uri, name)
-        out += store.read_json(uri) if store.exists(uri) else []
+        out += [PlannedJob.load(job, uri) for job in store.read_json(uri)] if store.exists(uri) else []
     return out

@@ -1,20 +1,12 @@
 """The experiment report: one self-contained HTML page plus two plots, committed under `<run>/report`.
 
-Job:
-    {"output": "<run prefix>/report", "experiment": {experiment conf}, "primary": "rouge_l",
-     "leaderboard": [{"rank", "job_id", "label", "status": "succeeded" | "failed" | "reference",
-                      "metrics": {...}, "error": str | None,
-                      "train": {"train_loss", "steps", "runtime_s", "tokens_per_s"} | None,
-                      "metrics_jsonl": uri | None}, ...],
-     "winner": {"job_id", "label", "metrics", ...} | None,
-     "export_checks": {...} | None, "promotion": {tasks.registry.promotion result} | None}
-Result:
-    {"report_uri": ".../index.html", "plots": [".../loss.png", ".../metrics.png"]}
+Written from `ReportInputs`: the experiment conf as recorded, the `Leaderboard` (rows, winner, primary
+metric), the `CheckExportResult` and the `PromotionDecision` (either may be missing). The committed
+result is {"report_uri": ".../index.html", "plots": [".../loss.png", ".../metrics.png"]}.
 
-`export_checks` is the tasks.exporting.checks result ({"passed", "pytorch": {size_bytes, latency}, "formats":
-{fmt: check}}) but is read leniently: {"checks": [check, ...]} or {fmt: check} work too; a check may hold
-size_bytes | size_mb, latency | latency_ms {"p50_ms" | "p50", "p95_ms" | "p95"} | latency_p50_ms /
-latency_p95_ms, metric_drop, passed, problems | reasons | reason; other scalars are listed as notes.
+A format's checks are read leniently (`report_data.export_rows`): a check may hold size_bytes | size_mb,
+latency | latency_ms {"p50_ms" | "p50", "p95_ms" | "p95"} | latency_p50_ms / latency_p95_ms, metric_drop,
+passed, problems | reasons | reason; other scalars are listed as notes.
 
 The data comes from `tasks.pipeline.report_data`, the plots from `tasks.pipeline.report_plots`; this module
 renders the page (every text escaped) and commits it.
@@ -23,14 +15,29 @@ renders the page (every text escaped) and commits it.
 from __future__ import annotations
 
 import base64
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
 from typing import Any
 
+from tasks.contracts.export import CheckExportResult
+from tasks.contracts.promotion import PromotionDecision
+from tasks.contracts.selection import Leaderboard, LeaderboardRow
 from tasks.pipeline.report_data import better, export_rows, fmt
 from tasks.pipeline.report_plots import plot_loss, plot_metric
 from tasks.storage import store
+
+
+@dataclass(frozen=True)
+class ReportInputs:
+    """What the page is written from; `output` is the report's prefix, `<run>/report`."""
+
+    output: str
+    experiment: dict[str, Any]
+    board: Leaderboard
+    checks: CheckExportResult | None = None
+    promotion: PromotionDecision | None = None
 
 
 def esc(value: Any) -> str:
@@ -93,48 +100,45 @@ def _summary(experiment: dict[str, Any], primary: str) -> str:
     return _dl(pairs)
 
 
-def _quantized(row: dict[str, Any], metric: str) -> Any:
-    return ((row.get("quantized") or {}).get("metrics") or {}).get(metric)
+def _quantized(row: LeaderboardRow, metric: str) -> Any:
+    return row.quantized.metrics.get(metric) if row.quantized else None
 
 
-def _leaderboard(rows: list[dict[str, Any]], primary: str, winner_id: str | None) -> str:
+def _leaderboard(rows: list[LeaderboardRow], primary: str, winner_id: str | None) -> str:
     metric_names: list[str] = [primary]
     for row in rows:
-        for key in row.get("metrics") or {}:
+        for key in row.metrics:
             if key not in metric_names:
                 metric_names.append(key)
     # With scoring.rank_on, each job's export was scored too, and that score ranked the jobs.
-    quantized = next((r["quantized"]["format"] for r in rows if r.get("quantized")), None)
+    quantized = next((r.quantized.format for r in rows if r.quantized), None)
     extra = [f"{primary} ({quantized})"] if quantized else []
     head = ["#", "Job", "Status", *metric_names, *extra, "Scored on"]
     head += ["Train loss", "Steps", "Runtime (s)", "Tokens/s", "Error"]
     out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
     for row in rows:
-        status = str(row.get("status") or "succeeded")
-        classes = [status] + (["winner"] if winner_id and row.get("job_id") == winner_id else [])
-        train = row.get("train") or {}
-        metrics = row.get("metrics") or {}
-        job = f"<strong>{esc(row.get('label') or row.get('job_id'))}</strong>"
-        if row.get("label") and row.get("job_id") and row.get("job_id") != row.get("label"):
-            job += f"<br><code class='muted'>{esc(row.get('job_id'))}</code>"
+        classes = [row.status] + (["winner"] if winner_id and row.job_id == winner_id else [])
+        job = f"<strong>{esc(row.label or row.job_id)}</strong>"
+        if row.label and row.job_id != row.label:
+            job += f"<br><code class='muted'>{esc(row.job_id)}</code>"
         cells = [
-            f"<td class='num'>{esc(fmt(row.get('rank')))}</td>",
+            f"<td class='num'>{esc(fmt(row.rank))}</td>",
             f"<td>{job}</td>",
-            f"<td><span class='badge {esc(status)}'>{esc(status)}</span></td>",
-            *(f"<td class='num'>{esc(fmt(metrics.get(m)))}</td>" for m in metric_names),
+            f"<td><span class='badge {esc(row.status)}'>{esc(row.status)}</span></td>",
+            *(f"<td class='num'>{esc(fmt(row.metrics.get(m)))}</td>" for m in metric_names),
             *(f"<td class='num'>{esc(fmt(_quantized(row, primary)))}</td>" for _ in extra),
-            f"<td>{esc(row.get('scored_on') or '')}</td>",
+            f"<td>{esc(row.scored_on or '')}</td>",
             *(
-                f"<td class='num'>{esc(fmt(train.get(k)))}</td>"
+                f"<td class='num'>{esc(fmt(getattr(row.train, k) if row.train else None))}</td>"
                 for k in ("train_loss", "steps", "runtime_s", "tokens_per_s")
             ),
-            f"<td class='error'>{esc(row.get('error') or '')}</td>",
+            f"<td class='error'>{esc(row.error or '')}</td>",
         ]
         out.append(f"<tr class='{esc(' '.join(classes))}'>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
-    failed = [r for r in rows if r.get("status") == "failed"]
-    ok = [r for r in rows if r.get("status") == "succeeded"]
-    refs = [r for r in rows if r.get("status") == "reference"]
+    failed = [r for r in rows if r.status == "failed"]
+    ok = [r for r in rows if r.status == "succeeded"]
+    refs = [r for r in rows if r.status == "reference"]
     out.append(
         f"<p class='muted'>{len(ok)} succeeded, {len(failed)} failed, {len(refs)} base-model reference rows. "
         "Failed jobs do not take part in selection.</p>"
@@ -142,26 +146,20 @@ def _leaderboard(rows: list[dict[str, Any]], primary: str, winner_id: str | None
     return "".join(out)
 
 
-def _winner(winner: dict[str, Any] | None, primary: str) -> str:
+def _winner(winner: LeaderboardRow | None, primary: str) -> str:
     if not winner:
         return "<div class='box bad'>No job succeeded: there is no winner to export or promote.</div>"
-    metrics = winner.get("metrics") or {}
-    model = winner.get("model") or {}
-    dataset = winner.get("dataset") or {}
     pairs = [
-        ("Job", winner.get("label") or winner.get("job_id")),
-        ("Job id", winner.get("job_id")),
-        (primary, metrics.get(primary)),
-        *((k, v) for k, v in metrics.items() if k != primary),
-        ("Base model", model.get("hub_id") or model.get("name") if isinstance(model, dict) else model),
-        ("Dataset", f"{dataset.get('name')}@{dataset.get('version')}" if dataset.get("name") else None),
-        ("Model", winner.get("model_uri")),
+        ("Job", winner.label or winner.job_id),
+        ("Job id", winner.job_id),
+        (primary, winner.metrics.get(primary)),
+        *((k, v) for k, v in winner.metrics.items() if k != primary),
     ]
     return f"<div class='box good'>{_dl(pairs)}</div>"
 
 
-def _exports(checks: dict[str, Any] | list[Any] | None) -> str:
-    rows = export_rows(checks)
+def _exports(checks: CheckExportResult | None) -> str:
+    rows = export_rows(checks.model_dump(mode="json") if checks else None)
     if not rows:
         return "<p class='muted'>No export checks were run.</p>"
     head = ["Format", "Size (MB)", "Latency p50 (ms)", "Latency p95 (ms)", "Metric drop", "Passed", "Notes"]
@@ -182,33 +180,31 @@ def _exports(checks: dict[str, Any] | list[Any] | None) -> str:
         ]
         out.append(f"<tr>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
-    if isinstance(checks, dict) and "passed" in checks:
-        verdict = "passed" if checks["passed"] else "failed"
-        out.append(
-            f"<p>Overall: <span class='badge {'pass' if checks['passed'] else 'fail'}'>{verdict}</span></p>"
-        )
+    verdict = "passed" if checks.passed else "failed"
+    out.append(f"<p>Overall: <span class='badge {'pass' if checks.passed else 'fail'}'>{verdict}</span></p>")
     return "".join(out)
 
 
-def _promotion(promotion: dict[str, Any] | None) -> str:
+def _promotion(promotion: PromotionDecision | None) -> str:
     if not promotion:
         return "<p class='muted'>Promotion was not run.</p>"
-    promoted = bool(promotion.get("promoted"))
     title = (
-        f"Promoted: version {promotion.get('version')} is production"
-        if promoted
-        else f"Not promoted (registered as version {promotion.get('version')})"
+        f"Promoted: version {promotion.version} is production"
+        if promotion.promoted
+        else f"Not promoted (registered as version {promotion.version})"
     )
     pairs = [
-        ("Reason", promotion.get("reason")),
-        ("Candidate", promotion.get("candidate_metric")),
-        ("Champion version", promotion.get("champion_version")),
-        ("Champion", promotion.get("champion_metric")),
-        ("Like-for-like", promotion.get("like_for_like")),
-        ("Champion re-scored in this run", promotion.get("champion_rescored", False)),
-        ("Registry", promotion.get("registry_uri")),
+        ("Reason", promotion.reason),
+        ("Candidate", promotion.candidate_metric),
+        ("Champion version", promotion.champion_version),
+        ("Champion", promotion.champion_metric),
+        ("Like-for-like", promotion.like_for_like),
+        # Recorded only when it happened: its absence says it did not.
+        ("Champion re-scored in this run", bool(promotion.champion_rescored)),
+        ("Registry", promotion.registry_uri),
     ]
-    return f"<div class='box {'good' if promoted else 'bad'}'><strong>{esc(title)}</strong>{_dl(pairs)}</div>"
+    box = "good" if promotion.promoted else "bad"
+    return f"<div class='box {box}'><strong>{esc(title)}</strong>{_dl(pairs)}</div>"
 
 
 def _img(path: Path, alt: str) -> str:
@@ -216,21 +212,16 @@ def _img(path: Path, alt: str) -> str:
     return f"<img alt='{esc(alt)}' src='data:image/png;base64,{data}'>"
 
 
-def _primary(job: dict[str, Any]) -> str:
-    """The metric the report ranks by: the job's, else the experiment's primary."""
-    scoring = (job.get("experiment") or {}).get("scoring") or {}
-    return job.get("primary") or scoring.get("primary") or "rouge_l"
+def _winner_id(board: Leaderboard) -> str | None:
+    return board.winner.job_id if board.winner else None
 
 
-def render(job: dict[str, Any], loss_png: Path, metrics_png: Path) -> str:
-    experiment = job.get("experiment") or {}
-    primary = _primary(job)
-    leaderboard = job.get("leaderboard") or []
-    winner = job.get("winner")
-    winner_id = (winner or {}).get("job_id")
+def render(report: ReportInputs, loss_png: Path, metrics_png: Path) -> str:
+    experiment, board = report.experiment, report.board
+    primary = board.primary
     name = experiment.get("name") or "experiment"
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
-    run = job.get("output", "").rsplit("/report", 1)[0]
+    run = report.output.rsplit("/report", 1)[0]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8">
 <title>{esc(name)} — tunerflow report</title><style>{CSS}</style></head>
@@ -238,26 +229,25 @@ def render(job: dict[str, Any], loss_png: Path, metrics_png: Path) -> str:
 <h1>Experiment {esc(name)}</h1>
 <p class="muted">Run <code>{esc(run)}</code> · generated {esc(generated)}</p>
 <h2>Summary</h2>{_summary(experiment, primary)}
-<h2>Winner</h2>{_winner(winner, primary)}
-<h2>Leaderboard</h2>{_leaderboard(leaderboard, primary, winner_id)}
+<h2>Winner</h2>{_winner(board.winner, primary)}
+<h2>Leaderboard</h2>{_leaderboard(board.rows, primary, _winner_id(board))}
 <h2>Plots</h2>{_img(metrics_png, f"{primary} per job")}{_img(loss_png, "training loss per job")}
-<h2>Export checks</h2>{_exports(job.get("export_checks"))}
-<h2>Promotion</h2>{_promotion(job.get("promotion"))}
+<h2>Export checks</h2>{_exports(report.checks)}
+<h2>Promotion</h2>{_promotion(report.promotion)}
 </body></html>
 """
 
 
-def write_report(job: dict[str, Any]) -> dict[str, Any]:
-    """Write index.html, loss.png and metrics.png under job["output"] and commit the manifest."""
-    output = job["output"]
+def write_report(report: ReportInputs) -> dict[str, Any]:
+    """Write index.html, loss.png and metrics.png under `report.output` and commit the manifest."""
+    output, board = report.output, report.board
     out_dir = store.local_dir(output)
-    leaderboard = job.get("leaderboard") or []
     loss_png, metrics_png = out_dir / "loss.png", out_dir / "metrics.png"
-    plot_loss(leaderboard, loss_png)
-    plot_metric(leaderboard, _primary(job), (job.get("winner") or {}).get("job_id"), metrics_png)
+    plot_loss(board.rows, loss_png)
+    plot_metric(board.rows, board.primary, _winner_id(board), metrics_png)
     html_path = out_dir / "index.html"
     tmp = html_path.with_suffix(".html.tmp")
-    tmp.write_text(render(job, loss_png, metrics_png), encoding="utf-8")
+    tmp.write_text(render(report, loss_png, metrics_png), encoding="utf-8")
     tmp.replace(html_path)
     result = {
         "report_uri": store.join(output, "index.html"),

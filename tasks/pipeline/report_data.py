@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from tasks.contracts.selection import LeaderboardRow
 from tasks.scoring.plugins import lower_is_better
 from tasks.storage import store
 
@@ -46,8 +47,8 @@ def read_curve(uri: str | None) -> tuple[list[tuple[float, float]], list[tuple[f
     return train, evals
 
 
-def primary_value(row: dict[str, Any], primary: str) -> float | None:
-    value = (row.get("metrics") or {}).get(primary)
+def primary_value(row: LeaderboardRow, primary: str) -> float | None:
+    value = row.metrics.get(primary)
     return value if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 

@@ -4,14 +4,14 @@ the plotting functions only (Agg backend): the report is written by a light task
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
+from tasks.contracts.selection import LeaderboardRow
 from tasks.pipeline.report_data import better, fmt, primary_value, read_curve
 
 STATUS_COLOURS = {"succeeded": "#2b7bb9", "failed": "#c0392b", "reference": "#8c8c8c"}
 
 
-def plot_loss(leaderboard: list[dict[str, Any]], path: Path) -> int:
+def plot_loss(leaderboard: list[LeaderboardRow], path: Path) -> int:
     """Training loss per job (eval loss dashed in the same colour). Returns the number of curves drawn."""
     import matplotlib
 
@@ -22,11 +22,11 @@ def plot_loss(leaderboard: list[dict[str, Any]], path: Path) -> int:
     drawn = 0
     colours = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     for row in leaderboard:
-        train, evals = read_curve(row.get("metrics_jsonl"))
+        train, evals = read_curve(row.metrics_jsonl)
         if not train and not evals:
             continue
         colour = colours[drawn % len(colours)]
-        label = str(row.get("label") or row.get("job_id"))
+        label = row.label or row.job_id
         if train:
             ax.plot(*zip(*train, strict=True), color=colour, label=label, linewidth=1.6)
         if evals:
@@ -49,7 +49,7 @@ def plot_loss(leaderboard: list[dict[str, Any]], path: Path) -> int:
     return drawn
 
 
-def plot_metric(leaderboard: list[dict[str, Any]], primary: str, winner_id: str | None, path: Path) -> int:
+def plot_metric(leaderboard: list[LeaderboardRow], primary: str, winner_id: str | None, path: Path) -> int:
     """Horizontal bars of the primary metric per job, reference rows in grey. Returns the bar count."""
     import matplotlib
 
@@ -61,10 +61,10 @@ def plot_metric(leaderboard: list[dict[str, Any]], primary: str, winner_id: str 
     height = max(3.0, 0.45 * len(rows) + 1.5)
     fig, ax = plt.subplots(figsize=(9, height), dpi=100)
     if rows:
-        labels = [str(r.get("label") or r.get("job_id")) for r, _ in rows]
+        labels = [r.label or r.job_id for r, _ in rows]
         values = [v for _, v in rows]
-        colours = [STATUS_COLOURS.get(r.get("status"), "#2b7bb9") for r, _ in rows]
-        edges = ["#e67e22" if winner_id and r.get("job_id") == winner_id else "none" for r, _ in rows]
+        colours = [STATUS_COLOURS[r.status] for r, _ in rows]
+        edges = ["#e67e22" if winner_id and r.job_id == winner_id else "none" for r, _ in rows]
         positions = range(len(rows))
         bars = ax.barh(list(positions), values, color=colours, edgecolor=edges, linewidth=2.5)
         ax.set_yticks(list(positions), labels, fontsize=8)

@@ -23,8 +23,8 @@ from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
-from tasks.contracts.planning import ExportPlan, PlannedJob, step_argv
-from tasks.contracts.selection import Failure, Leaderboard, LeaderboardRow
+from tasks.contracts.planning import PlannedJob, step_argv
+from tasks.contracts.selection import Failure, Leaderboard, LeaderboardRow, Selection
 from tasks.contracts.train import TrainResult, TrainSpec
 from tasks.scoring.plugins import lower_is_better
 from tasks.storage import layout, store
@@ -91,10 +91,9 @@ def _sort_key(row: LeaderboardRow, primary: str, lower: bool, rank_on: str) -> t
     return (first, pytorch, eval_loss if eval_loss is not None else math.inf, row.label)
 
 
-def leaderboard(
-    run_uri: str, evaluations: list[dict[str, Any]], primary: str, rank_on: str = "pytorch"
-) -> dict[str, Any]:
-    rows = [job_row(run_uri, PlannedJob.model_validate(job)) for job in evaluations]
+def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str = "pytorch") -> Leaderboard:
+    """Every planned job as it ended, the successes ranked; written to `leaderboard.json`."""
+    rows = [job_row(run_uri, job) for job in jobs]
     lower = lower_is_better(primary)
     ranked = sorted(
         (r for r in rows if r.status == "succeeded"), key=lambda r: _sort_key(r, primary, lower, rank_on)
@@ -108,15 +107,15 @@ def leaderboard(
         rows=ranked + sorted(others, key=lambda r: (r.status, r.label)),
         winner=ranked[0] if ranked else None,
         failed=[Failure(label=r.label, error=r.error) for r in rows if r.status == "failed"],
-    ).model_dump(mode="json")
-    store.write_json(store.join(run_uri, "leaderboard.json"), board)
+    )
+    store.write_json(store.join(run_uri, "leaderboard.json"), board.model_dump(mode="json"))
     return board
 
 
-def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[str, Any]:
-    """Write the export and check specs for the winner; returns their URIs and commands."""
+def export_specs(run_uri: str, store_root: str, row: LeaderboardRow) -> Selection:
+    """Write the export and check specs for the winner; returns the selection: the winner, their URIs
+    and commands."""
 
-    row = LeaderboardRow.model_validate(winner)
     experiment = load_experiment(run_uri)
     export_config = ExportConfig.model_validate(experiment["export"])
     job_prefix = layout.job(run_uri, row.job_id)
@@ -152,4 +151,4 @@ def export_specs(run_uri: str, store_root: str, winner: dict[str, Any]) -> dict[
         uris[f"{name}_spec"] = store.join(run_uri, f"{name}.json")
         store.write_json(uris[f"{name}_spec"], spec.model_dump(mode="json"))
         uris[f"{name}_argv"] = step_argv(name, uris[f"{name}_spec"])
-    return ExportPlan(**uris).model_dump(mode="json")
+    return Selection(winner=row, **uris)

@@ -11,16 +11,16 @@ Light: the DAG processor imports it on every parse (no Airflow, no heavy modules
 from __future__ import annotations
 
 from tasks.config.experiment import load_experiment
+from tasks.contracts.evaluate import EvaluateSpec
 from tasks.storage import store
 
 
 def training_failed(evaluate_spec_uri: str) -> str | None:
     """Scoring a fine-tune whose training committed nothing: there is no model to score. The leaderboard
     lists the job with its training error. Base-model scoring (no `train_output`) always runs."""
-    spec = store.read_json(evaluate_spec_uri)
-    train_output = spec.get("train_output")
-    if train_output and not store.is_committed(train_output):
-        return f"{spec.get('label') or evaluate_spec_uri}: training failed, nothing to score"
+    spec = EvaluateSpec.load(store.read_json(evaluate_spec_uri), evaluate_spec_uri)
+    if spec.train_output and not store.is_committed(spec.train_output):
+        return f"{spec.label}: training failed, nothing to score"
     return None
 
 

@@ -4,6 +4,8 @@ import re
 
 import pytest
 
+from tasks.contracts.planning import RunInfo
+from tasks.contracts.prepare import PlannedDataset, PreparedDataset
 from tasks.pipeline.plan import plan_jobs, plan_references, planned, validate_conf
 from tasks.pipeline.selection import leaderboard
 from tasks.storage import layout, store
@@ -22,29 +24,29 @@ CONF = {
 @pytest.fixture
 def run(store_root):
     datasets = validate_conf(CONF, "manual__2026-11-23T10:00:00+00:00", store_root)
-    prepared = [{"name": d["name"], "uri": f"file:///prepared/{d['name']}", "kind": "chat"} for d in datasets]
-    info = {
-        "run_uri": layout.run(store_root, "exp", "manual__2026-11-23T10:00:00+00:00"),
-        "store_root": store_root,
-    }
+    prepared = [PreparedDataset(name=d.name, uri=f"file:///prepared/{d.name}", kind="chat") for d in datasets]
+    info = RunInfo(
+        run_uri=layout.run(store_root, "exp", "manual__2026-11-23T10:00:00+00:00"), store_root=store_root
+    )
     return info, datasets, prepared
 
 
 def test_plan_is_the_cartesian_product_with_readable_labels_and_stored_specs(run):
     info, datasets, prepared = run
-    assert [d["name"] for d in datasets] == ["a", "b"]
-    assert datasets[0]["argv"][:4] == ["python", "-m", "tasks.prepare_dataset", "--job"]
+    assert [d.name for d in datasets] == ["a", "b"]
+    assert datasets[0].argv[:4] == ["python", "-m", "tasks.prepare_dataset", "--job"]
     jobs = plan_jobs(info, prepared)
     assert len(jobs) == 2 * 2 * 3
-    assert jobs[0]["label"] == "a|m1|lora-fast"
-    assert len({j["job_id"] for j in jobs}) == 12
-    spec = store.read_json(jobs[0]["train_spec"])
-    assert spec["output"] == layout.step(layout.job(info["run_uri"], jobs[0]["job_id"]), "train")
+    assert jobs[0].label == "a|m1|lora-fast"
+    assert len({j.job_id for j in jobs}) == 12
+    spec = store.read_json(jobs[0].train_spec)
+    assert spec["output"] == layout.step(layout.job(info.run_uri, jobs[0].job_id), "train")
     assert spec["hparams"]["name"] == "lora-fast" and spec["model"]["source"]["path"] == "/models/m1"
-    assert jobs[0]["train_argv"] == ["python", "-m", "tasks.train", "--job", jobs[0]["train_spec"]]
+    assert jobs[0].train_argv == ["python", "-m", "tasks.train", "--job", jobs[0].train_spec]
     references = plan_references(info, prepared)
-    assert [r["label"] for r in references] == ["a|m1|base", "a|m2|base", "b|m1|base", "b|m2|base"]
-    assert len(planned(info["run_uri"])) == 16
+    assert [r.label for r in references] == ["a|m1|base", "a|m2|base", "b|m1|base", "b|m2|base"]
+    assert len(planned(info.run_uri)) == 16
+    assert planned(info.run_uri) == jobs + references, "jobs.json and references.json read back as planned"
 
 
 def test_run_keys_come_from_experiment_and_run_id_only(store_root):
@@ -60,13 +62,13 @@ def _commit(prefix: str, result: dict) -> None:
 
 def _fake_outcomes(info, jobs, outcomes):
     for job, outcome in zip(jobs, outcomes, strict=True):
-        prefix = layout.job(info["run_uri"], job["job_id"])
+        prefix = layout.job(info.run_uri, job.job_id)
         if outcome == "train_failed":
             store.write_json(
                 store.join(prefix, "train", "error.json"), {"step": "train", "message": "CUDA OOM"}
             )
             continue
-        if job["kind"] == "train":
+        if job.kind == "train":
             _commit(
                 layout.step(prefix, "train"), {"adapter_uri": "file:///a", "model_uri": None, **outcome[1]}
             )
@@ -88,38 +90,35 @@ def test_leaderboard_ranks_successes_lists_failures_with_reasons_and_breaks_ties
             ({"rouge_l": 0.1}, {}),
         ],
     )
-    board = leaderboard(info["run_uri"], jobs + references, "rouge_l")
-    assert board["winner"]["label"] == jobs[3]["label"]
+    board = leaderboard(info.run_uri, jobs + references, "rouge_l").model_dump(mode="json")
+    assert board["winner"]["label"] == jobs[3].label
     assert [r["rank"] for r in board["rows"] if "rank" in r] == [1, 2, 3]
-    assert board["failed"] == [{"label": jobs[2]["label"], "error": "train: CUDA OOM"}]
+    assert board["failed"] == [{"label": jobs[2].label, "error": "train: CUDA OOM"}]
     reference = next(r for r in board["rows"] if r["status"] == "reference")
     assert reference["metrics"] == {"rouge_l": 0.1}
-    assert (
-        store.read_json(store.join(info["run_uri"], "leaderboard.json"))["winner"]["label"]
-        == jobs[3]["label"]
-    )
+    assert store.read_json(store.join(info.run_uri, "leaderboard.json"))["winner"]["label"] == jobs[3].label
 
 
 def test_lower_is_better_metrics_are_minimised(run):
     info, _, prepared = run
     jobs = plan_jobs(info, prepared)[:2]
     _fake_outcomes(info, jobs, [({"eval_loss": 0.9}, {}), ({"eval_loss": 0.4}, {})])
-    assert leaderboard(info["run_uri"], jobs, "eval_loss")["winner"]["label"] == jobs[1]["label"]
+    assert leaderboard(info.run_uri, jobs, "eval_loss").winner.label == jobs[1].label
 
 
 def test_no_success_means_no_winner(run):
     info, _, prepared = run
     jobs = plan_jobs(info, prepared)[:2]
     _fake_outcomes(info, jobs, ["train_failed", "train_failed"])
-    board = leaderboard(info["run_uri"], jobs, "rouge_l")
-    assert board["winner"] is None and len(board["failed"]) == 2
+    board = leaderboard(info.run_uri, jobs, "rouge_l")
+    assert board.winner is None and len(board.failed) == 2
 
 
 def test_a_dataset_the_training_type_cannot_learn_from_is_refused_before_any_job(run):
     from tasks.config.base import ConfError
 
     info, _, prepared = run
-    prepared[1] = {**prepared[1], "kind": "preference"}
+    prepared[1] = prepared[1].model_copy(update={"kind": "preference"})
     with pytest.raises(
         ConfError,
         match=re.escape("dataset 'b' holds preference rows, but training.type 'sft' trains on chat"),
@@ -151,20 +150,20 @@ def test_a_registered_dataset_is_prepared_under_its_name_and_jobs_keep_the_exper
     conf = {**CONF, "datasets": [{"name": "support", "registered": "tickets"}]}
     datasets = validate_conf(conf, "manual__r", store_root)
     run_uri = layout.run(store_root, "exp", "manual__r")
-    spec = store.read_json(datasets[0]["spec_uri"])
-    assert datasets[0]["name"] == "support" and spec["dataset"]["name"] == "tickets"
+    spec = store.read_json(datasets[0].spec_uri)
+    assert datasets[0].name == "support" and spec["dataset"]["name"] == "tickets"
     assert spec["dataset"]["split"] == "80,10,10" and spec["dataset"]["uri"] == "builtin:tuna_identity"
-    prepared = [{"name": "tickets", "uri": "file:///prepared/tickets", "kind": "chat"}]
-    jobs = plan_jobs({"run_uri": run_uri, "store_root": store_root}, prepared)
-    assert jobs[0]["label"].startswith("support|") and jobs[0]["job_id"].startswith("support--")
+    prepared = [PreparedDataset(name="tickets", uri="file:///prepared/tickets", kind="chat")]
+    jobs = plan_jobs(RunInfo(run_uri=run_uri, store_root=store_root), prepared)
+    assert jobs[0].label.startswith("support|") and jobs[0].job_id.startswith("support--")
     missing = {**CONF, "datasets": [{"name": "support", "registered": "nope"}]}
     with pytest.raises(ConfError, match=r"datasets\.0\.registered: no registered dataset 'nope'"):
         validate_conf(missing, "manual__m", store_root)
 
 
-def _prepared(datasets: list[dict]) -> list[dict]:
+def _prepared(datasets: list[PlannedDataset]) -> list[PreparedDataset]:
     return [
-        {"name": d["name"], "uri": f"file:///prepared/{d['name']}", "kind": "chat", "counts": {"test": 4}}
+        PreparedDataset(name=d.name, uri=f"file:///prepared/{d.name}", kind="chat", counts={"test": 4})
         for d in datasets
     ]
 
@@ -177,15 +176,15 @@ def test_fixed_questions_become_every_jobs_eval_set_and_decontaminate_training(s
     conf = {**CONF, "scoring": {"eval_questions": questions}}
     run_id = "manual__q"
     datasets = validate_conf(conf, run_id, store_root)
-    spec = store.read_json(datasets[0]["spec_uri"])
+    spec = store.read_json(datasets[0].spec_uri)
     assert spec["eval_prompts"] == [
         {"id": "eval_questions:0", "text": "who made you?"},
         {"id": "eval_questions:1", "text": "hi?"},
     ]
-    info = {"run_uri": layout.run(store_root, "exp", run_id), "store_root": store_root}
+    info = RunInfo(run_uri=layout.run(store_root, "exp", run_id), store_root=store_root)
     jobs = plan_jobs(info, _prepared(datasets)) + plan_references(info, _prepared(datasets))
     for job in jobs:
-        eval_set = store.read_json(job["evaluate_spec"])["eval_set"]
+        eval_set = store.read_json(job.evaluate_spec)["eval_set"]
         assert eval_set["name"] == "eval_questions" and eval_set["counts"] == {"test": 2}
     from tasks.scoring.evaluation import eval_rows
 
@@ -200,14 +199,15 @@ def test_a_separate_eval_dataset_is_prepared_beside_the_others_and_scores_every_
     holdout = {"name": "holdout", "uri": "builtin:tuna_identity"}
     run_id = "manual__e"
     datasets = validate_conf({**CONF, "scoring": {"eval_dataset": holdout}}, run_id, store_root)
-    assert [(d["name"], d.get("role")) for d in datasets] == [("a", None), ("b", None), ("holdout", "eval")]
-    specs = [store.read_json(d["spec_uri"]) for d in datasets]
+    xcom = [d.model_dump(mode="json") for d in datasets]
+    assert [(d["name"], d.get("role")) for d in xcom] == [("a", None), ("b", None), ("holdout", "eval")]
+    specs = [store.read_json(d.spec_uri) for d in datasets]
     assert specs[0]["eval_sets"] == [specs[2]["dataset"]] and "eval_sets" not in specs[2]
     assert specs[2]["role"] == "eval" and specs[2]["dataset"]["max_tokens"] is None
-    info = {"run_uri": layout.run(store_root, "exp", run_id), "store_root": store_root}
+    info = RunInfo(run_uri=layout.run(store_root, "exp", run_id), store_root=store_root)
     jobs = plan_jobs(info, _prepared(datasets))
     assert len(jobs) == 2 * 2 * 3  # the eval set is not trained on
-    assert {store.read_json(j["evaluate_spec"])["eval_set"]["name"] for j in jobs} == {"holdout"}
+    assert {store.read_json(j.evaluate_spec)["eval_set"]["name"] for j in jobs} == {"holdout"}
 
 
 @pytest.mark.parametrize(
@@ -245,12 +245,12 @@ def test_ranking_on_the_int8_export_picks_the_best_deployable_job(run):
         (0.90, None),  # its export was not scored: ranks last
     ]
     for job, (pytorch, int8) in zip(jobs, scores, strict=True):
-        prefix = layout.job(info["run_uri"], job["job_id"])
+        prefix = layout.job(info.run_uri, job.job_id)
         _commit(layout.step(prefix, "train"), {"adapter_uri": "file:///a", "model_uri": None})
         quantized = {"format": "onnx-int8", "metrics": {"rouge_l": int8} if int8 is not None else {}}
         _commit(layout.step(prefix, "evaluate"), {"metrics": {"rouge_l": pytorch}, "quantized": quantized})
-    board = leaderboard(info["run_uri"], jobs, "rouge_l", rank_on="onnx-int8")
-    assert board["rank_on"] == "onnx-int8"
-    assert [r["label"] for r in board["rows"]] == [jobs[i]["label"] for i in (1, 2, 0, 3)]
-    assert board["winner"]["quantized"]["metrics"] == {"rouge_l": 0.65}
-    assert leaderboard(info["run_uri"], jobs, "rouge_l")["winner"]["label"] == jobs[3]["label"]
+    board = leaderboard(info.run_uri, jobs, "rouge_l", rank_on="onnx-int8")
+    assert board.rank_on == "onnx-int8"
+    assert [r.label for r in board.rows] == [jobs[i].label for i in (1, 2, 0, 3)]
+    assert board.winner.quantized.metrics == {"rouge_l": 0.65}
+    assert leaderboard(info.run_uri, jobs, "rouge_l").winner.label == jobs[3].label

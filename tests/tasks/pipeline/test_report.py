@@ -6,11 +6,15 @@ import json
 
 import pytest
 
-from tasks.pipeline.report import write_report
+from tasks.contracts.export import CheckExportResult
+from tasks.contracts.promotion import PromotionDecision
+from tasks.contracts.selection import Leaderboard
+from tasks.pipeline.report import ReportInputs, write_report
 from tasks.pipeline.report_data import export_rows
 from tasks.storage import store
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+WEIGHTS = {"adapter_uri": "file:///adapter", "model_uri": None}
 
 
 def _curve(path, start: float) -> str:
@@ -35,40 +39,39 @@ def job(tmp_path):
         "export": {"enabled": True, "formats": ["onnx", "onnx-int8"]},
         "promotion": {"margin": 0.0},
     }
-    winner = {
-        "job_id": "j1",
-        "label": "alpaca|tiny|lr1",
-        "metrics": {"rouge_l": 0.42, "exact_match": 0.1},
-        "model": {"name": "tiny", "hub_id": "org/tiny"},
-        "dataset": {"name": "alpaca", "version": "v1"},
-    }
     leaderboard = [
         {
             "rank": 1,
             "job_id": "j1",
             "label": "alpaca|tiny|lr1",
+            "kind": "train",
             "status": "succeeded",
             "metrics": {"rouge_l": 0.42, "exact_match": 0.1},
+            "scored_on": "alpaca",
             "error": None,
-            "train": {"train_loss": 1.9, "steps": 5, "runtime_s": 3.2, "tokens_per_s": 1500.0},
+            "train": {**WEIGHTS, "train_loss": 1.9, "steps": 5, "runtime_s": 3.2, "tokens_per_s": 1500.0},
             "metrics_jsonl": _curve(tmp_path / "m1.jsonl", 3.0),
         },
         {
             "rank": 2,
             "job_id": "j2",
             "label": "alpaca|tiny|<script>alert(1)</script>",
+            "kind": "train",
             "status": "succeeded",
             "metrics": {"rouge_l": 0.30, "exact_match": 0.0},
+            "scored_on": "alpaca",
             "error": None,
-            "train": {"train_loss": 2.1, "steps": 5, "runtime_s": 3.0, "tokens_per_s": 1400.0},
+            "train": {**WEIGHTS, "train_loss": 2.1, "steps": 5, "runtime_s": 3.0, "tokens_per_s": 1400.0},
             "metrics_jsonl": _curve(tmp_path / "m2.jsonl", 3.2),
         },
         {
             "rank": None,
             "job_id": "j3",
             "label": "alpaca|tiny|lr3",
+            "kind": "train",
             "status": "failed",
             "metrics": {},
+            "scored_on": None,
             "error": "CUDA out of memory: tried to allocate 2.00 GiB",
             "train": None,
             "metrics_jsonl": None,
@@ -77,8 +80,10 @@ def job(tmp_path):
             "rank": None,
             "job_id": "ref-tiny",
             "label": "alpaca|tiny|base",
+            "kind": "reference",
             "status": "reference",
             "metrics": {"rouge_l": 0.12, "exact_match": 0.0},
+            "scored_on": "alpaca",
             "error": None,
             "train": None,
             "metrics_jsonl": None,
@@ -86,6 +91,9 @@ def job(tmp_path):
     ]
     export_checks = {  # the shape tasks.exporting.checks returns
         "primary": "rouge_l",
+        "gated_metric": "rouge_l",
+        "reference_metrics": {"rouge_l": 0.42},
+        "test_rows": 4,
         "pytorch": {"size_bytes": 50_000_000, "latency": {"tokens": 32, "p50_ms": 9.0, "p95_ms": 11.0}},
         "passed": False,
         "formats": {
@@ -122,15 +130,27 @@ def job(tmp_path):
         "output": f"{run}/report",
         "experiment": experiment,
         "leaderboard": leaderboard,
-        "winner": winner,
+        "winner": leaderboard[0],
         "primary": "rouge_l",
         "export_checks": export_checks,
         "promotion": promotion,
     }
 
 
+def _inputs(job: dict) -> ReportInputs:
+    """The report's inputs as `write_run_report` reads them from the run: validated contracts."""
+    checks, promotion = job["export_checks"], job["promotion"]
+    return ReportInputs(
+        output=job["output"],
+        experiment=job["experiment"],
+        board=Leaderboard(primary=job["primary"], rows=job["leaderboard"], winner=job["winner"]),
+        checks=CheckExportResult.model_validate(checks) if checks else None,
+        promotion=PromotionDecision.model_validate(promotion) if promotion else None,
+    )
+
+
 def test_report_page_plots_and_manifest(job):
-    result = write_report(job)
+    result = write_report(_inputs(job))
     assert result["report_uri"] == f"{job['output']}/index.html"
     html = store.local_path(result["report_uri"]).read_text()
     for row in job["leaderboard"][:1] + job["leaderboard"][2:]:
@@ -162,23 +182,27 @@ def test_report_without_winner_curves_exports_or_promotion(tmp_path):
             "rank": None,
             "job_id": "j1",
             "label": "a|b|c",
+            "kind": "train",
             "status": "failed",
             "metrics": {},
+            "scored_on": None,
             "error": "dataset <empty>",
             "train": None,
             "metrics_jsonl": store.to_uri(tmp_path / "missing.jsonl"),
         },
     ]
     result = write_report(
-        {
-            "output": output,
-            "experiment": {"name": "x"},
-            "leaderboard": leaderboard,
-            "winner": None,
-            "primary": "eval_loss",
-            "export_checks": None,
-            "promotion": None,
-        }
+        _inputs(
+            {
+                "output": output,
+                "experiment": {"name": "x"},
+                "leaderboard": leaderboard,
+                "winner": None,
+                "primary": "eval_loss",
+                "export_checks": None,
+                "promotion": None,
+            }
+        )
     )
     html = store.local_path(result["report_uri"]).read_text()
     assert "dataset &lt;empty&gt;" in html and "No job succeeded" in html

@@ -10,23 +10,24 @@ from tasks.pipeline import skips
 from tasks.pipeline.plan import run_info
 from tasks.storage import store
 from tests.conftest import REPO
+from tests.tasks.pipeline.specs import write_evaluate_spec
 
 
 def test_evaluate_is_skipped_only_when_its_training_committed_nothing(tmp_path):
     root = tmp_path.as_uri()
     train_output = store.join(root, "jobs", "j1", "train")
     spec_uri = store.join(root, "jobs", "j1", "evaluate.json")
-    store.write_json(spec_uri, {"label": "tuna|tiny|a", "train_output": train_output})
+    write_evaluate_spec(spec_uri, label="tuna|tiny|a", train_output=train_output)
     assert skips.training_failed(spec_uri) == "tuna|tiny|a: training failed, nothing to score"
     store.ensure_dir(train_output)
     store.commit(train_output, {"adapter_uri": "x"})
     assert skips.training_failed(spec_uri) is None
-    store.write_json(spec_uri, {"label": "tuna|tiny|base", "train_output": None, "reference": True})
+    write_evaluate_spec(spec_uri, label="tuna|tiny|base", train_output=None, reference=True)
     assert skips.training_failed(spec_uri) is None
 
 
 def test_export_is_skipped_when_the_validated_experiment_disables_it(store_root):
-    run_uri = run_info("exp", "manual__1", store_root)["run_uri"]
+    run_uri = run_info("exp", "manual__1", store_root).run_uri
     experiment_uri = store.join(run_uri, "experiment.json")
     store.write_json(experiment_uri, {"experiment": {"export": {"enabled": False}}})
     assert skips.export_disabled(run_uri) == "export.enabled is false"
@@ -35,7 +36,7 @@ def test_export_is_skipped_when_the_validated_experiment_disables_it(store_root)
 
 
 def test_selection_and_the_report_page_need_planned_jobs_and_a_leaderboard(store_root):
-    run_uri = run_info("exp", "manual__1", store_root)["run_uri"]
+    run_uri = run_info("exp", "manual__1", store_root).run_uri
     assert "nothing was planned" in skips.nothing_planned(run_uri)
     assert "no leaderboard" in skips.nothing_to_report(run_uri)
     store.write_json(store.join(run_uri, "jobs.json"), [])
