@@ -108,6 +108,8 @@ def test_a_plugin_is_chosen_as_primary_and_computed(plugins):
 
 
 def test_a_lower_is_better_plugin_ranks_ascending_in_selection(plugins, store_root):
+    from tasks.contracts.planning import RunInfo
+    from tasks.contracts.prepare import PreparedDataset
     from tasks.pipeline.plan import plan_jobs, validate_conf
     from tasks.pipeline.report_data import better
     from tasks.pipeline.selection import leaderboard
@@ -123,21 +125,21 @@ def test_a_lower_is_better_plugin_ranks_ascending_in_selection(plugins, store_ro
     }
     conf["scoring"] = {"metrics": ["shortness", "rouge_l"], "primary": "shortness"}
     validate_conf(conf, "manual__1", store_root)
-    info = {"run_uri": layout.run(store_root, "exp", "manual__1"), "store_root": store_root}
-    jobs = plan_jobs(info, [{"name": "d", "uri": "file:///prepared/d", "kind": "chat"}])
+    info = RunInfo(run_uri=layout.run(store_root, "exp", "manual__1"), store_root=store_root)
+    jobs = plan_jobs(info, [PreparedDataset(name="d", uri="file:///prepared/d", kind="chat")])
     for job, metrics in zip(jobs, [{"shortness": 0.9}, {"shortness": 0.2}, {"rouge_l": 0.9}], strict=True):
-        prefix = layout.job(info["run_uri"], job["job_id"])
+        prefix = layout.job(info.run_uri, job.job_id)
         for step, result in (
             ("train", {"adapter_uri": "file:///a", "model_uri": None}),
             ("evaluate", {"metrics": metrics}),
         ):
             store.ensure_dir(layout.step(prefix, step))
             store.commit(layout.step(prefix, step), result)
-    board = leaderboard(info["run_uri"], jobs, "shortness")
-    ranked = [(row["label"], row["metrics"].get("shortness")) for row in board["rows"]]
+    board = leaderboard(info.run_uri, jobs, "shortness")
+    ranked = [(row.label, row.metrics.get("shortness")) for row in board.rows]
     # Ascending; the job without the metric last (not first, as negating a missing value would put it).
-    assert ranked == [(jobs[1]["label"], 0.2), (jobs[0]["label"], 0.9), (jobs[2]["label"], None)]
-    assert board["winner"]["label"] == jobs[1]["label"]
+    assert ranked == [(jobs[1].label, 0.2), (jobs[0].label, 0.9), (jobs[2].label, None)]
+    assert board.winner.label == jobs[1].label
     assert (
         better("shortness") == "lower is better" and better("gone") == "unknown metric: direction not known"
     )
