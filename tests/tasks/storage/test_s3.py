@@ -119,33 +119,31 @@ def test_store_env_passes_the_connection_only_for_an_s3_store(monkeypatch):
 
 
 def test_every_heavy_step_of_the_dag_gets_the_store_connection_in_its_environment(monkeypatch):
-    """dags/finetune_experiment.py's `_run` (what every heavy task calls) adds the store's connection to
-    the step's environment, beside a step's own (the judge's)."""
-    import importlib.util
-    from pathlib import Path
+    """tasks.backends.heavy.run_locally (the body of every local heavy task of the DAG) adds the store's
+    connection to the step's environment, beside a step's own (the judge's, for the steps that score)."""
+    from types import SimpleNamespace
 
-    from tasks.backends import local
+    from tasks.backends import heavy
+    from tasks.scoring import judge
 
-    spec = importlib.util.spec_from_file_location(
-        "finetune_experiment_env", Path(__file__).resolve().parents[3] / "dags" / "finetune_experiment.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
     seen = []
-    monkeypatch.setattr(local, "run_step", lambda argv, env=None: seen.append(env) or {})
+    monkeypatch.setattr(heavy, "run_step", lambda argv, env=None: seen.append(env) or {})
+    monkeypatch.setattr(heavy, "run_of", lambda context: SimpleNamespace(run_uri="s3://bucket/run"))
+    monkeypatch.setattr(heavy, "load_experiment", lambda run_uri: {"scoring": {}})
+    monkeypatch.setattr(judge, "judge_env", lambda scoring: {"AIRFLOW_CONN_TUNERFLOW_JUDGE": "{}"})
     value = json.dumps({"conn_type": "aws", "login": KEY_ID, "password": SECRET})
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", value)
     monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
-    monkeypatch.setattr(module, "default_root", lambda: "s3://bucket/tunerflow")
-    module._run(["python", "-m", "tasks.train"])
-    module._run(["python", "-m", "tasks.evaluate"], {"AIRFLOW_CONN_TUNERFLOW_JUDGE": "{}"})
+    monkeypatch.setattr(heavy, "default_root", lambda: "s3://bucket/tunerflow")
+    heavy.run_locally("train", ["python", "-m", "tasks.train"], {}, None)
+    heavy.run_locally("evaluate", ["python", "-m", "tasks.evaluate"], {}, None)
     assert [sorted(env) for env in seen] == [
         ["AIRFLOW_CONN_AWS_DEFAULT"],
         ["AIRFLOW_CONN_AWS_DEFAULT", "AIRFLOW_CONN_TUNERFLOW_JUDGE"],
     ]
     assert json.loads(seen[0]["AIRFLOW_CONN_AWS_DEFAULT"])["password"] == SECRET
-    monkeypatch.setattr(module, "default_root", lambda: "file:///tmp/store")
-    module._run(["python", "-m", "tasks.train"])
+    monkeypatch.setattr(heavy, "default_root", lambda: "file:///tmp/store")
+    heavy.run_locally("train", ["python", "-m", "tasks.train"], {}, None)
     assert seen[-1] == {}
 
 
