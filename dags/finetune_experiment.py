@@ -28,7 +28,7 @@ from tasks.backends.heavy import heavy_tasks, run_of, skip_when
 from tasks.config.experiment import load_experiment
 from tasks.config.params import NO_DEFAULT, param_specs
 from tasks.contracts.base import Contract
-from tasks.contracts.planning import ChampionPlan, RunInfo
+from tasks.contracts.planning import RunInfo
 from tasks.contracts.prepare import PreparedDataset
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Selection
@@ -116,11 +116,7 @@ def finetune_experiment():
 
         run = _this_run()
         winner = Selection.model_validate(selection).winner
-        plan = ChampionPlan.model_validate(
-            plan_champion_scoring(
-                run.model_dump(mode="json"), load_experiment(run.run_uri), winner.model_dump(mode="json")
-            )
-        )
+        plan = plan_champion_scoring(run, load_experiment(run.run_uri), winner)
         skip_when(plan.skip)
         return plan.argv
 
@@ -138,7 +134,7 @@ def finetune_experiment():
     def publish_promotion(decision: dict) -> dict:
         run = _this_run()
         promotion = PromotionDecision.model_validate(decision)
-        extra = promotion_event_extra(run.model_dump(mode="json"), promotion.model_dump(mode="json"))
+        extra = promotion_event_extra(run, promotion)
         if extra is None:
             skip_when(f"not promoted, no event: {promotion.reason}")
         get_current_context()["outlet_events"][PRODUCTION_MODEL].extra = extra

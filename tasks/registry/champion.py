@@ -39,14 +39,8 @@ def _spec(run_uri: str) -> EvaluateSpec | None:
     return EvaluateSpec.load(store.read_json(uri), uri) if store.exists(uri) else None
 
 
-def plan_champion_scoring(
-    run: dict[str, Any], experiment: dict[str, Any], winner: dict[str, Any]
-) -> dict[str, Any]:
-    """The champion's evaluate spec (`{"spec_uri", "argv", "version"}`), or `{"skip": reason}`."""
-    return _plan(RunInfo.model_validate(run), experiment, winner).model_dump(mode="json")
-
-
-def _plan(run: RunInfo, experiment: dict[str, Any], winner: dict[str, Any]) -> ChampionPlan:
+def plan_champion_scoring(run: RunInfo, experiment: dict[str, Any], winner: LeaderboardRow) -> ChampionPlan:
+    """The champion's evaluate spec (its URI, argv and version), or why it is not scored."""
     promotion = PromotionConfig.model_validate(experiment["promotion"])
     if not promotion.enabled:
         return ChampionPlan(skip="promotion.enabled is false")
@@ -64,7 +58,7 @@ def _plan(run: RunInfo, experiment: dict[str, Any], winner: dict[str, Any]) -> C
             skip=f"champion v{champion['version']} was registered without its model entry and weights; "
             "its registered metrics are compared instead"
         )
-    winner_prefix = layout.job(run.run_uri, LeaderboardRow.model_validate(winner).job_id)
+    winner_prefix = layout.job(run.run_uri, winner.job_id)
     winner_uri = store.join(winner_prefix, "evaluate.json")
     winner_spec = EvaluateSpec.load(store.read_json(winner_uri), winner_uri)
     spec = EvaluateSpec(

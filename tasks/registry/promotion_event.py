@@ -11,6 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from tasks.config.experiment import load_experiment
+from tasks.contracts.planning import RunInfo
+from tasks.contracts.promotion import PromotionDecision
 from tasks.registry import versions as registry
 
 # The Asset every promotion updates, whatever the registry: an outlet URI is fixed when the DAG is
@@ -19,23 +21,23 @@ PRODUCTION_ASSET_NAME = "tunerflow_production_model"
 PRODUCTION_ASSET_URI = "tunerflow://registry/production"
 
 
-def promotion_event_extra(run: dict[str, Any], decision: dict[str, Any]) -> dict[str, Any] | None:
+def promotion_event_extra(run: RunInfo, decision: PromotionDecision) -> dict[str, Any] | None:
     """The extra of the production-model Asset event, or None when nothing was promoted (no event)."""
-    if not decision.get("promoted") or decision.get("version") is None:
+    if not decision.promoted or decision.version is None:
         return None
-    experiment = load_experiment(run["run_uri"])
+    experiment = load_experiment(run.run_uri)
     name = experiment["promotion"]["registry_name"] or experiment["name"]
-    entry = registry.get_version(run["store_root"], name, decision["version"]) or {}
+    entry = registry.get_version(run.store_root, name, decision.version) or {}
     return {
         "registry": name,
-        "version": decision["version"],
-        "registry_uri": decision.get("registry_uri") or registry.registry_uri(run["store_root"], name),
+        "version": decision.version,
+        "registry_uri": decision.registry_uri or registry.registry_uri(run.store_root, name),
         "model_uri": entry.get("model_uri"),
         "adapter_uri": entry.get("adapter_uri"),
         "exports": entry.get("exports") or {},
-        "primary": decision.get("primary"),
-        "metric": decision.get("candidate_metric"),
-        "replaced_version": decision.get("champion_version"),
-        "run_uri": run["run_uri"],
-        "reason": decision.get("reason"),
+        "primary": decision.primary,
+        "metric": decision.candidate_metric,
+        "replaced_version": decision.champion_version,
+        "run_uri": run.run_uri,
+        "reason": decision.reason,
     }

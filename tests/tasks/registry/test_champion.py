@@ -6,6 +6,7 @@ import pytest
 
 from tasks.config.catalog import CatalogEntry
 from tasks.contracts.evaluate import EvaluateSpec
+from tasks.contracts.planning import RunInfo
 from tasks.contracts.promotion import ChampionScore
 from tasks.contracts.selection import LeaderboardRow
 from tasks.registry import versions as registry
@@ -22,7 +23,7 @@ WINNER = LeaderboardRow(
     scored_on=None,
     metrics_jsonl=None,
     status="succeeded",
-).model_dump(mode="json")
+)
 
 
 @pytest.fixture
@@ -46,7 +47,7 @@ def run(store_root):
     store.write_json(
         store.join(layout.job(run_uri, "j1"), "evaluate.json"), winner_spec.model_dump(mode="json")
     )
-    return {"run_uri": run_uri, "store_root": store_root}
+    return RunInfo(run_uri=run_uri, store_root=store_root)
 
 
 def _experiment(**promotion) -> dict:
@@ -60,36 +61,36 @@ def _register(root: str, **entry) -> None:
 
 def test_no_champion_means_nothing_to_score(run):
     planned = plan_champion_scoring(run, _experiment(), WINNER)
-    assert "no production model yet" in planned["skip"]
+    assert "no production model yet" in planned.skip
 
 
 def test_disabled_promotion_or_rescoring_skips(run):
-    assert "promotion.enabled" in plan_champion_scoring(run, _experiment(enabled=False), {})["skip"]
-    _register(run["store_root"], model_entry=MODEL, model_uri="file:///merged")
+    assert "promotion.enabled" in plan_champion_scoring(run, _experiment(enabled=False), WINNER).skip
+    _register(run.store_root, model_entry=MODEL, model_uri="file:///merged")
     skipped = plan_champion_scoring(run, _experiment(rescore_champion=False), WINNER)
-    assert "rescore_champion is false" in skipped["skip"]
+    assert "rescore_champion is false" in skipped.skip
 
 
 def test_a_version_registered_without_its_weights_falls_back_to_registered_metrics(run):
-    _register(run["store_root"], model_uri="file:///merged")  # an older entry: no model_entry
+    _register(run.store_root, model_uri="file:///merged")  # an older entry: no model_entry
     planned = plan_champion_scoring(run, _experiment(), WINNER)
-    assert "registered metrics are compared" in planned["skip"]
+    assert "registered metrics are compared" in planned.skip
 
 
 def test_the_champion_is_scored_on_the_winners_rows_as_pytorch(run):
-    _register(run["store_root"], model_entry=MODEL, adapter_uri="file:///adapter", model_uri=None)
+    _register(run.store_root, model_entry=MODEL, adapter_uri="file:///adapter", model_uri=None)
     planned = plan_champion_scoring(run, _experiment(), WINNER)
-    assert planned["version"] == 1 and planned["argv"][:3] == ["python", "-m", "tasks.evaluate"]
-    spec = store.read_json(planned["spec_uri"])
+    assert planned.version == 1 and planned.argv[:3] == ["python", "-m", "tasks.evaluate"]
+    spec = store.read_json(planned.spec_uri)
     assert spec["eval_set"]["name"] == "eval_questions" and spec["dataset"]["name"] == "tuna"
     assert spec["trained"] == {"model_uri": None, "adapter_uri": "file:///adapter"}
     assert spec["model"] == MODEL and spec["scoring"]["rank_on"] == "pytorch"
     assert spec["output"].endswith("/champion/v1")
-    assert champion_score(run["run_uri"]) is None  # nothing committed yet
+    assert champion_score(run.run_uri) is None  # nothing committed yet
 
     store.ensure_dir(spec["output"])
     store.commit(spec["output"], {"metrics": {"rouge_l": 0.25}, "scored_on": "eval_questions", "n": 2})
-    assert champion_score(run["run_uri"]) == ChampionScore(
+    assert champion_score(run.run_uri) == ChampionScore(
         version=1,
         metrics={"rouge_l": 0.25},
         scored_on="eval_questions",
@@ -98,8 +99,8 @@ def test_the_champion_is_scored_on_the_winners_rows_as_pytorch(run):
 
 
 def test_a_failed_champion_scoring_says_why(run):
-    _register(run["store_root"], model_entry=MODEL, model_uri="file:///merged")
-    spec = store.read_json(plan_champion_scoring(run, _experiment(), WINNER)["spec_uri"])
-    assert scoring_failure(run["run_uri"]) is None
+    _register(run.store_root, model_entry=MODEL, model_uri="file:///merged")
+    spec = store.read_json(plan_champion_scoring(run, _experiment(), WINNER).spec_uri)
+    assert scoring_failure(run.run_uri) is None
     store.write_json(store.join(spec["output"], "error.json"), {"step": "evaluate", "message": "no weights"})
-    assert scoring_failure(run["run_uri"]) == "no weights"
+    assert scoring_failure(run.run_uri) == "no weights"

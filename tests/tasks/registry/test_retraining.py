@@ -13,6 +13,8 @@ import yaml
 from tasks.config.base import ConfError
 from tasks.config.catalog import config_dir
 from tasks.config.experiment import ExperimentConfig
+from tasks.contracts.planning import RunInfo
+from tasks.contracts.promotion import PromotionDecision
 from tasks.registry import versions as registry
 from tasks.registry.promotion_event import promotion_event_extra
 from tasks.registry.retraining_conf import (
@@ -312,11 +314,12 @@ def test_the_promotion_event_carries_the_registry_version_and_model(store_root, 
     version = registry.register(store_root, "exp", {"model_uri": uri, "exports": {"onnx": "file:///o"}})[
         "version"
     ]
-    run = {"run_uri": run_uri, "store_root": store_root}
+    run = RunInfo(run_uri=run_uri, store_root=store_root)
     decision = {"promoted": True, "version": version, "primary": "rouge_l", "candidate_metric": 0.7}
-    extra = promotion_event_extra(run, {**decision, "champion_version": None, "reason": "no champion yet"})
+    promoted = PromotionDecision(**decision, champion_version=None, reason="no champion yet")
+    extra = promotion_event_extra(run, promoted)
     assert extra["registry"] == "exp" and extra["version"] == version
     assert extra["model_uri"] == uri and extra["exports"] == {"onnx": "file:///o"}
     assert extra["registry_uri"] == registry.registry_uri(store_root, "exp")
     assert (extra["metric"], extra["run_uri"]) == (0.7, run_uri)
-    assert promotion_event_extra(run, {**decision, "promoted": False}) is None
+    assert promotion_event_extra(run, promoted.model_copy(update={"promoted": False})) is None
