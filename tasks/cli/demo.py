@@ -12,7 +12,8 @@ from typing import Any
 
 from tasks.config.catalog import REPO_ROOT
 from tasks.config.params import demo_conf_path, load_conf
-from tasks.pipeline.orchestration import RunSummary, format_summary, read_leaderboard
+from tasks.contracts.summary import RunSummary
+from tasks.pipeline.orchestration import format_summary, read_leaderboard
 from tasks.storage import layout, store
 
 

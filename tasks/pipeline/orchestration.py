@@ -4,15 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import Field
-
 from tasks.config.experiment import load_experiment
 from tasks.config.promotion import PromotionConfig
-from tasks.contracts.base import Contract
 from tasks.contracts.export import CheckExportResult, ExportResult
 from tasks.contracts.planning import RunInfo
 from tasks.contracts.promotion import PromotionDecision, PromotionJob, WinnerLineage
-from tasks.contracts.selection import Failure, Leaderboard, Selection
+from tasks.contracts.selection import Leaderboard, Selection
+from tasks.contracts.summary import RunSummary, SummaryWinner
 from tasks.contracts.train import TrainSpec
 from tasks.pipeline.report import ReportInputs, write_report
 from tasks.registry.champion import champion_score, scoring_failure
@@ -24,25 +22,6 @@ def _committed(run_uri: str, name: str, model: type[ExportResult] | type[CheckEx
     prefix = store.join(run_uri, name)
     result = store.committed_result(prefix)
     return None if result is None else model.load(result, f"the result committed at {prefix}")
-
-
-class SummaryWinner(Contract):
-    """The winner as the run summary names it."""
-
-    label: str = Field(description="The winning row's label.")
-    metrics: dict[str, float | None] = Field(description="Its PyTorch metrics.")
-
-
-class RunSummary(Contract):
-    """`summary.json` and the report task's XCom: where the run's outputs are and how it ended."""
-
-    run_uri: str = Field(description="The run.")
-    report_uri: str = Field(description="The HTML report.")
-    winner: SummaryWinner | None = Field(description="The winner, or None when no job succeeded.")
-    failed: list[Failure] = Field(description="The failed jobs with reasons.")
-    exports: dict[str, str] = Field(description="Exported format -> URI.")
-    merged_model_uri: str | None = Field(description="The merged model the export made.")
-    promotion: PromotionDecision | None = Field(description="The promotion decision, if promote ran.")
 
 
 def promote_winner(run: RunInfo, selection: Selection) -> PromotionDecision:
