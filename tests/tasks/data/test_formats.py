@@ -354,16 +354,3 @@ def test_sft_refuses_preference_data_before_loading_anything(tmp_path):
     assert to_trl_rows([row], "preference") == [
         {"prompt": [u("q")], "chosen": [a("a")], "rejected": [a("b")]}
     ]
-
-
-def test_unreadable_files_fail_the_step_with_the_file_name(tmp_path, store_root):
-    from tasks.runtime.errors import StepError
-
-    (tmp_path / "broken.parquet").write_bytes(b"not parquet")
-    with pytest.raises(StepError, match=r"broken\.parquet"):
-        prepare(
-            PrepareSpec(store_root=store_root, dataset={"name": "b", "uri": str(tmp_path / "broken.parquet")})
-        )
-    (tmp_path / "latin.csv").write_bytes("text\ncaf\xe9\n".encode("latin-1"))
-    with pytest.raises(StepError, match="not UTF-8"):
-        prepare(PrepareSpec(store_root=store_root, dataset={"name": "c", "uri": str(tmp_path / "latin.csv")}))
