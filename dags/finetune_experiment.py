@@ -19,6 +19,7 @@ checked, promoted to the registry if it beats the champion, and written up in an
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -26,15 +27,15 @@ from airflow.sdk.exceptions import AirflowFailException
 from tasks.backends import backend_name
 from tasks.backends.heavy import heavy_tasks, run_of, skip_when
 from tasks.config.experiment import load_experiment
-from tasks.config.params import NO_DEFAULT, param_specs
-from tasks.contracts.base import Contract
-from tasks.contracts.planning import RunInfo
-from tasks.contracts.prepare import PreparedDataset
-from tasks.contracts.promotion import PromotionDecision
-from tasks.contracts.selection import Selection
+from tasks.config.params import NO_DEFAULT, SharedSchema, param_specs
 from tasks.pipeline import skips
 from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI, promotion_event_extra
 from tasks.storage.store import default_root
+
+if TYPE_CHECKING:
+    from tasks.contracts.base import Contract
+    from tasks.contracts.planning import RunInfo
+    from tasks.contracts.prepare import PreparedDataset
 
 BACKEND = backend_name()
 # Updated by every promotion; deployment DAGs schedule on it and read the registry, version and model
@@ -52,7 +53,18 @@ def _xcom(contracts: list[Contract]) -> list[dict]:
 
 
 def _prepared(datasets: list[dict]) -> list[PreparedDataset]:
+    # The contracts load when a task runs: building their models is not a parse-time need.
+    from tasks.contracts.prepare import PreparedDataset
+
     return [PreparedDataset.model_validate(dataset) for dataset in datasets]
+
+
+def _param(default: object, schema: dict) -> Param:
+    """The trigger form's field. Its schema is shared by the copies Airflow makes of it for every task
+    (SharedSchema): a parse no longer deep-copies every conf model's definitions 48 times."""
+    param = Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
+    param.schema = SharedSchema(param.schema)
+    return param
 
 
 @dag(
@@ -63,10 +75,7 @@ def _prepared(datasets: list[dict]) -> list[PreparedDataset]:
     max_active_runs=4,
     doc_md=__doc__,
     tags=["tunerflow", "llm", "fine-tuning"],
-    params={
-        name: Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
-        for name, (default, schema) in param_specs().items()
-    },
+    params={name: _param(default, schema) for name, (default, schema) in param_specs().items()},
 )
 def finetune_experiment():
     # Planning (numpy), selection, promotion and the report load in the task that runs them, not on
@@ -112,6 +121,8 @@ def finetune_experiment():
 
     @task
     def plan_champion(selection: dict) -> list[str]:
+        # Loaded when the task runs, as every contract and step library the task bodies use.
+        from tasks.contracts.selection import Selection
         from tasks.registry.champion import plan_champion_scoring
 
         run = _this_run()
@@ -124,6 +135,8 @@ def finetune_experiment():
     # champion was scored on the candidate's rows, or when there is no champion (skipped).
     @task(trigger_rule="none_failed_min_one_success")
     def promote(selection: dict) -> dict:
+        # Loaded when the task runs, as every contract and step library the task bodies use.
+        from tasks.contracts.selection import Selection
         from tasks.pipeline.orchestration import promote_winner
 
         return promote_winner(_this_run(), Selection.model_validate(selection)).model_dump(mode="json")
@@ -132,6 +145,9 @@ def finetune_experiment():
     # report: when the event cannot be emitted the run fails, since deployments never hear of the model.
     @task(outlets=[PRODUCTION_MODEL])
     def publish_promotion(decision: dict) -> dict:
+        # The contract loads when the task runs: building its model is not a parse-time need.
+        from tasks.contracts.promotion import PromotionDecision
+
         run = _this_run()
         promotion = PromotionDecision.model_validate(decision)
         extra = promotion_event_extra(run, promotion)

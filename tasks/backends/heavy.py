@@ -23,8 +23,6 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 from tasks.backends import TRAIN_RETRIES
 from tasks.backends.local import StepFailed, run_step
 from tasks.config.experiment import load_experiment
-from tasks.contracts.planning import PlannedJob, RunInfo
-from tasks.contracts.prepare import PlannedDataset
 from tasks.pipeline import skips
 from tasks.storage.s3 import store_env
 from tasks.storage.store import default_root
@@ -33,6 +31,7 @@ if TYPE_CHECKING:
     from airflow.sdk.definitions.xcom_arg import XComArg
 
     from tasks.backends.kubernetes import PodSteps
+    from tasks.contracts.planning import RunInfo
 
 # Steps that score, so may call the llm_judge: a local subprocess gets the judge's connection from the
 # worker (pods get it from a Secret in env_from_secrets).
@@ -43,21 +42,33 @@ SCORING_STEPS = ("evaluate", "check_export")
 # Each is given one entry of a light task's XCom list (plain JSON) and reads it through its contract.
 
 
+# The contracts are imported where a task runs: building their pydantic models is not a parse-time need.
+
+
 def dataset_argv(dataset: dict[str, Any]) -> list[str]:
+    from tasks.contracts.prepare import PlannedDataset  # at run time (see above)
+
     return PlannedDataset.model_validate(dataset).argv
 
 
 def train_argv(job: dict[str, Any]) -> list[str]:
+    from tasks.contracts.planning import PlannedJob  # at run time (see above)
+
     return PlannedJob.model_validate(job).train_argv
 
 
 def evaluate_argv(job: dict[str, Any]) -> list[str]:
+    from tasks.contracts.planning import PlannedJob  # at run time (see above)
+
     return PlannedJob.model_validate(job).evaluate_argv
 
 
 def entry_label(step: str, entry: dict[str, Any]) -> str:
     """A mapped local task's readable map index: the dataset's name, or the job's label
     (`tuna|smollm2-135m-instruct|lr1e-3`)."""
+    from tasks.contracts.planning import PlannedJob  # at run time (see above)
+    from tasks.contracts.prepare import PlannedDataset
+
     if step == "prepare_dataset":
         return PlannedDataset.model_validate(entry).name
     return PlannedJob.model_validate(entry).label

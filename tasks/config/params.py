@@ -106,6 +106,18 @@ def load_conf(path: Path) -> dict[str, Any]:
 NO_DEFAULT = object()
 
 
+class SharedSchema(dict):
+    """A Param's JSON Schema that the copies of the Param share.
+
+    Airflow deep-copies a DAG's Params into every task it creates (`finetune_experiment`: 48 copies of
+    schemas that hold the definitions of every conf model), which took most of a parse. A schema is not
+    changed once the DAG is built, so a deep copy may be the schema itself; the value a Param holds is
+    still copied."""
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> SharedSchema:
+        return self
+
+
 def param_specs() -> dict[str, tuple[Any, dict[str, Any]]]:
     """{field: (default, JSON Schema keywords)} for `airflow.sdk.Param(default, **schema)`.
 

@@ -8,12 +8,14 @@ Light on purpose: `dags/finetune_experiment.py` imports the Asset's name and URI
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.config.experiment import load_experiment
-from tasks.contracts.planning import RunInfo
-from tasks.contracts.promotion import PromotionDecision
 from tasks.registry import versions as registry
+
+if TYPE_CHECKING:  # annotations only: dags/finetune_experiment.py imports this module at parse time
+    from tasks.contracts.planning import RunInfo
+    from tasks.contracts.promotion import PromotionDecision
 
 # The Asset every promotion updates, whatever the registry: an outlet URI is fixed when the DAG is
 # parsed, so the registry name, version and model travel in the event's extra (`promotion_event_extra`).
