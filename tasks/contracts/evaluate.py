@@ -6,11 +6,11 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from tasks.config.catalog import CatalogEntry
 from tasks.config.export import ExportConfig
 from tasks.config.hparams import ResolvedHParams
 from tasks.config.scoring import ScoringConfig
 from tasks.contracts.base import Contract, OpenContract
+from tasks.contracts.job import JobSpec
 from tasks.contracts.prepare import PreparedDataset
 
 
@@ -21,19 +21,12 @@ class TrainedWeights(Contract):
     adapter_uri: str | None = Field(None, description="A LoRA adapter over the base model.")
 
 
-class EvaluateSpec(Contract):
+class EvaluateSpec(JobSpec):
     """What `python -m tasks.evaluate` reads (written by the planner or by `plan_champion_scoring`)."""
 
     step: Literal["evaluate"] = Field("evaluate", description="The step this spec is for.")
-    store_root: str = Field(description="Root URI of the artifact store.")
-    job_id: str = Field(description="Store key of the job (`champion` for the champion).")
-    label: str = Field(description="Row label on the leaderboard.")
-    output: str = Field(description="Prefix the step writes and commits.")
-    dataset: PreparedDataset = Field(description="The job's prepared dataset.")
-    model: CatalogEntry = Field(description="The base model.")
     scoring: ScoringConfig = Field(description="How to score.")
     hparams: ResolvedHParams | None = Field(None, description="The trained job's hyperparameters.")
-    eval_set: PreparedDataset | None = Field(None, description="The experiment's shared eval set, if any.")
     train_output: str | None = Field(None, description="The train step's output whose weights are scored.")
     trained: TrainedWeights | None = Field(None, description="Weights given directly (the champion).")
     reference: bool = Field(False, description="An untouched base model or the champion: never exported.")

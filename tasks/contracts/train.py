@@ -6,26 +6,18 @@ from typing import Literal
 
 from pydantic import Field
 
-from tasks.config.catalog import CatalogEntry
 from tasks.config.hparams import ResolvedHParams
 from tasks.config.training import TrainingConfig
 from tasks.contracts.base import Contract, OpenContract
-from tasks.contracts.prepare import PreparedDataset
+from tasks.contracts.job import JobSpec
 
 
-class TrainSpec(Contract):
+class TrainSpec(JobSpec):
     """What `python -m tasks.train` reads."""
 
     step: Literal["train"] = Field("train", description="The step this spec is for.")
-    store_root: str = Field(description="Root URI of the artifact store.")
-    job_id: str = Field(description="Store key of the job.")
-    label: str = Field(description="`dataset|model|hparams`, for humans.")
-    output: str = Field(description="Prefix the step writes and commits.")
-    dataset: PreparedDataset = Field(description="The prepared dataset it trains on.")
-    model: CatalogEntry = Field(description="The base model.")
     hparams: ResolvedHParams = Field(description="The hyperparameter group, presets resolved.")
     training: TrainingConfig = Field(description="Training type and method.")
-    eval_set: PreparedDataset | None = Field(None, description="The experiment's shared eval set, if any.")
     checkpoints: str | None = Field(
         None, description="Checkpoints prefix; by default `checkpoints/` beside the output."
     )
