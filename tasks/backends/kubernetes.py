@@ -28,6 +28,7 @@ from tasks.backends.kubernetes_settings import (
     StepResources,
     parse_settings,
 )
+from tasks.pipeline.operators import execute_delegate
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -195,16 +196,8 @@ class StepPodOperator(BaseOperator):
         )
 
     def execute(self, context: Any) -> Any:
-        from airflow.sdk.bases.operator import ExecutorSafeguard
-
         self._pod = self.pod_operator()
-        # The task runner vouches for the task it runs; hand that to the KPO this task delegates to, or
-        # its execute logs that it "cannot be called outside of the Task Runner".
-        token = ExecutorSafeguard.tracker.set(self._pod)
-        try:
-            return self._pod.execute(context)
-        finally:
-            ExecutorSafeguard.tracker.reset(token)
+        return execute_delegate(self._pod, context)
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
         # After a deferral the task runner calls this on a freshly parsed task, so the KPO it deferred
