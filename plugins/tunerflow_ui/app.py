@@ -1,0 +1,58 @@
+"""The `/tunerflow` FastAPI app: one router per page family (static files included) and error pages.
+
+`create_app()` is called once when Airflow loads the plugin; tests call it directly and override the
+`auth.reader` and `stores.store_root` dependencies.
+"""
+
+from __future__ import annotations
+
+from html import escape
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import HTTPException
+from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
+
+from plugins.tunerflow_ui.auth import reader
+from plugins.tunerflow_ui.rendering import root_of
+from plugins.tunerflow_ui.routes import ROUTERS
+
+URL_PREFIX = "/tunerflow"
+
+
+def _wants_html(request: Request) -> bool:
+    return "text/html" in request.headers.get("accept", "")
+
+
+async def _http_error(request: Request, error: HTTPException):
+    """A browser gets a short page saying what to do; a program gets Airflow's JSON shape."""
+    if not _wants_html(request):
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
+    airflow = root_of(request)[: -len(URL_PREFIX)] if root_of(request).endswith(URL_PREFIX) else ""
+    login = f'<p><a href="{escape(airflow)}/">Log in to Airflow</a></p>' if error.status_code == 401 else ""
+    body = (
+        f"<!doctype html><meta charset=utf-8><title>tunerflow: {error.status_code}</title>"
+        f"<body style='font-family:sans-serif;margin:2em'><h1>{error.status_code}</h1>"
+        f"<p>{escape(str(error.detail))}</p>{login}</body>"
+    )
+    return HTMLResponse(body, status_code=error.status_code)
+
+
+def create_app() -> FastAPI:
+    app = FastAPI(
+        title="tunerflow",
+        description="tunerflow's pages and actions inside Airflow: experiments, runs, jobs, models, "
+        "datasets and model comparisons.",
+        # No unauthenticated routes at all: the interactive docs and the schema are off.
+        docs_url=None,
+        redoc_url=None,
+        openapi_url=None,
+    )
+    app.add_exception_handler(HTTPException, _http_error)
+    for router in ROUTERS:
+        app.include_router(router)
+
+    @app.get("/", include_in_schema=False, dependencies=[Depends(reader)])
+    def home(request: Request) -> RedirectResponse:
+        return RedirectResponse(f"{root_of(request)}/experiments", status_code=307)
+
+    return app

@@ -1,0 +1,9 @@
+"""The runs pages (to be filled in)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends
+
+from plugins.tunerflow_ui.auth import reader
+
+router = APIRouter(dependencies=[Depends(reader)])
