@@ -19,7 +19,7 @@ from tasks.contracts.train import TrainResult
 from tasks.exporting.export_step import export_formats
 from tasks.runtime.errors import StepError
 from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
-from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, score
+from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, row_scores, score
 from tasks.storage import store
 from tasks.training.base_models import load_model, load_tokenizer
 from tasks.training.trainer import read_split
@@ -88,13 +88,17 @@ def answer_and_score(
     return metrics, list(predictions), stats
 
 
-def write_predictions(uri: str, rows: list[dict[str, Any]], predictions: list[str]) -> None:
+def write_predictions(
+    uri: str, rows: list[dict[str, Any]], predictions: list[str], metrics: list[str]
+) -> None:
+    """One line per row: its id, the answer, the reference and the answer's own `scores` on each of
+    `metrics` that can be scored per row (`tasks.scoring.metrics.row_scores`; not the judge's)."""
+    references = [prompt_and_reference(row)[1] for row in rows]
+    scores = row_scores(metrics, predictions, references)
     with open(store.local_file(uri), "w") as handle:
-        for row, prediction in zip(rows, predictions, strict=True):
-            reference = prompt_and_reference(row)[1]
-            handle.write(
-                json.dumps({"id": row["id"], "prediction": prediction, "reference": reference}) + "\n"
-            )
+        for row, prediction, reference, row_score in zip(rows, predictions, references, scores, strict=True):
+            line = {"id": row["id"], "prediction": prediction, "reference": reference, "scores": row_score}
+            handle.write(json.dumps(line) + "\n")
 
 
 def quantized_scores(
@@ -117,7 +121,7 @@ def quantized_scores(
         exported = export_formats(merged, work, [fmt], config, dataset=dataset)["formats"][fmt]
         deployed = ORTModelForCausalLM.from_pretrained(work / fmt)
         metrics, predictions, stats = answer_and_score(deployed, tokenizer, rows, scoring)
-    write_predictions(store.join(job.output, f"predictions-{fmt}.jsonl"), rows, predictions)
+    write_predictions(store.join(job.output, f"predictions-{fmt}.jsonl"), rows, predictions, scoring.metrics)
     details = {k: v for k, v in exported.items() if k not in ("uri", "path")}
     return QuantizedScores(format=fmt, metrics=metrics, generation=stats, **details)
 
@@ -151,7 +155,7 @@ def evaluate(job: EvaluateSpec) -> EvaluateResult:
     if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
         metrics.update(loss_scores(scoring.metrics, answer_loss(model, tokenizer, rows, scoring.batch_size)))
     metrics = {name: metrics[name] for name in scoring.metrics}  # in the conf's order
-    write_predictions(store.join(job.output, "predictions.jsonl"), rows, predictions)
+    write_predictions(store.join(job.output, "predictions.jsonl"), rows, predictions, scoring.metrics)
     quantized = None
     if scoring.rank_on != "pytorch" and not job.reference:
         quantized = quantized_scores(model, tokenizer, rows, job)

@@ -162,6 +162,25 @@ def score(
     }
 
 
+def scored_per_row(name: str) -> bool:
+    """Whether text metric `name` is worth a score of its own on every row. Loss metrics have no
+    per-row value here, and a metric that grades against the questions is a judge model's: one more call
+    per row would double what the judge costs, so its per-row grades are left out."""
+    return not scoring_plugins.is_loss_metric(name) and "questions" not in inputs_of(name)
+
+
+def row_scores(
+    metrics: Sequence[str], predictions: Sequence[str], references: Sequence[str]
+) -> list[dict[str, float]]:
+    """Each row's own score on every metric of `metrics` that `scored_per_row`, rounded like `score`:
+    the same module computed on that row alone (so a row's rouge_l is its ROUGE-L F-measure)."""
+    names = [name for name in metrics if scored_per_row(name)]
+    return [
+        {name: round(compute(name, [prediction], [reference]), 6) for name in names}
+        for prediction, reference in zip(predictions, references, strict=True)
+    ]
+
+
 def questions_of(conversations: Sequence[Sequence[Mapping[str, str]]]) -> list[str]:
     """Each conversation's last user turn: the question an answer is graded against (e.g. by llm_judge)."""
     return [

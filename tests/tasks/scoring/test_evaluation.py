@@ -65,6 +65,9 @@ def test_reference_rows_and_pytorch_ranking_do_not_export(tmp_path, tiny_model_d
     job = _job(tmp_path, tiny_model_dir)
     store.ensure_dir(job.output)
     assert "quantized" not in evaluate(job).model_dump(mode="json")
+    predicted = store.local_path(store.join(job.output, "predictions.jsonl")).read_text().splitlines()
+    # Every answer carries its own score, the one the pages show beside it.
+    assert all(0 <= json.loads(line)["scores"]["rouge_l"] <= 1 for line in predicted)
 
 
 def test_evaluate_reads_its_model_and_rows_from_an_s3_store_and_commits_there(
