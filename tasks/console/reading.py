@@ -1,0 +1,70 @@
+"""Reading a run's files for a page: whole small files in one request each, missing ones as None, many
+files side by side (on S3 every read is a round trip), and JSON lines parsed only where a page needs them.
+
+Pages only read: nothing here writes to the store or fills the local mirror.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from tasks.storage import store
+
+# Reads in flight at once when a page needs one file per job (curves, answers).
+PARALLEL_READS = 16
+T = TypeVar("T")
+R = TypeVar("R")
+MISSING = (FileNotFoundError, IsADirectoryError, NotADirectoryError)
+
+
+def read_bytes(uri: str | None) -> bytes | None:
+    """The stored bytes, or None when there is no such file."""
+    if not uri:
+        return None
+    try:
+        return store.backend_for(uri).read_bytes(uri)
+    except MISSING:
+        return None
+
+
+def json_of(data: bytes | None) -> Any:
+    """Parsed JSON, or None for no bytes or bytes that are not JSON (a file being written)."""
+    try:
+        return json.loads(data) if data is not None else None
+    except ValueError:
+        return None
+
+
+def read_json(uri: str | None) -> Any:
+    """A JSON file's content, or None when it is missing or unreadable (a half-finished run)."""
+    return json_of(read_bytes(uri))
+
+
+def side_by_side(call: Callable[[T], R], items: list[T]) -> list[R]:
+    """`call` of every item, in order, several at a time."""
+    if len(items) <= 1:
+        return [call(item) for item in items]
+    with ThreadPoolExecutor(max_workers=min(PARALLEL_READS, len(items))) as pool:
+        return list(pool.map(call, items))
+
+
+def read_many(uris: list[str | None]) -> list[bytes | None]:
+    """`read_bytes` of every URI, in order, several at a time."""
+    return side_by_side(read_bytes, uris)
+
+
+def lines_of(data: bytes | None) -> list[bytes]:
+    """The non-blank lines of a JSON-lines file, unparsed."""
+    return [line for line in (data or b"").splitlines() if line.strip()]
+
+
+def parse(line: bytes) -> dict[str, Any]:
+    """One JSON-lines record; an unparsable line (a file cut short) is an empty record."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return {}
+    return record if isinstance(record, dict) else {}

@@ -1,0 +1,268 @@
+"""The run page: leaderboard, loss curves of every job on one chart, the primary metric per job, the
+answers side by side, the export checks, the promotion decision and links to each task's log.
+
+A run is read from its files (`experiment.json`, `jobs.json`, `references.json`, `leaderboard.json`,
+`check_export/checks.json`, `promotion.json`, `champion/`); a run still going has no leaderboard yet,
+so its planned jobs are listed as pending.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, Field
+
+from tasks.console.answers import AnswerColumn, AnswersPage, answers_page, eval_split_uri
+from tasks.console.charts import Chart, Series, curves
+from tasks.console.reading import read_json, read_many
+from tasks.contracts.promotion import PromotionDecision
+from tasks.contracts.selection import Leaderboard, LeaderboardRow
+from tasks.pipeline.report_data import better, export_rows
+from tasks.storage import layout, store
+
+DAG_ID = "finetune_experiment"
+# A run's state by Airflow run id, for the run ids asked (Airflow's metadata DB on the api-server).
+StateLookup = Callable[[list[str]], Mapping[str, str]]
+_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+
+
+class NotFound(LookupError):
+    """No such experiment, run or job in the store (the pages answer 404)."""
+
+
+def no_states(run_ids: list[str]) -> Mapping[str, str]:
+    return {}
+
+
+def key(name: str, what: str) -> str:
+    """A name from a URL used as one store key part: a slug, never `..` or a path."""
+    if not _KEY.fullmatch(name):
+        raise NotFound(f"no {what} {name!r}")
+    return name
+
+
+def run_prefix(root: str, experiment: str, run: str) -> str:
+    return store.join(root, "experiments", key(experiment, "experiment"), "runs", key(run, "run"))
+
+
+def stored_state(summary: Any) -> str:
+    """The state the store shows when Airflow's is not known: the report's summary is written last."""
+    return "finished" if summary is not None else "incomplete"
+
+
+def grid_path(run_id: str, task_id: str, map_index: int | None = None) -> str:
+    """A task instance in Airflow 3's grid (its log), below Airflow's base URL."""
+    mapped = f"/mapped/{map_index}" if map_index is not None else ""
+    return f"/dags/{DAG_ID}/runs/{quote(run_id, safe='')}/tasks/{task_id}{mapped}"
+
+
+class TaskLink(BaseModel):
+    """A task instance's page in Airflow's grid."""
+
+    task_id: str = Field(description="The task.")
+    map_index: int | None = Field(None, description="Its map index, for a mapped task.")
+    path: str = Field(description="Below Airflow's base URL.")
+
+
+class BoardRow(BaseModel):
+    """One job on the leaderboard."""
+
+    rank: int | None = Field(description="1 for the winner; succeeded jobs only.")
+    label: str = Field(description="`dataset|model|hparams`.")
+    job_id: str = Field(description="The job's store key.")
+    kind: str = Field(description="train or reference.")
+    status: str = Field(description="succeeded, failed, reference, or pending while the run goes on.")
+    winner: bool = Field(description="The run's winner.")
+    metrics: dict[str, float | None] = Field(description="Its scores.")
+    error: str | None = Field(None, description="Why it failed.")
+    train_loss: float | None = Field(None, description="Mean training loss.")
+    eval_loss: float | None = Field(None, description="Validation loss at the end of training.")
+    tokens_per_s: float | None = Field(None, description="Training throughput.")
+    logs: list[TaskLink] = Field(default_factory=list, description="Its tasks' logs in Airflow.")
+
+
+class RunPage(BaseModel):
+    """Everything the run page shows."""
+
+    experiment: str = Field(description="The experiment's name.")
+    run: str = Field(description="The run's store key (slug of the run id).")
+    run_id: str | None = Field(description="Airflow's run id.")
+    description: str | None = Field(description="The experiment's description.")
+    state: str = Field(description="Airflow's state of the run, else what the store shows.")
+    started: str | None = Field(description="When the run's conf was validated (ISO-8601).")
+    primary: str | None = Field(description="The metric ranked on.")
+    direction: str = Field(description="Which way the primary metric points.")
+    rank_on: str = Field(description="pytorch or the export format ranked on.")
+    metric_names: list[str] = Field(description="The leaderboard's metric columns, primary first.")
+    rows: list[BoardRow] = Field(description="The leaderboard.")
+    winner: str | None = Field(description="The winner's label.")
+    loss_chart: Chart = Field(description="Train and eval loss of every job.")
+    metric_chart: Chart = Field(description="The primary metric per job.")
+    answers: AnswersPage = Field(description="The answers side by side, one page of questions.")
+    exports: list[dict[str, Any]] = Field(description="The export checks, one row per format.")
+    exports_passed: bool | None = Field(description="Whether the export checks passed.")
+    promotion: PromotionDecision | None = Field(description="The promotion decision.")
+    run_tasks: list[TaskLink] = Field(description="The run's unmapped tasks in Airflow.")
+
+
+def planned_jobs(prefix: str) -> tuple[list[dict], list[dict]]:
+    jobs, references = (read_json(store.join(prefix, name)) for name in ("jobs.json", "references.json"))
+    return jobs if isinstance(jobs, list) else [], references if isinstance(references, list) else []
+
+
+def task_links(run_id: str | None, kind: str, index: int | None) -> list[TaskLink]:
+    """The mapped task instances of a job: its position in `jobs.json` (train, evaluate) or in
+    `references.json` (score_base) is its map index, as the planning task returned the list."""
+    if run_id is None or index is None:
+        return []
+    tasks = ("train", "evaluate") if kind == "train" else ("score_base",)
+    return [TaskLink(task_id=t, map_index=index, path=grid_path(run_id, t, index)) for t in tasks]
+
+
+def _board_row(row: LeaderboardRow, winner: str | None, links: list[TaskLink]) -> BoardRow:
+    train = row.train
+    return BoardRow(
+        rank=row.rank,
+        label=row.label,
+        job_id=row.job_id,
+        kind=row.kind,
+        status=row.status,
+        winner=row.job_id == winner,
+        metrics=row.metrics,
+        error=row.error,
+        train_loss=train.train_loss if train else None,
+        eval_loss=train.eval_loss if train else None,
+        tokens_per_s=getattr(train, "tokens_per_s", None) if train else None,
+        logs=links,
+    )
+
+
+def leaderboard_rows(
+    board: Leaderboard | None, jobs: list[dict], references: list[dict], run_id: str | None
+) -> list[BoardRow]:
+    """The leaderboard's rows in its order, or the planned jobs as pending before it exists."""
+    index = {job["job_id"]: i for i, job in enumerate(jobs)}
+    index |= {job["job_id"]: i for i, job in enumerate(references)}
+    if board is None:
+        return [
+            BoardRow(
+                rank=None,
+                label=job["label"],
+                job_id=job["job_id"],
+                kind=job["kind"],
+                status="pending",
+                winner=False,
+                metrics={},
+                logs=task_links(run_id, job["kind"], index[job["job_id"]]),
+            )
+            for job in [*jobs, *references]
+        ]
+    winner = board.winner.job_id if board.winner else None
+    return [_board_row(r, winner, task_links(run_id, r.kind, index.get(r.job_id))) for r in board.rows]
+
+
+def loss_chart(prefix: str, rows: list[BoardRow]) -> Chart:
+    """Every trained job's train loss and (dashed) eval loss over steps, on one chart."""
+    trained = [row for row in rows if row.kind == "train"]
+    uris = [store.join(layout.job(prefix, row.job_id), "train", "metrics.jsonl") for row in trained]
+    series = []
+    for row, data in zip(trained, read_many(uris), strict=True):
+        points = curves(data, ("loss", "eval_loss"))
+        series.append(Series(label=f"{row.label} train", points=points["loss"]))
+        if points["eval_loss"]:
+            series.append(Series(label=f"{row.label} eval", points=points["eval_loss"], dashed=True))
+    return Chart(title="Train and eval loss", y="loss", series=[s for s in series if s.points])
+
+
+def metric_chart(primary: str | None, rows: list[BoardRow]) -> Chart:
+    scored = [row for row in rows if primary and row.metrics.get(primary) is not None]
+    return Chart(
+        title=f"{primary} per job",
+        y=primary or "",
+        kind="bar",
+        labels=[row.label for row in scored],
+        series=[Series(label=primary or "", values=[row.metrics[primary] for row in scored])],
+    )
+
+
+def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn, str]]:
+    """Base models first, then every job that was scored (leaderboard order), then the champion."""
+    ordered = [r for r in rows if r.kind == "reference"] + [r for r in rows if r.kind == "train"]
+    columns = [
+        (
+            AnswerColumn(
+                label=row.label,
+                kind="reference" if row.kind == "reference" else "job",
+                job_id=row.job_id,
+                winner=row.winner,
+            ),
+            store.join(layout.job(prefix, row.job_id), "evaluate", "predictions.jsonl"),
+        )
+        for row in ordered
+        if row.status != "failed"
+    ]
+    champion = read_json(store.join(prefix, "champion", "evaluate.json"))
+    if isinstance(champion, dict) and champion.get("output"):
+        label = champion.get("label") or f"champion v{champion.get('champion_version')}"
+        columns.append(
+            (AnswerColumn(label=label, kind="champion"), store.join(champion["output"], "predictions.jsonl"))
+        )
+    return columns
+
+
+def _primary_metric(record: dict[str, Any], board: Leaderboard | None) -> str | None:
+    if board is not None:
+        return board.primary
+    return ((record.get("experiment") or {}).get("scoring") or {}).get("primary")
+
+
+def _metric_names(primary: str | None, rows: list[BoardRow]) -> list[str]:
+    names = [primary] if primary else []
+    for row in rows:
+        names += [name for name in row.metrics if name not in names]
+    return names
+
+
+def run_page(root: str, experiment: str, run: str, states: StateLookup = no_states, page: int = 1) -> RunPage:
+    """The run page of `experiments/<experiment>/runs/<run>`; NotFound when the run has no files."""
+    prefix = run_prefix(root, experiment, run)
+    record = read_json(layout.experiment_record(prefix))
+    raw_board = read_json(store.join(prefix, "leaderboard.json"))
+    if record is None and raw_board is None:
+        raise NotFound(f"no run {run!r} in experiment {experiment!r}")
+    record = record or {}
+    board = Leaderboard.load(raw_board, "leaderboard.json") if raw_board is not None else None
+    run_id = record.get("run_id")
+    jobs, references = planned_jobs(prefix)
+    rows = leaderboard_rows(board, jobs, references, run_id)
+    primary = _primary_metric(record, board)
+    split = next((eval_split_uri(layout.job(prefix, r.job_id)) for r in rows if r.status != "failed"), None)
+    checks = read_json(store.join(prefix, "check_export", "checks.json"))
+    promotion = read_json(store.join(prefix, "promotion.json"))
+    summary = read_json(store.join(prefix, "summary.json"))
+    state = (states([run_id]) if run_id else {}).get(run_id) or stored_state(summary)
+    single = ("validate_conf", "select_best", "export", "check_export", "score_champion", "promote", "report")
+    return RunPage(
+        experiment=experiment,
+        run=run,
+        run_id=run_id,
+        description=(record.get("experiment") or {}).get("description"),
+        state=state,
+        started=store.modified_at(layout.experiment_record(prefix)) if record else None,
+        primary=primary,
+        direction=better(primary) if primary else "",
+        rank_on=board.rank_on if board else "pytorch",
+        metric_names=_metric_names(primary, rows),
+        rows=rows,
+        winner=board.winner.label if board and board.winner else None,
+        loss_chart=loss_chart(prefix, rows),
+        metric_chart=metric_chart(primary, rows),
+        answers=answers_page(answer_columns(prefix, rows), split, page),
+        exports=export_rows(checks),
+        exports_passed=checks.get("passed") if isinstance(checks, dict) else None,
+        promotion=PromotionDecision.load(promotion, "promotion.json") if promotion else None,
+        run_tasks=[TaskLink(task_id=t, path=grid_path(run_id, t)) for t in single] if run_id else [],
+    )
