@@ -1,10 +1,10 @@
 """Answers side by side: for each eval question (a page of them at a time), the reference, then every
 model's answer with its per-row scores, aligned by row id.
 
-Every predictions file is read once and only the page's lines are parsed: the evaluate step writes the
-rows in the eval set's order, so a page is the same slice of every file. A file in another order (or
-cut short) is indexed by id instead, still in one read. Predictions written before per-row scores have
-no `scores`: their cells show no score.
+Every predictions file is read once (by the caller) and only the page's lines are parsed: the evaluate
+step writes the rows in the eval set's order, so a page is the same slice of every file. A file in
+another order (or cut short) is indexed by id instead. Predictions written before per-row scores have no
+`scores`: their cells show no score.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tasks.console.reading import lines_of, parse, read_json, read_many
+from tasks.console.reading import lines_of, parse, read_json
 from tasks.scoring.generation import prompt_and_reference
 from tasks.scoring.metrics import questions_of
 from tasks.storage import store
@@ -93,15 +93,15 @@ def _question(row: dict[str, Any] | None) -> str | None:
 
 
 def answers_page(
-    columns: list[tuple[AnswerColumn, str]],
-    eval_rows_uri: str | None,
+    columns: list[tuple[AnswerColumn, bytes | None]],
+    eval_rows: bytes | None,
     page: int = 1,
     per_page: int = PER_PAGE,
 ) -> AnswersPage:
     """Page `page` (clamped to the pages there are) of every column's answers. `columns` pairs each
-    column with its predictions.jsonl; `eval_rows_uri` is the eval split they answered."""
-    files = [lines_of(data) for data in read_many([uri for _, uri in columns] + [eval_rows_uri])]
-    eval_lines, files = files[-1], files[:-1]
+    column with its predictions.jsonl's bytes; `eval_rows` is the eval split they answered."""
+    files = [lines_of(data) for _, data in columns]
+    eval_lines = lines_of(eval_rows)
     total = max(map(len, files), default=0)
     pages = max(1, math.ceil(total / per_page))
     page = min(max(page, 1), pages)

@@ -154,7 +154,8 @@ def job_page(root: str, experiment: str, run: str, job_id: str, page: int = 1) -
     row = _board_entry(prefix, job_id)
     train_result = (train_manifest or {}).get("result") or {}
     column = AnswerColumn(label=entry["label"], kind="reference" if entry["kind"] == "reference" else "job")
-    predictions = store.join(here, "evaluate", "predictions.jsonl")
+    answers = store.join(here, "evaluate", "predictions.jsonl")
+    predictions, eval_rows = read_many([answers, eval_split_uri(here)])
     return JobPage(
         experiment=experiment,
         run=run,
@@ -170,7 +171,7 @@ def job_page(root: str, experiment: str, run: str, job_id: str, page: int = 1) -
         generation=result.get("generation") or {},
         charts=charts(metrics_jsonl),
         checkpoints=checkpoints(here),
-        predictions=answers_page([(column, predictions)], eval_split_uri(here), page),
+        predictions=answers_page([(column, predictions)], eval_rows, page),
         event_files=event_files(train_manifest),
         tensorboard_uri=train_result.get("tensorboard_uri"),
         logs=task_links((record or {}).get("run_id"), entry["kind"], index),

@@ -1,7 +1,9 @@
 """Reading a run's files for a page: whole small files in one request each, missing ones as None, many
-files side by side (on S3 every read is a round trip), and JSON lines parsed only where a page needs them.
+files side by side (on S3 every read is a round trip), one file per job through one listing
+(`per_job`), and JSON lines parsed only where a page needs them.
 
-Pages only read: nothing here writes to the store or fills the local mirror.
+Pages never write to the store; on S3, `per_job` keeps verified copies in the local mirror, as every
+reader of the store does.
 """
 
 from __future__ import annotations
@@ -54,6 +56,18 @@ def side_by_side(call: Callable[[T], R], items: list[T]) -> list[R]:
 def read_many(uris: list[str | None]) -> list[bytes | None]:
     """`read_bytes` of every URI, in order, several at a time."""
     return side_by_side(read_bytes, uris)
+
+
+def per_job(run_prefix: str, path: str) -> dict[str, bytes]:
+    """`jobs/<job>/<path>` of every job of a run, by job id. One listing finds them all and on S3 a
+    file is downloaded only when it changed since the mirror's copy, so a page of 100 jobs costs one
+    listing, not 100 requests, once it has been opened."""
+    try:
+        found = store.local_copies(store.join(run_prefix, "jobs", "*", path))
+    except MISSING:
+        return {}
+    suffix = "/" + path
+    return {name.removesuffix(suffix): file.read_bytes() for name, file in found if name.endswith(suffix)}
 
 
 def lines_of(data: bytes | None) -> list[bytes]:

@@ -17,7 +17,7 @@ from pydantic import BaseModel, Field
 
 from tasks.console.answers import AnswerColumn, AnswersPage, answers_page, eval_split_uri
 from tasks.console.charts import Chart, Series, curves
-from tasks.console.reading import read_json, read_many
+from tasks.console.reading import per_job, read_bytes, read_json
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Leaderboard, LeaderboardRow
 from tasks.pipeline.report_data import better, export_rows
@@ -166,11 +166,12 @@ def leaderboard_rows(
 
 def loss_chart(prefix: str, rows: list[BoardRow]) -> Chart:
     """Every trained job's train loss and (dashed) eval loss over steps, on one chart."""
-    trained = [row for row in rows if row.kind == "train"]
-    uris = [store.join(layout.job(prefix, row.job_id), "train", "metrics.jsonl") for row in trained]
+    files = per_job(prefix, "train/metrics.jsonl")
     series = []
-    for row, data in zip(trained, read_many(uris), strict=True):
-        points = curves(data, ("loss", "eval_loss"))
+    for row in rows:
+        if row.kind != "train":
+            continue
+        points = curves(files.get(row.job_id), ("loss", "eval_loss"))
         series.append(Series(label=f"{row.label} train", points=points["loss"]))
         if points["eval_loss"]:
             series.append(Series(label=f"{row.label} eval", points=points["eval_loss"], dashed=True))
@@ -188,8 +189,10 @@ def metric_chart(primary: str | None, rows: list[BoardRow]) -> Chart:
     )
 
 
-def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn, str]]:
-    """Base models first, then every job that was scored (leaderboard order), then the champion."""
+def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn, bytes | None]]:
+    """Base models first, then every job that was scored (leaderboard order), then the champion; each
+    with its predictions.jsonl."""
+    predictions = per_job(prefix, "evaluate/predictions.jsonl")
     ordered = [r for r in rows if r.kind == "reference"] + [r for r in rows if r.kind == "train"]
     columns = [
         (
@@ -199,7 +202,7 @@ def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn
                 job_id=row.job_id,
                 winner=row.winner,
             ),
-            store.join(layout.job(prefix, row.job_id), "evaluate", "predictions.jsonl"),
+            predictions.get(row.job_id),
         )
         for row in ordered
         if row.status != "failed"
@@ -207,9 +210,8 @@ def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn
     champion = read_json(store.join(prefix, "champion", "evaluate.json"))
     if isinstance(champion, dict) and champion.get("output"):
         label = champion.get("label") or f"champion v{champion.get('champion_version')}"
-        columns.append(
-            (AnswerColumn(label=label, kind="champion"), store.join(champion["output"], "predictions.jsonl"))
-        )
+        answers = read_bytes(store.join(champion["output"], "predictions.jsonl"))
+        columns.append((AnswerColumn(label=label, kind="champion"), answers))
     return columns
 
 
@@ -260,7 +262,7 @@ def run_page(root: str, experiment: str, run: str, states: StateLookup = no_stat
         winner=board.winner.label if board and board.winner else None,
         loss_chart=loss_chart(prefix, rows),
         metric_chart=metric_chart(primary, rows),
-        answers=answers_page(answer_columns(prefix, rows), split, page),
+        answers=answers_page(answer_columns(prefix, rows), read_bytes(split), page),
         exports=export_rows(checks),
         exports_passed=checks.get("passed") if isinstance(checks, dict) else None,
         promotion=PromotionDecision.load(promotion, "promotion.json") if promotion else None,

@@ -124,3 +124,11 @@ def test_airflows_run_and_task_instance_find_their_run_and_job(root):
     assert find_job(root, "demo", slug, "score_base", 0) == "qa--tiny--base"
     assert find_job(root, "demo", slug, "train", 7) is None
     assert find_job(root, "demo", slug, "report", -1) is None
+
+
+def test_the_run_page_reads_an_s3_store_as_a_file_store(s3_store_root):
+    build_run(s3_store_root, RUN)
+    page = run_page(s3_store_root, RUN.experiment, store.slug(RUN.run_id))
+    assert page.winner == "qa|tiny|lr1e-3" and len(page.loss_chart.series) == 6
+    assert [a.text for a in page.answers.questions[0].answers] == ["I am Tuna."] * 4
+    assert page.answers.questions[1].question == "What license?"
