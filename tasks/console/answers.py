@@ -14,7 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
-from tasks.console.reading import lines_of, parse, read_json
+from tasks.console.reading import lines_of, parse, parse_all, read_json
 from tasks.scoring.generation import prompt_and_reference
 from tasks.scoring.metrics import questions_of
 from tasks.storage import store
@@ -71,10 +71,10 @@ def eval_split_uri(job_prefix: str) -> str | None:
 
 def _aligned(lines: list[bytes], ids: list[str], start: int) -> list[dict[str, Any] | None]:
     """The records of `ids`: the same slice of `lines` when it holds them in order, else by id."""
-    records = [parse(line) for line in lines[start : start + len(ids)]]
+    records = parse_all(lines[start : start + len(ids)])
     if [r.get("id") for r in records] == ids:
         return records
-    by_id = {record.get("id"): record for record in map(parse, lines)}
+    by_id = {record.get("id"): record for record in parse_all(lines)}
     return [by_id.get(row_id) for row_id in ids]
 
 

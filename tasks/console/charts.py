@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from tasks.console.reading import lines_of, parse
+from tasks.console.reading import lines_of, parse_all
 
 
 class Series(BaseModel):
@@ -38,8 +38,7 @@ def curves(data: bytes | None, keys: tuple[str, ...]) -> dict[str, list[tuple[fl
     """(step, value) points of each of `keys` in a metrics.jsonl's records (train records carry `loss`,
     evaluation records `eval_loss`); records without a step are skipped."""
     points: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}
-    for line in lines_of(data):
-        record = parse(line)
+    for record in parse_all(lines_of(data)):
         step = record.get("step")
         if not _number(step):
             continue

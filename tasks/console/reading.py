@@ -75,6 +75,16 @@ def lines_of(data: bytes | None) -> list[bytes]:
     return [line for line in (data or b"").splitlines() if line.strip()]
 
 
+def parse_all(lines: list[bytes]) -> list[dict[str, Any]]:
+    """Many JSON-lines records at once: one decode of them all as a JSON array (a call per line costs
+    more than the parsing itself on a page of 100 jobs), line by line only when one is unparsable."""
+    try:
+        records = json.loads(b"[" + b",".join(lines) + b"]")
+    except ValueError:
+        return [parse(line) for line in lines]
+    return [record if isinstance(record, dict) else {} for record in records]
+
+
 def parse(line: bytes) -> dict[str, Any]:
     """One JSON-lines record; an unparsable line (a file cut short) is an empty record."""
     try:
