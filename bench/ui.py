@@ -119,6 +119,8 @@ def main() -> int:
     for kind, by_size in results.items():
         for n, ms in by_size.items():
             print(f"{kind:<6} {n:>5} {args.rows:>5} {ms:>10.1f} {ms / n:>11.2f}")
+    # The target is for a machine at rest; a loaded one slows every size alike (the growth still holds).
+    print(f"load average while timing: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs")
     small, large = sizes[0], sizes[-1]
     growth = {kind: (by[large] / large) / (by[small] / small) for kind, by in results.items()}
     for kind, ratio in growth.items():
