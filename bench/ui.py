@@ -134,11 +134,12 @@ def main() -> int:
     if file_ms is not None:
         verdict = "under" if file_ms < TARGET_MS else "OVER"
         print(f"file, N={large}: {file_ms:.1f} ms, {verdict} the {TARGET_MS:.0f} ms target")
-    value = file_ms if file_ms is not None else max(results[k][large] for k in results)
+    timed_on = "file" if file_ms is not None else next(iter(results))
+    value = results[timed_on][large]
     print(
         json.dumps(
             {
-                "metric": f"run page server time, {large} jobs x {args.rows} rows, file store (ms)",
+                "metric": f"run page server time, {large} jobs x {args.rows} rows, {timed_on} store (ms)",
                 "value": round(value, 1),
                 "baseline": TARGET_MS,
                 "ratio": round(value / TARGET_MS, 3),
