@@ -7,7 +7,7 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from plugins.tunerflow_ui import auth, stores
+from plugins.tunerflow_ui import airflow_runs, auth, stores
 from plugins.tunerflow_ui.app import create_app
 
 
@@ -23,6 +23,8 @@ def ui_client():
         app = create_app()
         app.dependency_overrides[auth.reader] = lambda: viewer(**who)
         app.dependency_overrides[stores.store_root] = lambda: store_root
+        # No Airflow metadata DB in these tests: run states come from the store.
+        app.dependency_overrides[airflow_runs.run_states] = lambda: lambda run_ids: {}
         client = TestClient(app, root_path="/tunerflow", headers={"accept": "text/html"})
         clients.append(client)
         return client
