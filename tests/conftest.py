@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Fixtures shared by several test packages, registered once here so a session-scoped one (the one
+# `airflow standalone`, its one finished run) is one instance for every module that uses it.
+pytest_plugins = ("tests.fixtures.airflow_standalone",)
+
 # Every task of finetune_experiment, in pipeline order.
 DAG_TASKS = (
     "validate_conf",
