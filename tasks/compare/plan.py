@@ -50,6 +50,15 @@ def comparison_prefix(store_root: str, run_id: str) -> str:
     return store.join(store_root, COMPARE_DIR, store.slug(run_id))
 
 
+def spec_uri(store_root: str, run_id: str) -> str:
+    return store.join(comparison_prefix(store_root, run_id), SPEC_FILE)
+
+
+def step_argv(store_root: str, run_id: str) -> list[str]:
+    """The command both backends run for this comparison."""
+    return ["python", "-m", "tasks.compare_models", "--job", spec_uri(store_root, run_id)]
+
+
 def _as_uri(location: str) -> str:
     """A plain local path as a file:// URI; URIs and `hf:` ids unchanged."""
     return location if "://" in location or location.startswith("hf:") else store.to_uri(location)
@@ -229,7 +238,7 @@ def plan_compare(params: dict[str, Any], run_id: str, store_root: str) -> Compar
         eval_set=eval_set,
         generation=conf.generation,
     )
-    store.write_json(store.join(prefix, SPEC_FILE), spec.model_dump(mode="json"))
+    store.write_json(spec_uri(store_root, run_id), spec.model_dump(mode="json"))
     return spec
 
 
@@ -237,5 +246,5 @@ def record_refusal(store_root: str, run_id: str, message: str) -> None:
     """Why the conf was refused, where the Compare page looks for it."""
     store.write_json(
         store.join(comparison_prefix(store_root, run_id), "error.json"),
-        {"step": "plan_compare", "type": "ConfError", "message": message},
+        {"step": "plan_compare", "type": "ConfError", "run_id": run_id, "message": message},
     )

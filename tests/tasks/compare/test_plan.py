@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.compare.config import CompareConfig, param_specs
-from tasks.compare.plan import plan_compare
+from tasks.compare.plan import plan_compare, spec_uri
 from tasks.config.base import ConfError
 from tasks.config.params import NO_DEFAULT
 from tasks.contracts.compare import CompareSpec
@@ -42,7 +42,7 @@ def test_each_kind_of_choice_resolves_and_the_spec_is_stored(stocked_store, tiny
     assert spec.prompts[0].messages == [{"role": "user", "content": "Who are you?"}]
     assert spec.eval_set.limit == 2 and spec.eval_set.dataset.name == "qa"
     assert spec.output.endswith("/compare/manual__2026-01-01T00-00-00-00-00/results")
-    stored = store.read_json(spec.output.rsplit("/", 1)[0] + "/spec.json")
+    stored = store.read_json(spec_uri(stocked_store, "manual__2026-01-01T00:00:00+00:00"))
     assert CompareSpec.model_validate(stored) == spec
 
 

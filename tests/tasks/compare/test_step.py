@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from tasks.compare.plan import comparison_prefix, plan_compare
+from tasks.compare.plan import comparison_prefix, plan_compare, spec_uri
 from tasks.contracts.compare import CompareResult
 from tasks.runtime.step import main
 from tasks.storage import store
@@ -19,10 +19,8 @@ RUN = "manual__compare-1"
 
 def _run_step(root: str, conf: dict, capsys) -> CompareResult:
     spec = plan_compare(conf, RUN, root)
-    spec_uri = store.join(comparison_prefix(root, RUN), "spec.json")
-    assert (
-        main("compare_models", _compare, spec=type(spec), result=CompareResult, argv=["--job", spec_uri]) == 0
-    )
+    argv = ["--job", spec_uri(root, RUN)]
+    assert main("compare_models", _compare, spec=type(spec), result=CompareResult, argv=argv) == 0
     printed = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     committed = store.committed_result(spec.output)
     assert committed == printed
@@ -116,10 +114,8 @@ def test_a_refused_key_is_that_columns_error_without_the_key(stocked_store, serv
 def test_the_step_fails_when_no_model_answers(stocked_store, monkeypatch, capsys):
     conf = {"models": [{"connection": "absent"}, {"path": "/no/such/model"}], "max_new_tokens": 2}
     spec = plan_compare(conf, RUN, stocked_store)
-    spec_uri = store.join(comparison_prefix(stocked_store, RUN), "spec.json")
-    assert (
-        main("compare_models", _compare, spec=type(spec), result=CompareResult, argv=["--job", spec_uri]) == 1
-    )
+    argv = ["--job", spec_uri(stocked_store, RUN)]
+    assert main("compare_models", _compare, spec=type(spec), result=CompareResult, argv=argv) == 1
     error = store.read_json(store.join(spec.output, "error.json"))
     assert "no model answered" in error["message"] and "AIRFLOW_CONN_ABSENT" in error["message"]
 
