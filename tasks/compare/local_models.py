@@ -34,6 +34,18 @@ class LocalModel:
     def answer(self, prompt: ComparePrompt, settings: GenerationSettings, temperature: float) -> Answer:
         return answer(self, prompt, settings, temperature)
 
+    def warm_up(self) -> LocalModel:
+        """One token generated and thrown away, so the first prompt's TTFT is not the runtime's one-time
+        start-up (kernels chosen, memory first touched, ONNX Runtime's first run): counted in load_s."""
+        import torch
+
+        inputs = self.tokenizer("Hello", return_tensors="pt", return_token_type_ids=False).to(self.device)
+        with torch.inference_mode():
+            self.model.generate(
+                **inputs, max_new_tokens=1, do_sample=False, pad_token_id=self.tokenizer.pad_token_id
+            )
+        return self
+
 
 def _entry_with_weights(model: CompareModel) -> CatalogEntry:
     """The base model's entry, its weights replaced by a full fine-tune's when there is one."""
@@ -70,7 +82,8 @@ def load_onnx(model: CompareModel) -> LocalModel:
 
 
 def load(model: CompareModel, store_root: str) -> LocalModel:
-    return load_onnx(model) if model.kind == "onnx" else load_pytorch(model, store_root)
+    loaded = load_onnx(model) if model.kind == "onnx" else load_pytorch(model, store_root)
+    return loaded.warm_up()
 
 
 def _streamer(tokenizer: Any, clock: Clock) -> Any:
