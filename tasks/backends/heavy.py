@@ -1,7 +1,8 @@
 """The heavy tasks of `finetune_experiment`, declared once for both backends.
 
-The DAG wires one graph; `heavy_tasks(backend)` gives it one method per heavy task (`prepare_dataset`,
-`train`, `evaluate`, `score_base`, `export`, `check_export`, `score_champion`), each with its task id,
+The DAGs wire their graphs; `heavy_tasks(backend)` gives them one method per heavy task (`prepare_dataset`,
+`train`, `evaluate`, `score_base`, `export`, `check_export`, `score_champion` of finetune_experiment, and
+`compare_models` of the DAG of that name), each with its task id,
 the step it runs, what it maps over, its trigger rule, retries and skip rule. The backend decides only
 how the step runs: a local @task running `python -m tasks.<step> --job <spec uri>` in a subprocess on the
 worker (`LocalSteps`, tasks.backends.local), or a `StepPodOperator` mapped over the same argv
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 # Steps that score, so may call the llm_judge: a local subprocess gets the judge's connection from the
 # worker (pods get it from a Secret in env_from_secrets).
 SCORING_STEPS = ("evaluate", "check_export")
+COMPARE_STEP = "compare_models"
 
 
 # --- what the mapped tasks map over: module-level functions, so XComArg.map serializes them ------------
@@ -72,6 +74,31 @@ def entry_label(step: str, entry: dict[str, Any]) -> str:
     if step == "prepare_dataset":
         return PlannedDataset.model_validate(entry).name
     return PlannedJob.model_validate(entry).label
+
+
+def endpoint_env(spec_uri: str) -> dict[str, str]:
+    """{AIRFLOW_CONN_<ID>: the connection} of every endpoint a compare spec names, resolved by Airflow
+    (any secrets backend; the password masked in the task log), for the step subprocess's environment
+    only. A missing or unusable connection fails the task before any model loads."""
+    from tasks.contracts.compare import CompareSpec  # at run time (see above)
+    from tasks.scoring.judge_connection import JudgeError, endpoint, how_to_create
+    from tasks.storage import connections, store
+
+    spec = CompareSpec.load(store.read_json(spec_uri), spec_uri)
+    env = {}
+    for conn_id in spec.connections:
+        value = connections.airflow_connection(conn_id)
+        if value is None:
+            raise AirflowFailException(
+                f"the Airflow connection '{conn_id}' of a compared endpoint is not defined; "
+                f"{how_to_create(conn_id)}"
+            )
+        try:
+            endpoint(conn_id, value)
+        except JudgeError as error:
+            raise AirflowFailException(str(error)) from None
+        env[connections.env_var(conn_id)] = value
+    return env
 
 
 # --- the run a task belongs to, and skipping ----------------------------------------------------------
@@ -128,6 +155,8 @@ def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None)
         from tasks.scoring.judge import judge_env
 
         env.update(judge_env(load_experiment(run_of(context).run_uri)["scoring"]))
+    if step == COMPARE_STEP:
+        env.update(endpoint_env(argv[-1]))
     try:
         return run_step(argv, env)
     except StepFailed as failure:
@@ -202,6 +231,10 @@ class HeavyTasks:
 
     def score_champion(self, argv: XComArg):
         return self.steps.single("score_champion", "evaluate", argv)
+
+    def compare_models(self, argv: XComArg):
+        """compare_models' one heavy task: every model, one after another, in one process."""
+        return self.steps.single(COMPARE_STEP, COMPARE_STEP, argv)
 
 
 def heavy_tasks(backend: str) -> HeavyTasks:

@@ -88,13 +88,22 @@ def _volumes(settings: KubernetesSettings) -> tuple[list[k8s.V1Volume], list[k8s
     return volumes, mounts
 
 
+# Steps that ask for another step's pod resources: a comparison generates with one model at a time, as
+# evaluate does, so it gets evaluate's GPU, CPU and memory (and its pool slot).
+RESOURCES_OF = {"compare_models": "evaluate"}
+
+
+def step_resources(step: str, settings: KubernetesSettings) -> StepResources:
+    return settings.step_resources(RESOURCES_OF.get(step, step))
+
+
 def pod_operator_kwargs(step: str, settings: KubernetesSettings) -> dict[str, Any]:
     """`KubernetesPodOperator` kwargs for one heavy step, everything but task_id and arguments.
 
     `cmds` stays None: `arguments` is the whole command, `python -m tasks.<step> --job <uri>`."""
     from kubernetes.client import models as k8s
 
-    wanted = settings.step_resources(step)
+    wanted = step_resources(step, settings)
     gpu = wanted.gpus > 0
     volumes, mounts = _volumes(settings)
     labels = {
@@ -162,7 +171,7 @@ def pod_operator_kwargs(step: str, settings: KubernetesSettings) -> dict[str, An
 def pool_kwargs(step: str, settings: KubernetesSettings) -> dict[str, Any]:
     """What the scheduler itself must know about a step's task: GPU steps take the GPU pool, one slot per
     GPU, so the pool's size is the number of GPUs tunerflow may hold at once."""
-    gpus = settings.step_resources(step).gpus
+    gpus = step_resources(step, settings).gpus
     return {"pool": settings.pool, "pool_slots": gpus} if gpus else {}
 
 
