@@ -1,9 +1,10 @@
 """Where heavy steps run: `local` (a subprocess on the Airflow worker, the default) or `kubernetes`
 (one pod per step). Chosen per deployment with TUNERFLOW_BACKEND, read when the DAG is parsed.
 
-`heavy` declares the DAG's heavy tasks once (task ids, what they map over, trigger rules, retries, skip
-rules) and builds them for the chosen backend; `local` runs a step in a subprocess; `kubernetes` is the
-pod operator and `kubernetes_settings` its settings file.
+`heavy` declares the DAGs' heavy tasks once, the experiment's steps and `compare_models` (task ids,
+what they map over, trigger rules, retries, skip rules) and builds them for the chosen backend; `local`
+runs a step in a subprocess; `kubernetes` is the pod operator and `kubernetes_settings` its settings
+file.
 
 The Airflow side of the steps; nothing under `tasks/` imports it but the DAGs. May import
 `tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.pipeline`, `tasks.registry` and

@@ -27,7 +27,6 @@ from tasks.config.catalog import CatalogEntry, resolve_model
 from tasks.config.catalog import models as catalog_models
 from tasks.config.models import ModelConfig
 from tasks.contracts.compare import (
-    COMPARE_DIR,
     RESULTS_DIR,
     SPEC_FILE,
     CompareModel,
@@ -47,7 +46,7 @@ ASKABLE_KINDS = ("chat", "preference")  # rows with prompts; a text dataset has 
 
 
 def comparison_prefix(store_root: str, run_id: str) -> str:
-    return store.join(store_root, COMPARE_DIR, store.slug(run_id))
+    return layout.comparison(store_root, run_id)
 
 
 def spec_uri(store_root: str, run_id: str) -> str:

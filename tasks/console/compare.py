@@ -16,7 +16,6 @@ from pydantic import BaseModel, Field
 
 from tasks.config.catalog import models as catalog_models
 from tasks.contracts.compare import (
-    COMPARE_DIR,
     RESULTS_DIR,
     SPEC_FILE,
     Answer,
@@ -186,8 +185,7 @@ def compare_form(store_root: str) -> CompareForm:
 
 
 def comparison_prefix(store_root: str, run_id: str) -> str:
-    """`compare/<slug(run_id)>` (tasks.compare.plan derives the same key when it writes the spec)."""
-    return store.join(store_root, COMPARE_DIR, store.slug(run_id))
+    return layout.comparison(store_root, run_id)
 
 
 def _read(uri: str) -> dict[str, Any] | None:
@@ -208,7 +206,7 @@ def _state(prefix: str) -> tuple[State, str | None, dict[str, Any] | None]:
 
 def past_comparisons(store_root: str, limit: int = 50) -> list[ComparisonSummary]:
     found = []
-    root = store.join(store_root, COMPARE_DIR)
+    root = layout.comparisons(store_root)
     for key in store.list_dir(root):
         prefix = store.join(root, key)
         state, _, _ = _state(prefix)

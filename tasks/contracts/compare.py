@@ -15,8 +15,7 @@ from tasks.config.catalog import CatalogEntry
 from tasks.contracts.base import Contract, OpenContract
 from tasks.contracts.prepare import PreparedDataset
 
-# Where comparisons live under a store root, and their two parts (see the module docstring).
-COMPARE_DIR = "compare"
+# A comparison's two parts under its prefix (`tasks.storage.layout.comparison`; see the module docstring).
 SPEC_FILE = "spec.json"
 RESULTS_DIR = "results"
 RESULTS_FILE = "results.json"

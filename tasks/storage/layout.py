@@ -32,3 +32,13 @@ def step(job_prefix: str, step_name: str) -> str:
 
 def registry(root: str, name: str) -> str:
     return join(root, "registry", name)
+
+
+def comparisons(root: str) -> str:
+    """Every `compare_models` run's prefix lives under here."""
+    return join(root, "compare")
+
+
+def comparison(root: str, run_id: str) -> str:
+    """One `compare_models` run: its spec, its committed `results/` and a planning failure's error.json."""
+    return join(comparisons(root), slug(run_id))
