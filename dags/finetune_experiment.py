@@ -10,6 +10,13 @@ checked, promoted to the registry if it beats the champion, and written up in an
 `(+ plan_champion -> score_champion) -> promote -> report`
 
 * Trigger from the form below, or `POST /api/v2/dags/finetune_experiment/dagRuns` with `{"conf": {...}}`.
+* **Run the demo**: choose `demo` in *Start from* and trigger; nothing to type. Every field left empty
+  takes the demo's value.
+* **Your own experiment**: rename it, pick datasets (built-in and registered), base models (the
+  catalog) and hyperparameter presets; one job per dataset x model x preset. Training, scoring, export
+  and promotion are optional: empty means the defaults, shown in each field's help. Anything a choice
+  cannot say (your own data path, a preset with changed values) goes in the conf JSON, which takes the
+  full conf; a choice is only a shorter way to write the same fields (`tasks/config/form.py`).
 * A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
   others with their reasons.
 * Heavy steps run as `python -m tasks.<step> --job <spec uri>`: in a subprocess (`local`, default) or

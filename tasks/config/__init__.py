@@ -6,9 +6,12 @@ and the trigger form's Params generated from them.
 - `hparam_fields`: every hyperparameter declared once; `hparams` derives from it the conf's and the
   train step's models, the defaults, the trainer arguments and the README table.
 - `experiment`: the whole conf (`ExperimentConfig`, `parse_experiment`).
-- `catalog`: the model catalog and the presets under include/configs/; `params`: the trigger form.
+- `paths`: where include/configs/ and include/data/ are; `catalog`: the model catalog and the presets.
+- `params`: the trigger form's Params; `form`: its choices (the demo, datasets, models, presets), written
+  out into the conf by `parse_experiment`.
 
 Light: imported when a DAG is parsed and by every step; never torch, transformers or boto3 at import
 time. May import `tasks.storage` (a run's recorded conf) and the stdlib-only registries of what a conf
-may name: `tasks.data.plugins`, `tasks.data.formats` and `tasks.scoring.plugins`.
+may name: `tasks.data.plugins`, `tasks.data.formats` and `tasks.scoring.plugins`; and the dataset
+registry, `tasks.data.dataset_registry`, whose registered datasets the trigger form offers.
 """

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -16,16 +15,12 @@ from tasks.config.experiment import ExperimentConfig
 from tasks.config.hparams import HPARAM_DEFAULTS, HParams, ResolvedHParams, training_hparam_problems
 from tasks.config.models import ModelConfig
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+# Re-exported: the steps and the CLI find the shipped configuration through the catalog.
+from tasks.config.paths import REPO_ROOT as REPO_ROOT
+from tasks.config.paths import config_dir
+from tasks.config.paths import data_dir as data_dir
+
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
-
-
-def config_dir() -> Path:
-    return Path(os.environ.get("TUNERFLOW_CONFIG_DIR") or REPO_ROOT / "include" / "configs")
-
-
-def data_dir() -> Path:
-    return REPO_ROOT / "include" / "data"
 
 
 class GGUFSource(StrictModel):

@@ -12,6 +12,7 @@ from pydantic import Field, ValidationError, model_validator
 from tasks.config.base import ConfError, SlugStr, StrictModel, format_validation_error
 from tasks.config.dataset import DatasetConfig
 from tasks.config.export import ExportConfig
+from tasks.config.form import expand
 from tasks.config.hparams import HParams
 from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
@@ -92,7 +93,9 @@ def load_experiment(run_uri: str) -> dict[str, Any]:
 
 
 def parse_experiment(conf: dict[str, Any]) -> ExperimentConfig:
+    """The one place a conf is parsed: the trigger form's choices (`tasks.config.form`) are written out,
+    then the whole conf is validated."""
     try:
-        return ExperimentConfig.model_validate(conf)
+        return ExperimentConfig.model_validate(expand(conf))
     except ValidationError as error:
         raise ConfError("invalid experiment conf:\n" + format_validation_error(error)) from None

@@ -6,6 +6,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import DAG_TASKS, REPO
 
 HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "datasets")
@@ -46,3 +48,34 @@ def test_dagbag_has_no_import_errors(airflow_db):
     dag = bag.get_dag("finetune_experiment")
     assert set(dag.task_ids) == set(DAG_TASKS) | {"publish_promotion"}
     assert [o.uri for o in dag.get_task("publish_promotion").outlets] == ["tunerflow://registry/production"]
+
+
+def _served_params():
+    """The finetune_experiment Params as the api-server holds them: serialized by the DAG processor and
+    read back, where a trigger's conf is validated (HTTP 400 and no run when it fails)."""
+    import importlib
+    import sys
+
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    sys.path.insert(0, str(REPO / "dags"))
+    import finetune_experiment
+
+    dag = importlib.reload(finetune_experiment).dag
+    return DagSerialization.from_dict(DagSerialization.to_dict(dag)).params
+
+
+def test_the_served_trigger_form_keeps_its_sections_choices_and_required_lists():
+    params = _served_params()
+    template = params.get_param("template")
+    assert template.schema["section"] == "Experiment" and template.schema["title"] == "Start from"
+    assert "demo" in template.schema["values_display"]
+    assert "builtin:tuna_identity" in params.get_param("datasets").schema["examples"]
+    # The form posts every field; an empty one as null. The demo, chosen and nothing typed, is accepted.
+    as_posted = {key: params.get_param(key).dump()["value"] for key in params} | {"template": "demo"}
+    assert params.deep_merge(as_posted).validate()["template"] == "demo"
+    # A REST conf that omits a list the run cannot do without is refused.
+    choices = {"datasets": ["builtin:tuna_identity"], "models": ["smollm2-135m-instruct"]}
+    with pytest.raises(ValueError, match="hparams"):
+        params.deep_merge(choices).validate()
+    assert params.deep_merge({**choices, "hparams": ["lora-fast"]}).validate()["name"] == "tuna-identity-demo"

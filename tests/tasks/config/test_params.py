@@ -6,6 +6,7 @@ import copy
 
 import pytest
 
+from tasks.config.experiment import parse_experiment
 from tasks.config.params import NO_DEFAULT, demo_conf_path, field_schemas, load_conf, param_specs
 from tasks.config.scoring import ScoringConfig
 
@@ -23,7 +24,7 @@ def _params():
 
 
 DEMO = load_conf(demo_conf_path())
-REQUIRED = {key: DEMO[key] for key in ("name", "datasets", "models", "hparams")}
+REQUIRED = {key: DEMO[key] for key in ("datasets", "models", "hparams")}
 
 
 def _validate(conf: dict):
@@ -51,14 +52,18 @@ def test_every_experiment_field_is_a_param_with_title_and_description():
         assert "$ref" not in str(schema), f"{name} still has unresolved refs"
 
 
-def test_optional_fields_default_to_the_pydantic_defaults_not_to_the_demo():
+def test_optional_fields_are_left_empty_and_parse_to_the_pydantic_defaults_not_to_the_demo():
     validated = _validate({})
-    assert validated["training"] == {"type": "sft", "method": "lora"}
-    assert validated["promotion"]["registry_name"] is None  # the experiment name, not the demo's registry
-    assert validated["scoring"]["max_new_tokens"] == ScoringConfig().max_new_tokens
+    assert validated["name"] == DEMO["name"]
+    assert all(validated[key] is None for key in ("template", "training", "scoring", "export", "promotion"))
+    experiment = parse_experiment(dict(validated))
+    assert experiment.training.model_dump() == {"type": "sft", "method": "lora"}
+    assert experiment.promotion.registry_name is None  # the experiment name, not the demo's registry
+    assert experiment.scoring.max_new_tokens == ScoringConfig().max_new_tokens
+    assert experiment.description == ""
 
 
-@pytest.mark.parametrize("missing", ["name", "datasets", "models", "hparams"])
+@pytest.mark.parametrize("missing", ["datasets", "models", "hparams"])
 def test_omitting_a_required_field_is_refused(missing):
     from airflow.sdk.definitions.param import ParamValidationError
 
@@ -99,6 +104,9 @@ def test_omitted_fields_take_their_default_in_the_cross_field_rules(key, value):
             "-1 is less than or equal to the minimum",
         ),
         ("name", "Has Spaces", "name"),
+        ("datasets", ["data/own.jsonl"], "does not match"),  # a string is a choice, not a path
+        ("models", ["Not A Slug"], "does not match"),
+        ("template", "nope", "template"),
     ],
 )
 def test_bad_values_are_refused_by_the_param_schema(key, value, fragment):
