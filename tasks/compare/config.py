@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Discriminator, Field, Tag, model_validator
 
 from tasks.config.base import StrictModel
-from tasks.config.params import NO_DEFAULT, _inline_refs
+from tasks.config.params import NO_DEFAULT, inline_refs
 from tasks.contracts.compare import GenerationSettings
 
 LabelStr = Annotated[str, Field(min_length=1, max_length=80)]
@@ -173,7 +173,7 @@ def param_specs() -> dict[str, tuple[Any, dict[str, Any]]]:
     defs = schema.get("$defs", {})
     specs: dict[str, tuple[Any, dict[str, Any]]] = {}
     for name, prop in schema["properties"].items():
-        prop = _inline_refs(prop, defs)
+        prop = inline_refs(prop, defs)
         prop.pop("default", None)
         field = CompareConfig.model_fields[name]
         default = NO_DEFAULT if field.is_required() else field.get_default(call_default_factory=True)

@@ -42,18 +42,18 @@ from tasks.scoring.plugins import metric_names
 from tasks.storage import store
 
 
-def _inline_refs(node: Any, defs: dict[str, Any]) -> Any:
+def inline_refs(node: Any, defs: dict[str, Any]) -> Any:
     if isinstance(node, dict):
         if "$ref" in node:
             target = defs[node["$ref"].split("/")[-1]]
             merged = {
-                **_inline_refs(copy.deepcopy(target), defs),
+                **inline_refs(copy.deepcopy(target), defs),
                 **{k: v for k, v in node.items() if k != "$ref"},
             }
             return merged
-        return {key: _inline_refs(value, defs) for key, value in node.items()}
+        return {key: inline_refs(value, defs) for key, value in node.items()}
     if isinstance(node, list):
-        return [_inline_refs(item, defs) for item in node]
+        return [inline_refs(item, defs) for item in node]
     return node
 
 
@@ -103,7 +103,7 @@ def _field_schemas(metrics: tuple[str, ...]) -> dict[str, dict[str, Any]]:
     defs = schema.get("$defs", {})
     out = {}
     for name, prop in schema["properties"].items():
-        prop = _inline_refs(prop, defs)
+        prop = inline_refs(prop, defs)
         prop.pop("default", None)
         if name == "scoring":
             _metric_examples(prop, metrics)
