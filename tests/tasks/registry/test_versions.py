@@ -242,6 +242,19 @@ def test_rollback_walks_back_through_production_versions(root):
     assert [r["version"] for r in registry.history(root, "m")] == [1, 2, 3, 2, 1]
 
 
+def test_who_moved_production_is_recorded_in_its_history(root):
+    for i in range(1, 3):
+        registry.register(root, "m", _entry(i))
+    assert registry.set_production(root, "m", 1, expected=None)
+    assert registry.set_production(root, "m", 2, expected=1, actor="ada")
+    assert registry.rollback(root, "m", actor="grace") == 1
+    assert [(r["version"], r["actor"]) for r in registry.history(root, "m")] == [
+        (1, None),
+        (2, "ada"),
+        (1, "grace"),
+    ]
+
+
 def test_unknown_schemes_are_refused_and_a_missing_bucket_is_named(aws_env):
     with pytest.raises(NotImplementedError, match="'gs://'"):
         registry.list_versions("gs://bucket/prefix", "m")
