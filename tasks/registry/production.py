@@ -30,6 +30,10 @@ LEGACY_HISTORY = "production_history.jsonl"
 MAX_STACK = 100
 
 
+class PointerMoved(RegistryError):
+    """The pointer is no longer at the sequence the caller decided on: nothing was written."""
+
+
 def _history_name(sequence: int) -> str:
     # Zero-padded so the listing's lexical order is the sequence order.
     return f"{int(sequence):012d}.json"
@@ -143,18 +147,27 @@ def set_production(
     return _swap(records, expected, make) is not None
 
 
-def rollback(root: str, name: str, attempts: int = 10, actor: str | None = None) -> int:
+def rollback(
+    root: str, name: str, attempts: int = 10, actor: str | None = None, expected: int | None = None
+) -> int:
     """Move production back to the version that was production before the current one; returns it.
 
     Uses the same CAS as `set_production`, retrying when the pointer moves concurrently. Rolling back
     repeatedly walks further back (v1 -> v2 -> v3, rollback: v2, rollback: v1). `actor` is recorded as by
-    `set_production`.
+    `set_production`. With `expected` (the pointer's sequence the caller saw), `PointerMoved` is raised and
+    nothing written once the pointer is elsewhere, also when it moves between two attempts: a person who
+    confirmed "roll back from v3" must not roll back whatever replaced v3 meanwhile.
     """
     records = Records(root, name)
     for _ in range(attempts):
         current = records.read(POINTER)
         if current is None:
             raise RegistryError(f"registry '{name}' has no production version yet, so nothing to roll back")
+        if expected is not None and current["sequence"] != expected:
+            raise PointerMoved(
+                f"registry '{name}': production moved to version {current['version']} (sequence "
+                f"{current['sequence']}, not {expected}) before the rollback; nothing was written"
+            )
         if not current.get("stack"):
             raise RegistryError(
                 f"registry '{name}': no earlier production version to roll back to from version "
