@@ -15,6 +15,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from tasks.registry import versions as registry
+from tasks.registry.production import PointerMoved
 
 
 class ProductionChange(BaseModel):
@@ -121,7 +122,9 @@ def roll_back(root: str, name: str, expected: int | None, actor: str) -> Outcome
     if plan.problem:
         return Outcome(done=False, message=f"Cannot roll back '{name}': {plan.problem}.")
     try:
-        registry.rollback(root, name, actor=actor)
+        registry.rollback(root, name, actor=actor, expected=expected)
+    except PointerMoved:
+        return _lost(root, name)
     except registry.RegistryError as error:
         return Outcome(done=False, message=str(error))
     return _done(root, name, "rolled back to")

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tasks.console import models, registry_actions
+from tasks.registry import production
 from tasks.registry import versions as registry
 from tests.fixtures import registry_store as fx
 
@@ -110,6 +111,23 @@ def test_a_stale_rollback_plan_writes_nothing(root):
     assert registry.set_production(root, fx.REGISTRY, 3, expected=plan.expected)
     outcome = registry_actions.roll_back(root, fx.REGISTRY, plan.expected, actor="ada")
     assert not outcome.done and registry.pointer(root, fx.REGISTRY)["version"] == 3
+
+
+def test_a_promotion_landing_during_the_rollback_wins_and_the_rollback_writes_nothing(root, monkeypatch):
+    plan = registry_actions.plan_rollback(root, fx.REGISTRY)
+    real = production._swap
+
+    def racing(records, expected, make):
+        # Someone promotes version 3 after the plan was checked, just before the rollback's write.
+        monkeypatch.setattr(production, "_swap", real)
+        assert registry.set_production(root, fx.REGISTRY, 3, expected=plan.expected, actor="grace")
+        return real(records, expected, make)
+
+    monkeypatch.setattr(production, "_swap", racing)
+    outcome = registry_actions.roll_back(root, fx.REGISTRY, plan.expected, actor="ada")
+    assert not outcome.done and "now version 3 (moved by grace)" in outcome.message
+    assert [r["actor"] for r in registry.history(root, fx.REGISTRY)][-1] == "grace"
+    assert registry.pointer(root, fx.REGISTRY)["version"] == 3
 
 
 def test_the_model_page_reads_an_s3_registry(s3_store_root):
