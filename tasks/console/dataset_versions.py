@@ -3,8 +3,9 @@ summary and picture, the drop reasons with counts, and the first page of rejecte
 
 What is recorded, and where (all written by the prepare step, counts only): `validation_report.json`
 (counts, drop reasons, sources, settings and each tokenizer's token-length summary: count, mean, min,
-p50, p90, p99, max), `README.md` (the card), `token_lengths.png` (the histogram, drawn by
-`tasks.data.card`: the bins themselves are not kept, so the picture is served as it is).
+p50, p90, p99, max, and its histogram's non-empty `bins`), `README.md` (the card), `token_lengths.png`
+(the histogram drawn by `tasks.data.card`). The page draws the histogram from the bins; versions
+prepared before the report kept them have only the picture, which is served as it is.
 """
 
 from __future__ import annotations
@@ -56,9 +57,10 @@ class DatasetVersionPage(BaseModel):
     token_lengths: list[TokenLengths] = Field(default_factory=list, description="Per tokenizer.")
     token_lengths_sample: str | None = Field(None, description="Which rows the lengths were counted on.")
     token_length_chart: dict[str, Any] | None = Field(
-        None, description="The percentiles per tokenizer as a bar chart spec (static/tunerflow.js)."
+        None, description="Rows per token-length bin per tokenizer, a bar chart spec (static/tunerflow.js)."
     )
     has_histogram: bool = Field(False, description="The token-length picture exists.")
+    show_picture: bool = Field(False, description="Show the picture: it exists and no bins were kept.")
     card: str | None = Field(None, description="The card (README.md) as text.")
     rejected: RejectedPage = Field(description="One page of the rejected rows (id and reason).")
 
@@ -89,20 +91,41 @@ def _sources(report: dict[str, Any]) -> list[str]:
 
 def _lengths(report: dict[str, Any]) -> list[TokenLengths]:
     found = report.get("token_lengths") or {}
-    return [TokenLengths(tokenizer=tokenizer, **summary) for tokenizer, summary in sorted(found.items())]
+    return [
+        TokenLengths(tokenizer=tokenizer, **{k: v for k, v in summary.items() if k != "bins"})
+        for tokenizer, summary in sorted(found.items())
+    ]
 
 
-def _chart(lengths: list[TokenLengths]) -> dict[str, Any] | None:
-    if not lengths:
+def _bin_label(low: int, high: int) -> str:
+    return str(low) if high - low == 1 else f"{low}–{high - 1}"
+
+
+def _chart(report: dict[str, Any]) -> dict[str, Any] | None:
+    """Rows per bin (`[lower, upper exclusive, rows]`, see `tasks.data.prep_report`) for each tokenizer
+    that kept them; None when none did."""
+    found = report.get("token_lengths") or {}
+    series = {name: found[name]["bins"] for name in sorted(found) if (found[name] or {}).get("bins")}
+    if not series:
         return None
-    labels = ["min", "p50", "p90", "p99", "max"]
+    upper: dict[int, int] = {}
+    for bins in series.values():
+        for low, high, _ in bins:
+            upper.setdefault(int(low), int(high))
+    spans: list[tuple[int, int]] = []
+    for low in sorted(upper):
+        if spans and spans[-1][1] < low:
+            # Bins nobody filled are one empty bar, so a gap in the lengths stays visible.
+            spans.append((spans[-1][1], low))
+        spans.append((low, upper[low]))
+    counts = {name: {int(low): int(rows) for low, _, rows in bins} for name, bins in series.items()}
     return {
         "kind": "bar",
-        "title": "token length percentiles",
-        "labels": labels,
-        "y": "tokens",
+        "title": "rows per token length",
+        "labels": [_bin_label(low, high) for low, high in spans],
+        "y": "rows",
         "series": [
-            {"label": row.tokenizer, "values": [getattr(row, key) for key in labels]} for row in lengths
+            {"label": name, "values": [rows.get(low, 0) for low, _ in spans]} for name, rows in counts.items()
         ],
     }
 
@@ -118,7 +141,8 @@ def dataset_version(
     report = dataset_registry.validation_report(root, name, version) or {}
     card = _file(root, name, version, CARD)
     reasons = report.get("drop_reasons") or {}
-    lengths = _lengths(report)
+    chart = _chart(report)
+    picture = store.exists(store.join(layout.dataset_version(root, name, version), PNG))
     if not summary.counts:
         # A failed preparation commits no result, yet its report still says what it counted.
         summary = summary.model_copy(update={"counts": report.get("counts") or {}})
@@ -134,10 +158,11 @@ def dataset_version(
             DropReason(reason=code, count=count)
             for code, count in sorted(reasons.items(), key=lambda item: (-item[1], item[0]))
         ],
-        token_lengths=lengths,
-        token_length_chart=_chart(lengths),
+        token_lengths=_lengths(report),
+        token_length_chart=chart,
         token_lengths_sample=report.get("token_lengths_sample"),
-        has_histogram=store.exists(store.join(layout.dataset_version(root, name, version), PNG)),
+        has_histogram=picture,
+        show_picture=picture and chart is None,
         card=card.decode("utf-8", errors="replace") if card is not None else None,
         rejected=rejected_page(root, name, version, page, reason),
     )

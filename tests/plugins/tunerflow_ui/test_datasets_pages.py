@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.storage import store
 from tests.fixtures import registry_store as fx
 
 VERSION_URL = f"/datasets/{fx.DATASET}/versions/{fx.VERSION}"
@@ -48,11 +49,24 @@ def test_the_version_page_draws_token_lengths_and_escapes_the_card(ui_client, ro
     client = ui_client(root)
     text = client.get(VERSION_URL).text
     assert '<script type="application/json" id="token-lengths-data">{"kind": "bar"' in text
-    assert f'<img src="/tunerflow{VERSION_URL}/token_lengths.png"' in text
+    assert '"labels": ["27\\u201331", "32\\u201338"]' in text and '"values": [1, 9]' in text
+    assert "<img" not in text, "drawn from the bins, so the picture is not shown"
     # The card quotes the source URI, which holds HTML: shown as text inside <pre>.
     assert '<pre class="card">---' in text and ESCAPED_SCRIPT in text and fx.SCRIPT not in text
     picture = client.get(f"{VERSION_URL}/token_lengths.png")
     assert picture.headers["content-type"] == "image/png" and picture.content.startswith(b"\x89PNG")
+
+
+def test_a_version_prepared_before_bins_were_kept_shows_the_picture(ui_client, tmp_path):
+    root = (tmp_path / "store").as_uri()
+    prefix = fx.prepare_version(root, "old", "v1", {"train": [fx._row("o.jsonl:1", "kept")]}, [])
+    report = store.read_json(store.join(prefix, "validation_report.json"))
+    for summary in report["token_lengths"].values():
+        del summary["bins"]
+    store.write_json(store.join(prefix, "validation_report.json"), report)
+    text = ui_client(root).get("/datasets/old/versions/v1").text
+    assert '<img src="/tunerflow/datasets/old/versions/v1/token_lengths.png"' in text
+    assert "token-lengths-data" not in text
 
 
 def test_a_kept_row_holding_a_script_opens_as_text(ui_client, root):

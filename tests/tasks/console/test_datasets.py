@@ -7,6 +7,8 @@ from __future__ import annotations
 import pytest
 
 from tasks.console import dataset_rows, dataset_versions, datasets
+from tasks.data.length_stats import LengthHistogram
+from tasks.data.prep_report import validation_report
 from tasks.storage import layout, store
 from tests.fixtures import registry_store as fx
 
@@ -58,8 +60,10 @@ def test_a_version_has_counts_lengths_reasons_card_and_rejected_ids_without_text
     assert reasons == [("duplicate", 2), ("bad_role", 1), ("too_long", 1)]
     [lengths] = page.token_lengths
     assert lengths.tokenizer == "tiny" and lengths.count == 10 and lengths.min <= lengths.p50 <= lengths.max
-    assert page.token_length_chart["series"][0]["values"] == [lengths.min, 36, 36, 36, 36]
-    assert page.has_histogram and "# tuna (version 0a1b2c3d4e5f6789)" in page.card
+    chart = page.token_length_chart
+    assert chart["labels"] == ["27–31", "32–38"] and chart["series"] == [{"label": "tiny", "values": [1, 9]}]
+    assert page.has_histogram and not page.show_picture, "the bins are drawn; the picture is not needed"
+    assert "# tuna (version 0a1b2c3d4e5f6789)" in page.card
     assert [(r.id, r.reason) for r in page.rejected.rows] == [
         ("chats.jsonl:11", "duplicate"),
         ("chats.jsonl:12", "duplicate"),
@@ -94,6 +98,41 @@ def test_one_row_is_opened_by_id(root):
     assert not kept.rejected and kept.split == "train" and f"{fx.SECRET} #3" in kept.text
     assert dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:99") is None
     assert dataset_versions.version_row(root, fx.DATASET, "other", "chats.jsonl:3") is None
+
+
+def _write_report(root: str, name: str, version: str, report: dict) -> None:
+    prefix = layout.dataset_version(root, name, version)
+    store.write_json(store.join(prefix, "validation_report.json"), report)
+
+
+def _lengths_report(**lengths: list[int]) -> dict:
+    """A validation report with token lengths counted by one tokenizer per keyword."""
+    histograms = {}
+    for tokenizer, values in lengths.items():
+        histograms[tokenizer] = LengthHistogram()
+        histograms[tokenizer].add(values)
+    return validation_report({"token_lengths": {k: h.to_dict() for k, h in histograms.items()}})
+
+
+def test_token_lengths_are_drawn_from_the_bins_of_every_tokenizer_with_gaps_kept(tmp_path):
+    root = (tmp_path / "store").as_uri()
+    fx.prepare_version(root, "lens", "v1", {"train": [fx._row("l.jsonl:1", "kept")]}, [])
+    _write_report(root, "lens", "v1", _lengths_report(b=[4, 41, 41], a=[3, 3, 40]))
+    chart = dataset_versions.dataset_version(root, "lens", "v1").token_length_chart
+    # One bin per length up to 16, then quarter octaves ([39, 46) here); lengths 5 to 38 are one empty bar.
+    assert chart["labels"] == ["3", "4", "5–38", "39–45"]
+    assert chart["series"] == [{"label": "a", "values": [2, 0, 0, 1]}, {"label": "b", "values": [0, 1, 0, 2]}]
+
+
+def test_a_version_prepared_before_bins_were_kept_shows_its_picture(tmp_path):
+    root = (tmp_path / "store").as_uri()
+    fx.prepare_version(root, "old", "v1", {"train": [fx._row("o.jsonl:1", "kept")]}, [])
+    report = _lengths_report(tiny=[12, 20])
+    del report["token_lengths"]["tiny"]["bins"]
+    _write_report(root, "old", "v1", report)
+    page = dataset_versions.dataset_version(root, "old", "v1")
+    assert page.token_length_chart is None and page.show_picture
+    assert [(t.tokenizer, t.min, t.max) for t in page.token_lengths] == [("tiny", 12, 20)]
 
 
 def test_a_failed_version_shows_its_error_and_what_it_counted(tmp_path):
