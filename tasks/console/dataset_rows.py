@@ -4,7 +4,9 @@ a page at a time, and one row opened on explicit request.
 `rejected.jsonl` (written by the prepare step) holds `{"id", "reason", "detail", "source"}` per dropped
 row and never the row's text; a kept row's text is in its split file. Both are read as a stream from a
 local copy (the file itself on file://, the verified mirror on S3), stopping as soon as the page or the
-row is found, so a large file is never held in memory.
+row is found, so a large file is never held in memory. A dropped row's text is read from its source
+(`source` indexes the validation report's sources) by `tasks.data.row_lookup`, which also says whether
+that source is still the one that was prepared.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from tasks.data import row_lookup
 from tasks.storage import layout, store
 
 PAGE_SIZE = 50
@@ -48,7 +51,13 @@ class OpenedRow(BaseModel):
     detail: str | None = Field(None, description="What the check found, when dropped (may quote the row).")
     source: str | None = Field(None, description="The URI of the source it was read from, when known.")
     split: str | None = Field(None, description="The split holding it, when kept.")
-    text: str | None = Field(None, description="The row as stored (JSON), when the store keeps it.")
+    text: str | None = Field(
+        None, description="The row as JSON: from its split when kept, from its source (now) when dropped."
+    )
+    source_state: str | None = Field(
+        None, description="When dropped: same, changed, unverified or unreadable (`row_lookup.SourceRow`)."
+    )
+    source_note: str | None = Field(None, description="When dropped: where the text came from, in words.")
 
 
 def _lines(uri: str) -> Iterator[dict[str, Any]]:
@@ -76,20 +85,33 @@ def rejected_page(
     return RejectedPage(rows=rows, page=page, has_next=len(found) > PAGE_SIZE, reason=reason)
 
 
-def open_row(root: str, name: str, version: str, row_id: str, sources: list[str]) -> OpenedRow | None:
-    """The row `row_id` of a version: its rejection record, or the split that kept it with its text;
-    None when the version has no row of that id. `sources` are the version's source URIs, by index."""
+def _from_source(row_id: str, record: dict[str, Any], sources: list[dict[str, Any]]) -> OpenedRow:
+    index = record.get("source")
+    opened = OpenedRow(id=row_id, rejected=True, reason=record.get("reason"), detail=record.get("detail"))
+    if not isinstance(index, int) or not 0 <= index < len(sources) or not sources[index].get("uri"):
+        return opened.model_copy(update={"source_note": "the validation report names no source for this row"})
+    source = sources[index]
+    found = row_lookup.read_row(str(source["uri"]), row_id, source.get("fingerprint"), store.cache_root())
+    return opened.model_copy(
+        update={
+            "source": str(source["uri"]),
+            "text": found.text,
+            "source_state": found.state,
+            "source_note": found.message,
+        }
+    )
+
+
+def open_row(
+    root: str, name: str, version: str, row_id: str, sources: list[dict[str, Any]]
+) -> OpenedRow | None:
+    """The row `row_id` of a version: dropped, its reason and its text read from its source now; kept,
+    the split holding it and its text. None when the version has no row of that id. `sources` are the
+    validation report's (`uri`, `fingerprint`, ...), by index."""
     prefix = layout.dataset_version(root, name, version)
     for record in _lines(store.join(prefix, REJECTED)):
         if record.get("id") == row_id:
-            index = record.get("source")
-            return OpenedRow(
-                id=row_id,
-                rejected=True,
-                reason=record.get("reason"),
-                detail=record.get("detail"),
-                source=sources[index] if isinstance(index, int) and 0 <= index < len(sources) else None,
-            )
+            return _from_source(row_id, record, sources)
     for split in SPLITS:
         for record in _lines(store.join(prefix, f"{split}.jsonl")):
             if record.get("id") == row_id:

@@ -173,4 +173,6 @@ def version_row(root: str, name: str, version: str, row_id: str) -> OpenedRow | 
     if find_version(root, name, version) is None:
         return None
     report = dataset_registry.validation_report(root, name, version) or {}
-    return open_row(root, name, version, row_id, _sources(report))
+    # Kept in place (not filtered): a rejected row names its source by index.
+    sources = [source if isinstance(source, dict) else {} for source in report.get("sources") or []]
+    return open_row(root, name, version, row_id, sources)

@@ -76,10 +76,19 @@ def test_a_kept_row_holding_a_script_opens_as_text(ui_client, root):
     assert ESCAPED_SCRIPT in response.text and fx.SCRIPT not in response.text
 
 
-def test_a_rejected_row_opens_with_its_reason_and_escaped_detail(ui_client, root):
-    text = ui_client(root).get(f"{VERSION_URL}/rows/chats.jsonl%3A14").text
+def test_a_rejected_row_opens_with_its_reason_and_its_source_text_escaped(ui_client, root):
+    response = ui_client(root).get(f"{VERSION_URL}/rows/chats.jsonl%3A14")
+    assert response.status_code == 200 and response.headers["cache-control"] == "no-store"
+    text = response.text
     assert "<dd>bad_role</dd>" in text and f"role &#39;{ESCAPED_SCRIPT}&#39;" in text
-    assert fx.SCRIPT not in text and "never its text" in text
+    assert "Read from the source, unchanged since this version was prepared." in text
+    assert f"&#34;role&#34;: &#34;{ESCAPED_SCRIPT}&#34;" in text and fx.SCRIPT not in text
+
+
+def test_a_rejected_row_whose_source_is_gone_says_so(ui_client, root):
+    text = ui_client(root).get(f"{VERSION_URL}/rows/chats.jsonl:13").text
+    assert '<div class="box bad source-unreadable">' in text and "The source cannot be read now" in text
+    assert "<pre>" not in text and fx.SCRIPT not in text
 
 
 def test_filtering_and_paging_keep_their_place(ui_client, root):

@@ -4,6 +4,8 @@ reasons, rejected rows by id and reason (never text), paging, and one row opened
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tasks.console import dataset_rows, dataset_versions, datasets
@@ -93,7 +95,13 @@ def test_rejected_rows_are_paged_and_filtered_by_reason(tmp_path):
 def test_one_row_is_opened_by_id(root):
     dropped = dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:11")
     assert dropped.rejected and dropped.reason == "duplicate" and dropped.detail == "same as chats.jsonl:1"
-    assert dropped.source == f"file:///data/{fx.SCRIPT}.jsonl" and dropped.text is None
+    assert dropped.source == fx.source_uri(root) and dropped.source_state == "same"
+    assert f"{fx.SECRET} #1" in dropped.text, "read from the source, which still holds it"
+    scripted = dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:14")
+    assert json.loads(scripted.text)["messages"][0]["role"] == fx.SCRIPT
+    gone = dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:13")
+    assert gone.source == f"file:///data/{fx.SCRIPT}.jsonl" and gone.source_state == "unreadable"
+    assert gone.text is None and "cannot be read now" in gone.source_note
     kept = dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:3")
     assert not kept.rejected and kept.split == "train" and f"{fx.SECRET} #3" in kept.text
     assert dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:99") is None
@@ -133,6 +141,18 @@ def test_a_version_prepared_before_bins_were_kept_shows_its_picture(tmp_path):
     page = dataset_versions.dataset_version(root, "old", "v1")
     assert page.token_length_chart is None and page.show_picture
     assert [(t.tokenizer, t.min, t.max) for t in page.token_lengths] == [("tiny", 12, 20)]
+
+
+def test_a_dropped_row_of_a_changed_source_is_read_and_said_to_have_changed(tmp_path):
+    root = (tmp_path / "store").as_uri()
+    fx.build_datasets(root)
+    source = fx.source_uri(root)
+    store.backend_for(source).write_bytes(source, b'{"text": "1"}\n' * 11 + b'{"text": "rewritten"}\n')
+    row = dataset_versions.version_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:12")
+    assert row.source_state == "changed" and json.loads(row.text) == {"text": "rewritten"}
+    assert "may not be the one that was dropped" in row.source_note
+    unnamed = dataset_rows.open_row(root, fx.DATASET, fx.VERSION, "chats.jsonl:12", sources=[])
+    assert unnamed.text is None and unnamed.source_note.startswith("the validation report names no source")
 
 
 def test_a_failed_version_shows_its_error_and_what_it_counted(tmp_path):
