@@ -136,7 +136,7 @@ def test_set_production_is_compare_and_swap(root):
 
 
 def _race(root: str, versions: range, expected: int | None) -> list[bool]:
-    """Promote each of `versions` from its own thread (its own S3 client), all released at once."""
+    """Promote each of `versions` from its own thread (all sharing one S3 client), all released at once."""
     barrier = threading.Barrier(len(versions))
 
     def go(version: int) -> bool:
