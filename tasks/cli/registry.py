@@ -8,6 +8,7 @@ stores alike.
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 from typing import Any
@@ -157,6 +158,15 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _actor() -> str | None:
+    """Who runs the command, kept in the pointer's history; None where the system cannot name the user
+    (a container running as a uid with no passwd entry and no USER variable)."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return None
+
+
 def cmd_promote(args: argparse.Namespace) -> int:
     root = store_root(args)
     name = _name(args, root)
@@ -167,7 +177,7 @@ def cmd_promote(args: argparse.Namespace) -> int:
         return 0
     expected = current["sequence"] if current else None
     reason = args.reason or "promoted by hand with `tunerflow registry promote`"
-    if not registry.set_production(root, name, version, expected, reason=reason):
+    if not registry.set_production(root, name, version, expected, reason=reason, actor=_actor()):
         now = registry.pointer(root, name) or {}
         raise _Refused(
             f"registry '{name}': someone else moved production while this promotion was deciding "
@@ -183,7 +193,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
     root = store_root(args)
     name = _name(args, root)
     before = registry.pointer(root, name)
-    target = registry.rollback(root, name)
+    target = registry.rollback(root, name, actor=_actor())
     was = f" (was version {before['version']})" if before else ""
     print(f"registry '{name}': rolled production back to version {target}{was}")
     return 0

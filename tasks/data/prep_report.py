@@ -1,5 +1,6 @@
 """The statistics of a prepared dataset: what its dataset card is drawn from (`tasks.data.card`) and,
-with the token-length histograms summarised, its `validation_report.json`. Counts only, never row text.
+with each token-length histogram as its summary and its non-empty bins, its `validation_report.json`.
+Counts only, never row text.
 """
 
 from __future__ import annotations
@@ -95,8 +96,11 @@ def dataset_stats(
 
 
 def validation_report(stats: dict[str, Any]) -> dict[str, Any]:
-    """The stats with each tokenizer's histogram replaced by its summary."""
-    summaries = {
-        name: LengthHistogram.from_dict(data).summary() for name, data in stats["token_lengths"].items()
-    }
-    return {k: v for k, v in stats.items() if k != "token_lengths"} | {"token_lengths": summaries}
+    """The stats with each tokenizer's histogram replaced by its summary and, next to it, `bins`: the
+    non-empty bins as `[lower edge, upper edge (exclusive), rows]`, what the card's picture is drawn from,
+    so a page can draw the histogram itself."""
+    lengths = {}
+    for name, data in stats["token_lengths"].items():
+        histogram = LengthHistogram.from_dict(data)
+        lengths[name] = {**histogram.summary(), "bins": [list(b) for b in histogram.bins()]}
+    return {k: v for k, v in stats.items() if k != "token_lengths"} | {"token_lengths": lengths}

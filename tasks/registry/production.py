@@ -2,7 +2,8 @@
 
 Layout under `layout.registry(root, name)`:
 
-    production.json             the pointer: {"version", "sequence", "etag", "updated_at", "previous", ...}
+    production.json             the pointer: {"version", "sequence", "etag", "updated_at", "previous",
+                                "action", "reason", "actor", ...}
     history/<seq>.json          every pointer record ever written, one per sequence (zero-padded)
     production_history.jsonl    the same, one JSON line each, as file:// registries kept it before: still read
 
@@ -27,6 +28,10 @@ HISTORY = "history"
 LEGACY_HISTORY = "production_history.jsonl"
 # How many earlier production versions the pointer remembers for rollback.
 MAX_STACK = 100
+
+
+class PointerMoved(RegistryError):
+    """The pointer is no longer at the sequence the caller decided on: nothing was written."""
 
 
 def _history_name(sequence: int) -> str:
@@ -92,7 +97,12 @@ def history(root: str, name: str) -> list[dict[str, Any]]:
 
 
 def _record(
-    current: dict[str, Any] | None, version: int, stack: list[int], action: str, reason: str | None
+    current: dict[str, Any] | None,
+    version: int,
+    stack: list[int],
+    action: str,
+    reason: str | None,
+    actor: str | None,
 ) -> dict[str, Any]:
     sequence = (current["sequence"] if current else 0) + 1
     return {
@@ -105,13 +115,21 @@ def _record(
         "replaced": current["version"] if current else None,
         "action": action,
         "reason": reason,
+        "actor": actor,
     }
 
 
 def set_production(
-    root: str, name: str, version: int, expected: int | None, reason: str | None = None
+    root: str,
+    name: str,
+    version: int,
+    expected: int | None,
+    reason: str | None = None,
+    actor: str | None = None,
 ) -> bool:
     """Point production at `version` if the pointer's sequence is still `expected` (None: no pointer yet).
+
+    `actor` (who moved it: a user's name; None for the pipeline's own promotion) is kept in the record.
 
     Returns False, writing nothing, when someone else moved the pointer first: re-read and decide again.
     """
@@ -124,22 +142,32 @@ def set_production(
         stack = list(current.get("stack", [])) if current else []
         if current and current["version"] != version:
             stack.append(current["version"])
-        return _record(current, version, stack, "promote", reason)
+        return _record(current, version, stack, "promote", reason, actor)
 
     return _swap(records, expected, make) is not None
 
 
-def rollback(root: str, name: str, attempts: int = 10) -> int:
+def rollback(
+    root: str, name: str, attempts: int = 10, actor: str | None = None, expected: int | None = None
+) -> int:
     """Move production back to the version that was production before the current one; returns it.
 
     Uses the same CAS as `set_production`, retrying when the pointer moves concurrently. Rolling back
-    repeatedly walks further back (v1 -> v2 -> v3, rollback: v2, rollback: v1).
+    repeatedly walks further back (v1 -> v2 -> v3, rollback: v2, rollback: v1). `actor` is recorded as by
+    `set_production`. With `expected` (the pointer's sequence the caller saw), `PointerMoved` is raised and
+    nothing written once the pointer is elsewhere, also when it moves between two attempts: a person who
+    confirmed "roll back from v3" must not roll back whatever replaced v3 meanwhile.
     """
     records = Records(root, name)
     for _ in range(attempts):
         current = records.read(POINTER)
         if current is None:
             raise RegistryError(f"registry '{name}' has no production version yet, so nothing to roll back")
+        if expected is not None and current["sequence"] != expected:
+            raise PointerMoved(
+                f"registry '{name}': production moved to version {current['version']} (sequence "
+                f"{current['sequence']}, not {expected}) before the rollback; nothing was written"
+            )
         if not current.get("stack"):
             raise RegistryError(
                 f"registry '{name}': no earlier production version to roll back to from version "
@@ -151,7 +179,8 @@ def rollback(root: str, name: str, attempts: int = 10) -> int:
         def make(
             cur: dict[str, Any] | None, target: int = target, stack: list[int] = stack
         ) -> dict[str, Any]:
-            return _record(cur, target, stack, "rollback", f"rollback from version {cur['version']}")
+            reason = f"rollback from version {cur['version']}"
+            return _record(cur, target, stack, "rollback", reason, actor)
 
         if _swap(records, current["sequence"], make) is not None:
             return target

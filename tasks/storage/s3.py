@@ -17,8 +17,11 @@ The secret is never logged, returned or written; error messages name the connect
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import sys
+import threading
 from typing import Any
 from urllib.parse import urlparse
 
@@ -91,13 +94,51 @@ def _host_endpoint(fields: dict[str, Any]) -> str | None:
     return host
 
 
+# Only digests are kept as keys, so no secret sits in a structure that a log or a repr could show.
+_CLIENTS: dict[tuple[int, str], Any] = {}
+_CLIENTS_LOCK = threading.Lock()
+MAX_CLIENTS = 8
+
+
 def client() -> Any:
-    """A boto3 S3 client. A fresh session each time: boto3's shared default session keeps the
-    credentials it first found, which would outlive a rotated Secret or a test's environment."""
+    """A boto3 S3 client for the credentials, endpoint and region in effect now, made once and then reused
+    (making one costs a few tenths of a second, and a page makes many calls).
+
+    Clients are cached by a digest of everything that picks the credentials: the connection's fields
+    and every `AWS_*` variable (boto3's own chain reads those), so a rotated connection or Secret gets a new
+    client on the next call. boto3's shared default session is never used: it keeps the credentials it
+    first found. Clients are thread-safe and shared across threads; sessions are not, so each is made
+    under a lock. The process id is part of the key: a forked worker must not reuse its parent's
+    connection pool."""
+    kwargs = client_kwargs()
+    key = (os.getpid(), _credentials_digest(kwargs))
+    found = _CLIENTS.get(key)
+    if found is not None:
+        return found
+    with _CLIENTS_LOCK:
+        found = _CLIENTS.get(key)
+        if found is None:
+            found = new_client(kwargs)
+            while len(_CLIENTS) >= MAX_CLIENTS:
+                # Rotated-away credentials are never asked for again: drop the oldest.
+                _CLIENTS.pop(next(iter(_CLIENTS)))
+            _CLIENTS[key] = found
+        return found
+
+
+def _credentials_digest(kwargs: dict[str, Any]) -> str:
+    chain = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
+    material = json.dumps({"connection": kwargs, "environment": chain}, sort_keys=True)
+    return hashlib.sha256(material.encode()).hexdigest()
+
+
+def new_client(kwargs: dict[str, Any] | None = None) -> Any:
+    """A client of its own, never cached or shared, from `kwargs` (default: `client_kwargs()`): for a
+    caller that registers event handlers on it, which would otherwise stay on every later caller's client."""
     import boto3
     from botocore.config import Config
 
-    kwargs = client_kwargs()
+    kwargs = client_kwargs() if kwargs is None else kwargs
     # A custom endpoint (MinIO, moto) serves buckets under its path, not as subdomains; AWS itself
     # keeps boto3's own choice.
     custom = kwargs.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")

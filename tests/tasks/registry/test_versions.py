@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from tasks.registry import production
 from tasks.registry import versions as registry
 from tasks.storage import s3, store
 from tasks.storage.s3_backend import S3Backend
@@ -135,7 +136,7 @@ def test_set_production_is_compare_and_swap(root):
 
 
 def _race(root: str, versions: range, expected: int | None) -> list[bool]:
-    """Promote each of `versions` from its own thread (its own S3 client), all released at once."""
+    """Promote each of `versions` from its own thread (all sharing one S3 client), all released at once."""
     barrier = threading.Barrier(len(versions))
 
     def go(version: int) -> bool:
@@ -240,6 +241,49 @@ def test_rollback_walks_back_through_production_versions(root):
     with pytest.raises(registry.RegistryError):
         registry.rollback(root, "m")
     assert [r["version"] for r in registry.history(root, "m")] == [1, 2, 3, 2, 1]
+
+
+def test_who_moved_production_is_recorded_in_its_history(root):
+    for i in range(1, 3):
+        registry.register(root, "m", _entry(i))
+    assert registry.set_production(root, "m", 1, expected=None)
+    assert registry.set_production(root, "m", 2, expected=1, actor="ada")
+    assert registry.rollback(root, "m", actor="grace") == 1
+    assert [(r["version"], r["actor"]) for r in registry.history(root, "m")] == [
+        (1, None),
+        (2, "ada"),
+        (1, "grace"),
+    ]
+
+
+def test_a_rollback_for_a_pointer_that_moved_writes_nothing(root, monkeypatch):
+    for i in range(1, 4):
+        registry.register(root, "m", _entry(i))
+    assert registry.set_production(root, "m", 1, expected=None)
+    assert registry.set_production(root, "m", 2, expected=1)
+    with pytest.raises(production.PointerMoved, match="sequence 2, not 1"):
+        registry.rollback(root, "m", expected=1)
+    assert len(registry.history(root, "m")) == 2
+    # A promotion lands between the rollback's read and its write: the retry sees it and refuses.
+    real = production._swap
+    raced = []
+
+    def racing(records, expected, make):
+        if not raced:
+            monkeypatch.setattr(production, "_swap", real)
+            raced.append(registry.set_production(root, "m", 3, expected=2, actor="bob"))
+        return real(records, expected, make)
+
+    monkeypatch.setattr(production, "_swap", racing)
+    with pytest.raises(production.PointerMoved, match="version 3"):
+        registry.rollback(root, "m", actor="ada", expected=2)
+    assert raced == [True] and registry.pointer(root, "m")["version"] == 3
+    assert [(r["version"], r["actor"]) for r in registry.history(root, "m")] == [
+        (1, None),
+        (2, None),
+        (3, "bob"),
+    ]
+    assert registry.rollback(root, "m", actor="ada", expected=3) == 2
 
 
 def test_unknown_schemes_are_refused_and_a_missing_bucket_is_named(aws_env):

@@ -1,10 +1,14 @@
 """The S3 client: credentials and endpoint from the Airflow connection aws_default (JSON or URI form),
-else boto3's own chain; secrets never in a message."""
+else boto3's own chain; one client per credentials, made once, new when they rotate; secrets never in a
+message, a log or a repr."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from urllib.parse import quote
 
 import pytest
@@ -80,6 +84,71 @@ def test_without_the_connection_boto3s_chain_is_used(aws_env, monkeypatch):
     client = s3.client()
     assert client.meta.endpoint_url == aws_env
     _round_trip(client)
+
+
+def _connection(monkeypatch, endpoint: str, login: str = KEY_ID, password: str = SECRET) -> None:
+    value = {"conn_type": "aws", "login": login, "password": password, "extra": {"endpoint_url": endpoint}}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(value))
+
+
+@pytest.fixture
+def made(monkeypatch) -> list[int]:
+    """An empty client cache, and a record of every client made."""
+    monkeypatch.setattr(s3, "_CLIENTS", {})
+    made: list[int] = []
+    real = s3.new_client
+    monkeypatch.setattr(s3, "new_client", lambda kwargs=None: made.append(1) or real(kwargs))
+    return made
+
+
+def test_one_client_per_credentials_is_made_once_and_shared_by_threads(conn_only, made, monkeypatch):
+    _connection(monkeypatch, conn_only)
+    with ThreadPoolExecutor(8) as pool:
+        clients = list(pool.map(lambda _: s3.client(), range(16)))
+    assert made == [1] and all(client is clients[0] for client in clients)
+    _round_trip(clients[0])
+    pid = os.getpid()
+    monkeypatch.setattr(os, "getpid", lambda: pid + 1)
+    assert s3.client() is not clients[0] and made == [1, 1], "a forked process makes its own"
+
+
+def test_a_rotated_connection_gets_a_new_client(conn_only, made, monkeypatch):
+    _connection(monkeypatch, conn_only)
+    first = s3.client()
+    _connection(monkeypatch, conn_only, login="AKIAROTATED", password="r0tated/secret")
+    second = s3.client()
+    assert second is not first and len(made) == 2
+    assert second._request_signer._credentials.access_key == "AKIAROTATED"
+    _round_trip(second)
+    _connection(monkeypatch, conn_only)
+    assert s3.client() is first and len(made) == 2, "the first credentials' client is still cached"
+
+
+def test_rotated_aws_variables_get_a_new_client(aws_env, made, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    first = s3.client()
+    assert s3.client() is first
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "rotated")
+    second = s3.client()
+    assert second is not first and second._request_signer._credentials.secret_key == "rotated"
+    _round_trip(second)
+
+
+def test_the_cache_is_bounded(conn_only, made, monkeypatch):
+    for i in range(s3.MAX_CLIENTS + 2):
+        _connection(monkeypatch, conn_only, login=f"AKIA{i}")
+        s3.client()
+    assert len(s3._CLIENTS) == s3.MAX_CLIENTS and len(made) == s3.MAX_CLIENTS + 2
+
+
+def test_no_secret_in_the_cache_a_repr_or_the_log(conn_only, made, monkeypatch, caplog):
+    caplog.set_level(logging.DEBUG)
+    _connection(monkeypatch, conn_only)
+    client = s3.client()
+    _round_trip(client)
+    assert s3.client() is client
+    shown = repr(s3._CLIENTS) + repr(client) + caplog.text
+    assert SECRET not in shown and quote(SECRET, safe="") not in shown
 
 
 def test_no_secret_appears_in_error_messages(monkeypatch):
