@@ -13,6 +13,7 @@ The modules, from the bottom up:
 - scan (the per-shard work in worker processes), pool, parts (sources, formats, content version),
   row_plan, eval_overlap, prep_report, card: the prepare step, put together in preparation.
 - dataset_registry: registered datasets and their prepared versions.
+- row_lookup: one source row read again by id, for the Datasets pages.
 
 May import `tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime` and
 `tasks.training.base_models` (for tokenizers). Heavy libraries (datasets, pyarrow, tokenizers,

@@ -80,8 +80,9 @@ def download_objects(client: Any, bucket: str, targets: dict[str, Path]) -> None
 class S3Backend:
     mirrored = True
 
-    # Stateless: every call makes its own client (see `s3.client`), so threads never share one and a
-    # rotated credential is picked up by the next call.
+    # Stateless: every call asks `s3.client()` for the client of the credentials in effect (one per
+    # credentials, shared by threads: boto3 clients are thread-safe), so a rotated credential is picked
+    # up by the next call.
 
     def _head(self, client: Any, bucket: str, key: str) -> dict[str, Any] | None:
         from botocore.exceptions import ClientError

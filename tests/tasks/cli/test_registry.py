@@ -76,7 +76,8 @@ def test_show_prints_the_entry_with_its_decision(root, capsys):
     assert json.loads(out)["decision"] is None and json.loads(out)["label"] == "alpaca|tiny|lr2"
 
 
-def test_promote_moves_the_pointer_and_rollback_walks_back(root, capsys):
+def test_promote_moves_the_pointer_and_rollback_walks_back(root, capsys, monkeypatch):
+    monkeypatch.setenv("LOGNAME", "ada")  # getpass.getuser() reads it first
     _register(root, 3)
     code, out, _ = _run(capsys, "promote", "1", "--store", root)
     assert code == 0 and "production is now version 1 (was nothing)" in out
@@ -92,6 +93,7 @@ def test_promote_moves_the_pointer_and_rollback_walks_back(root, capsys):
     code, _, err = _run(capsys, "rollback", "--store", root)
     assert code == 2 and "no earlier production version to roll back to from version 1" in err
     assert [r["version"] for r in registry.history(root, "demo")] == [1, 3, 1]
+    assert [r["actor"] for r in registry.history(root, "demo")] == ["ada", "ada", "ada"]
 
 
 def test_promote_refuses_when_the_pointer_moved_meanwhile(root, capsys, monkeypatch):
@@ -99,9 +101,9 @@ def test_promote_refuses_when_the_pointer_moved_meanwhile(root, capsys, monkeypa
     assert registry.set_production(root, "demo", 1, expected=None)
     real = registry.set_production
 
-    def someone_else_first(root_, name, version, expected, reason=None):
+    def someone_else_first(root_, name, version, expected, reason=None, actor=None):
         assert real(root_, name, 2, expected, reason="the other promotion")
-        return real(root_, name, version, expected, reason=reason)
+        return real(root_, name, version, expected, reason=reason, actor=actor)
 
     monkeypatch.setattr(registry, "set_production", someone_else_first)
     code, _, err = _run(capsys, "promote", "3", "--store", root)

@@ -122,10 +122,9 @@ def test_a_local_copy_with_the_right_sha256_is_not_downloaded_again(s3_store_roo
     prefix = _write_output(s3_store_root)
     store.commit(prefix, {})
     calls = []
-    real = s3.client
 
     def counting():
-        client = real()
+        client = s3.new_client()
         client.meta.events.register("before-send.s3.GetObject", lambda **kw: calls.append(1))
         return client
 
@@ -150,7 +149,7 @@ def test_a_big_file_goes_multipart_with_sha256_checksums(s3_store_root, monkeypa
     real = s3.client
 
     def recording():
-        client = real()
+        client = s3.new_client()
         # The header S3 checks each part's bytes against.
         client.meta.events.register(
             "before-send.s3.UploadPart",
@@ -179,7 +178,7 @@ def test_an_upload_that_fails_halfway_commits_nothing_and_a_retry_completes(s3_s
     sent = []
 
     def failing():
-        client = real()
+        client = s3.new_client()
 
         def cut(**kwargs):
             sent.append(1)
