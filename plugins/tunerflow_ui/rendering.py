@@ -7,7 +7,6 @@ vendored Chart.js from JSON embedded with `tojson` (which escapes `<`, `>` and `
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
@@ -16,20 +15,10 @@ from fastapi.responses import HTMLResponse
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
 from plugins.tunerflow_ui.auth import Viewer
+from tasks.pipeline.report_data import fmt
 
 TEMPLATES = Path(__file__).parent / "templates"
 STATIC = Path(__file__).parent / "static"
-
-
-def fmt(value: Any, digits: int = 4) -> str:
-    """A value as the pages show it: 4 significant digits, '–' for missing."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "–"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, float):
-        return f"{value:.{digits}g}" if abs(value) < 1e6 else f"{value:.3e}"
-    return str(value)
 
 
 def _environment() -> Environment:

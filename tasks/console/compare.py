@@ -253,6 +253,18 @@ def speed_charts(result: CompareResult) -> dict[str, dict[str, Any]]:
     }
 
 
+def _column(model: Any) -> Column:
+    """A model's column from its planned spec (not run yet: no load time, no error) or its result."""
+    return Column(
+        label=model.label,
+        source=model.source,
+        kind=model.kind,
+        temperature=model.temperature,
+        load_s=getattr(model, "load_s", None),
+        error=getattr(model, "error", None),
+    )
+
+
 def comparison(store_root: str, run_id: str) -> ComparisonView:
     prefix = comparison_prefix(store_root, run_id)
     state, error, committed = _state(prefix)
@@ -262,30 +274,10 @@ def comparison(store_root: str, run_id: str) -> ComparisonView:
         columns = []
         if spec is not None:
             spec = CompareSpec.model_validate(spec)
-            columns = [
-                Column(
-                    label=m.label,
-                    source=m.source,
-                    kind=m.kind,
-                    temperature=m.temperature,
-                    load_s=None,
-                    error=None,
-                )
-                for m in spec.models
-            ]
+            columns = [_column(m) for m in spec.models]
         return ComparisonView(run_id=run_id, state=state, error=error, columns=columns, **empty)
     result = CompareResult.model_validate(committed)
-    columns = [
-        Column(
-            label=m.label,
-            source=m.source,
-            kind=m.kind,
-            temperature=m.temperature,
-            load_s=m.load_s,
-            error=m.error,
-        )
-        for m in result.models
-    ]
+    columns = [_column(m) for m in result.models]
     by_model = [{answer.prompt_id: answer for answer in m.answers} for m in result.models]
     rows = [
         PromptRow(

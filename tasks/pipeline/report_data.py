@@ -4,6 +4,7 @@ per format, the primary metric and which way it points, and values formatted as 
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from tasks.contracts.selection import LeaderboardRow
@@ -12,7 +13,8 @@ from tasks.storage import store
 
 
 def fmt(value: Any, digits: int = 4) -> str:
-    if value is None:
+    """A value as the report and the pages show it: 4 significant digits, '–' for missing."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "–"
     if isinstance(value, bool):
         return "yes" if value else "no"

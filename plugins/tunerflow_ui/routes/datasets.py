@@ -12,15 +12,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from plugins.tunerflow_ui.auth import Viewer, reader
+from plugins.tunerflow_ui.auth import Reader, reader
 from plugins.tunerflow_ui.rendering import page
-from plugins.tunerflow_ui.stores import store_root
+from plugins.tunerflow_ui.stores import Root
 from tasks.console.dataset_versions import dataset_version, token_lengths_png, version_row
 from tasks.console.datasets import dataset_page, datasets_index
 
 router = APIRouter(dependencies=[Depends(reader)])
-Reader = Annotated[Viewer, Depends(reader)]
-Root = Annotated[str, Depends(store_root)]
 
 
 def _missing(what: str) -> HTTPException:

@@ -15,9 +15,9 @@ from urllib.parse import quote
 from fastapi import APIRouter, Depends, Form, HTTPException, Request
 from fastapi.responses import RedirectResponse
 
-from plugins.tunerflow_ui.auth import Viewer, check_csrf, editor, reader
+from plugins.tunerflow_ui.auth import Editor, Reader, Viewer, check_csrf, reader
 from plugins.tunerflow_ui.rendering import page, root_of
-from plugins.tunerflow_ui.stores import store_root
+from plugins.tunerflow_ui.stores import Root
 from tasks.console.models import model_page, models_index, registry_names
 from tasks.console.registry_actions import (
     Outcome,
@@ -29,9 +29,6 @@ from tasks.console.registry_actions import (
 )
 
 router = APIRouter(dependencies=[Depends(reader)])
-Reader = Annotated[Viewer, Depends(reader)]
-Editor = Annotated[Viewer, Depends(editor)]
-Root = Annotated[str, Depends(store_root)]
 SentForm = Annotated[str, Form()]
 
 
