@@ -66,3 +66,26 @@ def test_the_entry_point_names_the_plugin():
 
     [entry] = [e for e in entry_points(group="airflow.plugins") if e.name == "tunerflow"]
     assert entry.value == "plugins.tunerflow_ui.plugin:TunerflowPlugin"
+
+
+def test_every_template_and_static_file_ships_in_the_wheel():
+    """The package-data globs in pyproject.toml must match every file the pages need, or an installed
+    tunerflow (the Airflow image, `pip install tunerflow[airflow]`) serves 404s and template errors."""
+    import fnmatch
+    import tomllib
+
+    from tests.conftest import REPO
+
+    package = REPO / "plugins" / "tunerflow_ui"
+    globs = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"][
+        "plugins.tunerflow_ui"
+    ]
+    needed = [
+        path.relative_to(package).as_posix()
+        for folder in ("templates", "static")
+        for path in (package / folder).rglob("*")
+        if path.is_file()
+    ]
+    assert needed
+    missing = [name for name in needed if not any(fnmatch.fnmatchcase(name, g) for g in globs)]
+    assert not missing, f"add package-data globs for {missing}"
