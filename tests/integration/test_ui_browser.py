@@ -5,8 +5,9 @@ the real auth manager's tokens.
 In order: the plugin is loaded; every route refuses an anonymous caller, a read-only viewer may not
 act, an admin may; in the browser, log in through Airflow's login page, find tunerflow's pages in
 Airflow's navigation and see a page load in Airflow's iframe; then the pages' content after the session's
-finished tiny run: the experiment, its run's leaderboard with the winner and the answers, a job, and the
-registry's production version. Each step's screenshot is kept (the path is printed at the end).
+finished tiny run: the experiment, its run's leaderboard with the winner and the answers (inside Airflow
+and on its own), a job, and the registry's production version. Each step's screenshot is kept (the path
+is printed at the end).
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from plugins.tunerflow_ui.app import URL_PREFIX, create_app
 from tasks.registry.production import production
 from tasks.storage import layout, store
 from tests.fixtures.airflow_standalone import DAG_ID, USERS
-from tests.fixtures.browser import launch, log_in, open_from_nav, plugin_frame
+from tests.fixtures.browser import launch, log_in, open_from_nav, plugin_frame, resized
 
 pytestmark = pytest.mark.slow
 
@@ -193,7 +194,7 @@ def test_the_experiment_and_its_run_are_listed(tab, airflow_server, finished_run
     link = frame.locator(f'a[href$="/experiments/{EXPERIMENT}/runs/{run_slug}"]').first
     link.wait_for()
     assert EXPERIMENT in _text(frame)
-    screenshots.take(tab, "experiments-listed")
+    screenshots.take(tab, "experiments-listed-in-airflow")
 
 
 def test_the_run_page_shows_the_leaderboard_with_the_winner_and_the_answers(
@@ -214,7 +215,7 @@ def test_the_run_page_shows_the_leaderboard_with_the_winner_and_the_answers(
         reference in shown
         for reference in _references(airflow_server, finished_run, board["winner"]["job_id"])
     )
-    screenshots.take(tab, "run-page")
+    screenshots.take(tab, "run-page-in-airflow", frame)
 
 
 def test_a_job_page_opens_from_its_run_page(tab, airflow_server, finished_run, screenshots):
@@ -229,7 +230,7 @@ def test_a_job_page_opens_from_its_run_page(tab, airflow_server, finished_run, s
     shown = _text(frame)
     assert job["label"] in shown or job["job_id"] in shown
     assert "learning_rate" in shown  # the resolved hyperparameters
-    screenshots.take(tab, "job-page")
+    screenshots.take(tab, "job-page", frame)
 
 
 def test_the_run_view_on_an_airflow_run_shows_its_experiment(tab, airflow_server, finished_run, screenshots):
@@ -239,7 +240,7 @@ def test_the_run_view_on_an_airflow_run_shows_its_experiment(tab, airflow_server
     frame = plugin_frame(tab)
     frame.wait_for_url(re.compile(rf".*/experiments/{EXPERIMENT}/runs/{re.escape(store.slug(run_id))}$"))
     frame.locator("table", has_text=board["winner"]["label"]).first.wait_for()
-    screenshots.take(tab, "airflow-run-experiment-view")
+    screenshots.take(tab, "airflow-run-experiment-view", frame)
 
 
 def test_models_shows_the_version_in_production(tab, airflow_server, finished_run, screenshots):
@@ -255,4 +256,17 @@ def test_models_shows_the_version_in_production(tab, airflow_server, finished_ru
     assert re.search(rf"\bv?{live['version']}\b", shown)
     run_slug = live["entry"]["run_uri"].rstrip("/").rsplit("/", 1)[1]
     assert frame.locator(f'a[href*="/runs/{run_slug}"]').count() >= 1  # the run it came from
-    screenshots.take(tab, "model-page")
+    screenshots.take(tab, "model-page", frame)
+
+
+def test_the_run_page_on_its_own(tab, airflow_server, finished_run, screenshots):
+    """The run page outside Airflow's frame (a link opened in a tab of its own), as the docs show it."""
+    board = _leaderboard(airflow_server, finished_run)
+    url = f"{URL_PREFIX}/experiments/{EXPERIMENT}/runs/{store.slug(finished_run['run_id'])}"
+    with resized(tab, width=1300):
+        response = tab.goto(f"{airflow_server.base_url}{url}")
+        assert response.status == 200
+        tab.locator("table", has_text=board["winner"]["label"]).first.wait_for()
+        assert tab.locator("nav.top").get_by_role("link", name="Experiments", exact=True).is_visible()
+        assert tab.locator("canvas").count() >= 2  # the loss curves and the primary metric per job
+        screenshots.take(tab, "run-page-standalone")
