@@ -5,29 +5,52 @@ the real auth manager's tokens.
 In order: the plugin is loaded; every route refuses an anonymous caller, a read-only viewer may not
 act, an admin may; in the browser, log in through Airflow's login page, find tunerflow's pages in
 Airflow's navigation and see a page load in Airflow's iframe; then the pages' content after the session's
-finished tiny run: the experiment, its run's leaderboard with the winner and the answers, a job, and the
-registry's production version. Each step's screenshot is kept (the path is printed at the end).
+finished tiny run: the experiment, its run's leaderboard with the winner and the answers (inside Airflow
+and on its own), a job, the registry's production version and a dataset version; then what a person
+starts from the pages: a comparison from the Compare page, run by Airflow as that person, and the demo
+experiment from Airflow's trigger form, chosen without typing JSON. Each step's screenshot is kept (the
+path is printed at the end).
+
+The demo comes last and is failed through REST once its conf is validated (the demo lasts some 12
+minutes): the test returns only when none of its tasks or processes is left, so the REST tests sharing
+the server (test_rest_api.py, which pytest runs first) never wait behind it in either order.
 """
 
 from __future__ import annotations
 
 import json
 import re
+from urllib.parse import unquote
 
 import httpx
 import pytest
 from fastapi.routing import APIRoute
 
 from plugins.tunerflow_ui.app import URL_PREFIX, create_app
+from tasks.config.experiment import load_experiment, parse_experiment
+from tasks.config.form import TEMPLATE, load_conf
+from tasks.config.params import DEMO, demo_conf_path
 from tasks.registry.production import production
 from tasks.storage import layout, store
-from tests.fixtures.airflow_standalone import DAG_ID, USERS
-from tests.fixtures.browser import launch, log_in, open_from_nav, plugin_frame
+from tests.fixtures.airflow_standalone import COMPARE_DAG_ID, DAG_ID, USERS
+from tests.fixtures.browser import (
+    choose,
+    launch,
+    log_in,
+    open_from_nav,
+    plugin_frame,
+    resized,
+    trigger_form,
+    wait_for_count,
+)
 
 pytestmark = pytest.mark.slow
 
 EXPERIMENT = "tiny-exp"  # tests/fixtures/confs.py's experiment, whose registry takes its name
 NAV_PAGES = ("Experiments", "Models", "Datasets", "Compare")
+PROMPT = "Who are you?"
+# Two tiny models, one after the other, on a machine the whole session shares.
+COMPARE_TIMEOUT_MS = 300_000
 _PARAM = re.compile(r"{([^}:]+)(?::[^}]+)?}")
 
 
@@ -193,7 +216,7 @@ def test_the_experiment_and_its_run_are_listed(tab, airflow_server, finished_run
     link = frame.locator(f'a[href$="/experiments/{EXPERIMENT}/runs/{run_slug}"]').first
     link.wait_for()
     assert EXPERIMENT in _text(frame)
-    screenshots.take(tab, "experiments-listed")
+    screenshots.take(tab, "experiments-listed-in-airflow")
 
 
 def test_the_run_page_shows_the_leaderboard_with_the_winner_and_the_answers(
@@ -214,7 +237,7 @@ def test_the_run_page_shows_the_leaderboard_with_the_winner_and_the_answers(
         reference in shown
         for reference in _references(airflow_server, finished_run, board["winner"]["job_id"])
     )
-    screenshots.take(tab, "run-page")
+    screenshots.take(tab, "run-page-in-airflow", frame)
 
 
 def test_a_job_page_opens_from_its_run_page(tab, airflow_server, finished_run, screenshots):
@@ -229,7 +252,7 @@ def test_a_job_page_opens_from_its_run_page(tab, airflow_server, finished_run, s
     shown = _text(frame)
     assert job["label"] in shown or job["job_id"] in shown
     assert "learning_rate" in shown  # the resolved hyperparameters
-    screenshots.take(tab, "job-page")
+    screenshots.take(tab, "job-page", frame)
 
 
 def test_the_run_view_on_an_airflow_run_shows_its_experiment(tab, airflow_server, finished_run, screenshots):
@@ -239,7 +262,7 @@ def test_the_run_view_on_an_airflow_run_shows_its_experiment(tab, airflow_server
     frame = plugin_frame(tab)
     frame.wait_for_url(re.compile(rf".*/experiments/{EXPERIMENT}/runs/{re.escape(store.slug(run_id))}$"))
     frame.locator("table", has_text=board["winner"]["label"]).first.wait_for()
-    screenshots.take(tab, "airflow-run-experiment-view")
+    screenshots.take(tab, "airflow-run-experiment-view", frame)
 
 
 def test_models_shows_the_version_in_production(tab, airflow_server, finished_run, screenshots):
@@ -255,4 +278,103 @@ def test_models_shows_the_version_in_production(tab, airflow_server, finished_ru
     assert re.search(rf"\bv?{live['version']}\b", shown)
     run_slug = live["entry"]["run_uri"].rstrip("/").rsplit("/", 1)[1]
     assert frame.locator(f'a[href*="/runs/{run_slug}"]').count() >= 1  # the run it came from
-    screenshots.take(tab, "model-page")
+    screenshots.take(tab, "model-page", frame)
+
+
+def test_the_run_page_on_its_own(tab, airflow_server, finished_run, screenshots):
+    """The run page outside Airflow's frame (a link opened in a tab of its own), as the docs show it."""
+    board = _leaderboard(airflow_server, finished_run)
+    url = f"{URL_PREFIX}/experiments/{EXPERIMENT}/runs/{store.slug(finished_run['run_id'])}"
+    with resized(tab, width=1300):
+        response = tab.goto(f"{airflow_server.base_url}{url}")
+        assert response.status == 200
+        tab.locator("table", has_text=board["winner"]["label"]).first.wait_for()
+        assert tab.locator("nav.top").get_by_role("link", name="Experiments", exact=True).is_visible()
+        assert tab.locator("canvas").count() >= 2  # the loss curves and the primary metric per job
+        screenshots.take(tab, "run-page-standalone")
+
+
+def test_a_dataset_version_page_shows_its_rows_and_token_lengths(
+    tab, airflow_server, finished_run, screenshots
+):
+    dataset = production(airflow_server.store_root, EXPERIMENT)["entry"]["dataset"]
+    name, version = dataset["name"], dataset["version"]
+    _, frame = open_from_nav(tab, airflow_server.base_url, "Datasets")
+    frame.locator(f'a[href$="/datasets/{name}"]').first.click()
+    frame.locator(f'a[href$="/datasets/{name}/versions/{version}"]').first.click()
+    frame.wait_for_url(re.compile(rf".*{URL_PREFIX}/datasets/{name}/versions/{version}$"))
+    frame.locator("h1").wait_for()
+    for split, count in dataset["counts"].items():
+        row = frame.locator("tr", has=frame.get_by_role("cell", name=split, exact=True))
+        assert row.inner_text().split() == [split, str(count)]
+    assert frame.locator('canvas[data-chart="token-lengths-data"]').count() == 1
+    screenshots.take(tab, "dataset-version-page", frame)
+
+
+def test_a_comparison_started_on_the_compare_page_runs_as_the_user(
+    tab, airflow_server, finished_run, screenshots
+):
+    # The registry's production version and the finished run's runner-up: two different models.
+    live = production(airflow_server.store_root, EXPERIMENT)
+    run_slug = store.slug(finished_run["run_id"])
+    board = _leaderboard(airflow_server, finished_run)
+    [other] = [r for r in board["rows"] if r["kind"] == "train" and r["job_id"] != board["winner"]["job_id"]]
+    _, frame = open_from_nav(tab, airflow_server.base_url, "Compare")
+    frame.locator("select[name=model_1]").select_option(label=f"{EXPERIMENT} v{live['version']} (production)")
+    frame.locator("select[name=model_2]").select_option(label=f"{EXPERIMENT} / {run_slug} / {other['label']}")
+    frame.locator("textarea[name=prompt]").fill(PROMPT)
+    frame.get_by_role("button", name="Compare", exact=True).click()
+    frame.wait_for_url(re.compile(rf".*{URL_PREFIX}/compare/runs/[^/]+$"))
+    run_id = unquote(frame.url.rsplit("/", 1)[1])
+
+    # The page posted to Airflow's REST API with the admin's own token: Airflow ran it as admin.
+    run = airflow_server.run(run_id, COMPARE_DAG_ID)
+    assert (run["triggered_by"], run["triggering_user_name"]) == ("rest_api", "admin")
+    assert run["conf"]["models"] == [
+        {"registry": EXPERIMENT, "version": live["version"]},
+        {"experiment": EXPERIMENT, "run": run_slug, "job": other["job_id"]},
+    ]
+    assert run["conf"]["prompts"] == [PROMPT]
+
+    # The page reloads itself until both answers are in, each with its tokens/s.
+    wait_for_count(frame.locator("table.answers td", has_text="tokens/s"), 2, COMPARE_TIMEOUT_MS)
+    assert airflow_server.wait_for(run_id, COMPARE_DAG_ID) == "success"
+    headers = frame.locator("table.answers th").all_inner_texts()
+    assert any(f"{EXPERIMENT} v{live['version']}" in h for h in headers)
+    assert any(other["label"] in h for h in headers)
+    assert PROMPT in _text(frame)
+    screenshots.take(tab, "compare-result", frame)
+
+
+def test_the_demo_starts_from_airflows_trigger_form_by_choosing(tab, airflow_server, screenshots):
+    """Last in the module: the demo lasts some 12 minutes, so once its conf is validated the run is
+    failed through REST, and the test ends only when nothing of it still runs."""
+    demo = load_conf(demo_conf_path())
+    dialog = trigger_form(tab, airflow_server.base_url, DAG_ID)
+    dialog.get_by_role("button", name="Experiment", exact=True).click()
+    choose(tab, dialog, "Start from", re.compile(rf"^{DEMO}: "))
+    assert dialog.locator("input[name=element_name]").input_value() == demo["name"]
+    with resized(tab, height=1300):
+        screenshots.element(dialog, "trigger-form-start-from-demo")
+    with tab.expect_response(
+        lambda r: r.request.method == "POST" and r.url.endswith(f"/api/v2/dags/{DAG_ID}/dagRuns")
+    ) as posted:
+        dialog.get_by_role("button", name="Trigger", exact=True).click()
+    assert posted.value.status == 200, posted.value.text()
+    run_id = posted.value.json()["dag_run_id"]
+    run_uri = layout.run(airflow_server.store_root, demo["name"], run_id)
+    try:
+        run = airflow_server.run(run_id)
+        assert (run["triggered_by"], run["triggering_user_name"]) == ("ui", "admin")
+        # Nothing typed: the choice and the prefilled name; every other field empty.
+        conf = run["conf"]
+        assert {k: v for k, v in conf.items() if v is not None} == {TEMPLATE: DEMO, "name": demo["name"]}
+        expected = parse_experiment(demo)
+        assert parse_experiment(conf) == expected
+        # validate_conf resolved it in the run (on the worker) and recorded the demo experiment.
+        state = airflow_server.wait_for_task(run_id, "validate_conf")
+        assert state == "success", airflow_server.logs(run_id)
+        assert load_experiment(run_uri) == expected.model_dump(mode="json")
+    finally:
+        airflow_server.fail_run(run_id, working_on=run_uri)
+    assert airflow_server.run(run_id)["state"] == "failed"
