@@ -9,9 +9,10 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from tasks.console.answers import AnswerColumn, AnswersPage, answers_page, eval_split_uri
-from tasks.console.charts import Chart, Series, curves
-from tasks.console.reading import json_of, read_bytes, read_json, read_many
+from tasks.console.charts import Chart, Series
+from tasks.console.reading import json_of, lines_of, parse_all, read_bytes, read_json, read_many
 from tasks.console.runs import NotFound, TaskLink, key, planned_jobs, run_prefix, task_links
+from tasks.pipeline.report_data import curves
 from tasks.storage import layout, store
 
 CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
@@ -108,13 +109,14 @@ def checkpoints(prefix: str) -> list[Checkpoint]:
 
 
 def charts(metrics_jsonl: bytes | None) -> list[Chart]:
+    records = parse_all(lines_of(metrics_jsonl))
     return [
         Chart(
             title=title,
             y=axis,
             series=[
                 Series(label=name, points=points, dashed=name.startswith("eval_"))
-                for name, points in curves(metrics_jsonl, names).items()
+                for name, points in curves(records, names).items()
                 if points
             ],
         )

@@ -16,11 +16,11 @@ from urllib.parse import quote
 from pydantic import BaseModel, Field
 
 from tasks.console.answers import AnswerColumn, AnswersPage, answers_page, eval_split_uri
-from tasks.console.charts import Chart, Series, curves
-from tasks.console.reading import per_job, read_bytes, read_json
+from tasks.console.charts import Chart, Series
+from tasks.console.reading import lines_of, parse_all, per_job, read_bytes, read_json
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Leaderboard, LeaderboardRow
-from tasks.pipeline.report_data import better, export_rows
+from tasks.pipeline.report_data import better, curves, export_rows
 from tasks.storage import layout, store
 
 DAG_ID = "finetune_experiment"
@@ -171,7 +171,7 @@ def loss_chart(prefix: str, rows: list[BoardRow]) -> Chart:
     for row in rows:
         if row.kind != "train":
             continue
-        points = curves(files.get(row.job_id), ("loss", "eval_loss"))
+        points = curves(parse_all(lines_of(files.get(row.job_id))), ("loss", "eval_loss"))
         series.append(Series(label=f"{row.label} train", points=points["loss"]))
         if points["eval_loss"]:
             series.append(Series(label=f"{row.label} eval", points=points["eval_loss"], dashed=True))

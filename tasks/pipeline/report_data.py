@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from tasks.contracts.selection import LeaderboardRow
@@ -23,30 +24,42 @@ def fmt(value: Any, digits: int = 4) -> str:
     return str(value)
 
 
+def _number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def curves(records: Iterable[Any], keys: tuple[str, ...]) -> dict[str, list[tuple[float, float]]]:
+    """(step, value) points of each of `keys` in a metrics.jsonl's records (train records carry `loss`,
+    evaluation records `eval_loss`); records without a step, or not records at all, are skipped. The
+    report's plots and the tunerflow pages both draw from this."""
+    points: dict[str, list[tuple[float, float]]] = {key: [] for key in keys}
+    for record in records:
+        step = record.get("step") if isinstance(record, dict) else None
+        if not _number(step):
+            continue
+        for key in keys:
+            if _number(record.get(key)):
+                points[key].append((step, record[key]))
+    return points
+
+
 def read_curve(uri: str | None) -> tuple[list[tuple[float, float]], list[tuple[float, float]]]:
     """(train loss points, eval loss points) from a metrics.jsonl; empty lists when unreadable."""
-    train: list[tuple[float, float]] = []
-    evals: list[tuple[float, float]] = []
     if not uri:
-        return train, evals
+        return [], []
     try:
         path = store.fetch(uri)
         lines = path.read_text().splitlines() if path.is_file() else []
     except (OSError, ValueError, store.StoreError):
-        return train, evals
+        return [], []
+    records = []
     for line in lines:
         try:
-            record = json.loads(line)
+            records.append(json.loads(line))
         except json.JSONDecodeError:
             continue
-        step = record.get("step")
-        if not isinstance(step, int | float):
-            continue
-        if isinstance(record.get("loss"), int | float):
-            train.append((step, record["loss"]))
-        if isinstance(record.get("eval_loss"), int | float):
-            evals.append((step, record["eval_loss"]))
-    return train, evals
+    points = curves(records, ("loss", "eval_loss"))
+    return points["loss"], points["eval_loss"]
 
 
 def primary_value(row: LeaderboardRow, primary: str) -> float | None:
