@@ -4,8 +4,8 @@ links Airflow shows on a run and on a task instance."""
 from __future__ import annotations
 
 from tasks.console.reading import side_by_side
-from tasks.console.runs import planned_jobs
-from tasks.storage import store
+from tasks.console.runs import planned_jobs, run_prefix
+from tasks.storage import layout, store
 
 # Mapped tasks with a job page, and the planned list whose position is their map index.
 JOB_TASKS = {"train": "jobs.json", "evaluate": "jobs.json", "score_base": "references.json"}
@@ -14,17 +14,15 @@ JOB_TASKS = {"train": "jobs.json", "evaluate": "jobs.json", "score_base": "refer
 def find_run(root: str, run_id: str) -> tuple[str, str] | None:
     """(experiment, run key) of the run Airflow calls `run_id`: the experiment holding
     `runs/<slug(run_id)>`, looked for in every experiment side by side; None when none has it."""
-    base = store.join(root, "experiments")
-    names = store.list_dir(base)
-    run = store.slug(run_id)
-    found = side_by_side(lambda name: store.exists(store.join(base, name, "runs", run)), names)
-    return next(((name, run) for name, here in zip(names, found, strict=True) if here), None)
+    names = store.list_dir(store.join(root, "experiments"))
+    found = side_by_side(lambda name: store.exists(layout.run(root, name, run_id)), names)
+    return next(((name, store.slug(run_id)) for name, here in zip(names, found, strict=True) if here), None)
 
 
 def find_job(root: str, experiment: str, run: str, task_id: str, map_index: int) -> str | None:
     """The job id behind mapped task instance `task_id[map_index]` of a run, or None."""
     if task_id not in JOB_TASKS or map_index < 0:
         return None
-    jobs, references = planned_jobs(store.join(root, "experiments", experiment, "runs", run))
+    jobs, references = planned_jobs(run_prefix(root, experiment, run))
     listed = references if JOB_TASKS[task_id] == "references.json" else jobs
     return listed[map_index]["job_id"] if map_index < len(listed) else None

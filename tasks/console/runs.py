@@ -135,7 +135,7 @@ def _board_row(row: LeaderboardRow, winner: str | None, links: list[TaskLink]) -
         error=row.error,
         train_loss=train.train_loss if train else None,
         eval_loss=train.eval_loss if train else None,
-        tokens_per_s=getattr(train, "tokens_per_s", None) if train else None,
+        tokens_per_s=train.tokens_per_s if train else None,
         logs=links,
     )
 
