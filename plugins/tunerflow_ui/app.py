@@ -15,6 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 from plugins.tunerflow_ui.auth import reader
 from plugins.tunerflow_ui.rendering import root_of
 from plugins.tunerflow_ui.routes import ROUTERS
+from tasks.console.runs import NotFound
 
 URL_PREFIX = "/tunerflow"
 
@@ -37,6 +38,11 @@ async def _http_error(request: Request, error: HTTPException):
     return HTMLResponse(body, status_code=error.status_code)
 
 
+async def _not_found(request: Request, error: NotFound):
+    """What a page's data says is not in the store (an experiment, run, job or file) is a 404."""
+    return await _http_error(request, HTTPException(404, str(error)))
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="tunerflow",
@@ -48,6 +54,7 @@ def create_app() -> FastAPI:
         openapi_url=None,
     )
     app.add_exception_handler(HTTPException, _http_error)
+    app.add_exception_handler(NotFound, _not_found)
     for router in ROUTERS:
         app.include_router(router)
 

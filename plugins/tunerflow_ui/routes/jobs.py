@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse, Response
 
 from plugins.tunerflow_ui.auth import EXPERIMENT_DAG, Viewer, reader
@@ -13,7 +13,6 @@ from plugins.tunerflow_ui.routes.runs import run_path
 from plugins.tunerflow_ui.stores import store_root
 from tasks.console.jobs import event_file, job_page
 from tasks.console.lookup import JOB_TASKS, find_job, find_run
-from tasks.console.runs import NotFound
 
 router = APIRouter(dependencies=[Depends(reader)])
 
@@ -28,10 +27,7 @@ def job(
     viewer: Viewer = Depends(reader),  # noqa: B008 (FastAPI's dependency idiom)
     root: str = Depends(store_root),
 ):
-    try:
-        view = job_page(root, experiment, run, job_id, page=page_number)
-    except NotFound as missing:
-        raise HTTPException(404, str(missing)) from None
+    view = job_page(root, experiment, run, job_id, page=page_number)
     return page(request, "job.html", viewer, view.label, nav="experiments", page=view)
 
 
@@ -44,10 +40,7 @@ def tensorboard_file(
     root: str = Depends(store_root),
 ) -> Response:
     """One event file, to open in a local TensorBoard (only files the committed training lists)."""
-    try:
-        data = event_file(root, experiment, run, job_id, name)
-    except NotFound as missing:
-        raise HTTPException(404, str(missing)) from None
+    data = event_file(root, experiment, run, job_id, name)
     disposition = f"attachment; filename*=UTF-8''{quote(name, safe='')}"
     return Response(data, media_type="application/octet-stream", headers={"Content-Disposition": disposition})
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
-from fastapi import APIRouter, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import RedirectResponse
 
 from plugins.tunerflow_ui.airflow_runs import run_states
@@ -12,7 +12,7 @@ from plugins.tunerflow_ui.auth import COMPARE_DAG, EXPERIMENT_DAG, Viewer, reade
 from plugins.tunerflow_ui.rendering import page, root_of
 from plugins.tunerflow_ui.stores import store_root
 from tasks.console.lookup import find_run
-from tasks.console.runs import NotFound, StateLookup, run_page
+from tasks.console.runs import StateLookup, run_page
 
 router = APIRouter(dependencies=[Depends(reader)])
 
@@ -31,10 +31,7 @@ def run(
     root: str = Depends(store_root),
     states: StateLookup = Depends(run_states),  # noqa: B008
 ):
-    try:
-        view = run_page(root, experiment, run, states, page=page_number)
-    except NotFound as missing:
-        raise HTTPException(404, str(missing)) from None
+    view = run_page(root, experiment, run, states, page=page_number)
     return page(request, "run.html", viewer, view.run_id or run, nav="experiments", page=view)
 
 
