@@ -16,6 +16,7 @@ from pydantic import BaseModel, Field
 
 from tasks.console.dataset_rows import OpenedRow, RejectedPage, open_row, rejected_page
 from tasks.console.datasets import PreparedVersion, known, prepared_version
+from tasks.console.reading import read_bytes
 from tasks.data import dataset_registry
 from tasks.storage import layout, store
 
@@ -76,8 +77,7 @@ def find_version(root: str, name: str, version: str) -> PreparedVersion | None:
 
 
 def _file(root: str, name: str, version: str, filename: str) -> bytes | None:
-    uri = store.join(layout.dataset_version(root, name, version), filename)
-    return store.backend_for(uri).read_bytes(uri) if store.exists(uri) else None
+    return read_bytes(store.join(layout.dataset_version(root, name, version), filename))
 
 
 def token_lengths_png(root: str, name: str, version: str) -> bytes | None:

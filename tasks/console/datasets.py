@@ -141,9 +141,9 @@ def prepared_version(entry: dict[str, Any]) -> PreparedVersion:
 
 def dataset_page(root: str, name: str) -> DatasetPage | None:
     """One dataset; None when the store has neither a registration nor a prepared version of it."""
-    if not known(root, name):
-        return None
     registered = name in dataset_registry.registered_names(root)
+    if not registered and name not in _prepared_names(root):
+        return None
     current = dataset_registry.get(root, name) if registered else None
     return DatasetPage(
         name=name,

@@ -61,7 +61,9 @@ def model(
     root: Root,
     changed: int | None = None,
 ):
-    data = model_page(root, _known(root, name))
+    data = model_page(root, name)
+    if data is None:
+        raise HTTPException(404, f"no model registry {name!r}")
     # The message after an action is read from the history record it names, never from the URL's text.
     move = next((m for m in data.history if m.sequence == changed), None) if changed else None
     return page(request, "model.html", viewer, f"Model registry {name}", nav="models", model=data, move=move)
