@@ -176,7 +176,7 @@ def row_scores(
     the same module computed on that row alone (so a row's rouge_l is its ROUGE-L F-measure)."""
     names = [name for name in metrics if scored_per_row(name)]
     return [
-        {name: round(compute(name, [prediction], [reference]), 6) for name in names}
+        score(names, [prediction], [reference])
         for prediction, reference in zip(predictions, references, strict=True)
     ]
 
