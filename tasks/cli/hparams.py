@@ -10,17 +10,13 @@ import yaml
 
 from tasks.cli.common import table
 from tasks.config.catalog import config_dir, hparam_presets, resolve_hparams
+from tasks.config.form import leading_comment
 from tasks.config.hparams import HParams, hparams_table
 
 
 def _preset_summary(name: str) -> str:
     """The preset file's leading comment: what the recipe is for."""
-    lines = []
-    for line in (config_dir() / "hparams" / f"{name}.yaml").read_text().splitlines():
-        if not line.startswith("#"):
-            break
-        lines.append(line.lstrip("#").strip())
-    return " ".join(lines) or "-"
+    return leading_comment(config_dir() / "hparams" / f"{name}.yaml") or "-"
 
 
 def cmd_hparams_list(args: argparse.Namespace) -> int:

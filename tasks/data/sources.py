@@ -15,6 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tasks.config.catalog import data_dir
+from tasks.config.form import builtin_datasets
 from tasks.data.hub_source import hf_source
 from tasks.data.shards import Shard, Source, SourceError, file_kind, file_source
 from tasks.storage import store
@@ -33,7 +34,7 @@ def open_source(uri: str, *, cache_dir: Path) -> Source:
 
 def _builtin_source(uri: str) -> Source:
     name = uri.removeprefix("builtin:")
-    known = sorted(p.stem for p in data_dir().glob("*.jsonl"))
+    known = builtin_datasets()
     if name not in known:
         raise SourceError(f"dataset uri '{uri}': no builtin dataset of that name (known: {', '.join(known)})")
     path = data_dir() / f"{name}.jsonl"
