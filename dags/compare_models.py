@@ -23,23 +23,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk import dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.backends import backend_name
 from tasks.backends.heavy import heavy_tasks
 from tasks.compare.config import param_specs
-from tasks.config.params import NO_DEFAULT, SharedSchema
+from tasks.config.params import airflow_params
 from tasks.storage.store import default_root
 
 BACKEND = backend_name()
-
-
-def _param(default: object, schema: dict) -> Param:
-    """The trigger form's field, its schema shared by the copies Airflow makes for each task."""
-    param = Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
-    param.schema = SharedSchema(param.schema)
-    return param
 
 
 @dag(
@@ -50,7 +43,7 @@ def _param(default: object, schema: dict) -> Param:
     max_active_runs=4,
     doc_md=__doc__,
     tags=["tunerflow", "llm", "compare"],
-    params={name: _param(default, schema) for name, (default, schema) in param_specs().items()},
+    params=airflow_params(param_specs()),
 )
 def compare_models():
     @task

@@ -28,13 +28,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.backends import backend_name
 from tasks.backends.heavy import heavy_tasks, run_of, skip_when
 from tasks.config.experiment import load_experiment
-from tasks.config.params import NO_DEFAULT, SharedSchema, param_specs
+from tasks.config.params import airflow_params, param_specs
 from tasks.pipeline import skips
 from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI, promotion_event_extra
 from tasks.storage.store import default_root
@@ -66,14 +66,6 @@ def _prepared(datasets: list[dict]) -> list[PreparedDataset]:
     return [PreparedDataset.model_validate(dataset) for dataset in datasets]
 
 
-def _param(default: object, schema: dict) -> Param:
-    """The trigger form's field. Its schema is shared by the copies Airflow makes of it for every task
-    (SharedSchema): a parse no longer deep-copies every conf model's definitions 48 times."""
-    param = Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
-    param.schema = SharedSchema(param.schema)
-    return param
-
-
 @dag(
     dag_id="finetune_experiment",
     schedule=None,
@@ -82,7 +74,7 @@ def _param(default: object, schema: dict) -> Param:
     max_active_runs=4,
     doc_md=__doc__,
     tags=["tunerflow", "llm", "fine-tuning"],
-    params={name: _param(default, schema) for name, (default, schema) in param_specs().items()},
+    params=airflow_params(param_specs()),
 )
 def finetune_experiment():
     # Planning (numpy), selection, promotion and the report load in the task that runs them, not on

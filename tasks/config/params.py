@@ -129,6 +129,19 @@ class SharedSchema(dict):
         return self
 
 
+def airflow_params(specs: dict[str, tuple[Any, dict[str, Any]]]) -> dict[str, Any]:
+    """A DAG's Params from its `param_specs` ({name: (default or NO_DEFAULT, JSON Schema)}), each schema a
+    `SharedSchema`: what both DAG files declare."""
+    from airflow.sdk import Param  # only the DAG files need Airflow here; the specs are tested without it
+
+    params = {}
+    for name, (default, schema) in specs.items():
+        param = Param(**schema) if default is NO_DEFAULT else Param(default, **schema)
+        param.schema = SharedSchema(param.schema)
+        params[name] = param
+    return params
+
+
 DEMO = "demo"
 # (title, section) of every Param, in the order the form shows them; a section is an accordion.
 LAYOUT: dict[str, tuple[str, str]] = {
