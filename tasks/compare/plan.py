@@ -27,6 +27,7 @@ from tasks.config.catalog import CatalogEntry, resolve_model
 from tasks.config.catalog import models as catalog_models
 from tasks.config.models import ModelConfig
 from tasks.contracts.compare import (
+    ASKABLE_KINDS,
     RESULTS_DIR,
     SPEC_FILE,
     CompareModel,
@@ -41,8 +42,6 @@ from tasks.contracts.train import TrainResult
 from tasks.registry import versions as registry
 from tasks.registry.champion import champion_weights
 from tasks.storage import layout, store
-
-ASKABLE_KINDS = ("chat", "preference")  # rows with prompts; a text dataset has none
 
 
 def comparison_prefix(store_root: str, run_id: str) -> str:

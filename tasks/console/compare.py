@@ -15,7 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from tasks.config.catalog import models as catalog_models
+from tasks.console.charts import Chart, Series
+from tasks.console.reading import read_json
 from tasks.contracts.compare import (
+    ASKABLE_KINDS,
     RESULTS_DIR,
     SPEC_FILE,
     Answer,
@@ -28,7 +31,6 @@ from tasks.registry import versions as registry
 from tasks.storage import layout, store
 
 RECENT_RUNS = 10  # experiment runs whose jobs the form offers
-ASKABLE_KINDS = ("chat", "preference")
 State = Literal["queued", "running", "success", "failed"]
 
 
@@ -94,7 +96,7 @@ class ComparisonView(BaseModel):
     generation: GenerationSettings | None = Field(description="The shared generation settings.")
     device: str | None = Field(description="Where the local models ran.")
     finished_at: str | None = Field(description="When it finished.")
-    charts: dict[str, dict[str, Any]] = Field(
+    charts: dict[str, Chart] = Field(
         default_factory=dict, description="Bar charts of each model's mean tokens/s and time to first token."
     )
 
@@ -188,17 +190,13 @@ def comparison_prefix(store_root: str, run_id: str) -> str:
     return layout.comparison(store_root, run_id)
 
 
-def _read(uri: str) -> dict[str, Any] | None:
-    return store.read_json(uri) if store.exists(uri) else None
-
-
 def _state(prefix: str) -> tuple[State, str | None, dict[str, Any] | None]:
     """(state, the failure's message, the committed result) of the comparison at `prefix`."""
     results = store.join(prefix, RESULTS_DIR)
     committed = store.committed_result(results)
     if committed is not None:
         return "success", None, committed
-    error = _read(store.join(prefix, "error.json")) or _read(store.join(results, "error.json"))
+    error = read_json(store.join(prefix, "error.json")) or read_json(store.join(results, "error.json"))
     if error:
         return "failed", error.get("message"), None
     return ("running" if store.exists(store.join(prefix, SPEC_FILE)) else "queued"), None, None
@@ -210,13 +208,14 @@ def past_comparisons(store_root: str, limit: int = 50) -> list[ComparisonSummary
     for key in store.list_dir(root):
         prefix = store.join(root, key)
         state, _, _ = _state(prefix)
-        spec = _read(store.join(prefix, SPEC_FILE))
+        spec = read_json(store.join(prefix, SPEC_FILE))
         if spec is not None:
             spec = CompareSpec.model_validate(spec)
             run_id, models = spec.run_id, [m.label for m in spec.models]
             first = spec.prompts[0].messages[-1]["content"] if spec.prompts else spec.eval_set.source
         else:
-            run_id, models, first = (_read(store.join(prefix, "error.json")) or {}).get("run_id", key), [], ""
+            refused = read_json(store.join(prefix, "error.json")) or {}
+            run_id, models, first = refused.get("run_id", key), [], ""
         when = store.modified_at(prefix)
         found.append(
             ComparisonSummary(run_id=run_id, state=state, models=models, first_prompt=first, when=when)
@@ -230,18 +229,14 @@ def _mean(values: list[float | None]) -> float | None:
     return round(sum(present) / len(present), 4) if present else None
 
 
-def speed_charts(result: CompareResult) -> dict[str, dict[str, Any]]:
+def speed_charts(result: CompareResult) -> dict[str, Chart]:
     """Bar charts (one bar per model) of the mean decode rate and the mean time to first token."""
     labels = [m.label for m in result.models]
 
-    def chart(title: str, unit: str, values: list[float | None]) -> dict[str, Any]:
-        return {
-            "kind": "bar",
-            "title": title,
-            "y": unit,
-            "labels": labels,
-            "series": [{"label": title, "values": values}],
-        }
+    def chart(title: str, unit: str, values: list[float | None]) -> Chart:
+        return Chart(
+            title=title, y=unit, kind="bar", labels=labels, series=[Series(label=title, values=values)]
+        )
 
     rates = [_mean([a.tokens_per_s for a in m.answers]) for m in result.models]
     ttft = [
@@ -270,7 +265,7 @@ def comparison(store_root: str, run_id: str) -> ComparisonView:
     state, error, committed = _state(prefix)
     empty = {"rows": [], "generation": None, "device": None, "finished_at": None}
     if committed is None:
-        spec = _read(store.join(prefix, SPEC_FILE))
+        spec = read_json(store.join(prefix, SPEC_FILE))
         columns = []
         if spec is not None:
             spec = CompareSpec.model_validate(spec)
