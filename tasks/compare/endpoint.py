@@ -45,14 +45,9 @@ class Endpoint:
                 f"no model name for connection '{model.conn_id}': set `model` in the conf, or "
                 '"model" in the connection\'s extra'
             )
-        self.url = f"{self.endpoint.base_url.rstrip('/')}/chat/completions"
-        self.headers = {**self.endpoint.headers, "Content-Type": "application/json"}
-        if self.endpoint.api_key is not None:
-            self.headers["Authorization"] = f"Bearer {self.endpoint.api_key.get_secret_value()}"
-
-    def scrub(self, text: str) -> str:
-        key = self.endpoint.api_key.get_secret_value() if self.endpoint.api_key else ""
-        return text.replace(key, "***") if key else text
+        self.url = self.endpoint.chat_url
+        self.headers = self.endpoint.request_headers()
+        self.scrub = self.endpoint.scrub
 
     def _events(self, response: Any) -> Iterator[dict[str, Any]]:
         """The server-sent events' JSON payloads, up to `[DONE]`."""

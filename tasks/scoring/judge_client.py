@@ -81,15 +81,9 @@ class JudgeClient:
                 f"scoring.judge.model: no judge model given; set scoring.judge.model in the conf, or "
                 f"\"model\" in the extra of Airflow connection '{endpoint.conn_id}'"
             )
-        self.url = f"{endpoint.base_url.rstrip('/')}/chat/completions"
-        self.headers = {**endpoint.headers, "Content-Type": "application/json"}
-        if endpoint.api_key is not None:
-            self.headers["Authorization"] = f"Bearer {endpoint.api_key.get_secret_value()}"
-
-    def scrub(self, text: str) -> str:
-        """`text` without the API key (an error body may echo what it was sent)."""
-        key = self.endpoint.api_key.get_secret_value() if self.endpoint.api_key else ""
-        return text.replace(key, "***") if key else text
+        self.url = endpoint.chat_url
+        self.headers = endpoint.request_headers()
+        self.scrub = endpoint.scrub
 
     def ask_all(self, conversations: Sequence[Messages]) -> tuple[list[Any], dict[int, str]]:
         """Replies in row order, and why each row without one got none (by row index). A JudgeError (key

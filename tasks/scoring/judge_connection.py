@@ -55,6 +55,24 @@ class JudgeEndpoint(BaseModel):
         default_factory=dict, repr=False, description="The connection's extra.headers, sent with every call."
     )
 
+    @property
+    def chat_url(self) -> str:
+        """Where chat completions are posted."""
+        return f"{self.base_url.rstrip('/')}/chat/completions"
+
+    def request_headers(self) -> dict[str, str]:
+        """Every call's headers: the connection's own, JSON, and the API key as a bearer token. The key
+        leaves the SecretStr only here, for the request."""
+        headers = {**self.headers, "Content-Type": "application/json"}
+        if self.api_key is not None:
+            headers["Authorization"] = f"Bearer {self.api_key.get_secret_value()}"
+        return headers
+
+    def scrub(self, text: str) -> str:
+        """`text` without the API key (an error body may echo what it was sent)."""
+        key = self.api_key.get_secret_value() if self.api_key else ""
+        return text.replace(key, "***") if key else text
+
 
 def how_to_create(conn_id: str) -> str:
     example = {
