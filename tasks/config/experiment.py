@@ -14,9 +14,11 @@ from tasks.config.dataset import DatasetConfig
 from tasks.config.export import ExportConfig
 from tasks.config.form import expand
 from tasks.config.hparams import HParams
+from tasks.config.merge import MergeConfig
 from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
+from tasks.config.search import BudgetConfig, SearchConfig
 from tasks.config.training import ALLOWED_METHODS, NOT_YET, TrainingConfig
 from tasks.scoring import plugins as scoring_plugins
 from tasks.storage import layout, store
@@ -32,9 +34,16 @@ class ExperimentConfig(StrictModel):
     hparams: list[HParams] = Field(
         min_length=1, description="Hyperparameter groups: presets or inline values."
     )
+    search: SearchConfig = Field(
+        default_factory=SearchConfig, description="Which trials are trained: a grid, random or TPE; halving."
+    )
+    budget: BudgetConfig = Field(default_factory=BudgetConfig, description="What the experiment may spend.")
     training: TrainingConfig = Field(default_factory=TrainingConfig, description="Training type and method.")
     scoring: ScoringConfig = Field(default_factory=ScoringConfig, description="How every job is scored.")
     export: ExportConfig = Field(default_factory=ExportConfig, description="How the winner is exported.")
+    merge: MergeConfig = Field(
+        default_factory=MergeConfig, description="Merge the best jobs of each base model into a candidate."
+    )
     promotion: PromotionConfig = Field(default_factory=PromotionConfig, description="Registry promotion.")
 
     @model_validator(mode="after")

@@ -151,8 +151,11 @@ LAYOUT: dict[str, tuple[str, str]] = {
     "datasets": ("Datasets", "Data, models and hyperparameters"),
     "models": ("Base models", "Data, models and hyperparameters"),
     "hparams": ("Hyperparameter groups", "Data, models and hyperparameters"),
+    "search": ("Search", "Search and budget"),
+    "budget": ("Budget", "Search and budget"),
     "training": ("Training type and method", "Training"),
     "scoring": ("Scoring", "Scoring"),
+    "merge": ("Merged candidates", "Merge"),
     "export": ("Export", "Export"),
     "promotion": ("Promotion", "Promotion"),
 }

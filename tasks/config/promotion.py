@@ -20,3 +20,11 @@ class PromotionConfig(StrictModel):
         description="Score the current production model again on this run's eval set, with the same code "
         "and rows as the candidate, so that promotion compares like for like (champion/challenger).",
     )
+    require_approval: bool = Field(
+        False,
+        description="Before the production pointer moves, a person approves or rejects the candidate in "
+        "Airflow (a human-in-the-loop task showing the leaderboard, the champion comparison and answers).",
+    )
+    approval_timeout_hours: float = Field(
+        24.0, gt=0, description="With require_approval: hours to wait for a decision before rejecting."
+    )

@@ -26,7 +26,14 @@ class PlannedJob(Contract):
 
     job_id: str = Field(description="Store key of the job.")
     label: str = Field(description="`dataset|model|hparams` (`base` for a reference).")
-    kind: Literal["train", "reference"] = Field(description="A training job or a base-model reference.")
+    kind: Literal["train", "reference", "merge"] = Field(
+        description="A training job, a base-model reference or a merged candidate."
+    )
+    round: int = Field(1, ge=1, description="The search round that trains it (1 without a search).")
+    trial: str | None = Field(None, description="The trial (hyperparameter group) it trains, in a search.")
+    final: bool = Field(
+        True, description="Scored and ranked; False for a halving rung that only decides who continues."
+    )
     train_spec: str | None = Field(None, description="URI of the TrainSpec (train jobs).")
     train_argv: list[str] | None = Field(None, description="The train command (train jobs).")
     evaluate_spec: str = Field(description="URI of the EvaluateSpec.")
@@ -34,8 +41,10 @@ class PlannedJob(Contract):
 
     @model_validator(mode="after")
     def _train_jobs_train(self) -> PlannedJob:
-        if (self.kind == "train") != (self.train_spec is not None):
-            raise ValueError(f"job {self.job_id}: a train job has a train_spec, a reference has none")
+        if (self.kind == "reference") == (self.train_spec is not None):
+            raise ValueError(
+                f"job {self.job_id}: a train job (or merge) has a train_spec, a reference has none"
+            )
         return self
 
 

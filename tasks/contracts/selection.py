@@ -17,14 +17,26 @@ class LeaderboardRow(Contract):
 
     job_id: str = Field(description="Store key of the job.")
     label: str = Field(description="Row label.")
-    kind: Literal["train", "reference"] = Field(description="A training job or a base-model reference.")
+    kind: Literal["train", "reference", "merge"] = Field(
+        description="A training job, a base-model reference or a merged candidate."
+    )
     train: TrainResult | None = Field(description="The committed train result, if any.")
     metrics: dict[str, float | None] = Field(description="PyTorch metrics from the committed evaluation.")
     scored_on: str | None = Field(description="The dataset scored on.")
     metrics_jsonl: str | None = Field(description="The training curves.")
     quantized: QuantizedScores | None = Field(None, description="Scores of the export, with `rank_on`.")
-    status: Literal["succeeded", "failed", "reference"] = Field(description="How the job ended.")
+    status: Literal["succeeded", "failed", "reference", "pruned"] = Field(
+        description="How the job ended; pruned: stopped by successive halving, not failed."
+    )
     error: str | None = Field(None, description="Why a failed job failed.")
+    stopped: str | None = Field(
+        None, description="Why training ended early (halving, early stopping, time limit), with the step."
+    )
+    round: int | None = Field(None, description="The search round of the row's last training.")
+    device_hours: float | None = Field(None, description="devices x training hours of the job.")
+    cost: float | None = Field(None, description="device_hours x the deployment's price per device-hour.")
+    parts: list[str] | None = Field(None, description="A merged candidate: the labels of its parts.")
+    merge_method: str | None = Field(None, description="A merged candidate: how its parts were merged.")
     rank: int | None = Field(None, description="1 for the winner; succeeded jobs only.")
 
 
@@ -43,6 +55,12 @@ class Leaderboard(Contract):
     rows: list[LeaderboardRow] = Field(default_factory=list, description="Every planned job.")
     winner: LeaderboardRow | None = Field(None, description="The first ranked row.")
     failed: list[Failure] = Field(default_factory=list, description="The failed jobs with reasons.")
+    currency: str | None = Field(None, description="Currency of `cost`, when a price is set.")
+    device_hours: float | None = Field(None, description="Sum of every job's device-hours.")
+    cost: float | None = Field(None, description="Sum of every job's cost.")
+    search: str | None = Field(
+        None, description="How the search ended: trials, rounds, and a budget that stopped it."
+    )
 
 
 class Selection(ExportPlan):

@@ -19,7 +19,15 @@ class TrainSpec(JobSpec):
     hparams: ResolvedHParams = Field(description="The hyperparameter group, presets resolved.")
     training: TrainingConfig = Field(description="Training type and method.")
     checkpoints: str | None = Field(
-        None, description="Checkpoints prefix; by default `checkpoints/` beside the output."
+        None,
+        description="Checkpoints prefix; by default `checkpoints/` beside the output. The rounds of one "
+        "trial share their first round's, so a later round resumes where the earlier one stopped.",
+    )
+    stop_at_step: int | None = Field(
+        None,
+        ge=1,
+        description="Successive halving: stop at this global step (checkpoint committed, validation loss "
+        "measured) while the learning-rate schedule still spans max_steps; a later round continues.",
     )
 
 
@@ -51,3 +59,16 @@ class TrainResult(OpenContract):
     checkpoints: CheckpointsInfo | None = Field(None, description="The committed checkpoints.")
     runtime_s: float | None = Field(None, description="Seconds this process trained.")
     tokens_per_s: float | None = Field(None, description="Training tokens per second in this process.")
+    stopped: str | None = Field(
+        None,
+        description="Why training ended before max_steps: halving, early stopping or the time limit, "
+        "with the step.",
+    )
+    best_step: int | None = Field(None, description="Early stopping: the step of the weights kept.")
+    device: str | None = Field(None, description="cuda or cpu: what device_hours count.")
+    devices: int | None = Field(None, description="GPUs (or CPU cores) the job trained on.")
+    device_hours: float | None = Field(
+        None, description="devices x training hours, over every try and round of this job's checkpoints."
+    )
+    merged_from: list[str] | None = Field(None, description="A merged candidate: the labels of its parts.")
+    merge_method: str | None = Field(None, description="A merged candidate: how its parts were merged.")

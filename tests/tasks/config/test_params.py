@@ -42,8 +42,11 @@ def test_every_experiment_field_is_a_param_with_title_and_description():
         "datasets",
         "models",
         "hparams",
+        "search",
+        "budget",
         "training",
         "scoring",
+        "merge",
         "export",
         "promotion",
     }

@@ -50,8 +50,11 @@ def test_the_form_is_laid_out_in_sections_titled_for_people():
         ("datasets", "Datasets", "Data, models and hyperparameters"),
         ("models", "Base models", "Data, models and hyperparameters"),
         ("hparams", "Hyperparameter groups", "Data, models and hyperparameters"),
+        ("search", "Search", "Search and budget"),
+        ("budget", "Budget", "Search and budget"),
         ("training", "Training type and method", "Training"),
         ("scoring", "Scoring", "Scoring"),
+        ("merge", "Merged candidates", "Merge"),
         ("export", "Export", "Export"),
         ("promotion", "Promotion", "Promotion"),
     ]
