@@ -73,14 +73,22 @@ class BoardRow(BaseModel):
     rank: int | None = Field(description="1 for the winner; succeeded jobs only.")
     label: str = Field(description="`dataset|model|hparams`.")
     job_id: str = Field(description="The job's store key.")
-    kind: str = Field(description="train or reference.")
-    status: str = Field(description="succeeded, failed, reference, or pending while the run goes on.")
+    kind: str = Field(description="train, reference or merge (a merged candidate).")
+    status: str = Field(
+        description="succeeded, failed, reference, pruned (stopped by halving), or pending while it runs."
+    )
     winner: bool = Field(description="The run's winner.")
     metrics: dict[str, float | None] = Field(description="Its scores.")
     error: str | None = Field(None, description="Why it failed.")
     train_loss: float | None = Field(None, description="Mean training loss.")
     eval_loss: float | None = Field(None, description="Validation loss at the end of training.")
     tokens_per_s: float | None = Field(None, description="Training throughput.")
+    stopped: str | None = Field(None, description="Why training ended early (halving, early stopping, time).")
+    round: int | None = Field(None, description="The search round of the row's last training.")
+    device_hours: float | None = Field(None, description="devices x training hours.")
+    cost: float | None = Field(None, description="device_hours x the deployment's price per device-hour.")
+    parts: list[str] | None = Field(None, description="A merged candidate: the labels of its parts.")
+    merge_method: str | None = Field(None, description="A merged candidate: how its parts were merged.")
     logs: list[TaskLink] = Field(default_factory=list, description="Its tasks' logs in Airflow.")
 
 
@@ -98,6 +106,10 @@ class RunPage(BaseModel):
     rank_on: str = Field(description="pytorch or the export format ranked on.")
     metric_names: list[str] = Field(description="The leaderboard's metric columns, primary first.")
     rows: list[BoardRow] = Field(description="The leaderboard.")
+    search: str | None = Field(None, description="How the search ended: trials, rounds, a budget stop.")
+    device_hours: float | None = Field(None, description="Every job's device-hours together.")
+    cost: float | None = Field(None, description="Every job's cost together.")
+    currency: str | None = Field(None, description="Currency of the costs, when a price is set.")
     winner: str | None = Field(description="The winner's label.")
     loss_chart: Chart = Field(description="Train and eval loss of every job.")
     metric_chart: Chart = Field(description="The primary metric per job.")
@@ -136,6 +148,12 @@ def _board_row(row: LeaderboardRow, winner: str | None, links: list[TaskLink]) -
         train_loss=train.train_loss if train else None,
         eval_loss=train.eval_loss if train else None,
         tokens_per_s=train.tokens_per_s if train else None,
+        stopped=row.stopped or (train.stopped if train else None),
+        round=row.round,
+        device_hours=row.device_hours,
+        cost=row.cost,
+        parts=row.parts,
+        merge_method=row.merge_method,
         logs=links,
     )
 
@@ -170,7 +188,7 @@ def loss_chart(prefix: str, rows: list[BoardRow]) -> Chart:
     series = []
     for row in rows:
         if row.kind != "train":
-            continue
+            continue  # references train nothing; a merge's curves are its parts'
         points = curves(parse_all(lines_of(files.get(row.job_id))), ("loss", "eval_loss"))
         series.append(Series(label=f"{row.label} train", points=points["loss"]))
         if points["eval_loss"]:
@@ -193,7 +211,7 @@ def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn
     """Base models first, then every job that was scored (leaderboard order), then the champion; each
     with its predictions.jsonl."""
     predictions = per_job(prefix, "evaluate/predictions.jsonl")
-    ordered = [r for r in rows if r.kind == "reference"] + [r for r in rows if r.kind == "train"]
+    ordered = [r for r in rows if r.kind == "reference"] + [r for r in rows if r.kind != "reference"]
     columns = [
         (
             AnswerColumn(
@@ -205,7 +223,7 @@ def answer_columns(prefix: str, rows: list[BoardRow]) -> list[tuple[AnswerColumn
             predictions.get(row.job_id),
         )
         for row in ordered
-        if row.status != "failed"
+        if row.status not in ("failed", "pruned")
     ]
     champion = read_json(store.join(prefix, "champion", "evaluate.json"))
     if isinstance(champion, dict) and champion.get("output"):
@@ -260,6 +278,10 @@ def run_page(root: str, experiment: str, run: str, states: StateLookup = no_stat
         metric_names=_metric_names(primary, rows),
         rows=rows,
         winner=board.winner.label if board and board.winner else None,
+        search=board.search if board else None,
+        device_hours=board.device_hours if board else None,
+        cost=board.cost if board else None,
+        currency=board.currency if board else None,
         loss_chart=loss_chart(prefix, rows),
         metric_chart=metric_chart(primary, rows),
         answers=answers_page(answer_columns(prefix, rows), read_bytes(split), page),

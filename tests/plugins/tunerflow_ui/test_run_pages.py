@@ -113,3 +113,23 @@ def test_airflows_task_instance_link_lands_on_the_job_page_or_says_which_tasks_h
     other = client.get(f"{base}/report/-1")
     assert other.status_code == 404 and "train[i], evaluate[i], score_base[i]" in other.text
     assert f'href="/tunerflow{RUN_URL}"' in other.text
+
+
+def test_run_page_shows_pruned_trials_merges_and_costs_escaped(pages, tmp_path):
+    from tasks.contracts.selection import Leaderboard
+    from tasks.storage import layout
+
+    uri = store.join(layout.run(store.to_uri(tmp_path / "store"), "demo", HOSTILE.run_id), "leaderboard.json")
+    board = Leaderboard.model_validate(store.read_json(uri))
+    pruned = next(row for row in board.rows if row.label.endswith("plain"))
+    pruned.status, pruned.rank, pruned.stopped = "pruned", None, f"stopped by halving at step 8 {SCRIPT}"
+    winner = board.rows[0]
+    winner.parts, winner.merge_method = [f"qa|tiny|{SCRIPT}", "qa|tiny|b"], "ties"
+    winner.device_hours, winner.cost = 0.5, 1.25
+    board.device_hours, board.cost, board.currency = 0.5, 1.25, "EUR"
+    store.write_json(uri, board.model_dump(mode="json"))
+    html = pages().get(RUN_URL).text
+    assert '<tr class="pruned">' in html and "stopped by halving at step 8" in html
+    assert "merged (ties) from qa|tiny|&lt;script&gt;" in html
+    assert "Training used 0.5 device-hours, 1.25 EUR." in html and "Cost (EUR)" in html
+    _escaped(html)

@@ -132,3 +132,45 @@ def test_the_run_page_reads_an_s3_store_as_a_file_store(s3_store_root):
     assert page.winner == "qa|tiny|lr1e-3" and len(page.loss_chart.series) == 6
     assert [a.text for a in page.answers.questions[0].answers] == ["I am Tuna."] * 4
     assert page.answers.questions[1].question == "What license?"
+
+
+def _rewrite_board(root: str, change) -> None:
+    """The run's leaderboard.json changed as a search, a merge or a priced deployment would write it."""
+    from tasks.contracts.selection import Leaderboard
+
+    uri = store.join(layout.run(root, RUN.experiment, RUN.run_id), "leaderboard.json")
+    board = Leaderboard.model_validate(store.read_json(uri))
+    change(board)
+    store.write_json(uri, board.model_dump(mode="json"))
+
+
+def test_pruned_trials_merged_candidates_and_costs_are_on_the_leaderboard(root):
+    def change(board):
+        rows = {row.label.split("|")[-1]: row for row in board.rows}
+        rows["lr2e-4"].status, rows["lr2e-4"].rank = "pruned", None
+        rows["lr2e-4"].stopped, rows["lr2e-4"].round = "stopped by halving at step 8", 1
+        rows["lr1e-3"].kind, rows["lr1e-3"].merge_method = "merge", "ties"
+        rows["lr1e-3"].parts = ["qa|tiny|a", "qa|tiny|b"]
+        for row, hours in ((rows["lr1e-3"], 0.5), (rows["lr2e-4"], 0.25)):
+            row.device_hours, row.cost = hours, hours * 2
+        board.device_hours, board.cost, board.currency = 0.75, 1.5, "EUR"
+        board.search = "halving over 8 trials in 2 rounds"
+
+    _rewrite_board(root, change)
+    page = _page(root)
+    rows = {r.label.split("|")[-1]: r for r in page.rows}
+    assert (rows["lr2e-4"].status, rows["lr2e-4"].stopped, rows["lr2e-4"].round) == (
+        "pruned",
+        "stopped by halving at step 8",
+        1,
+    )
+    assert (rows["lr1e-3"].kind, rows["lr1e-3"].parts, rows["lr1e-3"].merge_method) == (
+        "merge",
+        ["qa|tiny|a", "qa|tiny|b"],
+        "ties",
+    )
+    assert (rows["lr1e-3"].device_hours, rows["lr1e-3"].cost) == (0.5, 1.0)
+    assert (page.device_hours, page.cost, page.currency) == (0.75, 1.5, "EUR")
+    assert page.search == "halving over 8 trials in 2 rounds"
+    # A pruned trial was never scored on the test split: it has no answers column.
+    assert "qa|tiny|lr2e-4" not in [column.label for column in page.answers.columns]
