@@ -73,3 +73,15 @@ def test_the_experiment_names_the_merge_field(tmp_path):
     }
     with pytest.raises(ConfError, match=r"merge: merge.weights: give one weight per merged job"):
         parse_experiment(conf)
+
+
+def test_the_example_conf_validates():
+    import yaml
+
+    from tasks.config.experiment import parse_experiment
+    from tests.conftest import REPO
+
+    conf = yaml.safe_load((REPO / "include/configs/experiments/merge-ties.yaml").read_text())
+    experiment = parse_experiment(conf)
+    assert experiment.merge.enabled and experiment.merge.method == "ties"
+    assert method_problem(experiment.merge, experiment.training.method) is None
