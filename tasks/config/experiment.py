@@ -14,7 +14,7 @@ from tasks.config.dataset import DatasetConfig
 from tasks.config.export import ExportConfig
 from tasks.config.form import expand
 from tasks.config.hparams import HParams
-from tasks.config.merge import MergeConfig
+from tasks.config.merge import MergeConfig, method_problem
 from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
@@ -87,6 +87,9 @@ class ExperimentConfig(StrictModel):
                 f"scoring.primary '{self.scoring.primary}' must be one of "
                 f"scoring.metrics {self.scoring.metrics}"
             )
+        merge_problem = method_problem(self.merge, self.training.method)
+        if merge_problem:
+            problems.append(merge_problem)
         if problems:
             raise ValueError("; ".join(problems))
         return self

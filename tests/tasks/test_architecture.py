@@ -133,7 +133,15 @@ def test_the_top_level_of_tasks_holds_only_the_step_entrypoints():
     """`python -m tasks.<step> --job <uri>` is the command in every stored spec and pod; everything
     else lives in a package by concern."""
     top = sorted(p.stem for p in TASKS.glob("*.py") if p.stem != "__init__")
-    assert top == ["check_export", "compare_models", "evaluate", "export", "prepare_dataset", "train"]
+    assert top == [
+        "check_export",
+        "compare_models",
+        "evaluate",
+        "export",
+        "merge",
+        "prepare_dataset",
+        "train",
+    ]
     for stem in top:
         source = (TASKS / f"{stem}.py").read_text(encoding="utf-8")
         assert 'if __name__ == "__main__":' in source, f"tasks/{stem}.py is not runnable with -m"
