@@ -18,7 +18,7 @@ from tasks.config.merge import MergeConfig
 from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
-from tasks.config.search import BudgetConfig, SearchConfig
+from tasks.config.search import BudgetConfig, SearchConfig, experiment_problems
 from tasks.config.training import ALLOWED_METHODS, NOT_YET, TrainingConfig
 from tasks.scoring import plugins as scoring_plugins
 from tasks.storage import layout, store
@@ -87,6 +87,7 @@ class ExperimentConfig(StrictModel):
                 f"scoring.primary '{self.scoring.primary}' must be one of "
                 f"scoring.metrics {self.scoring.metrics}"
             )
+        problems += experiment_problems(self.search, self.budget, len(self.hparams))
         if problems:
             raise ValueError("; ".join(problems))
         return self
