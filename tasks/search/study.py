@@ -66,7 +66,7 @@ def save_study(run_uri: str, study: StudyRecord) -> None:
 
 
 def _distribution(param: SearchParam) -> Any:
-    import optuna
+    import optuna  # heavy (sqlalchemy, numpy): loaded by the planning task that samples only
 
     if param.choices is not None or param.type == "categorical":
         return optuna.distributions.CategoricalDistribution(param.choices)
@@ -77,7 +77,7 @@ def _distribution(param: SearchParam) -> Any:
 
 
 def _sampler(search: SearchConfig, round_number: int) -> Any:
-    import optuna
+    import optuna  # heavy (sqlalchemy, numpy): loaded by the planning task that samples only
 
     # One seed per round: a re-run of round k's planning draws exactly what its first run drew.
     seed = search.seed * 100 + round_number
@@ -87,7 +87,7 @@ def _sampler(search: SearchConfig, round_number: int) -> Any:
 
 
 def _frozen(record: TrialRecord, distributions: dict[str, Any]) -> Any:
-    from optuna.trial import TrialState, create_trial
+    from optuna.trial import TrialState, create_trial  # heavy: see _distribution
 
     state = {
         "running": TrialState.RUNNING,
@@ -101,7 +101,7 @@ def _frozen(record: TrialRecord, distributions: dict[str, Any]) -> Any:
 
 def sample(study: StudyRecord, search: SearchConfig, round_number: int, count: int) -> list[TrialRecord]:
     """`count` new trials from an Optuna study rebuilt from `study` (every trial told as recorded)."""
-    import optuna
+    import optuna  # heavy (sqlalchemy, numpy): loaded by the planning task that samples only
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     distributions = {name: _distribution(param) for name, param in search.space.items()}
