@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any
 
 from tasks.config.base import ConfError
@@ -340,3 +341,19 @@ def final_jobs(run_uri: str, round_number: int) -> list[PlannedJob]:
     or, when the budget stopped a halving search, the survivors' jobs of the round before."""
     plan = read_round(run_uri, round_number)
     return plan.evaluate if plan is not None else []
+
+
+# `train`, `evaluate` (round 1) and `round_<k>.train`, `round_<k>.evaluate`: the mapped job tasks.
+_ROUND_TASK = re.compile(r"(?:round_(\d+)\.)?(train|evaluate)")
+
+
+def job_of_task(run_uri: str, task_id: str, map_index: int) -> str | None:
+    """The job id behind mapped task instance `task_id[map_index]` (`train`, `evaluate`,
+    `round_<k>.train`, `round_<k>.evaluate`): its place in the list its round's planning returned
+    (`search/round-<k>.json`). None for another task, or a run planned before rounds were recorded."""
+    matched = _ROUND_TASK.fullmatch(task_id)
+    plan = read_round(run_uri, int(matched[1] or 1)) if matched and map_index >= 0 else None
+    if plan is None:
+        return None
+    listed = plan.train if matched[2] == "train" else plan.evaluate
+    return listed[map_index].job_id if map_index < len(listed) else None

@@ -171,3 +171,19 @@ def test_a_run_without_a_search_plans_nothing_in_later_rounds(store_root):
     assert final_jobs(info.run_uri, 1) == jobs
     assert plan_round(info, 2) == [] and final_jobs(info.run_uri, 2) == []
     assert load_study(info.run_uri) is None
+
+
+def test_a_mapped_task_instance_finds_its_job_in_its_round(store_root):
+    from tasks.pipeline.plan import job_of_task
+
+    info, prepared = start(store_root, conf(GRID_8))
+    first = plan_jobs(info, prepared)
+    for index, job in enumerate(first):
+        commit_train(info, job, float(index))
+    second = plan_round(info, 2)
+    assert job_of_task(info.run_uri, "train", 7) == first[7].job_id
+    assert job_of_task(info.run_uri, "evaluate", 0) is None, "round 1 scores nothing with halving"
+    assert job_of_task(info.run_uri, "round_2.train", 1) == second[1].job_id
+    assert job_of_task(info.run_uri, "round_2.evaluate", 1) == second[1].job_id
+    assert job_of_task(info.run_uri, "round_3.train", 0) is None
+    assert job_of_task(info.run_uri, "select_best", 0) is None
