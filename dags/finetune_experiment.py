@@ -6,6 +6,7 @@ training job; every job is scored the same way; the best is exported to ONNX (FP
 checked, promoted to the registry if it beats the champion, and written up in an HTML report.
 
 `validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job]`
+`-> round_2 .. round_6 (plan -> train[job] -> evaluate[job])`
 `(+ score_base[ds|model]) -> select_best -> export -> check_export`
 `(+ plan_champion -> score_champion) -> promote -> report`
 
@@ -17,6 +18,10 @@ checked, promoted to the registry if it beats the champion, and written up in an
   and promotion are optional: empty means the defaults, shown in each field's help. Anything a choice
   cannot say (your own data path, a preset with changed values) goes in the conf JSON, which takes the
   full conf; a choice is only a shorter way to write the same fields (`tasks/config/form.py`).
+* **Search** (`search` in the conf): random or TPE trials sampled by Optuna, or a grid over a space,
+  and successive halving. Each later round is a task group `round_<k>`: it plans the next trials (or
+  continues halving's survivors from their checkpoints), trains them and scores its final jobs; a
+  round with nothing to do skips. Without a search the groups `round_2`.. plan nothing.
 * A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
   others with their reasons.
 * Heavy steps run as `python -m tasks.<step> --job <spec uri>`: in a subprocess (`local`, default) or
@@ -28,13 +33,14 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from airflow.sdk import Asset, dag, get_current_context, task
+from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
 from tasks.backends import backend_name
 from tasks.backends.heavy import heavy_tasks, run_of, skip_when
 from tasks.config.experiment import load_experiment
 from tasks.config.params import airflow_params, param_specs
+from tasks.config.search import MAX_ROUNDS
 from tasks.pipeline import skips
 from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI, promotion_event_extra
 from tasks.storage.store import default_root
@@ -91,6 +97,21 @@ def finetune_experiment():
         from tasks.pipeline.plan import plan_jobs as plan
 
         return _xcom(plan(_this_run(), _prepared(datasets)))
+
+    # all_done: a round starts once the previous round's jobs ended, however they ended; it plans
+    # nothing (and its mapped tasks skip) when the run has no search or the search is finished.
+    @task(trigger_rule="all_done")
+    def plan(round_number: int) -> list[dict]:
+        from tasks.pipeline.plan import plan_round
+
+        return _xcom(plan_round(_this_run(), round_number))
+
+    # The jobs a round scores: only its final ones (a halving rung that decides who continues is not).
+    @task
+    def final_jobs(round_number: int) -> list[dict]:
+        from tasks.pipeline.plan import final_jobs as finals
+
+        return _xcom(finals(_this_run().run_uri, round_number))
 
     @task
     def plan_references(datasets: list[dict]) -> list[dict]:
@@ -183,14 +204,27 @@ def finetune_experiment():
     jobs = plan_jobs(datasets)
     references = plan_references(datasets)
     trained = heavy.train(jobs)
-    scored = heavy.evaluate(jobs)
+    finals = final_jobs(1)
+    jobs >> finals
+    scored = heavy.evaluate(finals)
+    trained >> scored
+    ended = [trained, scored]
+    for round_number in range(2, MAX_ROUNDS + 1):
+        with TaskGroup(f"round_{round_number}"):
+            planned = plan(round_number)
+            round_trained = heavy.train(planned)
+            round_finals = final_jobs(round_number)
+            planned >> round_finals
+            round_scored = heavy.evaluate(round_finals)
+            round_trained >> round_scored
+        ended >> planned
+        ended = [round_trained, round_scored]
     based = heavy.score_base(references)
     selection = select_best()
     exported = heavy.export(selection["export_argv"])
     checked = heavy.check_export(selection["check_export_argv"])
     champion = heavy.score_champion(plan_champion(selection))
-    trained >> scored
-    [scored, based] >> selection
+    [*ended, based] >> selection
     exported >> checked
     promoted = promote(selection)
     [checked, champion] >> promoted

@@ -18,7 +18,7 @@ from tasks.config.merge import MergeConfig, method_problem
 from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
-from tasks.config.search import BudgetConfig, SearchConfig
+from tasks.config.search import BudgetConfig, SearchConfig, experiment_problems
 from tasks.config.training import ALLOWED_METHODS, NOT_YET, TrainingConfig
 from tasks.scoring import plugins as scoring_plugins
 from tasks.storage import layout, store
@@ -90,6 +90,7 @@ class ExperimentConfig(StrictModel):
         merge_problem = method_problem(self.merge, self.training.method)
         if merge_problem:
             problems.append(merge_problem)
+        problems += experiment_problems(self.search, self.budget, len(self.hparams))
         if problems:
             raise ValueError("; ".join(problems))
         return self

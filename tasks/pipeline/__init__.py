@@ -2,5 +2,6 @@
 selection, orchestration of promotion and the report.
 
 Light: DAG tasks import it, heavy modules never at import time. May import `tasks.config`,
-`tasks.contracts`, `tasks.storage`, `tasks.runtime`, `tasks.data`, `tasks.scoring` and `tasks.registry`.
+`tasks.contracts`, `tasks.storage`, `tasks.runtime`, `tasks.data`, `tasks.scoring`, `tasks.registry` and
+`tasks.search`.
 """

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 from typing import Any
 
 from tasks.config.base import ConfError
 from tasks.config.catalog import resolve_experiment
 from tasks.config.dataset import DatasetConfig
 from tasks.config.experiment import ExperimentConfig, parse_experiment
+from tasks.config.search import SearchConfig
 from tasks.config.training import dataset_kind_problem
 from tasks.contracts.evaluate import EvaluateSpec
 from tasks.contracts.planning import PlannedJob, RunInfo, step_argv
@@ -19,6 +21,10 @@ from tasks.contracts.train import TrainSpec
 from tasks.data import dataset_registry
 from tasks.data.rows import prompt_text
 from tasks.data.token_counts import distinct_tokenizers
+from tasks.search.jobs import committed_train, job_id_of, round_jobs
+from tasks.search.rounds import RoundPlan, advance, is_search, read_round, start, write_round
+from tasks.search.study import StudyRecord, load_study, save_study
+from tasks.search.trials import trial_hparams
 from tasks.storage import layout, store
 
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
@@ -127,7 +133,18 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[Pl
     return datasets
 
 
-def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: str, **inputs) -> PlannedJob:
+def _job(
+    run: RunInfo,
+    resolved: dict[str, Any],
+    kind: str,
+    job_id: str,
+    label: str,
+    place: dict[str, Any] | None = None,
+    **inputs,
+) -> PlannedJob:
+    """A job's specs written to the store; `place` is its search round, trial and finality, and the
+    train spec's checkpoints and stop_at_step with halving."""
+    place = place or {}
     job_prefix = layout.job(run.run_uri, job_id)
     experiment = resolved["experiment"]
     common = {"store_root": run.store_root, "job_id": job_id, "label": label, **inputs}
@@ -135,8 +152,13 @@ def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: 
         common["eval_set"] = resolved["eval_set"]
     specs: dict[str, TrainSpec | EvaluateSpec] = {}
     if kind == "train":
+        halving = {k: place[k] for k in ("checkpoints", "stop_at_step") if place.get(k)}
         specs["train"] = TrainSpec(
-            **common, step="train", output=layout.step(job_prefix, "train"), training=experiment["training"]
+            **common,
+            **halving,
+            step="train",
+            output=layout.step(job_prefix, "train"),
+            training=experiment["training"],
         )
     specs["evaluate"] = EvaluateSpec(
         **common,
@@ -154,7 +176,8 @@ def _job(run: RunInfo, resolved: dict[str, Any], kind: str, job_id: str, label: 
         store.write_json(spec_uri, spec.model_dump(mode="json"))
         uris[f"{step}_spec"] = spec_uri
         uris[f"{step}_argv"] = step_argv(step, spec_uri)
-    return PlannedJob(job_id=job_id, label=label, kind=kind, **uris)
+    placed = {k: place[k] for k in ("round", "trial", "final") if k in place}
+    return PlannedJob(job_id=job_id, label=label, kind=kind, **placed, **uris)
 
 
 def _load(
@@ -176,22 +199,81 @@ def _write_planned(run: RunInfo, name: str, planned: list[PlannedJob]) -> list[P
     return planned
 
 
+def _search(resolved: dict[str, Any]) -> SearchConfig:
+    # A run recorded before searches existed has no `search` section: the groups as given.
+    return SearchConfig.model_validate(resolved["experiment"].get("search", {}))
+
+
 def plan_jobs(run: RunInfo, datasets: list[PreparedDataset]) -> list[PlannedJob]:
-    """The cartesian product dataset x model x hyperparameter group: one training job each."""
+    """Round 1: the cartesian product dataset x model x trial, one training job each. Without a search
+    the trials are the hyperparameter groups as given; with one, `tasks.search` says which."""
     resolved, by_name, order = _load(run, datasets)
     training_type = resolved["experiment"]["training"]["type"]
     problems = [dataset_kind_problem(training_type, name, by_name[name].kind) for name in order]
     if any(problems):
         # Before any job runs: a mismatch would fail every training job the same way.
         raise ConfError("; ".join(p for p in problems if p))
+    search = _search(resolved)
+    if not is_search(search):
+        cells = itertools.product(order, resolved["models"], resolved["hparams"])
+        jobs = [_cell_job(run, resolved, by_name[name], model, hparams) for name, model, hparams in cells]
+        write_round(run.run_uri, RoundPlan(round=1, train=jobs, evaluate=jobs))
+        return _write_planned(run, "jobs.json", jobs)
+    existing = read_round(run.run_uri, 1)
+    if existing is not None:
+        return _replayed(run, existing)
+    study, decision = start(search, [group["name"] for group in resolved["hparams"]])
+    try:
+        trials = [_hparams_of(resolved, search, study, name) for name in decision.train]
+    except ValueError as error:
+        raise ConfError(f"invalid experiment conf:\n{error}") from None
     jobs = []
-    for name, model, hparams in itertools.product(order, resolved["models"], resolved["hparams"]):
-        job_id = store.slug(f"{name}--{model['name']}--{hparams['name']}")
-        label = f"{name}|{model['name']}|{hparams['name']}"
-        jobs.append(
-            _job(run, resolved, "train", job_id, label, dataset=by_name[name], model=model, hparams=hparams)
-        )
-    return _write_planned(run, "jobs.json", jobs)
+    for name, model, hparams in itertools.product(order, resolved["models"], trials):
+        job_id = job_id_of(name, model["name"], hparams["name"])
+        place = {"round": 1, "trial": hparams["name"], "final": decision.final}
+        if search.halving is not None:
+            place["checkpoints"] = store.join(layout.job(run.run_uri, job_id), "checkpoints")
+            place["stop_at_step"] = decision.stop_at_step
+        jobs.append(_cell_job(run, resolved, by_name[name], model, hparams, place))
+    return _finish_round(run, RoundPlan(round=1, train=jobs, evaluate=_finals(jobs), study=study), [])
+
+
+def _cell_job(run, resolved, dataset, model, hparams, place: dict[str, Any] | None = None) -> PlannedJob:
+    job_id = job_id_of(dataset.name, model["name"], hparams["name"])
+    label = f"{dataset.name}|{model['name']}|{hparams['name']}"
+    return _job(run, resolved, "train", job_id, label, place, dataset=dataset, model=model, hparams=hparams)
+
+
+def _hparams_of(resolved: dict[str, Any], search: SearchConfig, study: StudyRecord, name: str) -> dict:
+    """A trial's resolved hyperparameters: its group as given, or the one base group with its values."""
+    groups = {group["name"]: group for group in resolved["hparams"]}
+    params = study.trial(name).params
+    base = groups[name] if not search.space else resolved["hparams"][0]
+    return trial_hparams(base, name, params, search.halving)
+
+
+def _finals(jobs: list[PlannedJob]) -> list[PlannedJob]:
+    return [job for job in jobs if job.final]
+
+
+def _replayed(run: RunInfo, plan: RoundPlan) -> list[PlannedJob]:
+    """A cleared planning task re-run: the jobs its first run planned, and the study it left (unless a
+    later round moved it on)."""
+    study = load_study(run.run_uri)
+    if plan.study is not None and (study is None or study.rounds < plan.round):
+        save_study(run.run_uri, plan.study)
+    return plan.train
+
+
+def _finish_round(run: RunInfo, plan: RoundPlan, earlier: list[PlannedJob]) -> list[PlannedJob]:
+    """jobs.json (every round's jobs, a job re-planned replacing itself), then the round's file, then
+    the study: a crash before the round's file leaves the study as the round found it."""
+    changed = {job.job_id: job for job in [*plan.train, *plan.evaluate]}
+    kept = [changed.pop(job.job_id, job) for job in earlier]
+    _write_planned(run, "jobs.json", [*kept, *changed.values()])
+    write_round(run.run_uri, plan)
+    save_study(run.run_uri, plan.study)
+    return plan.train
 
 
 def plan_references(run: RunInfo, datasets: list[PreparedDataset]) -> list[PlannedJob]:
@@ -215,3 +297,63 @@ def planned(run_uri: str) -> list[PlannedJob]:
         uri = store.join(run_uri, name)
         out += [PlannedJob.load(job, uri) for job in store.read_json(uri)] if store.exists(uri) else []
     return out
+
+
+def plan_round(run: RunInfo, round_number: int) -> list[PlannedJob]:
+    """Round k > 1 of a search, once round k-1's jobs ended: tell the study their validation losses, stop
+    on the budget, then sample the next trials or continue halving's survivors. [] when the run has no
+    search or the search is finished (the round's mapped tasks then skip)."""
+    study = load_study(run.run_uri)
+    if study is None:
+        return []
+    existing = read_round(run.run_uri, round_number)
+    if existing is not None:
+        return _replayed(run, existing)
+    resolved = store.read_json(layout.experiment_record(run.run_uri))
+    jobs_uri = store.join(run.run_uri, "jobs.json")
+    jobs = [PlannedJob.load(job, jobs_uri) for job in store.read_json(jobs_uri)]
+    results = {job.job_id: committed_train(job) for job in jobs}
+    losses: dict[str, list[float | None]] = {}
+    for job in (job for job in jobs if job.round == round_number - 1):
+        result = results[job.job_id]
+        losses.setdefault(job.trial, []).append(result.eval_loss if result else None)
+    spent = sum(result.device_hours or 0.0 for result in results.values() if result)
+    budget = resolved["experiment"].get("budget", {}).get("max_device_hours")
+    was_finished = study.finished
+    search = _search(resolved)
+    decision = advance(study, search, round_number, losses, spent, budget)
+    if was_finished:
+        save_study(run.run_uri, study)
+        return []
+    evaluate = [
+        PlannedJob.model_validate({**job.model_dump(mode="json"), "final": True})
+        for job in jobs
+        if job.round == round_number - 1 and job.trial in decision.evaluate_previous
+    ]
+    first = [job for job in jobs if job.round == 1]
+    train = round_jobs(run.run_uri, resolved["hparams"][0], search, study, first, round_number, decision)
+    plan = RoundPlan(round=round_number, train=train, evaluate=evaluate or _finals(train), study=study)
+    return _finish_round(run, plan, jobs)
+
+
+def final_jobs(run_uri: str, round_number: int) -> list[PlannedJob]:
+    """The jobs round k scores: its final jobs (none for a halving rung that only decides who continues),
+    or, when the budget stopped a halving search, the survivors' jobs of the round before."""
+    plan = read_round(run_uri, round_number)
+    return plan.evaluate if plan is not None else []
+
+
+# `train`, `evaluate` (round 1) and `round_<k>.train`, `round_<k>.evaluate`: the mapped job tasks.
+_ROUND_TASK = re.compile(r"(?:round_(\d+)\.)?(train|evaluate)")
+
+
+def job_of_task(run_uri: str, task_id: str, map_index: int) -> str | None:
+    """The job id behind mapped task instance `task_id[map_index]` (`train`, `evaluate`,
+    `round_<k>.train`, `round_<k>.evaluate`): its place in the list its round's planning returned
+    (`search/round-<k>.json`). None for another task, or a run planned before rounds were recorded."""
+    matched = _ROUND_TASK.fullmatch(task_id)
+    plan = read_round(run_uri, int(matched[1] or 1)) if matched and map_index >= 0 else None
+    if plan is None:
+        return None
+    listed = plan.train if matched[2] == "train" else plan.evaluate
+    return listed[map_index].job_id if map_index < len(listed) else None

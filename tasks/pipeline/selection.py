@@ -7,6 +7,10 @@ The score ranked is the primary metric of the PyTorch model, or with `scoring.ra
 primary metric of each job's INT8 export (scored by the evaluate step), so that the winner is the best
 model as deployed; both are on the leaderboard. A job without the ranked value ranks last.
 
+In a search, a trial's job appears once, at the furthest round it was planned in: a final job is
+ranked as any job; a job of a halving rung that did not continue is `pruned` (never failed, never the
+winner) with its validation loss and the step it stopped at. Its device-hours are those of every round.
+
 Tie-breaks, in order: the better ranked value (higher, or lower for eval_loss, perplexity and plugins
 with GREATER_IS_BETTER = False); then the better PyTorch value (when ranking on the export); then the
 lower validation loss measured at the end of training; then the label, alphabetically, so that the
@@ -27,6 +31,7 @@ from tasks.contracts.planning import PlannedJob, step_argv
 from tasks.contracts.selection import Failure, Leaderboard, LeaderboardRow, Selection
 from tasks.contracts.train import TrainResult, TrainSpec
 from tasks.scoring.plugins import lower_is_better
+from tasks.search.study import load_study
 from tasks.storage import layout, store
 
 
@@ -49,6 +54,8 @@ def job_row(run_uri: str, job: PlannedJob) -> LeaderboardRow:
     evaluation = _committed(layout.step(prefix, "evaluate"), EvaluateResult)
     if job.kind == "reference":
         status = "reference" if evaluation else "failed"
+    elif not job.final and train:
+        status = "pruned"
     else:
         status = "succeeded" if train and evaluation else "failed"
     row = LeaderboardRow(
@@ -62,6 +69,10 @@ def job_row(run_uri: str, job: PlannedJob) -> LeaderboardRow:
         status=status,
         **({"quantized": evaluation.quantized} if evaluation and evaluation.quantized else {}),
     )
+    if job.trial is not None:
+        row.round = job.round
+    if status == "pruned":
+        row.stopped = f"stopped by halving at step {train.steps}"
     if status == "failed":
         row.error = (
             _error(layout.step(prefix, "train"))
@@ -91,9 +102,47 @@ def _sort_key(row: LeaderboardRow, primary: str, lower: bool, rank_on: str) -> t
     return (first, pytorch, eval_loss if eval_loss is not None else math.inf, row.label)
 
 
+def furthest_rounds(jobs: list[PlannedJob]) -> list[PlannedJob]:
+    """One job per label: a search trial's job of the furthest round it was planned in (the others are
+    earlier rungs of the same training)."""
+    furthest: dict[tuple[str, str], PlannedJob] = {}
+    for job in jobs:
+        key = (job.kind, job.label)
+        if key not in furthest or job.round > furthest[key].round:
+            furthest[key] = job
+    return list(furthest.values())
+
+
+def _device_hours(run_uri: str, jobs: list[PlannedJob]) -> dict[str, float]:
+    """label -> device-hours of every round its training ran, for the labels that recorded them."""
+    hours: dict[str, float] = {}
+    for job in (job for job in jobs if job.kind == "train"):
+        train = _committed(layout.step(layout.job(run_uri, job.job_id), "train"), TrainResult)
+        if train is not None and train.device_hours is not None:
+            hours[job.label] = hours.get(job.label, 0.0) + train.device_hours
+    return hours
+
+
+def search_summary(run_uri: str) -> str | None:
+    """One line on the run's search: strategy, trials, rounds, what halving pruned, a budget stop."""
+    study = load_study(run_uri)
+    if study is None:
+        return None
+    how = f"{study.strategy} with successive halving" if study.halving else study.strategy
+    line = f"{how}: {len(study.trials)} trials in {study.rounds} round{'s' * (study.rounds > 1)}"
+    pruned = sum(trial.state == "pruned" for trial in study.trials)
+    line += f", {pruned} pruned by halving" if pruned else ""
+    return f"{line}; {study.stopped}" if study.stopped else line
+
+
 def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str = "pytorch") -> Leaderboard:
-    """Every planned job as it ended, the successes ranked; written to `leaderboard.json`."""
-    rows = [job_row(run_uri, job) for job in jobs]
+    """Every planned job as it ended (a search trial's at its furthest round), the successes ranked;
+    written to `leaderboard.json`."""
+    rows = [job_row(run_uri, job) for job in furthest_rounds(jobs)]
+    hours = _device_hours(run_uri, jobs)
+    for row in rows:
+        if row.kind == "train" and row.label in hours:
+            row.device_hours = hours[row.label]
     lower = lower_is_better(primary)
     ranked = sorted(
         (r for r in rows if r.status == "succeeded"), key=lambda r: _sort_key(r, primary, lower, rank_on)
@@ -108,6 +157,11 @@ def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str
         winner=ranked[0] if ranked else None,
         failed=[Failure(label=r.label, error=r.error) for r in rows if r.status == "failed"],
     )
+    if hours:
+        board.device_hours = sum(hours.values())
+    summary = search_summary(run_uri)
+    if summary:
+        board.search = summary
     store.write_json(store.join(run_uri, "leaderboard.json"), board.model_dump(mode="json"))
     return board
 
