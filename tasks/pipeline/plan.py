@@ -21,7 +21,7 @@ from tasks.contracts.train import TrainSpec
 from tasks.data import dataset_registry
 from tasks.data.rows import prompt_text
 from tasks.data.token_counts import distinct_tokenizers
-from tasks.search.jobs import committed_train, job_id_of, round_jobs
+from tasks.search.jobs import committed_train, device_hours_by_label, job_id_of, round_jobs
 from tasks.search.rounds import RoundPlan, advance, is_search, read_round, start, write_round
 from tasks.search.study import StudyRecord, load_study, save_study
 from tasks.search.trials import trial_hparams
@@ -291,9 +291,9 @@ def plan_references(run: RunInfo, datasets: list[PreparedDataset]) -> list[Plann
 
 
 def planned(run_uri: str) -> list[PlannedJob]:
-    """Every job and reference scoring the run planned, read back from the store."""
+    """Every job, reference scoring and merged candidate the run planned, read back from the store."""
     out = []
-    for name in ("jobs.json", "references.json"):
+    for name in ("jobs.json", "references.json", "merges.json"):
         uri = store.join(run_uri, name)
         out += [PlannedJob.load(job, uri) for job in store.read_json(uri)] if store.exists(uri) else []
     return out
@@ -317,7 +317,7 @@ def plan_round(run: RunInfo, round_number: int) -> list[PlannedJob]:
     for job in (job for job in jobs if job.round == round_number - 1):
         result = results[job.job_id]
         losses.setdefault(job.trial, []).append(result.eval_loss if result else None)
-    spent = sum(result.device_hours or 0.0 for result in results.values() if result)
+    spent = sum(device_hours_by_label([(job.label, results[job.job_id]) for job in jobs]).values())
     budget = resolved["experiment"].get("budget", {}).get("max_device_hours")
     was_finished = study.finished
     search = _search(resolved)

@@ -29,8 +29,10 @@ from tasks.contracts.evaluate import EvaluateResult, EvaluateSpec
 from tasks.contracts.export import CheckExportSpec, ExportSpec
 from tasks.contracts.planning import PlannedJob, step_argv
 from tasks.contracts.selection import Failure, Leaderboard, LeaderboardRow, Selection
-from tasks.contracts.train import TrainResult, TrainSpec
+from tasks.contracts.train import TrainResult
+from tasks.pipeline.costs import add_costs, device_prices
 from tasks.scoring.plugins import lower_is_better
+from tasks.search.jobs import device_hours_by_label
 from tasks.search.study import load_study
 from tasks.storage import layout, store
 
@@ -50,7 +52,8 @@ def _committed(prefix: str, model: type[TrainResult] | type[EvaluateResult]) -> 
 
 def job_row(run_uri: str, job: PlannedJob) -> LeaderboardRow:
     prefix = layout.job(run_uri, job.job_id)
-    train = _committed(layout.step(prefix, "train"), TrainResult) if job.kind == "train" else None
+    # A merge "trains" its candidate: its step commits a TrainResult where a job's training does.
+    train = _committed(layout.step(prefix, "train"), TrainResult) if job.kind != "reference" else None
     evaluation = _committed(layout.step(prefix, "evaluate"), EvaluateResult)
     if job.kind == "reference":
         status = "reference" if evaluation else "failed"
@@ -71,6 +74,8 @@ def job_row(run_uri: str, job: PlannedJob) -> LeaderboardRow:
     )
     if job.trial is not None:
         row.round = job.round
+    if train is not None and train.merged_from:
+        row.parts, row.merge_method = train.merged_from, train.merge_method
     if status == "pruned":
         row.stopped = f"stopped by halving at step {train.steps}"
     if status == "failed":
@@ -114,13 +119,14 @@ def furthest_rounds(jobs: list[PlannedJob]) -> list[PlannedJob]:
 
 
 def _device_hours(run_uri: str, jobs: list[PlannedJob]) -> dict[str, float]:
-    """label -> device-hours of every round its training ran, for the labels that recorded them."""
-    hours: dict[str, float] = {}
-    for job in (job for job in jobs if job.kind == "train"):
-        train = _committed(layout.step(layout.job(run_uri, job.job_id), "train"), TrainResult)
-        if train is not None and train.device_hours is not None:
-            hours[job.label] = hours.get(job.label, 0.0) + train.device_hours
-    return hours
+    """label -> device-hours of its training over every round, for the labels that recorded them."""
+    trained = (job for job in jobs if job.kind == "train")
+    return device_hours_by_label(
+        [
+            (job.label, _committed(layout.step(layout.job(run_uri, job.job_id), "train"), TrainResult))
+            for job in trained
+        ]
+    )
 
 
 def search_summary(run_uri: str) -> str | None:
@@ -157,8 +163,7 @@ def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str
         winner=ranked[0] if ranked else None,
         failed=[Failure(label=r.label, error=r.error) for r in rows if r.status == "failed"],
     )
-    if hours:
-        board.device_hours = sum(hours.values())
+    add_costs(board, device_prices())
     summary = search_summary(run_uri)
     if summary:
         board.search = summary
@@ -173,26 +178,27 @@ def export_specs(run_uri: str, store_root: str, row: LeaderboardRow) -> Selectio
     experiment = load_experiment(run_uri)
     export_config = ExportConfig.model_validate(experiment["export"])
     job_prefix = layout.job(run_uri, row.job_id)
-    train_uri, evaluate_uri = store.join(job_prefix, "train.json"), store.join(job_prefix, "evaluate.json")
-    train_spec = TrainSpec.load(store.read_json(train_uri), train_uri)
+    # The evaluate spec, not the train spec: a merged candidate has one too, with the same base model and
+    # dataset (its parts' best), where its merge spec is no TrainSpec.
+    evaluate_uri = store.join(job_prefix, "evaluate.json")
     evaluate_spec = EvaluateSpec.load(store.read_json(evaluate_uri), evaluate_uri)
     export_output = store.join(run_uri, "export")
     export = ExportSpec(
         step="export",
         output=export_output,
         store_root=store_root,
-        model=train_spec.model,
+        model=evaluate_spec.model,
         adapter_uri=row.train.adapter_uri,
         model_uri=row.train.model_uri,
         formats=export_config.formats,
         export_config=export_config,
-        dataset=train_spec.dataset,
+        dataset=evaluate_spec.dataset,
     )
     check = CheckExportSpec(
         step="check_export",
         output=store.join(run_uri, "check_export"),
         store_root=store_root,
-        model=train_spec.model,
+        model=evaluate_spec.model,
         export_output=export_output,
         # The rows the winner was scored on, so the metric drop compares like with like.
         dataset=evaluate_spec.scored_on,

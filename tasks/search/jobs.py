@@ -32,6 +32,19 @@ def committed_train(job: PlannedJob) -> TrainResult | None:
     return None if result is None else TrainResult.load(result, f"the result committed at {output}")
 
 
+def device_hours_by_label(results: list[tuple[str, TrainResult | None]]) -> dict[str, float]:
+    """label -> device-hours its training used, from (label, committed result) of every round's job.
+
+    A result counts the training time of every try of its checkpoints (`TrainResult.device_hours`),
+    and a halving survivor's later round resumes from its round-1 checkpoints, carrying their time on:
+    so a label's furthest round holds its whole, and the rounds are not added up."""
+    hours: dict[str, float] = {}
+    for label, result in results:
+        if result is not None and result.device_hours is not None:
+            hours[label] = max(hours.get(label, 0.0), result.device_hours)
+    return hours
+
+
 def derived_job(
     run_uri: str, source: PlannedJob, job_id: str, label: str, train: dict[str, Any], place: dict[str, Any]
 ) -> PlannedJob:
