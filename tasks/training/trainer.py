@@ -9,6 +9,11 @@ which counts once its manifest is written (`tasks.training.checkpoints`); a retr
 committed one with the optimizer, scheduler, RNG state, global step and logs of that step. SIGTERM
 (a preempted pod, a killed Airflow task) saves and commits a checkpoint at the next step boundary,
 then fails the step with a message saying where a retry resumes.
+
+Training may end before max_steps and still succeed (`tasks.training.callbacks`): successive halving's
+`stop_at_step` and the time limit commit a checkpoint where they stop (a later round or a retry resumes
+from it), early stopping keeps the best checkpoint's weights; the result says which in `stopped`. Every
+result records the device-hours of the job over every try and round.
 """
 
 from __future__ import annotations
