@@ -280,6 +280,37 @@ HPARAM_FIELDS: tuple[HParam, ...] = (
         limits={"ge": 1},
     ),
     HParam(
+        "eval_steps",
+        int | None,
+        None,
+        "Measure the validation loss every N optimizer steps (unset: every save_steps).",
+        limits={"ge": 1},
+    ),
+    HParam(
+        "early_stopping_patience",
+        int | None,
+        None,
+        "Early stopping: stop once the validation loss has not improved for this many evaluations in a "
+        "row, and keep the best checkpoint's weights. Needs a validation split. Unset: off.",
+        limits={"ge": 1},
+    ),
+    HParam(
+        "early_stopping_threshold",
+        float,
+        0.0,
+        "Early stopping: an evaluation improves only when it lowers the best validation loss by more "
+        "than this.",
+        limits={"ge": 0},
+    ),
+    HParam(
+        "max_train_minutes",
+        float | None,
+        None,
+        "Time limit: stop at the first step end after this many training minutes (every try "
+        "counted), with a checkpoint committed; the job is still saved and scored. Unset: none.",
+        limits={"gt": 0},
+    ),
+    HParam(
         "merge_adapter",
         bool,
         False,

@@ -62,6 +62,9 @@ class _Resolved(StrictModel, WrittenAsGiven):
             raise ValueError(
                 f"{name}: save_total_limit must be 1 or more, or no checkpoint would be left to resume from"
             )
+        stop_problem = _stop_problem(self, name)
+        if stop_problem:
+            raise ValueError(stop_problem)
         if self.min_learning_rate and self.lr_scheduler != "cosine":
             raise ValueError(
                 f"{name}: min_learning_rate {self.min_learning_rate} needs lr_scheduler cosine "
@@ -73,6 +76,28 @@ class _Resolved(StrictModel, WrittenAsGiven):
                 f"{self.learning_rate}"
             )
         return self
+
+
+def _stop_problem(hp: Any, name: str) -> str | None:
+    """Early stopping's and the time limit's rules, or None when they hold."""
+    if hp.eval_steps is not None and hp.eval_steps < 1:
+        return (
+            f"{name}: eval_steps must be 1 or more (optimizer steps), or unset to evaluate every save_steps"
+        )
+    if hp.early_stopping_patience is not None and hp.early_stopping_patience < 1:
+        return f"{name}: early_stopping_patience must be 1 or more evaluations, or unset to turn it off"
+    if hp.early_stopping_threshold < 0:
+        return f"{name}: early_stopping_threshold must be 0 or more (a decrease of the validation loss)"
+    if hp.max_train_minutes is not None and hp.max_train_minutes <= 0:
+        return f"{name}: max_train_minutes must be above 0, or unset for no time limit"
+    every = hp.eval_steps or hp.save_steps
+    if hp.early_stopping_patience is not None and hp.save_steps % every:
+        # transformers keeps the best checkpoint (load_best_model_at_end) only when saves fall on evaluations.
+        return (
+            f"{name}: early_stopping_patience needs save_steps ({hp.save_steps}) to be a multiple of "
+            f"eval_steps ({every}); change one of them"
+        )
+    return None
 
 
 def _resolved_field(spec: HParam) -> tuple[Any, Any]:

@@ -24,6 +24,7 @@ import json
 import logging
 import re
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,15 @@ log = logging.getLogger("tunerflow.checkpoints")
 DIR_PATTERN = re.compile(r"^checkpoint-(\d+)$")
 # Hyperparameters that change how often things are written, not what is learned: a retry that
 # changes them may still resume.
-NOT_LEARNING = ("logging_steps", "save_steps", "save_total_limit", "merge_adapter", "name")
+# A time limit only says when to stop: a retry with a longer one still resumes.
+NOT_LEARNING = (
+    "logging_steps",
+    "save_steps",
+    "save_total_limit",
+    "merge_adapter",
+    "name",
+    "max_train_minutes",
+)
 
 
 def checkpoints_uri(job: dict[str, Any]) -> str:
@@ -126,8 +135,9 @@ def resumable(root: Path, expected_fingerprint: str) -> tuple[Path, dict[str, An
     return chosen
 
 
-def prune(root: Path, keep: int) -> list[int]:
-    """Delete all but the newest `keep` committed checkpoints; returns the steps removed.
+def prune(root: Path, keep: int, protect: Collection[int] = ()) -> list[int]:
+    """Delete all but the newest `keep` committed checkpoints, and those whose step is in `protect`
+    (early stopping's best); returns the steps removed.
 
     Only committed checkpoints count towards `keep`, so a half-written newer one never pushes out
     the last checkpoint a retry could resume from.
@@ -136,6 +146,8 @@ def prune(root: Path, keep: int) -> list[int]:
     newest = done[-1][0] if done else None
     removed = []
     for step, path in done[: max(len(done) - keep, 0)]:
+        if step in protect:
+            continue
         _remove(path)
         removed.append(step)
     for step, path in _by_step(root):

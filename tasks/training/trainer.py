@@ -9,6 +9,11 @@ which counts once its manifest is written (`tasks.training.checkpoints`); a retr
 committed one with the optimizer, scheduler, RNG state, global step and logs of that step. SIGTERM
 (a preempted pod, a killed Airflow task) saves and commits a checkpoint at the next step boundary,
 then fails the step with a message saying where a retry resumes.
+
+Training may end before max_steps and still succeed (`tasks.training.callbacks`): successive halving's
+`stop_at_step` and the time limit commit a checkpoint where they stop (a later round or a retry resumes
+from it), early stopping keeps the best checkpoint's weights; the result says which in `stopped`. Every
+result records the device-hours of the job over every try and round.
 """
 
 from __future__ import annotations
@@ -20,8 +25,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
-from datetime import UTC, datetime
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +35,7 @@ from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training import checkpoints
 from tasks.training.base_models import load_model
+from tasks.training.callbacks import AlreadyStopped, Callbacks, StopRules, build_callbacks, distributed_state
 from tasks.training.train_types import build_trainer, resolve_precision, to_trl_rows
 
 __all__ = ["Preempted", "Preemption", "read_split", "to_trl_rows", "train"]
@@ -88,124 +93,6 @@ def _flush_tensorboard(callbacks: list[Any]) -> None:
             writer.flush()
 
 
-def _callbacks(
-    out: Path,
-    root: Path,
-    fingerprint: str,
-    keep: int,
-    preemption: Preemption,
-    elapsed_before: float,
-):
-    """(Progress, CommitCheckpoints): metrics.jsonl and the log line; checkpoint manifests and pruning."""
-    from transformers import TrainerCallback
-
-    metrics_path = out / "metrics.jsonl"
-
-    class Progress(TrainerCallback):
-        """Writes metrics.jsonl and one readable progress line per logging interval.
-
-        Rates and the ETA count this process's steps and tokens only: after a resume, the steps done
-        before it took no time here.
-        """
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            self.started = time.perf_counter()
-            self.start_step = state.global_step
-            self.start_tokens = state.num_input_tokens_seen or 0
-
-        def elapsed(self) -> float:
-            """Training seconds over every process that worked on this job."""
-            return elapsed_before + time.perf_counter() - self.started
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            logs = dict(logs or {})
-            if not state.is_world_process_zero or "train_loss" in logs:
-                # The Trainer's closing summary: after a resume its train_loss averages this process's
-                # steps over all steps, so the step result carries the corrected value instead.
-                return
-            session = max(time.perf_counter() - self.started, 1e-9)
-            tokens = (state.num_input_tokens_seen or 0) - self.start_tokens
-            record = {"step": state.global_step, "epoch": state.epoch, "elapsed_s": round(self.elapsed(), 2)}
-            record.update(logs)
-            if tokens:
-                record["tokens_per_s"] = round(tokens / session, 1)
-            with open(metrics_path, "a") as handle:
-                handle.write(json.dumps(record) + "\n")
-            if "loss" in logs:
-                done_here = state.global_step - self.start_step
-                remaining = state.max_steps - state.global_step
-                eta = session / done_here * remaining if done_here else float("nan")
-                log.info(
-                    "step %d/%d loss %.4f lr %.2e tokens/s %.0f eta %.0fs",
-                    state.global_step,
-                    state.max_steps,
-                    logs["loss"],
-                    logs.get("learning_rate", 0.0),
-                    record.get("tokens_per_s", 0.0),
-                    eta,
-                )
-
-    progress = Progress()
-
-    class CommitCheckpoints(TrainerCallback):
-        """Commits each checkpoint the Trainer wrote (manifest last), prunes, and honours SIGTERM."""
-
-        def __init__(self) -> None:
-            self.flush: Callable[[], None] = lambda: None
-            self.last_committed: int | None = None
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if preemption.requested:
-                control.should_save = True
-                control.should_training_stop = True
-            if control.should_save:
-                # A loss record at every checkpoint: the losses logged before a resume then cover every
-                # step up to it, so the resumed run's average loss can be rebuilt from them.
-                control.should_log = True
-            return control
-
-        def on_save(self, args, state, control, **kwargs):
-            step = state.global_step
-            directory = root / f"checkpoint-{step}"
-            # Every process writes part of a checkpoint (its RNG state; its shard under ZeRO-3): commit
-            # once all of them have finished, from rank 0 only.
-            distributed_state().wait_for_everyone()
-            if not state.is_world_process_zero:
-                self.last_committed = step
-                if preemption.requested:
-                    control.should_training_stop = True
-                return control
-            self.flush()
-            logs = [metrics_path, *sorted((out / "tensorboard").rglob("*"))]
-            checkpoints.snapshot(logs, out, directory)
-            checkpoints.commit(
-                directory,
-                {
-                    "step": step,
-                    "max_steps": state.max_steps,
-                    "fingerprint": fingerprint,
-                    "elapsed_s": round(progress.elapsed(), 2),
-                    "tokens_seen": state.num_input_tokens_seen or 0,
-                    "committed_at": datetime.now(UTC).isoformat(timespec="seconds"),
-                },
-            )
-            self.last_committed = step
-            removed = checkpoints.prune(root, keep)
-            log.info("checkpoint-%d committed%s", step, f"; removed {removed}" if removed else "")
-            if preemption.requested:
-                control.should_training_stop = True
-            return control
-
-    return progress, CommitCheckpoints()
-
-
-def distributed_state() -> Any:
-    """accelerate's process state, shared with the Trainer: one process, or the torchrun workers."""
-    from accelerate import PartialState
-
-    return PartialState()
-
-
 def _release_memory() -> None:
     import torch
 
@@ -258,9 +145,49 @@ def train(job: TrainSpec) -> TrainResult | None:
         return _train(job, preemption)
 
 
+def _early_stopping(job: TrainSpec, has_validation: bool) -> dict[str, Any]:
+    """The TrainingArguments early stopping needs (none when it is off): the best checkpoint by the
+    validation loss is tracked and its weights loaded at the end."""
+    if job.hparams.early_stopping_patience is None:
+        return {}
+    if not has_validation:
+        raise StepError(
+            f"hparams '{job.hparams.name}': early_stopping_patience needs a validation split, and "
+            f"dataset '{job.dataset.name}' has no validation rows; unset early_stopping_patience or "
+            "give the dataset a validation split"
+        )
+    return {"load_best_model_at_end": True, "metric_for_best_model": "eval_loss", "greater_is_better": False}
+
+
+def _stopped(callbacks: Callbacks, early: Any, state: Any, best_step: int | None) -> str | None:
+    """Why training ended before max_steps, or None when it ran to the end."""
+    if callbacks.stops.reason:
+        return callbacks.stops.reason
+    if early is None or state.global_step >= state.max_steps:
+        return None
+    if early.early_stopping_patience_counter >= early.early_stopping_patience:
+        return (
+            f"early stopping at step {state.global_step}: validation loss did not improve by more than "
+            f"{early.early_stopping_threshold} for {early.early_stopping_patience} evaluations; "
+            f"best step {best_step} kept"
+        )
+    return None
+
+
+def _devices(trainer: Any) -> tuple[str, int]:
+    """What device-hours count: GPUs over every process, or on CPU the threads torch computes with."""
+    import torch
+
+    processes = distributed_state().num_processes
+    if torch.cuda.is_available():
+        # One GPU per torchrun process; a single process sees all of them (n_gpu, DataParallel).
+        return "cuda", processes * max(trainer.args.n_gpu, 1)
+    return "cpu", processes * torch.get_num_threads()
+
+
 def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     import torch
-    from transformers import PrinterCallback
+    from transformers import EarlyStoppingCallback, PrinterCallback
 
     hp, training = job.hparams, job.training
     out = store.local_dir(job.output)
@@ -282,6 +209,7 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     torch.manual_seed(hp.seed)
     train_rows = read_split(job.dataset.uri, "train")
     validation_rows = read_split(job.dataset.uri, "validation")
+    best_kept = _early_stopping(job, bool(validation_rows))
     tensorboard = _tensorboard_available()
     common = {
         "output_dir": str(root),
@@ -291,51 +219,71 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
         "save_strategy": "steps",
         "save_steps": hp.save_steps,
         "save_total_limit": None,
-        # The validation loss at every checkpoint: the curve in metrics.jsonl and TensorBoard.
+        # The validation loss every eval_steps (by default at every checkpoint): the curve in
+        # metrics.jsonl and TensorBoard, and what early stopping watches.
         "eval_strategy": "steps" if validation_rows else "no",
-        "eval_steps": hp.save_steps if validation_rows else None,
+        "eval_steps": (hp.eval_steps or hp.save_steps) if validation_rows else None,
+        **best_kept,
         "report_to": ["tensorboard"] if tensorboard else [],
         "logging_dir": str(out / "tensorboard"),
         "dataloader_num_workers": 0,
         "include_num_input_tokens_seen": "non_padding",
         "disable_tqdm": True,
     }
-    progress, committer = _callbacks(
-        out, root, fingerprint, hp.save_total_limit, preemption, resume[1]["elapsed_s"] if resume else 0.0
+    rules = StopRules(job.stop_at_step, hp.max_train_minutes, bool(validation_rows), bool(best_kept))
+    elapsed_before = resume[1]["elapsed_s"] if resume else 0.0
+    callbacks = build_callbacks(
+        out, root, fingerprint, hp.save_total_limit, lambda: preemption.requested, elapsed_before, rules
     )
-    trainer, tokenizer = build_trainer(job, train_rows, validation_rows, common, [progress, committer])
+    early = None
+    if best_kept:
+        early = EarlyStoppingCallback(hp.early_stopping_patience, hp.early_stopping_threshold)
+    trainer, tokenizer = build_trainer(
+        job, train_rows, validation_rows, common, [*callbacks.all(), *([early] if early else [])]
+    )
     adapter = training.method in ("lora", "qlora")
-    committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
+    callbacks.committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
     # Metrics go to metrics.jsonl and the log; stdout carries only the step's JSON result line.
     trainer.remove_callback(PrinterCallback)
 
     preemption.phase = "training"
     started = time.perf_counter()
-    outcome = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+    try:
+        outcome = trainer.train(resume_from_checkpoint=str(resume[0]) if resume else None)
+        this_process_loss = outcome.training_loss
+    except AlreadyStopped as stop:
+        log.info("resumed where training stops (%s): nothing to train", stop)
+        this_process_loss = 0.0
     runtime = time.perf_counter() - started
+    elapsed = callbacks.progress.elapsed()
     preemption.phase = "saving the outputs"
     state = trainer.state
     if preemption.requested and state.global_step < state.max_steps:
-        step = committer.last_committed
+        step = callbacks.committer.last_committed
         raise Preempted(
             f"preempted at step {state.global_step}; checkpoint-{step} committed, a retry resumes from it"
             if step == state.global_step
             else f"preempted at step {state.global_step} before a checkpoint was committed"
         )
 
-    train_loss = outcome.training_loss
+    train_loss = this_process_loss
     resumed_from = resume[1]["step"] if resume else None
     if resumed_from is not None and state.global_step:
         # The Trainer averages only this process's losses (over all steps); add the earlier ones.
         train_loss += _loss_sum_until(state.log_history, resumed_from) / state.global_step
-    eval_loss = None
-    if validation_rows:
+    eval_loss, best_step = None, None
+    if best_kept and state.best_model_checkpoint:
+        # The Trainer loaded the best checkpoint's weights at the end: they, and their loss, are the result.
+        best_step = checkpoints.step_of(Path(state.best_model_checkpoint))
+        eval_loss = state.best_metric
+    elif validation_rows:
         # The last checkpoint's evaluation already measured the final weights; don't repeat it.
         at_end = [
             e["eval_loss"] for e in state.log_history if "eval_loss" in e and e["step"] == state.global_step
         ]
         eval_loss = at_end[-1] if at_end else trainer.evaluate()["eval_loss"]
-
+    stopped = _stopped(callbacks, early, state, best_step)
+    device, devices = _devices(trainer)
     weights_dir = out / ("adapter" if adapter else "model")
     # Every process calls it: under ZeRO-3 it gathers the shards; rank 0 writes safetensors.
     trainer.save_model(str(weights_dir))
@@ -377,4 +325,9 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
         ),
         runtime_s=round(runtime, 2),
         tokens_per_s=round(tokens / runtime, 1) if runtime else None,
+        stopped=stopped,
+        best_step=best_step,
+        device=device,
+        devices=devices,
+        device_hours=round(devices * elapsed / 3600, 6),
     )

@@ -97,6 +97,32 @@ def test_prune_keeps_the_newest_committed_and_never_counts_a_half_written_one(tm
     assert [step for step, _ in checkpoints.committed(tmp_path)] == [4, 6]
 
 
+def test_prune_never_deletes_a_protected_checkpoint_the_best_one_of_early_stopping(tmp_path):
+    for step in (2, 4, 6, 8):
+        _checkpoint(tmp_path, step)
+    assert checkpoints.prune(tmp_path, keep=1, protect={4}) == [2, 6]
+    assert [step for step, _ in checkpoints.committed(tmp_path)] == [4, 8]
+    # Once no longer protected (a newer best), it goes like any other.
+    assert checkpoints.prune(tmp_path, keep=1, protect={8}) == [4]
+
+
+def test_the_newest_checkpoint_a_later_halving_round_resumes_from_is_kept_and_resumed(tmp_path):
+    for step in (2, 3):  # save_steps 2, then halving's stop at step 3
+        _checkpoint(tmp_path, step)
+    assert checkpoints.prune(tmp_path, keep=1) == [2]
+    path, info = checkpoints.resumable(tmp_path, FINGERPRINT)
+    assert path.name == "checkpoint-3" and info["step"] == 3
+
+
+def test_the_fingerprint_ignores_when_training_stops():
+    """Halving's stop_at_step (a spec field) and the time limit: a later round, or a retry with a longer
+    limit, resumes the same checkpoints."""
+    job = _job("file:///o/train")
+    assert checkpoints.fingerprint(job) == checkpoints.fingerprint(
+        {**_job("file:///o/train", max_train_minutes=5.0), "stop_at_step": 8, "checkpoints": "file:///c"}
+    )
+
+
 def test_the_fingerprint_ignores_how_often_things_are_written_but_not_what_is_learned():
     job = _job("file:///o/train")
     assert checkpoints.fingerprint(job) == checkpoints.fingerprint(
