@@ -22,7 +22,18 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 BUDGET_S = 0.3
-HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "boto3", "kubernetes")
+HEAVY = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "onnx",
+    "onnxruntime",
+    "optimum",
+    "boto3",
+    "kubernetes",
+    "optuna",
+)
 BACKENDS = ("local", "kubernetes")
 
 PROBE = """

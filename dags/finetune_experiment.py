@@ -119,6 +119,20 @@ def finetune_experiment():
 
         return _xcom(plan(_this_run(), _prepared(datasets)))
 
+    # all_done: after the last round however its jobs ended; it plans nothing unless `merge.enabled`, and
+    # nothing for a base model with fewer than two jobs that succeeded.
+    @task(trigger_rule="all_done")
+    def plan_merges() -> list[dict]:
+        from tasks.pipeline.merges import plan_merges as plan
+        from tasks.pipeline.plan import planned
+        from tasks.pipeline.selection import ranking
+
+        run = _this_run()
+        skip_when(skips.nothing_planned(run.run_uri))
+        jobs, scoring = planned(run.run_uri), load_experiment(run.run_uri)["scoring"]
+        board = ranking(run.run_uri, jobs, scoring["primary"], scoring.get("rank_on", "pytorch"))
+        return _xcom(plan(run, jobs, board))
+
     # all_done: failed or skipped jobs never block selection. A run whose conf or data failed planned
     # nothing, and selection skips itself (all_done_min_one_success would skip on any skipped job).
     @task(trigger_rule="all_done")
@@ -220,11 +234,16 @@ def finetune_experiment():
         ended >> planned
         ended = [round_trained, round_scored]
     based = heavy.score_base(references)
+    merges = plan_merges()
+    ended >> merges
+    merged = heavy.merge(merges)
+    merged_scored = heavy.score_merge(merges)
+    merged >> merged_scored
     selection = select_best()
     exported = heavy.export(selection["export_argv"])
     checked = heavy.check_export(selection["check_export_argv"])
     champion = heavy.score_champion(plan_champion(selection))
-    [*ended, based] >> selection
+    [merged, merged_scored, based] >> selection
     exported >> checked
     promoted = promote(selection)
     [checked, champion] >> promoted

@@ -8,21 +8,25 @@ from pathlib import Path
 
 import pytest
 
+from tasks.config.search import MAX_ROUNDS
+
 REPO = Path(__file__).resolve().parents[1]
 
 # Fixture modules, registered once here so a session-scoped fixture (the one `airflow standalone`, its
 # one finished run) is one instance for every module that uses it.
 pytest_plugins = ("tests.fixtures.airflow_standalone", "tests.fixtures.browser")
 
-# Every task of finetune_experiment, in pipeline order.
+# The tasks of finetune_experiment that every run runs, in pipeline order.
 DAG_TASKS = (
     "validate_conf",
     "prepare_dataset",
     "plan_jobs",
     "plan_references",
     "train",
+    "final_jobs",
     "evaluate",
     "score_base",
+    "plan_merges",
     "select_best",
     "export",
     "check_export",
@@ -31,6 +35,15 @@ DAG_TASKS = (
     "promote",
     "report",
 )
+
+# What a run without a search or merge plans nothing for: the later search rounds (their planning finds
+# nothing to do, their mapped tasks skip) and the merged candidates' tasks.
+ROUND_TASKS = tuple(
+    f"round_{k}.{task}"
+    for k in range(2, MAX_ROUNDS + 1)
+    for task in ("plan", "train", "final_jobs", "evaluate")
+)
+MERGE_TASKS = ("merge", "score_merge")
 
 # Airflow reads its home when first imported: point it at a throwaway one before any test imports it.
 os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="tunerflow-airflow-"))

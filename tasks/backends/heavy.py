@@ -1,9 +1,9 @@
 """The heavy tasks of `finetune_experiment`, declared once for both backends.
 
 The DAGs wire their graphs; `heavy_tasks(backend)` gives them one method per heavy task (`prepare_dataset`,
-`train`, `evaluate`, `score_base`, `export`, `check_export`, `score_champion` of finetune_experiment, and
-`compare_models` of the DAG of that name), each with its task id,
-the step it runs, what it maps over, its trigger rule, retries and skip rule. The backend decides only
+`train`, `evaluate`, `merge`, `score_merge`, `score_base`, `export`, `check_export`, `score_champion` of
+finetune_experiment, and `compare_models` of the DAG of that name), each with its task id, the step it
+runs, what it maps over, its trigger rule, retries and skip rule. The backend decides only
 how the step runs: a local @task running `python -m tasks.<step> --job <spec uri>` in a subprocess on the
 worker (`LocalSteps`, tasks.backends.local), or a `StepPodOperator` mapped over the same argv
 (`tasks.backends.kubernetes.PodSteps`).
@@ -218,6 +218,21 @@ class HeavyTasks:
         # all_done: a failed training still reaches its evaluate, which skips itself with the reason.
         return self.steps.mapped(
             "evaluate", "evaluate", jobs, evaluate_argv, skip=skip_if_training_failed, trigger_rule="all_done"
+        )
+
+    def merge(self, merges: XComArg):
+        """One per merged candidate `plan_merges` returns: the merge step "trains" the candidate."""
+        return self.steps.mapped("merge", "merge", merges, train_argv, **TRAIN_RETRIES)
+
+    def score_merge(self, merges: XComArg):
+        # all_done, as evaluate: a failed merge reaches its scoring, which skips itself with the reason.
+        return self.steps.mapped(
+            "score_merge",
+            "evaluate",
+            merges,
+            evaluate_argv,
+            skip=skip_if_training_failed,
+            trigger_rule="all_done",
         )
 
     def score_base(self, references: XComArg):

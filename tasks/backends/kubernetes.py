@@ -89,8 +89,9 @@ def _volumes(settings: KubernetesSettings) -> tuple[list[k8s.V1Volume], list[k8s
 
 
 # Steps that ask for another step's pod resources: a comparison generates with one model at a time, as
-# evaluate does, so it gets evaluate's GPU, CPU and memory (and its pool slot).
-RESOURCES_OF = {"compare_models": "evaluate"}
+# evaluate does, so it gets evaluate's GPU, CPU and memory (and its pool slot); a merge holds the base, the
+# result and one part's tensors on CPU, as the export's merge does.
+RESOURCES_OF = {"compare_models": "evaluate", "merge": "export"}
 
 
 def step_resources(step: str, settings: KubernetesSettings) -> StepResources:

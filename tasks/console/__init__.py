@@ -5,5 +5,6 @@ from a store root, so the pages are tested and benchmarked without Airflow or a 
 (`plugins/tunerflow_ui/` renders them).
 
 Light: the api-server imports it, heavy modules never. May import `tasks.config`, `tasks.contracts`,
-`tasks.storage`, `tasks.runtime`, `tasks.data`, `tasks.scoring`, `tasks.registry` and `tasks.pipeline`.
+`tasks.storage`, `tasks.runtime`, `tasks.data`, `tasks.scoring`, `tasks.registry`, `tasks.search` and
+`tasks.pipeline`.
 """

@@ -11,7 +11,7 @@ from pydantic import BaseModel, Field
 from tasks.console.answers import AnswerColumn, AnswersPage, answers_page, eval_split_uri
 from tasks.console.charts import Chart, Series
 from tasks.console.reading import json_of, lines_of, parse_all, read_bytes, read_json, read_many
-from tasks.console.runs import NotFound, TaskLink, key, planned_jobs, run_prefix, task_links
+from tasks.console.runs import NotFound, TaskLink, job_task_links, key, planned_jobs, run_prefix, task_links
 from tasks.pipeline.report_data import curves
 from tasks.storage import layout, store
 
@@ -133,11 +133,13 @@ def job_page(root: str, experiment: str, run: str, job_id: str, page: int = 1) -
     """The page of one job (or base-model reference) of a run; NotFound when the run never planned it."""
     prefix = run_prefix(root, experiment, run)
     jobs, references = planned_jobs(prefix)
-    planned = [*jobs, *references]
+    merges = read_json(store.join(prefix, "merges.json"))
+    lists = {"train": jobs, "reference": references, "merge": merges if isinstance(merges, list) else []}
+    planned = [job for listed in lists.values() for job in listed]
     entry = next((job for job in planned if job.get("job_id") == key(job_id, "job")), None)
     if entry is None:
         raise NotFound(f"no job {job_id!r} in run {run!r} of experiment {experiment!r}")
-    index = planned.index(entry) - (len(jobs) if entry["kind"] == "reference" else 0)
+    index = lists[entry["kind"]].index(entry)
     here = layout.job(prefix, job_id)
     record, spec, train_manifest, evaluated, metrics_jsonl = read_many(
         [
@@ -158,10 +160,11 @@ def job_page(root: str, experiment: str, run: str, job_id: str, page: int = 1) -
     column = AnswerColumn(label=entry["label"], kind="reference" if entry["kind"] == "reference" else "job")
     answers = store.join(here, "evaluate", "predictions.jsonl")
     predictions, eval_rows = read_many([answers, eval_split_uri(here)])
+    run_id = (record or {}).get("run_id")
     return JobPage(
         experiment=experiment,
         run=run,
-        run_id=(record or {}).get("run_id"),
+        run_id=run_id,
         job_id=job_id,
         label=entry["label"],
         kind=entry["kind"],
@@ -176,7 +179,7 @@ def job_page(root: str, experiment: str, run: str, job_id: str, page: int = 1) -
         predictions=answers_page([(column, predictions)], eval_rows, page),
         event_files=event_files(train_manifest),
         tensorboard_uri=train_result.get("tensorboard_uri"),
-        logs=task_links((record or {}).get("run_id"), entry["kind"], index),
+        logs=job_task_links(prefix, run_id).get(job_id) or task_links(run_id, entry["kind"], index),
     )
 
 

@@ -3,12 +3,21 @@ links Airflow shows on a run and on a task instance."""
 
 from __future__ import annotations
 
-from tasks.console.reading import side_by_side
+from tasks.console.reading import read_json, side_by_side
 from tasks.console.runs import planned_jobs, run_prefix
+from tasks.pipeline.plan import job_of_task
 from tasks.storage import layout, store
 
-# Mapped tasks with a job page, and the planned list whose position is their map index.
-JOB_TASKS = {"train": "jobs.json", "evaluate": "jobs.json", "score_base": "references.json"}
+# Mapped tasks with a job page, and the planned list whose position is their map index (a run planned
+# before search rounds were recorded: `train` and `evaluate` both followed jobs.json). A search round's
+# `round_<k>.train` and `round_<k>.evaluate` are found in the rounds' lists.
+JOB_TASKS = {
+    "train": "jobs.json",
+    "evaluate": "jobs.json",
+    "score_base": "references.json",
+    "merge": "merges.json",
+    "score_merge": "merges.json",
+}
 
 
 def find_run(root: str, run_id: str) -> tuple[str, str] | None:
@@ -21,8 +30,16 @@ def find_run(root: str, run_id: str) -> tuple[str, str] | None:
 
 def find_job(root: str, experiment: str, run: str, task_id: str, map_index: int) -> str | None:
     """The job id behind mapped task instance `task_id[map_index]` of a run, or None."""
-    if task_id not in JOB_TASKS or map_index < 0:
+    if map_index < 0:
         return None
-    jobs, references = planned_jobs(run_prefix(root, experiment, run))
-    listed = references if JOB_TASKS[task_id] == "references.json" else jobs
+    prefix = run_prefix(root, experiment, run)
+    found = job_of_task(prefix, task_id, map_index)
+    if found is not None or task_id not in JOB_TASKS:
+        return found
+    if JOB_TASKS[task_id] == "merges.json":
+        merges = read_json(store.join(prefix, "merges.json"))
+        listed = merges if isinstance(merges, list) else []
+    else:
+        jobs, references = planned_jobs(prefix)
+        listed = references if JOB_TASKS[task_id] == "references.json" else jobs
     return listed[map_index]["job_id"] if map_index < len(listed) else None

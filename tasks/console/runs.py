@@ -21,6 +21,7 @@ from tasks.console.reading import lines_of, parse_all, per_job, read_bytes, read
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Leaderboard, LeaderboardRow
 from tasks.pipeline.report_data import better, curves, export_rows
+from tasks.search.rounds import mapped_jobs
 from tasks.storage import layout, store
 
 DAG_ID = "finetune_experiment"
@@ -126,12 +127,27 @@ def planned_jobs(prefix: str) -> tuple[list[dict], list[dict]]:
 
 
 def task_links(run_id: str | None, kind: str, index: int | None) -> list[TaskLink]:
-    """The mapped task instances of a job: its position in `jobs.json` (train, evaluate) or in
-    `references.json` (score_base) is its map index, as the planning task returned the list."""
+    """The mapped task instances of a job of a run planned before search rounds were recorded: its
+    position in `jobs.json` (train, evaluate) or in `references.json` (score_base) is its map index, as
+    the planning task returned the list."""
     if run_id is None or index is None:
         return []
-    tasks = ("train", "evaluate") if kind == "train" else ("score_base",)
+    tasks = {"train": ("train", "evaluate"), "merge": ("merge", "score_merge")}.get(kind, ("score_base",))
     return [TaskLink(task_id=t, map_index=index, path=grid_path(run_id, t, index)) for t in tasks]
+
+
+def job_task_links(prefix: str, run_id: str | None) -> dict[str, list[TaskLink]]:
+    """job id -> its mapped task instances in every search round (`search/round-<k>.json`): a task's
+    map index is the job's place in the list its round's planning returned. A halving trial's row links
+    to its furthest round's tasks."""
+    if run_id is None:
+        return {}
+    links: dict[str, list[TaskLink]] = {}
+    for (task_id, index), job_id in mapped_jobs(prefix).items():
+        links.setdefault(job_id, []).append(
+            TaskLink(task_id=task_id, map_index=index, path=grid_path(run_id, task_id, index))
+        )
+    return links
 
 
 def _board_row(row: LeaderboardRow, winner: str | None, links: list[TaskLink]) -> BoardRow:
@@ -159,11 +175,23 @@ def _board_row(row: LeaderboardRow, winner: str | None, links: list[TaskLink]) -
 
 
 def leaderboard_rows(
-    board: Leaderboard | None, jobs: list[dict], references: list[dict], run_id: str | None
+    board: Leaderboard | None,
+    jobs: list[dict],
+    references: list[dict],
+    run_id: str | None,
+    rounds: dict[str, list[TaskLink]] | None = None,
+    merges: list[dict] | None = None,
 ) -> list[BoardRow]:
-    """The leaderboard's rows in its order, or the planned jobs as pending before it exists."""
+    """The leaderboard's rows in its order, or the planned jobs as pending before it exists. `rounds`:
+    the search rounds' task links by job id (`job_task_links`), which win over a position in jobs.json."""
     index = {job["job_id"]: i for i, job in enumerate(jobs)}
     index |= {job["job_id"]: i for i, job in enumerate(references)}
+    index |= {job["job_id"]: i for i, job in enumerate(merges or [])}
+    rounds = rounds or {}
+
+    def links(job_id: str, kind: str) -> list[TaskLink]:
+        return rounds.get(job_id) or task_links(run_id, kind, index.get(job_id))
+
     if board is None:
         return [
             BoardRow(
@@ -174,12 +202,12 @@ def leaderboard_rows(
                 status="pending",
                 winner=False,
                 metrics={},
-                logs=task_links(run_id, job["kind"], index[job["job_id"]]),
+                logs=links(job["job_id"], job["kind"]),
             )
             for job in [*jobs, *references]
         ]
     winner = board.winner.job_id if board.winner else None
-    return [_board_row(r, winner, task_links(run_id, r.kind, index.get(r.job_id))) for r in board.rows]
+    return [_board_row(r, winner, links(r.job_id, r.kind)) for r in board.rows]
 
 
 def loss_chart(prefix: str, rows: list[BoardRow]) -> Chart:
@@ -257,7 +285,11 @@ def run_page(root: str, experiment: str, run: str, states: StateLookup = no_stat
     board = Leaderboard.load(raw_board, "leaderboard.json") if raw_board is not None else None
     run_id = record.get("run_id")
     jobs, references = planned_jobs(prefix)
-    rows = leaderboard_rows(board, jobs, references, run_id)
+    merges = read_json(store.join(prefix, "merges.json"))
+    rounds = job_task_links(prefix, run_id)
+    rows = leaderboard_rows(
+        board, jobs, references, run_id, rounds, merges if isinstance(merges, list) else []
+    )
     primary = _primary_metric(record, board)
     split = next((eval_split_uri(layout.job(prefix, r.job_id)) for r in rows if r.status != "failed"), None)
     checks = read_json(store.join(prefix, "check_export", "checks.json"))

@@ -53,7 +53,11 @@ class TrainResult(OpenContract):
     metrics_uri: str | None = Field(None, description="metrics.jsonl: the training curves.")
     tensorboard_uri: str | None = Field(None, description="TensorBoard event files, when installed.")
     train_loss: float | None = Field(None, description="Mean training loss over every step.")
-    eval_loss: float | None = Field(None, description="Validation loss at the end of training.")
+    eval_loss: float | None = Field(
+        None,
+        description="Validation loss of the saved weights: at the end of training, or at best_step with "
+        "early stopping.",
+    )
     steps: int | None = Field(None, description="Optimizer steps done.")
     resumed_from_step: int | None = Field(None, description="The checkpoint a retry resumed from.")
     checkpoints: CheckpointsInfo | None = Field(None, description="The committed checkpoints.")
@@ -68,7 +72,9 @@ class TrainResult(OpenContract):
     device: str | None = Field(None, description="cuda or cpu: what device_hours count.")
     devices: int | None = Field(None, description="GPUs (or CPU cores) the job trained on.")
     device_hours: float | None = Field(
-        None, description="devices x training hours, over every try and round of this job's checkpoints."
+        None,
+        description="devices x training hours over every try of this job's checkpoints; a halving round "
+        "resumes the trial's checkpoints, so its figure includes the earlier rounds'.",
     )
     merged_from: list[str] | None = Field(None, description="A merged candidate: the labels of its parts.")
     merge_method: str | None = Field(None, description="A merged candidate: how its parts were merged.")

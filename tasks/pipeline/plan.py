@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import itertools
 import json
-import re
 from typing import Any
 
 from tasks.config.base import ConfError
@@ -22,7 +21,7 @@ from tasks.data import dataset_registry
 from tasks.data.rows import prompt_text
 from tasks.data.token_counts import distinct_tokenizers
 from tasks.search.jobs import committed_train, device_hours_by_label, job_id_of, round_jobs
-from tasks.search.rounds import RoundPlan, advance, is_search, read_round, start, write_round
+from tasks.search.rounds import RoundPlan, advance, is_search, mapped_jobs, read_round, start, write_round
 from tasks.search.study import StudyRecord, load_study, save_study
 from tasks.search.trials import trial_hparams
 from tasks.storage import layout, store
@@ -343,17 +342,8 @@ def final_jobs(run_uri: str, round_number: int) -> list[PlannedJob]:
     return plan.evaluate if plan is not None else []
 
 
-# `train`, `evaluate` (round 1) and `round_<k>.train`, `round_<k>.evaluate`: the mapped job tasks.
-_ROUND_TASK = re.compile(r"(?:round_(\d+)\.)?(train|evaluate)")
-
-
 def job_of_task(run_uri: str, task_id: str, map_index: int) -> str | None:
     """The job id behind mapped task instance `task_id[map_index]` (`train`, `evaluate`,
-    `round_<k>.train`, `round_<k>.evaluate`): its place in the list its round's planning returned
-    (`search/round-<k>.json`). None for another task, or a run planned before rounds were recorded."""
-    matched = _ROUND_TASK.fullmatch(task_id)
-    plan = read_round(run_uri, int(matched[1] or 1)) if matched and map_index >= 0 else None
-    if plan is None:
-        return None
-    listed = plan.train if matched[2] == "train" else plan.evaluate
-    return listed[map_index].job_id if map_index < len(listed) else None
+    `round_<k>.train`, `round_<k>.evaluate`), from the rounds' planned lists (`search/round-<k>.json`).
+    None for another task, or a run planned before rounds were recorded."""
+    return mapped_jobs(run_uri).get((task_id, map_index))

@@ -141,9 +141,8 @@ def search_summary(run_uri: str) -> str | None:
     return f"{line}; {study.stopped}" if study.stopped else line
 
 
-def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str = "pytorch") -> Leaderboard:
-    """Every planned job as it ended (a search trial's at its furthest round), the successes ranked;
-    written to `leaderboard.json`."""
+def ranking(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str = "pytorch") -> Leaderboard:
+    """Every planned job as it ended (a search trial's at its furthest round), the successes ranked."""
     rows = [job_row(run_uri, job) for job in furthest_rounds(jobs)]
     hours = _device_hours(run_uri, jobs)
     for row in rows:
@@ -167,6 +166,12 @@ def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str
     summary = search_summary(run_uri)
     if summary:
         board.search = summary
+    return board
+
+
+def leaderboard(run_uri: str, jobs: list[PlannedJob], primary: str, rank_on: str = "pytorch") -> Leaderboard:
+    """The ranking of every planned job, written to `leaderboard.json`."""
+    board = ranking(run_uri, jobs, primary, rank_on)
     store.write_json(store.join(run_uri, "leaderboard.json"), board.model_dump(mode="json"))
     return board
 

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from pydantic import Field
 
-from tasks.config.search import SearchConfig
+from tasks.config.search import MAX_ROUNDS, SearchConfig
 from tasks.contracts.base import Contract
 from tasks.contracts.planning import PlannedJob
 from tasks.search.study import StudyRecord, TrialRecord, sample
@@ -35,6 +35,25 @@ def round_uri(run_uri: str, round_number: int) -> str:
 def read_round(run_uri: str, round_number: int) -> RoundPlan | None:
     uri = round_uri(run_uri, round_number)
     return RoundPlan.load(store.read_json(uri), uri) if store.exists(uri) else None
+
+
+def round_task(round_number: int, task: str) -> str:
+    """The DAG's task id of a round's mapped `train` or `evaluate`; round 1's are the top-level tasks."""
+    return task if round_number == 1 else f"round_{round_number}.{task}"
+
+
+def mapped_jobs(run_uri: str) -> dict[tuple[str, int], str]:
+    """(task id, map index) -> job id of every round's train and evaluate task instances: a mapped
+    task's index is the job's place in the list its round's planning returned."""
+    out: dict[tuple[str, int], str] = {}
+    for round_number in range(1, MAX_ROUNDS + 1):
+        plan = read_round(run_uri, round_number)
+        if plan is None:
+            break  # a round is planned only after the one before
+        for task, listed in (("train", plan.train), ("evaluate", plan.evaluate)):
+            for index, job in enumerate(listed):
+                out[(round_task(round_number, task), index)] = job.job_id
+    return out
 
 
 def write_round(run_uri: str, plan: RoundPlan) -> RoundPlan:

@@ -8,9 +8,9 @@ import sys
 
 import pytest
 
-from tests.conftest import DAG_TASKS, REPO
+from tests.conftest import DAG_TASKS, MERGE_TASKS, REPO, ROUND_TASKS
 
-HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "datasets")
+HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "datasets", "optuna")
 
 PROBE = """
 import importlib.util, json, sys, time
@@ -46,7 +46,7 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert bag.import_errors == {}
     assert {"finetune_experiment", "retrain_champion"} <= set(bag.dag_ids)
     dag = bag.get_dag("finetune_experiment")
-    assert set(dag.task_ids) == set(DAG_TASKS) | {"publish_promotion"}
+    assert set(dag.task_ids) == set(DAG_TASKS) | set(ROUND_TASKS) | set(MERGE_TASKS) | {"publish_promotion"}
     assert [o.uri for o in dag.get_task("publish_promotion").outlets] == ["tunerflow://registry/production"]
 
 

@@ -15,6 +15,7 @@ import sys
 import pytest
 import yaml
 
+from tasks.config.search import MAX_ROUNDS
 from tasks.pipeline.plan import step_argv
 from tasks.storage import layout
 from tests.conftest import REPO
@@ -25,6 +26,9 @@ HEAVY = {
     "train": "train",
     "evaluate": "evaluate",
     "score_base": "evaluate",
+    "merge": "merge",
+    "score_merge": "evaluate",
+    **{f"round_{k}.{task}": task for k in range(2, MAX_ROUNDS + 1) for task in ("train", "evaluate")},
     "export": "export",
     "check_export": "check_export",
     "score_champion": "evaluate",
@@ -32,14 +36,17 @@ HEAVY = {
 LIGHT = (
     "validate_conf",
     "plan_jobs",
+    "final_jobs",
+    *(f"round_{k}.{task}" for k in range(2, MAX_ROUNDS + 1) for task in ("plan", "final_jobs")),
     "plan_references",
+    "plan_merges",
     "select_best",
     "plan_champion",
     "promote",
     "publish_promotion",
     "report",
 )
-GPU_TASKS = {"train", "evaluate", "score_base", "score_champion"}
+GPU_TASKS = {task for task, step in HEAVY.items() if step in ("train", "evaluate")}
 TRAIN_GPUS = 2
 SETTINGS = {
     "namespace": "ml-jobs",

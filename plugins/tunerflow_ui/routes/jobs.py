@@ -55,12 +55,13 @@ def airflow_task_instance(
     viewer: Viewer = Depends(reader),  # noqa: B008
     root: str = Depends(store_root),
 ):
-    """Airflow's "Job" link on a task instance: a mapped train, evaluate or score_base task's job page."""
+    """Airflow's "Job" link on a task instance: a mapped train, evaluate, score_base, merge or score_merge
+    task's job page, or a search round's."""
     found = find_run(root, run_id) if dag_id == EXPERIMENT_DAG else None
     job_id = find_job(root, *found, task_id, map_index) if found else None
     if found and job_id:
         return RedirectResponse(f"{run_path(request, *found)}/jobs/{quote(job_id, safe='')}", status_code=307)
-    tasks = ", ".join(f"{task}[i]" for task in JOB_TASKS)
+    tasks = ", ".join([*(f"{task}[i]" for task in JOB_TASKS), "round_<k>.train[i]", "round_<k>.evaluate[i]"])
     message = (
         f"{dag_id}: {task_id}[{map_index}] of run {run_id!r} has no job page. Only the mapped "
         f"{EXPERIMENT_DAG} tasks {tasks} have one, once the run's jobs are planned."
