@@ -20,6 +20,7 @@ from tasks.contracts.train import TrainSpec
 from tasks.data import dataset_registry
 from tasks.data.rows import prompt_text
 from tasks.data.token_counts import distinct_tokenizers
+from tasks.pipeline.costs import device_prices
 from tasks.search.jobs import committed_train, device_hours_by_label, job_id_of, round_jobs
 from tasks.search.rounds import RoundPlan, advance, is_search, mapped_jobs, read_round, start, write_round
 from tasks.search.study import StudyRecord, load_study, save_study
@@ -90,6 +91,8 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[Pl
     one prepare spec per dataset (the eval set, when there is one, last, with role `eval`)."""
 
     experiment = parse_experiment(conf)
+    # A deployment's unreadable price fails the run here, not in selection after every job trained.
+    device_prices()
     try:
         resolved = resolve_experiment(experiment)
     except ValueError as error:
