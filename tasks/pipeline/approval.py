@@ -54,7 +54,10 @@ def md(text: Any, limit: int | None = None) -> str:
 
 
 def _cell(text: Any) -> str:
-    return "–" if text is None or text == "" else md(text, CELL_CHARS)
+    if text is None:
+        return "–"
+    # A model that answered nothing is worth seeing as such, not as a missing answer.
+    return md(text, CELL_CHARS) if str(text).strip() else "*(empty)*"
 
 
 def subject(experiment: str, winner: str) -> str:

@@ -69,7 +69,10 @@ def test_body_holds_the_leaderboard_the_champion_comparison_and_answers_escaped(
         champion_version=3,
         champion_rescored=True,
     )
-    answers = [AnswerRow(question=f"q {SCRIPT}", reference="r | 1", candidate="**loud**", champion="old")]
+    answers = [
+        AnswerRow(question=f"q {SCRIPT}", reference="r | 1", candidate="**loud**", champion="old"),
+        AnswerRow(question="q2", reference="r2", candidate=" ", champion=None),
+    ]
     body = approval_body(_board(), gate, 0.01, answers)
 
     lines = body.splitlines()
@@ -81,6 +84,7 @@ def test_body_holds_the_leaderboard_the_champion_comparison_and_answers_escaped(
     assert "- **Difference**: 0.2" in lines and "- **Margin** required: 0.01" in lines
     assert "| question | reference | candidate | champion |" in lines
     assert "| q \\<script\\>alert\\(1\\)\\<\\/script\\> | r \\| 1 | \\*\\*loud\\*\\* | old |" in lines
+    assert "| q2 | r2 | *(empty)* | – |" in lines  # an empty answer is not a missing one
     # Outside the fixed Markdown of the page, nothing is markup.
     for line in board_rows:
         cells = line.strip("| ").split(" | ")
