@@ -6,9 +6,9 @@ training job; every job is scored the same way; the best is exported to ONNX (FP
 checked, promoted to the registry if it beats the champion, and written up in an HTML report.
 
 `validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job]`
-`-> round_2 .. round_6 (plan -> train[job] -> evaluate[job])`
+`-> round_2 .. round_6 (plan -> train[job] -> evaluate[job]) -> plan_merges -> merge[m] -> score_merge[m]`
 `(+ score_base[ds|model]) -> select_best -> export -> check_export`
-`(+ plan_champion -> score_champion) -> promote -> report`
+`(+ plan_champion -> score_champion) -> approve_promotion -> promote -> report`
 
 * Trigger from the form below, or `POST /api/v2/dags/finetune_experiment/dagRuns` with `{"conf": {...}}`.
 * **Run the demo**: choose `demo` in *Start from* and trigger; nothing to type. Every field left empty
@@ -22,6 +22,11 @@ checked, promoted to the registry if it beats the champion, and written up in an
   and successive halving. Each later round is a task group `round_<k>`: it plans the next trials (or
   continues halving's survivors from their checkpoints), trains them and scores its final jobs; a
   round with nothing to do skips. Without a search the groups `round_2`.. plan nothing.
+* **Merged candidates** (`merge.enabled`): after the last round, the best jobs of each base model are
+  merged (`plan_merges -> merge -> score_merge`) and ranked as one more row.
+* With `promotion.require_approval`, `approve_promotion` waits for a person to approve or reject the
+  winner (the Required Actions page, or `PATCH .../taskInstances/approve_promotion/-1/hitlDetails`);
+  Reject, or no answer within `approval_timeout_hours`, leaves production unchanged.
 * A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
   others with their reasons.
 * Heavy steps run as `python -m tasks.<step> --job <spec uri>`: in a subprocess (`local`, default) or
@@ -31,7 +36,7 @@ checked, promoted to the registry if it beats the champion, and written up in an
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
@@ -42,6 +47,7 @@ from tasks.config.experiment import load_experiment
 from tasks.config.params import airflow_params, param_specs
 from tasks.config.search import MAX_ROUNDS
 from tasks.pipeline import skips
+from tasks.pipeline.operators import ApprovalWhenRun
 from tasks.registry.promotion_event import PRODUCTION_ASSET_NAME, PRODUCTION_ASSET_URI, promotion_event_extra
 from tasks.storage.store import default_root
 
@@ -70,6 +76,20 @@ def _prepared(datasets: list[dict]) -> list[PreparedDataset]:
     from tasks.contracts.prepare import PreparedDataset
 
     return [PreparedDataset.model_validate(dataset) for dataset in datasets]
+
+
+def _approval_request(context: dict) -> Any:
+    # Loaded when the task runs, as every step library the task bodies use.
+    from tasks.pipeline.orchestration import approval_request
+
+    return approval_request(run_of(context))
+
+
+def _record_approval(context: dict, response: dict) -> None:
+    # Loaded when the task runs, as every step library the task bodies use.
+    from tasks.pipeline.orchestration import record_approval
+
+    record_approval(run_of(context), response)
 
 
 @dag(
@@ -166,7 +186,16 @@ def finetune_experiment():
         return plan.argv
 
     # Runs after a passed check, or with export disabled (export and its check skipped), and after the
-    # champion was scored on the candidate's rows, or when there is no champion (skipped).
+    # champion was scored on the candidate's rows, or when there is no champion (skipped). It skips itself
+    # unless promotion.require_approval asks a person; on Reject or a timeout it skips promote.
+    approval = ApprovalWhenRun(
+        task_id="approve_promotion",
+        request=_approval_request,
+        on_response=_record_approval,
+        trigger_rule="none_failed_min_one_success",
+    )
+
+    # Runs after an approval, or when approve_promotion skipped itself; never after a rejection.
     @task(trigger_rule="none_failed_min_one_success")
     def promote(selection: dict) -> dict:
         # Loaded when the task runs, as every contract and step library the task bodies use.
@@ -246,7 +275,7 @@ def finetune_experiment():
     [merged, merged_scored, based] >> selection
     exported >> checked
     promoted = promote(selection)
-    [checked, champion] >> promoted
+    [checked, champion, selection] >> approval >> promoted
     [selection, promoted] >> report()
     publish_promotion(promoted)
 

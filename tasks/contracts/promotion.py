@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tasks.contracts.base import Contract, OpenContract
 
@@ -30,6 +30,33 @@ class ChampionScore(Contract):
     n: int | None = Field(None, description="Rows scored.")
 
 
+class ApprovalDecision(Contract):
+    """`approval.json`: what a person (or the timeout) answered to the run's approval task."""
+
+    approved: bool = Field(description="The candidate may be promoted (Approve was chosen).")
+    decided_by: str = Field(description="The responding user's name (else id), or `timeout`.")
+    decided_at: str | None = Field(None, description="When the answer was given or the timeout applied.")
+    chosen_options: list[str] = Field(default_factory=list, description="The options chosen.")
+    timed_out: bool = Field(False, description="Nobody answered in time: the default (Reject) applied.")
+
+
+class ApprovalRequest(Contract):
+    """What the approval task asks, computed when it runs, or why it does not ask."""
+
+    skip: str | None = Field(None, description="Why no approval is asked; the task skips itself.")
+    subject: str | None = Field(None, description="The question, e.g. 'Promote exp a|b|c to production?'.")
+    body: str | None = Field(None, description="Markdown: leaderboard, champion comparison, answers.")
+    timeout_hours: float | None = Field(None, description="Hours to wait before the default (Reject).")
+
+    @model_validator(mode="after")
+    def _asks_or_skips(self) -> Self:
+        if self.skip is None and (not self.subject or self.timeout_hours is None):
+            raise ValueError(
+                "subject: an approval request that does not skip needs a subject and timeout_hours"
+            )
+        return self
+
+
 class PromotionJob(Contract):
     """What `tasks.registry.promotion.promote` is given."""
 
@@ -44,6 +71,9 @@ class PromotionJob(Contract):
     exports: dict[str, str] = Field(default_factory=dict, description="Exported format -> URI.")
     checks_passed: bool = Field(False, description="The export checks passed (or export is disabled).")
     champion_score: ChampionScore | None = Field(None, description="The champion rescored in this run.")
+    approved_by: str | None = Field(
+        None, description="Who approved the promotion in Airflow; the production pointer's `actor`."
+    )
 
 
 class PromotionDecision(OpenContract):
@@ -61,3 +91,6 @@ class PromotionDecision(OpenContract):
     primary: str | None = Field(None, description="The metric compared.")
     decided_at: str | None = Field(None, description="When.")
     rerun: bool | None = Field(None, description="Replayed from an earlier attempt's record.")
+    approval: ApprovalDecision | None = Field(
+        None, description="A person's decision, with promotion.require_approval."
+    )

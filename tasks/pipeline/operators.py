@@ -9,11 +9,13 @@ DAGs hold these light stand-ins, which carry plain arguments and delegate to the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from datetime import timedelta
 from typing import Any
 
 from airflow.sdk import BaseOperator
 from airflow.sdk.bases.operator import ExecutorSafeguard
+from airflow.sdk.exceptions import AirflowSkipException
 
 
 def execute_delegate(operator: Any, context: Any) -> Any:
@@ -71,3 +73,56 @@ class TriggerDagRunWhenRun(BaseOperator):
             fail_when_dag_is_paused=self.fail_when_dag_is_paused,
         )
         return execute_delegate(trigger, context)
+
+
+class ApprovalWhenRun(BaseOperator):
+    """The standard provider's `ApprovalOperator` (Approve / Reject), built when the task runs from what
+    `request(context)` says then: an object with `skip` (a reason: the task skips itself), `subject`,
+    `body` (Markdown) and `timeout_hours`. The conf is read at run time, so the timeout can come from it.
+
+    On Airflow 3.3 the delegate parks the task in AWAITING_INPUT; the answer through the UI or the REST API
+    (or the scheduler applying the default, Reject, at the timeout) resumes it in this task's
+    `execute_complete`, which hands the event to `on_response(context, event)` first and then to the
+    provider: on Reject it skips the direct downstream tasks and returns no XCom."""
+
+    ui_color = "#fff3c4"
+
+    def __init__(
+        self,
+        *,
+        request: Callable[[Any], Any],
+        on_response: Callable[[Any, dict[str, Any]], Any],
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        self.request = request
+        self.on_response = on_response
+
+    def _approval(self, subject: str, body: str | None = None, timeout: timedelta | None = None) -> Any:
+        # The provider's module is imported here, never at parse time (see the module docstring).
+        from airflow.providers.standard.operators.hitl import ApprovalOperator
+
+        approval = ApprovalOperator(
+            task_id=self.task_id,
+            subject=subject,
+            body=body,
+            defaults=ApprovalOperator.REJECT,
+            response_timeout=timeout,
+        )
+        # On Reject the provider skips the direct downstream of the context's task (this one), but only
+        # when it sees downstream tasks of its own.
+        approval.downstream_task_ids.update(self.downstream_task_ids)
+        return approval
+
+    def execute(self, context: Any) -> Any:
+        request = self.request(context)
+        if request.skip:
+            raise AirflowSkipException(request.skip)
+        timeout = timedelta(hours=request.timeout_hours)
+        return execute_delegate(self._approval(request.subject, request.body, timeout), context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        # An error event (no answer and no default) has no decision to record: the provider raises on it.
+        if "error" not in event:
+            self.on_response(context, event)
+        return self._approval(subject=self.task_id).execute_complete(context, event)

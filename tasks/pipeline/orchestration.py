@@ -8,13 +8,29 @@ from tasks.config.experiment import load_experiment
 from tasks.config.promotion import PromotionConfig
 from tasks.contracts.export import CheckExportResult, ExportResult
 from tasks.contracts.planning import RunInfo
-from tasks.contracts.promotion import PromotionDecision, PromotionJob, WinnerLineage
-from tasks.contracts.selection import Leaderboard, Selection
+from tasks.contracts.promotion import (
+    ApprovalDecision,
+    ApprovalRequest,
+    PromotionDecision,
+    PromotionJob,
+    WinnerLineage,
+)
+from tasks.contracts.selection import Leaderboard, LeaderboardRow, Selection
 from tasks.contracts.summary import RunSummary, SummaryWinner
 from tasks.contracts.train import TrainSpec
+from tasks.pipeline.approval import (
+    approval_body,
+    read_answers,
+    read_approval,
+    record_response,
+    rejection,
+    subject,
+)
 from tasks.pipeline.report import ReportInputs, write_report
+from tasks.pipeline.report_data import approval_text
+from tasks.registry import versions as registry
 from tasks.registry.champion import champion_score, scoring_failure
-from tasks.registry.promotion import promote
+from tasks.registry.promotion import decide, lineage, promote
 from tasks.storage import layout, store
 
 
@@ -24,23 +40,19 @@ def _committed(run_uri: str, name: str, model: type[ExportResult] | type[CheckEx
     return None if result is None else model.load(result, f"the result committed at {prefix}")
 
 
-def promote_winner(run: RunInfo, selection: Selection) -> PromotionDecision:
-    """Register the selected winner with its lineage and let the gate decide; `promotion.json` records it."""
+def promotion_job(
+    run: RunInfo, winner: LeaderboardRow, conf: dict[str, Any], approved_by: str | None = None
+) -> PromotionJob:
+    """What the gate is given for the run's winner: its lineage, weights, exports and checks, the champion
+    rescored in this run, and who approved (the production pointer's actor)."""
     run_uri = run.run_uri
-    conf = load_experiment(run_uri)
     promotion = PromotionConfig.model_validate(conf["promotion"])
-    if not promotion.enabled:
-        disabled = PromotionDecision(promoted=False, reason="promotion.enabled is false")
-        store.write_json(store.join(run_uri, "promotion.json"), disabled.model_dump(mode="json"))
-        return disabled
-    winner = selection.winner
     train_uri = store.join(layout.job(run_uri, winner.job_id), "train.json")
     train_spec = TrainSpec.load(store.read_json(train_uri), train_uri)
     exported = _committed(run_uri, "export", ExportResult)
     checks = _committed(run_uri, "check_export", CheckExportResult)
-    export_enabled = conf["export"]["enabled"]
     merged = exported.merged_uri if exported else None
-    job = PromotionJob(
+    return PromotionJob(
         store_root=run.store_root,
         registry_name=promotion.registry_name or conf["name"],
         run_uri=run_uri,
@@ -59,9 +71,89 @@ def promote_winner(run: RunInfo, selection: Selection) -> PromotionDecision:
         adapter_uri=None if merged else winner.train.adapter_uri,
         champion_score=champion_score(run_uri),
         exports={fmt: info.uri for fmt, info in exported.formats.items()} if exported else {},
-        checks_passed=bool(checks and checks.passed) if export_enabled else True,
+        checks_passed=bool(checks and checks.passed) if conf["export"]["enabled"] else True,
+        approved_by=approved_by,
     )
-    decision = PromotionDecision.model_validate(promote(job))
+
+
+def preview_gate(job: PromotionJob) -> tuple[PromotionDecision, bool]:
+    """The gate's decision as `promote` would take it now, registering nothing: (the decision, whether the
+    production pointer would move)."""
+    root, name = job.store_root, job.registry_name
+    existing = registry.find_versions(root, name, run_uri=job.run_uri, job_id=job.winner.job_id)
+    candidate = existing[0] if existing else {**lineage(job), "version": None}
+    rescored = job.champion_score.model_dump(mode="json") if job.champion_score else None
+    verdict = decide(
+        candidate, registry.production(root, name), job.primary, job.margin, job.checks_passed, rescored
+    )
+    move = verdict.pop("move")
+    return PromotionDecision.model_validate({**verdict, "primary": job.primary}), move
+
+
+def approval_request(run: RunInfo) -> ApprovalRequest:
+    """What `approve_promotion` asks, or why it skips: approval not required, promotion disabled, or the
+    gate would not move production anyway (nothing for a person to approve)."""
+    conf = load_experiment(run.run_uri)
+    promotion = PromotionConfig.model_validate(conf["promotion"])
+    if not promotion.enabled:
+        return ApprovalRequest(skip="promotion.enabled is false")
+    if not promotion.require_approval:
+        return ApprovalRequest(skip="promotion.require_approval is false: the gate decides alone")
+    board = read_leaderboard(run.run_uri)
+    if board is None or board.winner is None:
+        return ApprovalRequest(skip="no winner to approve")
+    gate, move = preview_gate(promotion_job(run, board.winner, conf))
+    if not move:
+        return ApprovalRequest(skip=f"nothing to approve, production would not move: {gate.reason}")
+    return ApprovalRequest(
+        subject=subject(conf["name"], board.winner.label),
+        body=approval_body(board, gate, promotion.margin, read_answers(run.run_uri, board.winner)),
+        timeout_hours=promotion.approval_timeout_hours,
+    )
+
+
+def record_approval(run: RunInfo, response: dict[str, Any]) -> ApprovalDecision:
+    """Record the provider's resume event (an answer or the timeout's default) as `approval.json`."""
+    promotion = PromotionConfig.model_validate(load_experiment(run.run_uri)["promotion"])
+    return record_response(run.run_uri, response, promotion.approval_timeout_hours)
+
+
+def _unapproved(
+    run: RunInfo, selection: Selection, conf: dict[str, Any], approval: ApprovalDecision | None
+) -> PromotionDecision | None:
+    """With promotion.require_approval, the decision when nobody approved: the rejection or timeout
+    recorded, or (no answer: approve_promotion skipped) a gate that would now move production after all,
+    as when another run moved the pointer meanwhile. None when promote may go ahead."""
+    promotion = PromotionConfig.model_validate(conf["promotion"])
+    if approval is not None:
+        return None if approval.approved else rejection(approval, promotion.approval_timeout_hours)
+    gate, move = preview_gate(promotion_job(run, selection.winner, conf))
+    if not move:
+        return None
+    return PromotionDecision(
+        promoted=False,
+        reason=f"not promoted: promotion.require_approval is set and nobody approved ({gate.reason})",
+    )
+
+
+def promote_winner(run: RunInfo, selection: Selection) -> PromotionDecision:
+    """Register the selected winner with its lineage and let the gate decide; `promotion.json` records it.
+    With promotion.require_approval, production moves only after an approval (`approval.json`), and the
+    pointer records the approver as its actor."""
+    run_uri = run.run_uri
+    conf = load_experiment(run_uri)
+    promotion = PromotionConfig.model_validate(conf["promotion"])
+    approval = read_approval(run_uri) if promotion.require_approval else None
+    if not promotion.enabled:
+        decision = PromotionDecision(promoted=False, reason="promotion.enabled is false")
+    elif promotion.require_approval and (refused := _unapproved(run, selection, conf, approval)):
+        decision = refused
+    else:
+        job = promotion_job(run, selection.winner, conf, approval.decided_by if approval else None)
+        decided = promote(job)
+        if approval:
+            decided["approval"] = approval.model_dump(mode="json")
+        decision = PromotionDecision.model_validate(decided)
     store.write_json(store.join(run_uri, "promotion.json"), decision.model_dump(mode="json"))
     return decision
 
@@ -92,6 +184,8 @@ def format_summary(summary: RunSummary, board: Leaderboard) -> str:
     if promotion:
         verdict = "PROMOTED" if promotion.promoted else "not promoted"
         lines.append(f"Promotion:       {verdict} ({promotion.reason})")
+        if promotion.approval:
+            lines.append(f"Approval:        {approval_text(promotion.approval)}")
         if promotion.registry_uri:
             lines.append(f"Registry:        {promotion.registry_uri} version {promotion.version}")
     if summary.merged_model_uri:

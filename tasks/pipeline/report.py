@@ -1,7 +1,8 @@
 """The experiment report: one self-contained HTML page plus two plots, committed under `<run>/report`.
 
 Written from `ReportInputs`: the experiment conf as recorded, the `Leaderboard` (rows, winner, primary
-metric), the `CheckExportResult` and the `PromotionDecision` (either may be missing). The committed
+metric), the `CheckExportResult` and the `PromotionDecision` (either may be missing; with approval
+required, the decision carries who approved or rejected, and when). The committed
 result is {"report_uri": ".../index.html", "plots": [".../loss.png", ".../metrics.png"]}.
 
 A format's checks are read leniently (`report_data.export_rows`): a check may hold size_bytes | size_mb,
@@ -24,7 +25,7 @@ from typing import Any
 from tasks.contracts.export import CheckExportResult
 from tasks.contracts.promotion import PromotionDecision
 from tasks.contracts.selection import Leaderboard, LeaderboardRow
-from tasks.pipeline.report_data import better, export_rows, fmt
+from tasks.pipeline.report_data import approval_text, better, export_rows, fmt
 from tasks.pipeline.report_plots import plot_loss, plot_metric
 from tasks.storage import store
 
@@ -188,13 +189,18 @@ def _exports(checks: CheckExportResult | None) -> str:
 def _promotion(promotion: PromotionDecision | None) -> str:
     if not promotion:
         return "<p class='muted'>Promotion was not run.</p>"
-    title = (
-        f"Promoted: version {promotion.version} is production"
-        if promotion.promoted
-        else f"Not promoted (registered as version {promotion.version})"
-    )
+    if promotion.promoted:
+        title = f"Promoted: version {promotion.version} is production"
+    elif promotion.version is not None:
+        title = f"Not promoted (registered as version {promotion.version})"
+    else:
+        title = "Not promoted"
+    approval = promotion.approval
     pairs = [
         ("Reason", promotion.reason),
+        # With promotion.require_approval: who decided what and when (the timeout is a decision too).
+        ("Approval", approval_text(approval) if approval else None),
+        ("Options chosen", ", ".join(approval.chosen_options) if approval else None),
         ("Candidate", promotion.candidate_metric),
         ("Champion version", promotion.champion_version),
         ("Champion", promotion.champion_metric),

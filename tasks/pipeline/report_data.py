@@ -1,5 +1,6 @@
 """The report's data: loss curves read from each job's metrics.jsonl, export checks normalised to one row
-per format, the primary metric and which way it points, and values formatted as the report shows them."""
+per format, the primary metric and which way it points, the approval decision in words, and values
+formatted as the report shows them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from tasks.contracts.promotion import ApprovalDecision
 from tasks.contracts.selection import LeaderboardRow
 from tasks.scoring.plugins import lower_is_better
 from tasks.storage import store
@@ -74,6 +76,14 @@ def better(primary: str) -> str:
         return "lower is better" if lower_is_better(primary) else "higher is better"
     except ValueError:
         return "unknown metric: direction not known"
+
+
+def approval_text(approval: ApprovalDecision) -> str:
+    """Who decided what and when, in words: the report's and the task log's line for `approval.json`."""
+    if approval.timed_out:
+        return f"no decision in time: rejected by the timeout at {approval.decided_at}"
+    verdict = "approved" if approval.approved else "rejected"
+    return f"{verdict} by {approval.decided_by} at {approval.decided_at}"
 
 
 def _first(mapping: dict[str, Any], *keys: str) -> Any:

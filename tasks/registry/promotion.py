@@ -190,7 +190,10 @@ def promote(job: PromotionJob | dict[str, Any]) -> dict[str, Any]:
             if not decision.pop("move"):
                 break
             expected = champion["sequence"] if champion else None
-            if registry.set_production(root, name, version, expected, reason=decision["reason"]):
+            moved = registry.set_production(
+                root, name, version, expected, reason=decision["reason"], actor=job.approved_by
+            )
+            if moved:
                 break
         else:
             decision = {
