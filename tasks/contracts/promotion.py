@@ -19,6 +19,8 @@ class WinnerLineage(Contract):
     model: dict[str, Any] = Field(default_factory=dict, description="The base model's catalog entry.")
     dataset: dict[str, Any] = Field(default_factory=dict, description="The prepared dataset it trained on.")
     hparams: dict[str, Any] = Field(default_factory=dict, description="Its hyperparameter group.")
+    merged_from: list[str] | None = Field(None, description="A merged candidate: the labels of its parts.")
+    merge_method: str | None = Field(None, description="A merged candidate: how its parts were merged.")
 
 
 class ChampionScore(Contract):

@@ -6,6 +6,7 @@ from typing import Any
 
 from tasks.config.experiment import load_experiment
 from tasks.config.promotion import PromotionConfig
+from tasks.contracts.evaluate import EvaluateSpec
 from tasks.contracts.export import CheckExportResult, ExportResult
 from tasks.contracts.planning import RunInfo
 from tasks.contracts.promotion import (
@@ -17,7 +18,6 @@ from tasks.contracts.promotion import (
 )
 from tasks.contracts.selection import Leaderboard, LeaderboardRow, Selection
 from tasks.contracts.summary import RunSummary, SummaryWinner
-from tasks.contracts.train import TrainSpec
 from tasks.pipeline.approval import (
     approval_body,
     read_answers,
@@ -47,8 +47,11 @@ def promotion_job(
     rescored in this run, and who approved (the production pointer's actor)."""
     run_uri = run.run_uri
     promotion = PromotionConfig.model_validate(conf["promotion"])
-    train_uri = store.join(layout.job(run_uri, winner.job_id), "train.json")
-    train_spec = TrainSpec.load(store.read_json(train_uri), train_uri)
+    # The evaluate spec, which a merged candidate has too (its merge spec is no TrainSpec): the base model
+    # and dataset, and the hyperparameters of a trained job (a merge has its parts' instead).
+    evaluate_uri = store.join(layout.job(run_uri, winner.job_id), "evaluate.json")
+    evaluated = EvaluateSpec.load(store.read_json(evaluate_uri), evaluate_uri)
+    merge = {"merged_from": winner.parts, "merge_method": winner.merge_method} if winner.parts else {}
     exported = _committed(run_uri, "export", ExportResult)
     checks = _committed(run_uri, "check_export", CheckExportResult)
     merged = exported.merged_uri if exported else None
@@ -60,9 +63,10 @@ def promotion_job(
             job_id=winner.job_id,
             label=winner.label,
             metrics=winner.metrics,
-            model=train_spec.model.model_dump(mode="json"),
-            dataset=train_spec.dataset.model_dump(mode="json"),
-            hparams=train_spec.hparams.model_dump(mode="json"),
+            model=evaluated.model.model_dump(mode="json"),
+            dataset=evaluated.dataset.model_dump(mode="json"),
+            hparams=evaluated.hparams.model_dump(mode="json") if evaluated.hparams else {},
+            **merge,
         ),
         primary=conf["scoring"]["primary"],
         margin=promotion.margin,

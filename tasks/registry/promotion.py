@@ -45,6 +45,12 @@ def lineage(job: PromotionJob) -> dict[str, Any]:
         "model_entry": dict(model),
         "primary": job.primary,
         "checks_passed": job.checks_passed,
+        # A merged candidate's parts, so the registry says what the version was merged from.
+        **(
+            {"merged_from": winner.merged_from, "merge_method": winner.merge_method}
+            if winner.merged_from
+            else {}
+        ),
     }
 
 

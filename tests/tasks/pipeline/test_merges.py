@@ -113,3 +113,42 @@ def test_parts_mixing_adapters_and_full_models_are_refused_with_a_reason(store_r
         ValueError, match=r"a\|m1\|x: full model, a\|m1\|lora-fast: adapter\); only jobs of one"
     ):
         plan_merges(info, jobs, leaderboard(info.run_uri, jobs, "rouge_l"))
+
+
+def test_a_merged_candidate_that_scores_best_wins_is_exported_and_keeps_its_parts(store_root):
+    from tasks.contracts.export import ExportSpec
+    from tasks.pipeline.orchestration import promotion_job
+    from tasks.pipeline.plan import planned
+    from tasks.pipeline.selection import export_specs
+
+    info, jobs = _run(store_root, datasets=[BASE["datasets"][0]], models=[BASE["models"][0]])
+    _outcomes(info, jobs, {"a|m1|lora-fast": 0.5, "a|m1|lora-default": 0.7, "a|m1|x": 0.6})
+    merges = plan_merges(info, jobs, leaderboard(info.run_uri, jobs, "rouge_l"))
+    (merged,) = merges
+    prefix = layout.job(info.run_uri, merged.job_id)
+    parts = ["a|m1|lora-default", "a|m1|x"]
+    for step, result in (
+        (
+            "train",
+            {
+                "adapter_uri": store.join(prefix, "train", "adapter"),
+                "model_uri": None,
+                "merged_from": parts,
+                "merge_method": "ties",
+            },
+        ),
+        ("evaluate", {"metrics": {"rouge_l": 0.8}}),
+    ):
+        store.ensure_dir(layout.step(prefix, step))
+        store.commit(layout.step(prefix, step), result)
+
+    board = leaderboard(info.run_uri, planned(info.run_uri), "rouge_l")
+    assert board.winner.label == "a|m1|merge-ties" and board.winner.kind == "merge"
+    assert (board.winner.parts, board.winner.merge_method) == (parts, "ties")
+    assert [row.rank for row in board.rows] == [1, 2, 3, 4]
+    selection = export_specs(info.run_uri, store_root, board.winner)
+    export = ExportSpec.load(store.read_json(selection.export_spec), selection.export_spec)
+    assert export.adapter_uri == store.join(prefix, "train", "adapter") and export.model.name == "m1"
+    conf = store.read_json(layout.experiment_record(info.run_uri))["experiment"]
+    lineage = promotion_job(info, board.winner, conf).winner
+    assert (lineage.merged_from, lineage.merge_method, lineage.hparams) == (parts, "ties", {})
