@@ -53,6 +53,7 @@ h1{margin-bottom:4px}h2{margin-top:32px;border-bottom:1px solid #ddd;padding-bot
 th,td{border:1px solid #ddd;padding:5px 8px;text-align:left;vertical-align:top}
 th{background:#f4f6f8}td.num{text-align:right;font-variant-numeric:tabular-nums}
 tr.failed td{background:#fdf0ef}tr.reference td{background:#f6f6f6;color:#555}
+tr.pruned td{color:#777;font-style:italic}
 tr.winner td{background:#fff6e5;font-weight:600}
 .badge{display:inline-block;padding:1px 7px;border-radius:9px;font-size:11px;color:#fff}
 .badge.succeeded{background:#2b7bb9}.badge.failed{background:#c0392b}.badge.reference{background:#8c8c8c}
@@ -105,7 +106,17 @@ def _quantized(row: LeaderboardRow, metric: str) -> Any:
     return row.quantized.metrics.get(metric) if row.quantized else None
 
 
-def _leaderboard(rows: list[LeaderboardRow], primary: str, winner_id: str | None) -> str:
+def _note(row: LeaderboardRow) -> str:
+    """Why a row stands where it does: its error, where training stopped early, or a merge's parts."""
+    stopped = row.stopped or (row.train.stopped if row.train else None)
+    notes = [row.error, stopped and (f"{stopped} (round {row.round})" if row.round else stopped)]
+    if row.parts:
+        notes.append(f"merged ({row.merge_method}) from {', '.join(row.parts)}")
+    return "; ".join(note for note in notes if note)
+
+
+def _leaderboard(board: Leaderboard, primary: str, winner_id: str | None) -> str:
+    rows = board.rows
     metric_names: list[str] = [primary]
     for row in rows:
         for key in row.metrics:
@@ -114,8 +125,10 @@ def _leaderboard(rows: list[LeaderboardRow], primary: str, winner_id: str | None
     # With scoring.rank_on, each job's export was scored too, and that score ranked the jobs.
     quantized = next((r.quantized.format for r in rows if r.quantized), None)
     extra = [f"{primary} ({quantized})"] if quantized else []
+    spend = ["Device-hours"] if board.device_hours is not None else []
+    spend += [f"Cost ({board.currency})"] if board.cost is not None else []
     head = ["#", "Job", "Status", *metric_names, *extra, "Scored on"]
-    head += ["Train loss", "Steps", "Runtime (s)", "Tokens/s", "Error"]
+    head += ["Train loss", "Steps", "Runtime (s)", "Tokens/s", *spend, "Notes"]
     out = ["<table><thead><tr>", *(f"<th>{esc(h)}</th>" for h in head), "</tr></thead><tbody>"]
     for row in rows:
         classes = [row.status] + (["winner"] if winner_id and row.job_id == winner_id else [])
@@ -133,17 +146,26 @@ def _leaderboard(rows: list[LeaderboardRow], primary: str, winner_id: str | None
                 f"<td class='num'>{esc(fmt(getattr(row.train, k) if row.train else None))}</td>"
                 for k in ("train_loss", "steps", "runtime_s", "tokens_per_s")
             ),
-            f"<td class='error'>{esc(row.error or '')}</td>",
+            *(f"<td class='num'>{esc(fmt(row.device_hours))}</td>" for _ in spend[:1]),
+            *(f"<td class='num'>{esc(fmt(row.cost))}</td>" for _ in spend[1:]),
+            f"<td class='{'error' if row.error else 'muted'}'>{esc(_note(row))}</td>",
         ]
         out.append(f"<tr class='{esc(' '.join(classes))}'>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
-    failed = [r for r in rows if r.status == "failed"]
-    ok = [r for r in rows if r.status == "succeeded"]
-    refs = [r for r in rows if r.status == "reference"]
+    count = {status: sum(r.status == status for r in rows) for status in ("succeeded", "failed", "pruned")}
+    refs = sum(r.status == "reference" for r in rows)
+    pruned = f", {count['pruned']} pruned by successive halving" if count["pruned"] else ""
     out.append(
-        f"<p class='muted'>{len(ok)} succeeded, {len(failed)} failed, {len(refs)} base-model reference rows. "
-        "Failed jobs do not take part in selection.</p>"
+        f"<p class='muted'>{count['succeeded']} succeeded, {count['failed']} failed{pruned}, {refs} "
+        "base-model reference rows. Failed and pruned jobs do not take part in selection.</p>"
     )
+    if board.search:
+        out.append(f"<p class='muted'>Search: {esc(board.search)}</p>")
+    if board.device_hours is not None:
+        cost = f", {fmt(board.cost)} {board.currency}" if board.cost is not None else ""
+        out.append(
+            f"<p class='muted'>Training used {esc(fmt(board.device_hours))} device-hours{esc(cost)}.</p>"
+        )
     return "".join(out)
 
 
@@ -236,7 +258,7 @@ def render(report: ReportInputs, loss_png: Path, metrics_png: Path) -> str:
 <p class="muted">Run <code>{esc(run)}</code> · generated {esc(generated)}</p>
 <h2>Summary</h2>{_summary(experiment, primary)}
 <h2>Winner</h2>{_winner(board.winner, primary)}
-<h2>Leaderboard</h2>{_leaderboard(board.rows, primary, _winner_id(board))}
+<h2>Leaderboard</h2>{_leaderboard(board, primary, _winner_id(board))}
 <h2>Plots</h2>{_img(metrics_png, f"{primary} per job")}{_img(loss_png, "training loss per job")}
 <h2>Export checks</h2>{_exports(report.checks)}
 <h2>Promotion</h2>{_promotion(report.promotion)}

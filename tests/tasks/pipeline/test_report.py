@@ -218,3 +218,53 @@ def test_export_rows_accepts_list_and_flat_shapes():
     assert rows[0]["format"] == "onnx" and rows[0]["size_mb"] == 3.0 and rows[0]["p50"] == 1.0
     rows = export_rows({"onnx": {"size_bytes": 2_000_000, "reason": "slow", "latency_ms": {"p95": 7.0}}})
     assert rows[0]["size_mb"] == 2.0 and rows[0]["reasons"] == ["slow"] and rows[0]["p95"] == 7.0
+
+
+def test_report_shows_pruned_trials_merges_the_search_and_what_training_cost(tmp_path):
+    output = store.to_uri(tmp_path / "run" / "report")
+    train = {"adapter_uri": "file:///a", "model_uri": None, "steps": 24, "device": "cpu", "device_hours": 0.5}
+    common = {"kind": "train", "scored_on": "tuna", "metrics_jsonl": None, "train": train}
+    rows = [
+        {
+            **common,
+            "rank": 1,
+            "job_id": "m",
+            "label": "tuna|m|merge-ties",
+            "kind": "merge",
+            "status": "succeeded",
+            "metrics": {"rouge_l": 0.8},
+            "parts": ["tuna|m|<b>a</b>", "tuna|m|b"],
+            "merge_method": "ties",
+            "device_hours": 0.5,
+            "cost": 1.25,
+        },
+        {
+            **common,
+            "rank": None,
+            "job_id": "p",
+            "label": "tuna|m|c",
+            "status": "pruned",
+            "metrics": {},
+            "stopped": "stopped by halving at step 6",
+            "round": 1,
+            "device_hours": 0.1,
+            "cost": 0.25,
+        },
+    ]
+    board = Leaderboard(
+        primary="rouge_l",
+        rows=rows,
+        winner=rows[0],
+        device_hours=0.6,
+        cost=1.5,
+        currency="EUR",
+        search="grid with successive halving: 8 trials in 2 rounds, 6 pruned by halving",
+    )
+    inputs = ReportInputs(output=output, experiment={"name": "x"}, board=board, checks=None, promotion=None)
+    html = store.local_path(write_report(inputs)["report_uri"]).read_text()
+    assert "<th>Device-hours</th><th>Cost (EUR)</th><th>Notes</th>" in html
+    assert "merged (ties) from tuna|m|&lt;b&gt;a&lt;/b&gt;, tuna|m|b" in html
+    assert "stopped by halving at step 6 (round 1)" in html and "<tr class='pruned'>" in html
+    assert "1 succeeded, 0 failed, 1 pruned by successive halving" in html
+    assert "Search: grid with successive halving: 8 trials in 2 rounds" in html
+    assert "Training used 0.6 device-hours, 1.5 EUR." in html
