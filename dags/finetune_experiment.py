@@ -185,16 +185,6 @@ def finetune_experiment():
         skip_when(plan.skip)
         return plan.argv
 
-    # Runs after a passed check, or with export disabled (export and its check skipped), and after the
-    # champion was scored on the candidate's rows, or when there is no champion (skipped). It skips itself
-    # unless promotion.require_approval asks a person; on Reject or a timeout it skips promote.
-    approval = ApprovalWhenRun(
-        task_id="approve_promotion",
-        request=_approval_request,
-        on_response=_record_approval,
-        trigger_rule="none_failed_min_one_success",
-    )
-
     # Runs after an approval, or when approve_promotion skipped itself; never after a rejection.
     @task(trigger_rule="none_failed_min_one_success")
     def promote(selection: dict) -> dict:
@@ -274,6 +264,16 @@ def finetune_experiment():
     champion = heavy.score_champion(plan_champion(selection))
     [merged, merged_scored, based] >> selection
     exported >> checked
+    # Runs after a passed check, or with export disabled (export and its check skipped), and after the
+    # champion was scored on the candidate's rows, or when there is no champion (skipped). It skips itself
+    # unless promotion.require_approval asks a person; on Reject or a timeout it skips promote. Declared
+    # here, in graph order: the demo's live view lists tasks in the order the DAG declares them.
+    approval = ApprovalWhenRun(
+        task_id="approve_promotion",
+        request=_approval_request,
+        on_response=_record_approval,
+        trigger_rule="none_failed_min_one_success",
+    )
     promoted = promote(selection)
     [checked, champion, selection] >> approval >> promoted
     [selection, promoted] >> report()

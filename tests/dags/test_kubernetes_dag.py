@@ -41,6 +41,7 @@ LIGHT = (
     "plan_references",
     "plan_merges",
     "select_best",
+    "approve_promotion",
     "plan_champion",
     "promote",
     "publish_promotion",
@@ -151,7 +152,7 @@ def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag)
     mapped_from = {
         "prepare_dataset": ("validate_conf", heavy.dataset_argv),
         "train": ("plan_jobs", heavy.train_argv),
-        "evaluate": ("plan_jobs", heavy.evaluate_argv),
+        "evaluate": ("final_jobs", heavy.evaluate_argv),
         "score_base": ("plan_references", heavy.evaluate_argv),
     }
     for task_id, (upstream, function) in mapped_from.items():
@@ -167,7 +168,9 @@ def test_heavy_steps_are_pod_operators_mapped_over_the_light_tasks_argv(k8s_dag)
     champion = k8s_dag.get_task("score_champion")
     assert isinstance(champion, StepPodOperator) and champion.arguments.operator.task_id == "plan_champion"
     for task_id in LIGHT:
-        assert k8s_dag.get_task(task_id).task_type == "_PythonDecoratedOperator", task_id
+        # The approval is Airflow's human-in-the-loop operator (its light stand-in), on the worker.
+        light = "ApprovalWhenRun" if task_id == "approve_promotion" else "_PythonDecoratedOperator"
+        assert k8s_dag.get_task(task_id).task_type == light, task_id
     # evaluate skips (no pod) when training failed; export when export.enabled is false
     assert k8s_dag.get_task("evaluate").partial_kwargs["pre_execute"] is heavy.skip_if_training_failed
     assert k8s_dag.get_task("export")._pre_execute_hook is heavy.skip_unless_export_enabled
