@@ -4,31 +4,15 @@ finalists are merged, and the leaderboard, the study and the tasks' states say s
 
 from __future__ import annotations
 
-import importlib
-import sys
-
 import pytest
 
 from tasks.contracts.selection import Leaderboard
 from tasks.contracts.train import TrainResult
 from tasks.storage import layout, store
-from tests.conftest import REPO
+
+# The DAG fixture (freshly parsed per test) and the task states of a run, as the whole-run test has them.
+from tests.dags.test_finetune_experiment import _states, dag  # noqa: F401
 from tests.fixtures.confs import tiny_conf
-
-
-@pytest.fixture
-def dag(airflow_db):
-    sys.path.insert(0, str(REPO / "dags"))
-    import finetune_experiment
-
-    return importlib.reload(finetune_experiment).dag
-
-
-def _states(run) -> dict[str, list[str]]:
-    states: dict[str, list[str]] = {}
-    for ti in run.get_task_instances():
-        states.setdefault(ti.task_id, []).append(str(ti.state))
-    return states
 
 
 def _train(run_uri: str, job_id: str) -> TrainResult:
@@ -38,7 +22,9 @@ def _train(run_uri: str, job_id: str) -> TrainResult:
 
 @pytest.mark.slow
 def test_halving_continues_survivors_prunes_the_rest_and_merges_the_finalists(
-    dag, tiny_model_dir, store_root
+    dag,
+    tiny_model_dir,
+    store_root,  # noqa: F811
 ):
     conf = tiny_conf(
         tiny_model_dir,
