@@ -118,13 +118,16 @@ def finetune_experiment():
 
         return _xcom(plan(_this_run(), _prepared(datasets)))
 
-    # all_done: a round starts once the previous round's jobs ended, however they ended; it plans
-    # nothing (and its mapped tasks skip) when the run has no search or the search is finished.
+    # all_done: a round starts once the previous round's jobs ended, however they ended. It skips (and
+    # its tasks with it) when the run has no search or planned nothing; it plans nothing (and its mapped
+    # tasks skip) once the search is finished.
     @task(trigger_rule="all_done")
     def plan(round_number: int) -> list[dict]:
         from tasks.pipeline.plan import plan_round
 
-        return _xcom(plan_round(_this_run(), round_number))
+        run = _this_run()
+        skip_when(skips.nothing_planned(run.run_uri) or skips.no_search(run.run_uri))
+        return _xcom(plan_round(run, round_number))
 
     # The jobs a round scores: only its final ones (a halving rung that decides who continues is not).
     @task

@@ -39,6 +39,13 @@ def nothing_planned(run_uri: str) -> str | None:
     return None
 
 
+def no_search(run_uri: str) -> str | None:
+    """Planning a later search round of a run without a search (no study was started): it has one round."""
+    if not store.exists(store.join(run_uri, "search", "study.json")):
+        return "no search in this run's conf: it trains one round"
+    return None
+
+
 def nothing_to_report(run_uri: str) -> str | None:
     """Writing the HTML report when selection left no leaderboard. The `report` task still runs to give
     the run its verdict (`tasks.pipeline.orchestration.run_problem`); it only skips the page."""

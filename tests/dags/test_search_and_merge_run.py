@@ -22,9 +22,9 @@ def _train(run_uri: str, job_id: str) -> TrainResult:
 
 @pytest.mark.slow
 def test_halving_continues_survivors_prunes_the_rest_and_merges_the_finalists(
-    dag,
+    dag,  # noqa: F811  (the fixture imported above)
     tiny_model_dir,
-    store_root,  # noqa: F811
+    store_root,
 ):
     conf = tiny_conf(
         tiny_model_dir,
