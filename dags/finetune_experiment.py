@@ -21,7 +21,7 @@ checked, promoted to the registry if it beats the champion, and written up in an
 * **Search** (`search` in the conf): random or TPE trials sampled by Optuna, or a grid over a space,
   and successive halving. Each later round is a task group `round_<k>`: it plans the next trials (or
   continues halving's survivors from their checkpoints), trains them and scores its final jobs; a
-  round with nothing to do skips. Without a search the groups `round_2`.. plan nothing.
+  round with nothing to do skips. Without a search the groups `round_2`.. skip.
 * **Merged candidates** (`merge.enabled`): after the last round, the best jobs of each base model are
   merged (`plan_merges -> merge -> score_merge`) and ranked as one more row.
 * With `promotion.require_approval`, `approve_promotion` waits for a person to approve or reject the
