@@ -61,7 +61,9 @@ def test_every_later_round_plans_trains_and_scores_after_the_round_before(local,
         }
         assert dag.get_task(f"{group}.evaluate").trigger_rule == "all_done"
         previous = {f"{group}.train", f"{group}.evaluate"}
-    assert dag.get_task("select_best").upstream_task_ids == {*previous, "score_base"}
+    # The merged candidates come after the last round, and selection after them.
+    assert dag.get_task("plan_merges").upstream_task_ids == previous
+    assert dag.get_task("select_best").upstream_task_ids == {"merge", "score_merge", "score_base"}
     for task_id in dag.task_ids:
         assert k8s_dag.get_task(task_id).upstream_task_ids == dag.get_task(task_id).upstream_task_ids
     pod = k8s_dag.get_task(f"round_{MAX_ROUNDS}.train")
@@ -73,16 +75,18 @@ def _run_task(module, monkeypatch, task_id: str, info: RunInfo, round_number: in
     return module.dag.get_task(task_id).python_callable(round_number)
 
 
-def test_without_a_search_the_later_rounds_plan_nothing(local, store_root, monkeypatch):
+def test_without_a_search_the_later_rounds_skip(local, store_root, monkeypatch):
     from tasks.pipeline.plan import plan_jobs
 
     info, prepared = start(store_root, conf({}))
     (job,) = plan_jobs(info, prepared)
     commit_train(info, job, 1.0)
     assert _run_task(local, monkeypatch, "final_jobs", info, 1) == [job.model_dump(mode="json")]
+    from airflow.sdk.exceptions import AirflowSkipException
+
     for k in range(2, MAX_ROUNDS + 1):
-        assert _run_task(local, monkeypatch, f"round_{k}.plan", info, k) == []
-        assert _run_task(local, monkeypatch, f"round_{k}.final_jobs", info, k) == []
+        with pytest.raises(AirflowSkipException, match="no search in this run's conf"):
+            _run_task(local, monkeypatch, f"round_{k}.plan", info, k)
 
 
 def test_a_halving_round_two_plans_the_survivors(local, store_root, monkeypatch):
