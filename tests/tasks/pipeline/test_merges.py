@@ -12,16 +12,11 @@ from tasks.pipeline.merges import plan_merges
 from tasks.pipeline.plan import plan_jobs, validate_conf
 from tasks.pipeline.selection import leaderboard
 from tasks.storage import layout, store
+from tests.tasks.pipeline.test_plan_and_selection import CONF
 
 RUN_ID = "manual__2026-12-01T10:00:00+00:00"
 BASE = {
-    "name": "exp",
-    "datasets": [
-        {"name": "a", "uri": "builtin:tuna_identity"},
-        {"name": "b", "uri": "builtin:tuna_identity"},
-    ],
-    "models": [{"name": "m1", "uri": "/models/m1"}, {"name": "m2", "uri": "/models/m2"}],
-    "hparams": [{"preset": "lora-fast"}, {"preset": "lora-default"}, {"name": "x", "preset": "lora-fast"}],
+    **CONF,
     "merge": {"enabled": True, "top_k": 2, "method": "ties", "density": 0.3, "seed": 5},
 }
 
