@@ -29,6 +29,21 @@ DAG_ID = "finetune_experiment"
 StateLookup = Callable[[list[str]], Mapping[str, str]]
 _KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 
+# The run's own (unmapped) steps the page links to in Airflow's Grid, in graph order; the planning steps
+# (plan_jobs, plan_references, final_jobs, plan_champion) are left out. tests/dags checks it against the DAG.
+RUN_TASKS = (
+    "validate_conf",
+    "plan_merges",
+    "select_best",
+    "export",
+    "check_export",
+    "score_champion",
+    "approve_promotion",
+    "promote",
+    "report",
+    "publish_promotion",
+)
+
 
 class NotFound(LookupError):
     """No such experiment, run or job in the store (the pages answer 404)."""
@@ -296,7 +311,6 @@ def run_page(root: str, experiment: str, run: str, states: StateLookup = no_stat
     promotion = read_json(store.join(prefix, "promotion.json"))
     summary = read_json(store.join(prefix, "summary.json"))
     state = (states([run_id]) if run_id else {}).get(run_id) or stored_state(summary)
-    single = ("validate_conf", "select_best", "export", "check_export", "score_champion", "promote", "report")
     return RunPage(
         experiment=experiment,
         run=run,
@@ -320,5 +334,5 @@ def run_page(root: str, experiment: str, run: str, states: StateLookup = no_stat
         exports=export_rows(checks),
         exports_passed=checks.get("passed") if isinstance(checks, dict) else None,
         promotion=PromotionDecision.load(promotion, "promotion.json") if promotion else None,
-        run_tasks=[TaskLink(task_id=t, path=grid_path(run_id, t)) for t in single] if run_id else [],
+        run_tasks=[TaskLink(task_id=t, path=grid_path(run_id, t)) for t in RUN_TASKS] if run_id else [],
     )

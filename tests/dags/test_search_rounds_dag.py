@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from tasks.config.search import MAX_ROUNDS
+from tasks.console.runs import RUN_TASKS
 from tasks.contracts.planning import RunInfo
 from tasks.storage import layout
 from tests.conftest import REPO
@@ -105,3 +106,9 @@ def test_a_halving_round_two_plans_the_survivors(local, store_root, monkeypatch)
     assert planned["job_id"] == f"{jobs[0].job_id}--r2"
     assert _run_task(local, monkeypatch, "round_2.final_jobs", info, 2) == [planned]
     assert layout.job(info.run_uri, planned["job_id"]) in planned["train_spec"]
+
+
+def test_the_run_page_links_every_run_level_step_but_planning_in_graph_order(local):
+    order = [t.task_id for t in local.dag.topological_sort() if "." not in t.task_id and not t.is_mapped]
+    assert [t for t in order if t in RUN_TASKS] == list(RUN_TASKS)
+    assert set(order) - set(RUN_TASKS) == {"plan_jobs", "plan_references", "final_jobs", "plan_champion"}
