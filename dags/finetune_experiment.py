@@ -35,7 +35,7 @@ checked, promoted to the registry if it beats the champion, and written up in an
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from airflow.sdk import Asset, TaskGroup, dag, get_current_context, task
@@ -276,6 +276,10 @@ def finetune_experiment():
         request=_approval_request,
         on_response=_record_approval,
         trigger_rule="none_failed_min_one_success",
+        # Not for a person's answer (recorded once per run, never asked twice once recorded): for Airflow
+        # failing a task resumed within seconds of asking (apache/airflow#72716), as a bot's REST answer is.
+        retries=2,
+        retry_delay=timedelta(seconds=10),
     )
     promoted = promote(selection)
     [checked, champion, selection] >> approval >> promoted

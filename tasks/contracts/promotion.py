@@ -43,16 +43,24 @@ class ApprovalDecision(Contract):
 
 
 class ApprovalRequest(Contract):
-    """What the approval task asks, computed when it runs, or why it does not ask."""
+    """What the approval task asks, computed when it runs, or why it does not ask, or the answer an
+    earlier try already recorded."""
 
     skip: str | None = Field(None, description="Why no approval is asked; the task skips itself.")
+    answered: str | None = Field(
+        None,
+        description="The decision `approval.json` already holds, e.g. 'approved by admin at ...': a run's "
+        "decision is made once, so a retried or cleared task ends with it instead of asking again.",
+    )
     subject: str | None = Field(None, description="The question, e.g. 'Promote exp a|b|c to production?'.")
     body: str | None = Field(None, description="Markdown: leaderboard, champion comparison, answers.")
     timeout_hours: float | None = Field(None, description="Hours to wait before the default (Reject).")
 
     @model_validator(mode="after")
     def _asks_or_skips(self) -> Self:
-        if self.skip is None and (not self.subject or self.timeout_hours is None):
+        if self.skip is not None and self.answered is not None:
+            raise ValueError("answered: an approval request either skips or was answered, not both")
+        if self.skip is None and self.answered is None and (not self.subject or self.timeout_hours is None):
             raise ValueError(
                 "subject: an approval request that does not skip needs a subject and timeout_hours"
             )

@@ -83,7 +83,13 @@ class ApprovalWhenRun(BaseOperator):
     On Airflow 3.3 the delegate parks the task in AWAITING_INPUT; the answer through the UI or the REST API
     (or the scheduler applying the default, Reject, at the timeout) resumes it in this task's
     `execute_complete`, which hands the event to `on_response(context, event)` first and then to the
-    provider: on Reject it skips the direct downstream tasks and returns no XCom."""
+    provider: on Reject it skips the direct downstream tasks and returns no XCom.
+
+    `request` may instead say the run's decision was already recorded (`answered`): the task then ends
+    without asking. Airflow 3.3 can fail a task resumed within seconds of parking, when the scheduler
+    drains the parked workload's exit after the resume and takes it for an external kill
+    (apache/airflow#72716); give the task retries and the retry ends with the recorded answer, or asks
+    again saying why when the failed try had not recorded one."""
 
     ui_color = "#fff3c4"
 
@@ -118,8 +124,17 @@ class ApprovalWhenRun(BaseOperator):
         request = self.request(context)
         if request.skip:
             raise AirflowSkipException(request.skip)
+        if request.answered:
+            # An earlier try recorded the answer before it ended: the run's decision stands.
+            self.log.info("Already decided for this run: %s", request.answered)
+            return None
+        body = request.body
+        try_number = context["ti"].try_number
+        if try_number > 1:
+            again = f"*Asked again (try {try_number}): the earlier try ended before it recorded an answer.*"
+            body = f"{again}\n\n{body}"
         timeout = timedelta(hours=request.timeout_hours)
-        return execute_delegate(self._approval(request.subject, request.body, timeout), context)
+        return execute_delegate(self._approval(request.subject, body, timeout), context)
 
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         # An error event (no answer and no default) has no decision to record: the provider raises on it.

@@ -103,6 +103,11 @@ def approval_request(run: RunInfo) -> ApprovalRequest:
         return ApprovalRequest(skip="promotion.enabled is false")
     if not promotion.require_approval:
         return ApprovalRequest(skip="promotion.require_approval is false: the gate decides alone")
+    recorded = read_approval(run.run_uri)
+    if recorded is not None:
+        # Decided once per run, like every committed output: a retry (Airflow can fail a task resumed
+        # within seconds of parking, apache/airflow#72716) or a clear does not ask again.
+        return ApprovalRequest(answered=approval_text(recorded))
     board = read_leaderboard(run.run_uri)
     if board is None or board.winner is None:
         return ApprovalRequest(skip="no winner to approve")

@@ -35,7 +35,7 @@ def graph():
             on_response=lambda context, event: responses.append(event),
         )
         approval >> Downstream(task_id="promote")
-    ti = SimpleNamespace(id="ti-1", map_index=-1, xcom_push=lambda **kwargs: None)
+    ti = SimpleNamespace(id="ti-1", map_index=-1, try_number=1, xcom_push=lambda **kwargs: None)
     context = {"task": dag.get_task("approve_promotion"), "ti": ti, "task_instance": ti, "request": request}
     return approval, context, responses
 
@@ -56,6 +56,25 @@ def test_it_skips_itself_when_the_request_says_why(graph):
     approval, context, _ = graph
     with pytest.raises(AirflowSkipException, match=r"promotion\.require_approval is false"):
         approval.execute({**context, "request": ApprovalRequest(skip="promotion.require_approval is false")})
+
+
+def test_it_ends_with_the_answer_an_earlier_try_recorded_without_asking_again(graph, monkeypatch):
+    approval, context, responses = graph
+    monkeypatch.setattr(hitl, "upsert_hitl_detail", lambda **detail: pytest.fail(f"asked again: {detail}"))
+    answered = ApprovalRequest(answered="approved by alice at 2026-11-23T12:30:00+00:00")
+    assert approval.execute({**context, "request": answered}) is None
+    assert responses == []  # nothing recorded twice
+
+
+def test_a_retry_without_a_recorded_answer_asks_again_and_says_why(graph, monkeypatch):
+    approval, context, _ = graph
+    asked = {}
+    monkeypatch.setattr(hitl, "upsert_hitl_detail", lambda **detail: asked.update(detail))
+    context["ti"].try_number = 2
+    with pytest.raises(TaskAwaitingInput):
+        approval.execute(context)
+    assert asked["body"].startswith("*Asked again (try 2): the earlier try ended before it recorded")
+    assert asked["body"].endswith("\n\n**body**")
 
 
 def _event(option: str) -> dict:

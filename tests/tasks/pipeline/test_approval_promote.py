@@ -65,6 +65,17 @@ def test_approval_skips_itself_when_not_required_disabled_or_the_gate_would_not_
     assert not decision.promoted and "champion stays" in decision.reason
 
 
+def test_a_recorded_answer_is_not_asked_again(store_root, tmp_path):
+    run = write_run(store_root)
+    _answer(run, "Approve")
+    request = approval_request(run)
+    assert (request.skip, request.subject) == (None, None)
+    assert request.answered == f"approved by alice at {ANSWERED_AT.isoformat()}"
+    run = write_run((tmp_path / "other-store").as_uri())
+    _answer(run, "Reject", user=None)  # the timeout's default
+    assert approval_request(run).answered.startswith("no decision in time: rejected by the timeout at ")
+
+
 def test_promote_after_an_approval_moves_production_and_records_the_approver(store_root):
     run = write_run(store_root)
     _answer(run, "Approve")
