@@ -7,9 +7,9 @@ importing them keeps DAG parsing light.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_serializer, model_validator
 
 from tasks.config.base import SlugStr, StrictModel
 from tasks.data import plugins as data_plugins
@@ -245,6 +245,15 @@ class DatasetConfig(StrictModel):
                 f"dataset '{self.name}': min_tokens {self.min_tokens} is above max_tokens {self.max_tokens}"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _row_cap_only_when_set(self, handler: Any) -> dict[str, Any]:
+        # max_row_bytes came after specs were stored and versions hashed from this dump: at its default it
+        # is left out, so a stored spec dumps back unchanged and names the content version it always did.
+        data = handler(self)
+        if data.get("max_row_bytes") == DEFAULT_MAX_ROW_BYTES:
+            del data["max_row_bytes"]
+        return data
 
     @property
     def ratios(self) -> tuple[int, int, int]:

@@ -16,7 +16,6 @@ from tasks.config.dataset import DatasetConfig
 from tasks.contracts.prepare import PrepareSpec
 from tasks.data.format_detection import detect_format
 from tasks.data.plugins import kind_of
-from tasks.data.rows import DEFAULT_MAX_ROW_BYTES
 from tasks.data.sources import Source, SourceError, open_source
 from tasks.data.token_counts import tokenizer_identity
 from tasks.runtime.errors import StepError
@@ -81,8 +80,6 @@ def content_version(parts: list[Part], job: PrepareSpec) -> str:
     spelled as the planner has always stored them, so a stored spec names the version it always did."""
     dataset = job.dataset
     settings = dataset.model_dump(mode="json", exclude={"name", "max_drop_ratio"})
-    if dataset.max_row_bytes == DEFAULT_MAX_ROW_BYTES:
-        del settings["max_row_bytes"]  # added later: at its default, versions stay as they were
     if job.role == "eval":
         settings["role"] = "eval"
     # What training rows were decontaminated against is part of what the version holds.
