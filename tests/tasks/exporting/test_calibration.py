@@ -178,11 +178,11 @@ def test_windows_are_seeded_full_length_and_counted(tiny_model_dir, tmp_path):
 def test_a_gzip_bomb_a_corrupt_gzip_and_deep_nesting_are_refused_naming_the_file(tmp_path, monkeypatch):
     import gzip
 
-    from tasks.exporting import calibration
+    from tasks.exporting import calibration_files
 
     # A bomb with no newline: refused at the line cap. One of blank lines: refused at the inflation cap.
-    monkeypatch.setattr(calibration, "MAX_LINE_BYTES", 1 << 16)
-    monkeypatch.setattr(calibration, "MAX_DECOMPRESSED_BYTES", 1 << 20)
+    monkeypatch.setattr(calibration_files, "MAX_LINE_BYTES", 1 << 16)
+    monkeypatch.setattr(calibration_files, "MAX_DECOMPRESSED_BYTES", 1 << 20)
     cases = {
         "zeros.json.gz": (gzip.compress(b"0" * (8 << 20)), "longer than"),
         "blank.json.gz": (gzip.compress(b"\n" * (8 << 20)), "inflates to more than"),
