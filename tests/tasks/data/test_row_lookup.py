@@ -10,7 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.data import row_lookup, shards
+from tasks.data import raw_rows, row_lookup
 from tasks.data.row_lookup import read_row
 from tasks.data.sources import open_source
 from tasks.storage import store
@@ -74,7 +74,7 @@ def test_only_the_shard_holding_the_row_is_parsed(tmp_path, monkeypatch):
     monkeypatch.setattr(row_lookup, "SEEK_BYTES", 1024)
     parsed = []
     monkeypatch.setattr(
-        shards,
+        raw_rows,  # where JSONL lines are parsed
         "json",
         SimpleNamespace(loads=lambda raw: parsed.append(1) or json.loads(raw), JSONDecodeError=ValueError),
     )
