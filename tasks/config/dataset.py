@@ -158,9 +158,9 @@ class DatasetConfig(StrictModel):
     )
     max_row_bytes: int = Field(
         DEFAULT_MAX_ROW_BYTES,
-        description="Drop rows longer than this many bytes (a JSONL line, a JSON list element; a longer CSV "
-        "cell refuses the file) as `too_long` before they are parsed, so preparation memory is bounded by "
-        "the shard size, not by the longest row. Default 1 MiB (about 250k tokens).",
+        description="Drop rows longer than this many bytes (a JSONL line, a JSON list element, a Parquet "
+        "row; a longer CSV cell refuses the file) as `too_long` before they are converted, so preparation "
+        "memory is bounded by the shard size, not by the longest row. Default 1 MiB (about 250k tokens).",
         title="Max row bytes",
     )
     max_drop_ratio: float = Field(

@@ -5,6 +5,8 @@
 - A row nested deeper than the JSON parser's recursion limit is a `too_deep` RowError, not a crash.
 - A UTF-8 byte order mark at the start of a file is skipped.
 - A JSON list is parsed one element at a time, so a too deep or too long element drops only that row.
+- A Parquet row (already decoded by pyarrow a batch at a time) over max_row_bytes is `too_long` before
+  any converter or tokenizer sees it.
 
 Stdlib only. A file that cannot be read on at all raises `MalformedFile` (the caller names the file).
 """
@@ -32,6 +34,21 @@ class MalformedFile(ValueError):
 
 def too_long(size: int, max_row_bytes: int) -> RowError:
     return RowError("too_long", f"{size} bytes > max_row_bytes {max_row_bytes}")
+
+
+def value_bytes(value: Any) -> int:
+    """About how many bytes a decoded row holds (its strings as UTF-8, 8 per other scalar): the measure of
+    a Parquet row against max_row_bytes, where there is no line to measure. Parquet nests a few levels
+    at most, so the recursion is shallow."""
+    if isinstance(value, str):
+        return len(value) if value.isascii() else len(value.encode())
+    if isinstance(value, bytes):
+        return len(value)
+    if isinstance(value, dict):
+        return sum(len(str(key)) + value_bytes(item) for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return sum(value_bytes(item) for item in value)
+    return 8
 
 
 def too_deep() -> RowError:

@@ -23,7 +23,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.data.raw_rows import MalformedFile, json_list_rows, jsonl_lines, parse_line, skip_line
+from tasks.data.raw_rows import (
+    MalformedFile,
+    json_list_rows,
+    jsonl_lines,
+    parse_line,
+    skip_line,
+    too_long,
+    value_bytes,
+)
 from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError
 
 BLOCK = 1 << 20  # read size for hashing and newline counting: large enough that bytes.count dominates
@@ -149,8 +157,11 @@ def _parquet_records(shard: Shard, max_row_bytes: int) -> Iterator[tuple[str, An
             return
         except Exception as error:  # a corrupt page surfaces only when it is decoded
             raise SourceError(f"{shard.label}: not a readable Parquet file ({error}); re-export it") from None
+        # A batch smaller than the cap cannot hold a row over it: only big batches are measured row by row.
+        check = batch.nbytes > max_row_bytes
         for record in batch.to_pylist():
-            yield f"{shard.label}:{number}", record
+            size = value_bytes(record) if check else 0
+            yield f"{shard.label}:{number}", too_long(size, max_row_bytes) if size > max_row_bytes else record
             number += 1
 
 

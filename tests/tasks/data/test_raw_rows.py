@@ -122,3 +122,17 @@ def test_json_list_structure_errors_name_what_is_wrong():
             list(raw_rows.json_list_rows(bad, 100))
     too_long = list(raw_rows.json_list_rows('["' + "é" * 100 + '", 2]', 100))
     assert too_long[0].code == "too_long" and too_long[0].detail.startswith("202 bytes") and too_long[1] == 2
+
+
+def test_a_parquet_row_over_max_row_bytes_is_too_long_and_the_others_kept(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "rows.parquet"
+    texts = ["short", "é" * 3000, "also short"]  # 6000 bytes of UTF-8 in the middle row
+    pq.write_table(pa.table({"text": texts, "n": [1, 2, 3]}), path)
+    rows = _read(path, max_row_bytes=4096)
+    assert rows[0] == ("rows.parquet:1", {"text": "short", "n": 1})
+    assert rows[1][0] == "rows.parquet:2" and rows[1][1].startswith("too_long: 601")
+    assert rows[2] == ("rows.parquet:3", {"text": "also short", "n": 3})
+    assert [r for _, r in _read(path, max_row_bytes=8192)][1] == {"text": "é" * 3000, "n": 2}
