@@ -34,6 +34,7 @@ DEFINITION_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--pii", "pii", {"choices": ("off", "redact", "drop"), "help": "emails, phones, IPs, keys"}),
     ("--max-drop-ratio", "max_drop_ratio", {"type": float, "help": "fail above this dropped fraction"}),
     ("--decontaminate-ngram", "decontaminate_ngram", {"type": int, "help": "0 turns it off"}),
+    ("--max-row-bytes", "max_row_bytes", {"type": int, "help": "drop longer rows unparsed (default 1 MiB)"}),
 )
 
 

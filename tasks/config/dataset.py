@@ -7,13 +7,18 @@ importing them keeps DAG parsing light.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_serializer, model_validator
 
 from tasks.config.base import SlugStr, StrictModel
 from tasks.data import plugins as data_plugins
 from tasks.data.formats import FORMATS, check_columns
+from tasks.data.rows import DEFAULT_MAX_ROW_BYTES
+
+# Below 1 KiB ordinary rows would be dropped; above 1 GiB one row could exhaust a worker (~40x its size).
+MIN_ROW_BYTES = 1 << 10
+MAX_ROW_BYTES = 1 << 30
 
 DEFAULT_SPLIT = "90,5,5"
 
@@ -151,6 +156,13 @@ class DatasetConfig(StrictModel):
         "it rejects with its own reason code.",
         title="Filters",
     )
+    max_row_bytes: int = Field(
+        DEFAULT_MAX_ROW_BYTES,
+        description="Drop rows longer than this many bytes (a JSONL line, a JSON list element, a Parquet "
+        "row; a longer CSV cell refuses the file) as `too_long` before they are converted, so preparation "
+        "memory is bounded by the shard size, not by the longest row. Default 1 MiB (about 250k tokens).",
+        title="Max row bytes",
+    )
     max_drop_ratio: float = Field(
         0.2,
         description="Fail the dataset when more than this fraction of rows is dropped by validation.",
@@ -169,6 +181,16 @@ class DatasetConfig(StrictModel):
                 raise ValueError(
                     f"unknown filters {unknown}; data plugins provide: {', '.join(known) or 'none'}"
                 )
+        return value
+
+    @field_validator("max_row_bytes")
+    @classmethod
+    def _row_bytes_in_range(cls, value: int) -> int:
+        if not MIN_ROW_BYTES <= value <= MAX_ROW_BYTES:
+            raise ValueError(
+                f"max_row_bytes {value} is outside {MIN_ROW_BYTES} (1 KiB) to {MAX_ROW_BYTES} (1 GiB); rows "
+                "longer than it are dropped, so set it above your longest real row"
+            )
         return value
 
     @field_validator("split")
@@ -223,6 +245,15 @@ class DatasetConfig(StrictModel):
                 f"dataset '{self.name}': min_tokens {self.min_tokens} is above max_tokens {self.max_tokens}"
             )
         return self
+
+    @model_serializer(mode="wrap")
+    def _row_cap_only_when_set(self, handler: Any) -> dict[str, Any]:
+        # max_row_bytes came after specs were stored and versions hashed from this dump: at its default it
+        # is left out, so a stored spec dumps back unchanged and names the content version it always did.
+        data = handler(self)
+        if data.get("max_row_bytes") == DEFAULT_MAX_ROW_BYTES:
+            del data["max_row_bytes"]
+        return data
 
     @property
     def ratios(self) -> tuple[int, int, int]:

@@ -48,7 +48,8 @@ def external_eval_prompts(job: PrepareSpec, work: Path, workers: int) -> Prompts
         directory.mkdir(exist_ok=True)
         parts = plan_parts(dataset)
         formats = [part_format(dataset.name, part) for part in parts]
-        tasks = shard_tasks(parts, formats, ScanSettings(), directory, 1 << 30, role="test")
+        settings = ScanSettings(max_row_bytes=dataset.max_row_bytes)
+        tasks = shard_tasks(parts, formats, settings, directory, 1 << 30, role="test")
         for scan in run(scan_shard, tasks, workers):
             with open(scan.spool, encoding="utf-8") as handle:
                 for raw in handle:

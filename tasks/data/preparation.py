@@ -70,6 +70,7 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
         filters=tuple(dataset.filters),
         min_tokens=dataset.min_tokens,
         max_tokens=dataset.max_tokens,
+        max_row_bytes=dataset.max_row_bytes,
         tokenizers=tuple(_tokenizers(job, work)),
     )
     tasks = pool.shard_tasks(parts, formats, settings, work, pool.shard_bytes(total_bytes, workers))

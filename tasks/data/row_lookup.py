@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from tasks.data.rows import RowError
+from tasks.data.raw_rows import jsonl_lines
+from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError
 from tasks.data.sources import Shard, SourceError, open_source
 
 SEEK_BYTES = 4 << 20
@@ -87,7 +88,11 @@ def _shown(shard: Shard, number: int, record: Any) -> str | None:
 def _raw_line(shard: Shard, number: int) -> str | None:
     with open(shard.path, "rb") as handle:
         handle.seek(shard.start)  # shards of a JSONL file start at a line start
-        for line_number, raw in enumerate(handle, start=shard.first_number):
+        # A line at a time under the row cap: a line over it (too_long) is described, never held whole.
+        lines = jsonl_lines(handle, None, shard.start, DEFAULT_MAX_ROW_BYTES)
+        for line_number, raw in enumerate(lines, start=shard.first_number):
             if line_number == number:
+                if isinstance(raw, RowError):
+                    return f"(not shown: {raw.detail})"
                 return raw.decode("utf-8", errors="replace").rstrip("\r\n")
     return None

@@ -14,6 +14,12 @@ import unicodedata
 from collections import Counter
 from typing import Any
 
+# Rows longer than this many bytes (a JSONL line, a JSON list element, a CSV cell) are dropped as
+# `too_long` before they are parsed: 1 MiB is about 250k tokens, beyond any context tunerflow trains at,
+# and it keeps a worker's memory bounded by its shard, not by the longest line (a 200 MB line parsed and
+# tokenized costs ~40x its size). Per dataset: `max_row_bytes` in tasks.config.dataset.
+DEFAULT_MAX_ROW_BYTES = 1 << 20
+
 
 class RowError(ValueError):
     """A row that cannot be used; `code` is the machine-readable reason."""

@@ -26,7 +26,7 @@ from tasks.data import pii
 from tasks.data.decontaminate import EvalIndex
 from tasks.data.formats import convert
 from tasks.data.plugins import apply_filters
-from tasks.data.rows import RowError, normalise, prompt_text
+from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError, normalise, prompt_text
 from tasks.data.sources import Shard
 from tasks.data.token_counts import TokenCounter, TokenizerSpec
 
@@ -41,6 +41,7 @@ class ScanSettings:
     min_tokens: int = 0
     max_tokens: int | None = None
     tokenizers: tuple[TokenizerSpec, ...] = ()
+    max_row_bytes: int = DEFAULT_MAX_ROW_BYTES  # longer rows are dropped unparsed (tasks.data.raw_rows)
     sample_every: int = 1  # token lengths are counted for the statistics on rows whose key % this == 0
 
 
@@ -222,7 +223,7 @@ def scan_shard(task: ShardTask) -> ShardScan:
         open(scan.rejected, "w", encoding="utf-8") as rejected,
     ):
         spooler = _Spooler(task, scan, out, rejected)
-        for row_id, record in task.shard.records():
+        for row_id, record in task.shard.records(task.settings.max_row_bytes):
             scan.rows_in += 1
             try:
                 row = _convert(record, task, scan.pii)

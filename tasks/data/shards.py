@@ -8,20 +8,31 @@ read whole.
 
 Row ids are `f"{label}:{number}"`: JSONL line numbers (from 1, blank lines counted but skipped), JSON
 list indexes (from 0), CSV rows under the header (from 1) and Parquet rows (from 1). A bad row is a
-`RowError`; a file that cannot be read at all is a `SourceError`.
+`RowError`; a file that cannot be read at all is a `SourceError`. Malformed input is handled in
+`tasks.data.raw_rows`: a row over `max_row_bytes` is dropped as `too_long` before it is parsed (JSONL
+lines are read in chunks, so memory is bounded by the shard, not the longest line), a row nested too deep
+as `too_deep`, and a UTF-8 BOM is skipped in every format.
 """
 
 from __future__ import annotations
 
 import csv
 import hashlib
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tasks.data.rows import RowError
+from tasks.data.raw_rows import (
+    MalformedFile,
+    json_list_rows,
+    jsonl_lines,
+    parse_line,
+    skip_line,
+    too_long,
+    value_bytes,
+)
+from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError
 
 BLOCK = 1 << 20  # read size for hashing and newline counting: large enough that bytes.count dominates
 KINDS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "json", ".csv": "csv", ".parquet": "parquet"}
@@ -57,56 +68,50 @@ class Shard:
     stop: int | None = None
     first_number: int = 1
 
-    def records(self) -> Iterator[tuple[str, Any]]:
+    def records(self, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[tuple[str, Any]]:
+        """(row id, record or RowError) in file order; rows over max_row_bytes are `too_long` RowErrors."""
         if self.kind not in READERS:
             raise SourceError(f"{self.label}: unknown file kind '{self.kind}' (known: {', '.join(READERS)})")
-        return READERS[self.kind](self)
+        return READERS[self.kind](self, max_row_bytes)
 
 
-def _jsonl_records(shard: Shard) -> Iterator[tuple[str, Any]]:
+def _jsonl_records(shard: Shard, max_row_bytes: int) -> Iterator[tuple[str, Any]]:
     with open(shard.path, "rb") as handle:
         position = shard.start
         if shard.start > 0:
             handle.seek(shard.start - 1)
             if handle.read(1) != b"\n":
                 # start is inside a line: that line belongs to the shard holding its first byte.
-                position += len(handle.readline())
+                position += skip_line(handle)[0]  # in chunks: the line may be huge
         number = shard.first_number
-        for raw in handle:
-            if shard.stop is not None and position >= shard.stop:
-                return
-            position += len(raw)
+        for raw in jsonl_lines(handle, shard.stop, position, max_row_bytes):
             row_id = f"{shard.label}:{number}"
             number += 1
-            if not raw.strip():
-                continue
-            try:
-                yield row_id, json.loads(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                yield row_id, RowError("not_utf8")
-            except json.JSONDecodeError:
-                yield row_id, RowError("unparseable")
+            if isinstance(raw, RowError):
+                yield row_id, raw
+            elif raw.strip():
+                yield row_id, parse_line(raw)
 
 
-def _json_records(shard: Shard) -> Iterator[tuple[str, Any]]:
+def _json_records(shard: Shard, max_row_bytes: int) -> Iterator[tuple[str, Any]]:
     try:
-        records = json.loads(Path(shard.path).read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        # utf-8-sig: a BOM before the list is not a parse error. The text is held whole (a JSON list is
+        # one value); its elements are parsed one at a time, so a bad one drops only its row.
+        text = Path(shard.path).read_text(encoding="utf-8-sig")
+        for index, record in enumerate(json_list_rows(text, max_row_bytes)):
+            yield f"{shard.label}:{index}", record
+    except UnicodeDecodeError as error:
         raise SourceError(
             f"{shard.label}: not a JSON list of rows ({error}); save it as UTF-8 JSON or as JSONL"
         ) from None
-    if not isinstance(records, list):
-        raise SourceError(
-            f"{shard.label}: a .json dataset must hold a list of rows, found {type(records).__name__}; "
-            "wrap the rows in a list or save them as JSONL"
-        )
-    for index, record in enumerate(records):
-        yield f"{shard.label}:{index}", record
+    except MalformedFile as error:
+        raise SourceError(f"{shard.label}: {error}; fix the file or save the rows as JSONL") from None
 
 
-def _csv_records(shard: Shard) -> Iterator[tuple[str, Any]]:
-
-    csv.field_size_limit(2**31 - 1)  # long documents are normal in training data
+def _csv_records(shard: Shard, max_row_bytes: int) -> Iterator[tuple[str, Any]]:
+    # A cell over max_row_bytes (often an unclosed quote swallowing the rest of the file) is refused
+    # with the file's name instead of being read whole into memory. The limit counts characters.
+    csv.field_size_limit(max_row_bytes)
     number = 0
     try:
         with open(shard.path, encoding="utf-8-sig", newline="") as handle:
@@ -122,7 +127,9 @@ def _csv_records(shard: Shard) -> Iterator[tuple[str, Any]]:
         raise SourceError(f"{shard.label}: not UTF-8 (after row {number}); save the CSV as UTF-8") from None
     except csv.Error as error:
         raise SourceError(
-            f"{shard.label}: not a readable CSV file after row {number} ({error}); check its quoting"
+            f"{shard.label}: not a readable CSV file after row {number} ({error}); check its quoting (an "
+            f"unclosed quote runs to the end of the file), or raise max_row_bytes ({max_row_bytes}) if a "
+            "cell really is that long"
         ) from None
 
 
@@ -135,7 +142,7 @@ def _open_parquet(path: str | Path, label: str) -> Any:
         raise SourceError(f"{label}: not a readable Parquet file ({error}); re-export it") from None
 
 
-def _parquet_records(shard: Shard) -> Iterator[tuple[str, Any]]:
+def _parquet_records(shard: Shard, max_row_bytes: int) -> Iterator[tuple[str, Any]]:
     parquet = _open_parquet(shard.path, shard.label)
     stop = parquet.metadata.num_row_groups if shard.stop is None else shard.stop
     groups = list(range(shard.start, stop))
@@ -150,8 +157,11 @@ def _parquet_records(shard: Shard) -> Iterator[tuple[str, Any]]:
             return
         except Exception as error:  # a corrupt page surfaces only when it is decoded
             raise SourceError(f"{shard.label}: not a readable Parquet file ({error}); re-export it") from None
+        # A batch smaller than the cap cannot hold a row over it: only big batches are measured row by row.
+        check = batch.nbytes > max_row_bytes
         for record in batch.to_pylist():
-            yield f"{shard.label}:{number}", record
+            size = value_bytes(record) if check else 0
+            yield f"{shard.label}:{number}", too_long(size, max_row_bytes) if size > max_row_bytes else record
             number += 1
 
 
@@ -276,10 +286,10 @@ class Source:
                 shards.append(Shard(label, kind, str(path)))
         return shards
 
-    def records(self) -> Iterator[tuple[str, Any]]:
+    def records(self, max_row_bytes: int = DEFAULT_MAX_ROW_BYTES) -> Iterator[tuple[str, Any]]:
         """Every row of every file in order, in this process."""
         for path, label in zip(self.files, self.labels, strict=True):
-            yield from Shard(label, file_kind(path), str(path)).records()
+            yield from Shard(label, file_kind(path), str(path)).records(max_row_bytes)
 
 
 def fingerprint(parts: list[tuple[str, str]]) -> str:

@@ -17,15 +17,10 @@ histogram calibrators stack the collected activations and need equal shapes).
 
 from __future__ import annotations
 
-import csv
 import glob
-import gzip
-import io
-import json
 import logging
 import random
 import re
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +28,7 @@ from typing import Any
 from tasks.config.export import CalibrationConfig
 from tasks.data.parts import cache_dir as default_cache_dir
 from tasks.data.sources import SourceError, open_source
+from tasks.exporting.calibration_files import MAX_TEXTS, CalibrationError, read_records
 from tasks.storage import store
 from tasks.training.trainer import read_split
 
@@ -45,12 +41,6 @@ CEVAL_HUB = "ceval/ceval-exam"
 CEVAL_HUB_SPLIT = "val"
 SUFFIXES = (".json.gz", ".jsonl.gz", ".jsonl", ".json", ".csv", ".parquet")
 CEVAL_OPTIONS = ("A", "B", "C", "D")
-# Enough documents for thousands of windows; reading a whole 300 MB C4 training shard is pointless.
-MAX_TEXTS = 20_000
-
-
-class CalibrationError(ValueError):
-    """Calibration data that cannot be read; the message names the setting and says what to do."""
 
 
 @dataclass
@@ -87,36 +77,6 @@ def ceval_text(record: dict[str, Any]) -> str:
 
 def record_text(record: dict[str, Any], fmt: str) -> str:
     return ceval_text(record) if fmt == "ceval" else str(record["text"])
-
-
-def read_records(path: Path) -> Iterator[dict[str, Any]]:
-    """Rows of one file in a published format: (gzip) JSON lines, a JSON list, CSV or Parquet."""
-    name = path.name.lower()
-    if name.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=1024):
-            yield from batch.to_pylist()
-        return
-    if name.endswith(".csv"):
-        with open(path, encoding="utf-8-sig", newline="") as handle:
-            yield from csv.DictReader(handle)
-        return
-    opener = gzip.open if name.endswith(".gz") else open
-    with opener(path, "rt", encoding="utf-8") as handle:
-        text = handle.read()
-    stripped = text.lstrip()
-    if stripped.startswith("["):  # a JSON list; C4's own `.json` files are JSON lines
-        yield from json.loads(stripped)
-        return
-    for number, line in enumerate(io.StringIO(text), start=1):
-        if line.strip():
-            try:
-                yield json.loads(line)
-            except json.JSONDecodeError:
-                raise CalibrationError(
-                    f"{path.name}:{number}: not a JSON line; C4 files hold one JSON object a line"
-                ) from None
 
 
 def texts_from_files(

@@ -53,7 +53,7 @@ def test_create_with_uri_and_options(root, capsys):
         "create", "support", "--uri", "data/support.jsonl", "--format", "alpaca", "--split", "80,10,10",
         "--column", "instruction=question", "--column", "output=answer", "--max-tokens", "512",
         "--min-tokens", "2", "--seed", "3", "--pii", "redact", "--max-drop-ratio", "0.5", "--no-dedup",
-        "--decontaminate-ngram", "0", "--note", "first cut",
+        "--decontaminate-ngram", "0", "--max-row-bytes", "4194304", "--note", "first cut",
     )  # fmt: skip
     assert code == 0
     assert "dataset 'support' registered: revision 1 (data/support.jsonl, format alpaca)" in out
@@ -62,6 +62,7 @@ def test_create_with_uri_and_options(root, capsys):
     assert (record["max_tokens"], record["min_tokens"], record["seed"]) == (512, 2, 3)
     assert record["pii"] == "redact" and record["max_drop_ratio"] == 0.5
     assert record["dedup"] is False and record["decontaminate_ngram"] == 0
+    assert record["max_row_bytes"] == 4 << 20
     assert record["note"] == "first cut"
 
 
@@ -272,6 +273,8 @@ def test_errors_exit_2_with_the_field(root, capsys):
     assert "split: split '50,10,10' sums to 70" in err
     code, _, err = run(capsys, "create", "bad", "--uri", "x.jsonl", "--max-drop-ratio", "2")
     assert code == 2 and "max_drop_ratio:" in err
+    code, _, err = run(capsys, "create", "bad", "--uri", "x.jsonl", "--max-row-bytes", "10")
+    assert code == 2 and "max_row_bytes: max_row_bytes 10 is outside" in err
     code, _, err = run(capsys, "create", "bad")
     assert code == 2 and "give exactly one of uri" in err
     code, _, err = run(capsys, "create", "bad", "--uri", "x.jsonl", "--column", "instruction")

@@ -364,3 +364,38 @@ def test_prepare_commits_to_an_s3_store_and_reads_back_on_a_fresh_machine(
     report = store.read_json(store.join(result["uri"], "validation_report.json"))
     assert report["rows_in"] == 50
     assert prepare(PrepareSpec(store_root=s3_store_root, dataset=dataset)) == result, "committed: skipped"
+
+
+def test_malformed_rows_are_dropped_with_reasons_and_the_rest_prepared(tmp_path, store_root):
+    # A BOM before the first row, a row nested 100,000 deep and a line over max_row_bytes: each is a
+    # reason-coded drop (or, for the BOM, nothing at all) instead of a crash or a lost first row.
+    good = [chat(f"Question number {i} about the weather?", f"Answer number {i}.") for i in range(12)]
+    lines = [json.dumps(row) for row in good]
+    lines.insert(3, '{"messages": ' + "[" * 100_000 + "]" * 100_000 + "}")
+    lines.insert(6, json.dumps(chat("A question with a very long answer?", "y" * 400_000)))
+    (tmp_path / "rows.jsonl").write_bytes(b"\xef\xbb\xbf" + ("\n".join(lines) + "\n").encode())
+    dataset = {
+        "name": "odd",
+        "uri": str(tmp_path / "rows.jsonl"),
+        "max_row_bytes": 300_000,
+        "split": "100,0,0",
+    }
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    rejected = {r["id"]: (r["reason"], r["detail"]) for r in _lines(result, "rejected.jsonl")}
+    assert rejected["rows.jsonl:4"][0] == "too_deep"
+    assert rejected["rows.jsonl:7"] == ("too_long", f"{len(lines[6])} bytes > max_row_bytes 300000")
+    assert len(rejected) == 2 and result["counts"]["train"] == 12
+    assert "rows.jsonl:1" in {r["id"] for r in _lines(result, "train.jsonl")}
+
+
+def test_max_row_bytes_is_validated_and_changes_the_version_only_when_set():
+    from tasks.data.parts import content_version, plan_parts
+
+    with pytest.raises(ValueError, match="max_row_bytes 10 is outside"):
+        DatasetConfig(name="d", uri="builtin:tuna_identity", max_row_bytes=10)
+    specs = [
+        PrepareSpec(store_root="file:///s", dataset={"name": "d", "uri": "builtin:tuna_identity", **extra})
+        for extra in ({}, {"max_row_bytes": 1 << 20}, {"max_row_bytes": 1 << 21})
+    ]
+    versions = [content_version(plan_parts(spec.dataset), spec) for spec in specs]
+    assert versions[0] == versions[1] != versions[2]

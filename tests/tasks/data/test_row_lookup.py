@@ -10,8 +10,9 @@ from types import SimpleNamespace
 
 import pytest
 
-from tasks.data import row_lookup, shards
+from tasks.data import raw_rows, row_lookup
 from tasks.data.row_lookup import read_row
+from tasks.data.rows import DEFAULT_MAX_ROW_BYTES
 from tasks.data.sources import open_source
 from tasks.storage import store
 
@@ -74,7 +75,7 @@ def test_only_the_shard_holding_the_row_is_parsed(tmp_path, monkeypatch):
     monkeypatch.setattr(row_lookup, "SEEK_BYTES", 1024)
     parsed = []
     monkeypatch.setattr(
-        shards,
+        raw_rows,  # where JSONL lines are parsed
         "json",
         SimpleNamespace(loads=lambda raw: parsed.append(1) or json.loads(raw), JSONDecodeError=ValueError),
     )
@@ -87,3 +88,14 @@ def test_an_s3_source_is_read_through_the_store_mirror(s3_store_root, tmp_path):
     store.backend_for(uri).write_bytes(uri, b'{"text": "a"}\n{"text": "<script>b</script>"}\n')
     found = read_row(uri, "chats.jsonl:2", _fingerprint(uri, tmp_path / "a"), tmp_path / "b")
     assert found.state == "same" and json.loads(found.text) == {"text": "<script>b</script>"}
+
+
+def test_a_line_over_the_row_cap_is_described_not_shown_or_read_whole(tmp_path):
+    path = tmp_path / "rows.jsonl"
+    huge = json.dumps({"text": "z" * (DEFAULT_MAX_ROW_BYTES + 10)})
+    path.write_text(f'{huge}\n{{"text": "two"}}\n')
+    uri = path.as_uri()
+    recorded = _fingerprint(uri, tmp_path)
+    found = read_row(uri, "rows.jsonl:1", recorded, tmp_path)
+    assert found.text == f"(not shown: {len(huge)} bytes > max_row_bytes {DEFAULT_MAX_ROW_BYTES})"
+    assert json.loads(read_row(uri, "rows.jsonl:2", recorded, tmp_path).text) == {"text": "two"}

@@ -173,3 +173,32 @@ def test_windows_are_seeded_full_length_and_counted(tiny_model_dir, tmp_path):
     # Fewer tokens than one window: one shorter window rather than none.
     short = windows(["Hi there."], tokenizer, count=4, seq_length=512, seed=0)
     assert len(short) == 1 and 0 < len(short[0]) < 512
+
+
+def test_a_gzip_bomb_a_corrupt_gzip_and_deep_nesting_are_refused_naming_the_file(tmp_path, monkeypatch):
+    import gzip
+
+    from tasks.exporting import calibration_files
+
+    # A bomb with no newline: refused at the line cap. One of blank lines: refused at the inflation cap.
+    monkeypatch.setattr(calibration_files, "MAX_LINE_BYTES", 1 << 16)
+    monkeypatch.setattr(calibration_files, "MAX_DECOMPRESSED_BYTES", 1 << 20)
+    cases = {
+        "zeros.json.gz": (gzip.compress(b"0" * (8 << 20)), "longer than"),
+        "blank.json.gz": (gzip.compress(b"\n" * (8 << 20)), "inflates to more than"),
+        "cut.json.gz": (
+            gzip.compress(b"".join(b'{"text": "%d"}\n' % i for i in range(9999)))[:999],
+            "not readable",
+        ),
+        "deep.jsonl": (b'{"text": ' + b"[" * 20_000 + b"]" * 20_000 + b"}\n", "nested too deep"),
+    }
+    for name, (data, message) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CalibrationError, match=rf"{name.replace('.', '[.]')}.*{message}"):
+            load_texts(config(str(tmp_path / name), format="c4"), cache_dir=tmp_path / "cache")
+
+
+def test_a_bom_before_the_first_c4_line_is_skipped(tmp_path):
+    path = tmp_path / "bom.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b'{"text": "first document"}\n{"text": "second"}\n')
+    assert load_texts(config(str(path)), cache_dir=tmp_path).texts == ["first document", "second"]
