@@ -100,7 +100,10 @@ def is_allowed(path: str, roots: Sequence[Path]) -> bool:
     base, escapes = _glob_base(path)
     if escapes:
         return False
-    real = _real(base)
+    try:
+        real = _real(base)
+    except (ValueError, OSError):  # a NUL byte or a path the OS refuses to resolve: nothing can read it
+        return False
     return any(real == root or real.is_relative_to(root) for root in roots)
 
 

@@ -76,6 +76,12 @@ def test_remote_and_named_sources_are_not_local_paths(data):
     assert not _ok("hf:../secret:config@train", [data])
 
 
+def test_a_path_the_os_cannot_resolve_is_refused_not_raised(data):
+    """Found by tests/tasks/pipeline/test_hostile_validate_conf.py: a NUL byte raised ValueError."""
+    assert not _ok("\x00", [data])
+    assert not _ok(f"{data}/rows\x00.jsonl", [data])
+
+
 def test_the_message_names_the_field_the_uri_and_the_roots(data, tmp_path):
     problem = allowed_paths.uri_problem("models.1.uri", str(tmp_path / "secret.jsonl"), [data])
     assert problem.startswith("models.1.uri: ")
