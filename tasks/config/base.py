@@ -39,7 +39,7 @@ class ConfError(ValueError):
 PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
-def _path_part(part: str | int) -> str:
+def path_part(part: str | int) -> str:
     """A key as written in a field path; a key a conf made up (empty, spaces, newlines, 5,000 characters)
     is quoted and cut, so the path stays one readable line."""
     text = str(part)
@@ -50,7 +50,7 @@ def format_validation_error(error: ValidationError) -> str:
     """One line per problem, naming the field path, e.g. `datasets.0.split: ...`."""
     lines = []
     for item in error.errors():
-        path = ".".join(_path_part(p) for p in item["loc"]) or "conf"
+        path = ".".join(path_part(p) for p in item["loc"]) or "conf"
         # A message may repeat a given value: its line breaks would start lines naming no field.
         message = " ".join(re.sub(r"^Value error, ", "", item["msg"]).splitlines())
         lines.append(f"{path}: {message}")
