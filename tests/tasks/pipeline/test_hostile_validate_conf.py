@@ -43,7 +43,8 @@ def _store_files(root) -> list:
 
 
 @settings(max_examples=300, **SETTINGS)
-@given(st.one_of(mutated(example_confs()), pointed_elsewhere()))
+# Unmutated example confs too, so that the accepted path (specs written to the store) is exercised.
+@given(st.one_of(example_confs(), mutated(example_confs()), pointed_elsewhere()))
 def test_a_hostile_conf_is_accepted_or_refused_naming_a_field_with_nothing_written(tmp_path_factory, conf):
     base = tmp_path_factory.getbasetemp() / "hostile-stores" / str(next(COUNTER))
     root = (base / "store").as_uri()
