@@ -51,12 +51,14 @@ def compare_models():
         # Resolving the models reads the registry and the runs: a task's work, not a parse's.
         from tasks.compare.plan import plan_compare as plan
         from tasks.compare.plan import record_refusal, step_argv
+        from tasks.config.allowed_paths import server_roots
         from tasks.config.base import ConfError
 
         context = get_current_context()
         root = default_root()
         try:
-            spec = plan(dict(context["params"]), context["run_id"], root)
+            # Model paths from the form or REST must lie where the deployment allows.
+            spec = plan(dict(context["params"]), context["run_id"], root, allowed_roots=server_roots(root))
         except ConfError as error:
             record_refusal(root, context["run_id"], str(error))
             raise AirflowFailException(f"the conf was refused:\n{error}") from None

@@ -107,10 +107,14 @@ def finetune_experiment():
     # every parse of this file.
     @task
     def validate_conf() -> list[dict]:
+        from tasks.config.allowed_paths import server_roots
         from tasks.pipeline.plan import validate_conf as validate
 
         context = get_current_context()
-        return _xcom(validate(dict(context["params"]), run_id=context["run_id"], store_root=default_root()))
+        root = default_root()
+        # A conf from the form or REST reads only what the deployment allows (TUNERFLOW_ALLOWED_PATHS).
+        conf, run_id = dict(context["params"]), context["run_id"]
+        return _xcom(validate(conf, run_id=run_id, store_root=root, allowed_roots=server_roots(root)))
 
     @task
     def plan_jobs(datasets: list[dict]) -> list[dict]:

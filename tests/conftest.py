@@ -12,6 +12,10 @@ from tasks.config.search import MAX_ROUNDS
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The suite's confs read models and datasets from tmp dirs and made-up paths (/models/m1): allow every
+# path, as a user's own machine does. tests/tasks/config/test_allowed_paths.py sets its own roots.
+os.environ.setdefault("TUNERFLOW_ALLOWED_PATHS", os.sep)
+
 # Fixture modules, registered once here so a session-scoped fixture (the one `airflow standalone`, its
 # one finished run) is one instance for every module that uses it.
 pytest_plugins = ("tests.fixtures.airflow_standalone", "tests.fixtures.browser")

@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import errno
 from html import escape
 
 from fastapi import Depends, FastAPI, Request
@@ -43,6 +44,16 @@ async def _not_found(request: Request, error: NotFound):
     return await _http_error(request, HTTPException(404, str(error)))
 
 
+async def _name_too_long(request: Request, error: OSError):
+    """A name in the address too long for the filesystem (an experiment, run or file name of thousands of
+    characters) cannot be in the store: a 404, not a 500. Any other OSError is a real store failure."""
+    if error.errno != errno.ENAMETOOLONG:
+        raise error
+    return await _http_error(
+        request, HTTPException(404, "a name in this address is too long to be in the store")
+    )
+
+
 def create_app() -> FastAPI:
     app = FastAPI(
         title="tunerflow",
@@ -55,6 +66,7 @@ def create_app() -> FastAPI:
     )
     app.add_exception_handler(HTTPException, _http_error)
     app.add_exception_handler(NotFound, _not_found)
+    app.add_exception_handler(OSError, _name_too_long)
     for router in ROUTERS:
         app.include_router(router)
 

@@ -8,11 +8,12 @@ import json
 import sys
 from pathlib import Path
 
+from tasks.config import allowed_paths
 from tasks.config.base import ConfError
 from tasks.config.catalog import resolve_experiment
 from tasks.config.experiment import parse_experiment
 from tasks.config.params import field_schemas, load_conf
-from tasks.pipeline.plan import prepared_definitions
+from tasks.pipeline.plan import eval_definition, path_problems, prepared_definitions
 from tasks.storage import store
 
 
@@ -20,7 +21,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     try:
         experiment = parse_experiment(load_conf(Path(args.conf)))
         resolve_experiment(experiment)
-        prepared_definitions(experiment, store.default_root())  # registered datasets exist
+        root = store.default_root()
+        definitions = prepared_definitions(experiment, root)  # registered datasets exist
+        # Paths are bounded only where TUNERFLOW_ALLOWED_PATHS is set: your own machine allows every path.
+        outside = path_problems(
+            experiment, definitions, eval_definition(experiment, root), allowed_paths.configured()
+        )
+        if outside:
+            raise ConfError("invalid experiment conf:\n" + "\n".join(outside))
     except (ConfError, ValueError) as error:
         print(error, file=sys.stderr)
         return 2

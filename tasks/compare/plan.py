@@ -8,6 +8,7 @@ A refused conf fails the task naming each field (`models.1: ...`), and is record
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -22,6 +23,7 @@ from tasks.compare.config import (
     PathChoice,
     RegistryChoice,
 )
+from tasks.config import allowed_paths
 from tasks.config.base import ConfError, format_validation_error
 from tasks.config.catalog import CatalogEntry, resolve_model
 from tasks.config.catalog import models as catalog_models
@@ -201,16 +203,33 @@ def resolve_eval_set(choice: Any, root: str) -> EvalSetRows:
     return EvalSetRows(dataset=spec.scored_on, limit=choice.limit, source=what)
 
 
-def plan_compare(params: dict[str, Any], run_id: str, store_root: str) -> CompareSpec:
+def local_paths(conf: CompareConfig) -> list[tuple[str, str | None]]:
+    """(field, path) of every model the conf names by a local path or ONNX file."""
+    fields: list[tuple[str, str | None]] = []
+    for index, choice in enumerate(conf.models):
+        if isinstance(choice, PathChoice):
+            fields.append((f"models.{index}.path", choice.path))
+        elif isinstance(choice, OnnxChoice):
+            fields.append((f"models.{index}.onnx", choice.onnx))
+    return fields
+
+
+def plan_compare(
+    params: dict[str, Any], run_id: str, store_root: str, allowed_roots: list[Path] | None = None
+) -> CompareSpec:
     """The spec of this run's comparison, written to `compare/<run>/spec.json`; ConfError naming every
-    refused field otherwise."""
+    refused field otherwise. `allowed_roots`: where local model paths may lie (`tasks.config.allowed_paths`);
+    None takes `TUNERFLOW_ALLOWED_PATHS`, every path when it is unset (the DAG passes the deployment's)."""
     try:
         conf = CompareConfig.model_validate(params)
     except ValidationError as error:
         raise ConfError(format_validation_error(error)) from None
-    problems: list[str] = []
+    roots = allowed_roots if allowed_roots is not None else allowed_paths.configured()
+    problems = allowed_paths.problems(local_paths(conf), roots)
     models = []
     for index, choice in enumerate(conf.models):
+        if any(problem.startswith(f"models.{index}.") for problem in problems):
+            continue
         try:
             models.append(resolve_choice(choice, store_root))
         except ValueError as error:

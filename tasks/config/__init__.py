@@ -7,6 +7,7 @@ and the trigger form's Params generated from them.
   train step's models, the defaults, the trainer arguments and the README table.
 - `experiment`: the whole conf (`ExperimentConfig`, `parse_experiment`).
 - `paths`: where include/configs/ and include/data/ are; `catalog`: the model catalog and the presets.
+- `allowed_paths`: which local paths a conf may read (`TUNERFLOW_ALLOWED_PATHS`).
 - `params`: the trigger form's Params; `form`: its choices (the demo, datasets, models, presets), written
   out into the conf by `parse_experiment`.
 

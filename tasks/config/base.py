@@ -3,6 +3,7 @@ how a validation failure reads."""
 
 from __future__ import annotations
 
+import json
 import re
 from typing import Annotated, Any
 
@@ -35,11 +36,22 @@ class ConfError(ValueError):
     """A trigger conf that does not validate; the message names every bad field."""
 
 
+PLAIN_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
+
+
+def path_part(part: str | int) -> str:
+    """A key as written in a field path; a key a conf made up (empty, spaces, newlines, 5,000 characters)
+    is quoted and cut, so the path stays one readable line."""
+    text = str(part)
+    return text if PLAIN_KEY.fullmatch(text) else json.dumps(text[:40] + ("..." if len(text) > 40 else ""))
+
+
 def format_validation_error(error: ValidationError) -> str:
     """One line per problem, naming the field path, e.g. `datasets.0.split: ...`."""
     lines = []
     for item in error.errors():
-        path = ".".join(str(p) for p in item["loc"]) or "conf"
-        message = re.sub(r"^Value error, ", "", item["msg"])
+        path = ".".join(path_part(p) for p in item["loc"]) or "conf"
+        # A message may repeat a given value: its line breaks would start lines naming no field.
+        message = " ".join(re.sub(r"^Value error, ", "", item["msg"]).splitlines())
         lines.append(f"{path}: {message}")
     return "\n".join(lines)

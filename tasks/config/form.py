@@ -69,10 +69,12 @@ EXPANDERS = {
 }
 
 
-def _template(name: str) -> dict[str, Any]:
+def _template(name: Any) -> dict[str, Any]:
     known = templates()
-    if name not in known:
-        raise ConfError(f"invalid experiment conf:\ntemplate: unknown '{name}'; known: {', '.join(known)}")
+    # A REST conf may send any JSON here: only a string can name an example conf.
+    if not isinstance(name, str) or name not in known:
+        given = f"{name!r:.80}"
+        raise ConfError(f"invalid experiment conf:\ntemplate: unknown {given}; known: {', '.join(known)}")
     conf = load_conf(known[name])
     conf.pop("name", None)
     return conf

@@ -25,6 +25,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from tasks.config import allowed_paths
 from tasks.config.base import SLUG, format_validation_error
 from tasks.config.dataset import DatasetConfig
 from tasks.storage import layout, store
@@ -114,7 +115,12 @@ def validate(name: str, candidate: dict[str, Any]) -> dict[str, Any]:
         ) from None
     # Every setting is stored, defaults included, so a later change of a default does not silently
     # change what a registered dataset prepares.
-    return config.model_dump(mode="json", exclude={"registered"})
+    definition = config.model_dump(mode="json", exclude={"registered"})
+    # Registering a file the deployment does not allow is refused (every path when the setting is unset).
+    outside = allowed_paths.problems(allowed_paths.dataset_uris("", definition), allowed_paths.configured())
+    if outside:
+        raise DefinitionError(f"invalid definition of dataset '{name}':\n" + "\n".join(outside))
+    return definition
 
 
 def merge(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

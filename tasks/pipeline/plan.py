@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+from pathlib import Path
 from typing import Any
 
+from tasks.config import allowed_paths
 from tasks.config.base import ConfError
 from tasks.config.catalog import resolve_experiment
 from tasks.config.dataset import DatasetConfig
@@ -86,9 +88,30 @@ def write_question_set(run_uri: str, rows: list[dict[str, Any]]) -> dict[str, An
     return dataset.model_dump(mode="json")
 
 
-def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[PlannedDataset]:
+def path_problems(
+    experiment: ExperimentConfig,
+    definitions: list[tuple[str, DatasetConfig]],
+    evaluation: DatasetConfig | None,
+    roots: list[Path] | None,
+) -> list[str]:
+    """Every local path the conf reads (registered datasets' files included) outside `roots`."""
+    fields: list[tuple[str, str | None]] = []
+    for index, (_, dataset) in enumerate(definitions):
+        fields += allowed_paths.dataset_uris(f"datasets.{index}", dataset.model_dump(mode="json"))
+    if evaluation is not None:
+        fields += allowed_paths.dataset_uris("scoring.eval_dataset", evaluation.model_dump(mode="json"))
+    fields += [(f"models.{index}.uri", model.uri) for index, model in enumerate(experiment.models)]
+    return allowed_paths.problems(fields, roots)
+
+
+def validate_conf(
+    conf: dict[str, Any], run_id: str, store_root: str, allowed_roots: list[Path] | None = None
+) -> list[PlannedDataset]:
     """Re-validate the whole conf (including rules JSON Schema cannot express), record it, and return
-    one prepare spec per dataset (the eval set, when there is one, last, with role `eval`)."""
+    one prepare spec per dataset (the eval set, when there is one, last, with role `eval`).
+
+    `allowed_roots`: the directories local paths may lie under (`tasks.config.allowed_paths`); None takes
+    `TUNERFLOW_ALLOWED_PATHS`, every path when it is unset (the DAG passes the deployment's roots)."""
 
     experiment = parse_experiment(conf)
     # A deployment's unreadable price fails the run here, not in selection after every job trained.
@@ -100,6 +123,10 @@ def validate_conf(conf: dict[str, Any], run_id: str, store_root: str) -> list[Pl
     run_uri = run_info(experiment.name, run_id, store_root).run_uri
     definitions = prepared_definitions(experiment, store_root)
     evaluation = eval_definition(experiment, store_root)
+    roots = allowed_roots if allowed_roots is not None else allowed_paths.configured()
+    outside = path_problems(experiment, definitions, evaluation, roots)
+    if outside:
+        raise ConfError("invalid experiment conf:\n" + "\n".join(outside))
     # A registered dataset is prepared under its registered name; jobs keep the experiment's label.
     resolved["prepared_as"] = {label: dataset.name for label, dataset in definitions}
     questions = question_rows(experiment)

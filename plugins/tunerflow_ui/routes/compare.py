@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -22,6 +23,7 @@ from plugins.tunerflow_ui import auth
 from plugins.tunerflow_ui.auth import COMPARE_DAG, Viewer, comparer, reader
 from plugins.tunerflow_ui.rendering import page, root_of
 from plugins.tunerflow_ui.stores import store_root
+from tasks.config import allowed_paths
 from tasks.console.compare import compare_form, comparison
 
 router = APIRouter(dependencies=[Depends(reader)])
@@ -79,7 +81,7 @@ def _json_choice(text: str, field: str) -> dict[str, Any]:
     return choice
 
 
-def _model_row(form: Any, slot: int) -> dict[str, Any] | None:
+def _model_row(form: Any, slot: int, roots: list[Path] | None) -> dict[str, Any] | None:
     picked = {
         "list": (form.get(f"model_{slot}") or "").strip(),
         "path": (form.get(f"path_{slot}") or "").strip(),
@@ -96,6 +98,10 @@ def _model_row(form: Any, slot: int) -> dict[str, Any] | None:
     if kind == "list":
         choice = _json_choice(picked["list"], f"model {slot}")
     elif kind == "path":
+        # Told on the form at once; compare_models checks it again for a conf sent by REST.
+        problem = allowed_paths.uri_problem(f"model {slot}", picked["path"], roots)
+        if problem:
+            raise FormProblem(problem)
         choice = {"path": picked["path"]}
     else:
         choice = {"connection": picked["connection"]}
@@ -111,9 +117,10 @@ def _model_row(form: Any, slot: int) -> dict[str, Any] | None:
     return choice
 
 
-def conf_from_form(form: Any) -> dict[str, Any]:
-    """The compare_models conf the form describes (Airflow validates it against the DAG's Params)."""
-    models = [row for slot in range(1, SLOTS + 1) if (row := _model_row(form, slot))]
+def conf_from_form(form: Any, roots: list[Path] | None = None) -> dict[str, Any]:
+    """The compare_models conf the form describes (Airflow validates it against the DAG's Params); a
+    typed model path must lie under `roots` (every path when None)."""
+    models = [row for slot in range(1, SLOTS + 1) if (row := _model_row(form, slot, roots))]
     if len(models) < 2:
         raise FormProblem("choose at least two models")
     prompt = (form.get("prompt") or "").strip()
@@ -198,7 +205,7 @@ async def start_comparison(
     auth.check_csrf(viewer, form.get("csrf"))
     values = {key: value for key, value in form.items() if key != "csrf" and isinstance(value, str)}
     try:
-        run_id = await trigger(api, viewer, conf_from_form(form))
+        run_id = await trigger(api, viewer, conf_from_form(form, allowed_paths.server_roots(root)))
     except FormProblem as problem:
         return _form_page(request, viewer, root, str(problem), values, status=400)
     return RedirectResponse(f"{root_of(request)}/compare/runs/{quote(run_id, safe='')}", status_code=303)

@@ -44,6 +44,16 @@ def test_static_files_are_served_and_paths_cannot_leave_static(ui_client, tmp_pa
         assert client.get(f"/static/{escape_attempt}").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "path",
+    ["/static/" + "a" * 5000, "/experiments/" + "a" * 5000 + "/runs/r"],
+)
+def test_a_name_too_long_for_the_filesystem_is_a_404_not_a_500(ui_client, tmp_path, path):
+    """Found by tests/plugins/tunerflow_ui/test_hostile_routes.py: OSError ENAMETOOLONG escaped as a 500."""
+    response = ui_client((tmp_path / "store").as_uri()).get(path)
+    assert response.status_code == 404 and "too long" in response.text
+
+
 def test_home_redirects_to_experiments(ui_client, tmp_path):
     response = ui_client(tmp_path.as_uri()).get("/", follow_redirects=False)
     assert response.status_code == 307 and response.headers["location"] == "/tunerflow/experiments"

@@ -261,3 +261,18 @@ def test_a_refused_conf_shows_why(client, store_root, fake_airflow):
 def test_an_unknown_comparison_is_404(client, fake_airflow):
     fake_airflow.state = None
     assert client().get("/compare/runs/nope").status_code == 404
+
+
+def test_a_typed_model_path_outside_the_allowed_roots_is_refused_on_the_form(
+    client, fake_airflow, store_root, monkeypatch
+):
+    monkeypatch.delenv("TUNERFLOW_ALLOWED_PATHS")  # the api-server's default: the store, include/data...
+    made = client()
+    fields = {"path_1": "/etc", "path_2": f"{store.local_path(store_root)}/models/../../..", "prompt": "hi"}
+    response = made.post("/compare", data=_form(_csrf(made), **fields))
+    assert response.status_code == 400
+    assert "model 1: &#39;/etc&#39; is outside the directories this deployment allows" in response.text
+    assert not [r for r in fake_airflow.requests if r.method == "POST"]
+    fields["path_1"] = f"{store.local_path(store_root)}/models/a"
+    response = made.post("/compare", data=_form(_csrf(made), **fields))
+    assert response.status_code == 400 and "model 2: " in response.text

@@ -134,3 +134,15 @@ def test_the_params_are_the_confs_json_schema_and_models_has_no_default():
     assert {"registry"} in kinds and {"experiment", "run", "job"} in kinds and {"connection"} in kinds
     assert all(option["additionalProperties"] is False for option in models["items"]["oneOf"])
     assert specs["max_new_tokens"][0] == 128 and specs["temperature"][1]["maximum"] == 2.0
+
+
+def test_model_paths_outside_the_allowed_roots_are_refused_naming_the_field(
+    store_root, tiny_model_dir, tmp_path
+):
+    models = [{"path": f"{tiny_model_dir}/../.."}, {"onnx": "/etc/model.onnx"}, {"path": str(tiny_model_dir)}]
+    with pytest.raises(ConfError) as error:
+        plan_compare({"models": models, "prompts": ["hi"]}, "r1", store_root, allowed_roots=[tiny_model_dir])
+    lines = str(error.value).split("\n")
+    assert [line.split(":")[0] for line in lines] == ["models.0.path", "models.1.onnx"]
+    assert "TUNERFLOW_ALLOWED_PATHS" in lines[0]
+    assert not store.exists(spec_uri(store_root, "r1"))

@@ -144,6 +144,13 @@ def test_an_unknown_template_is_refused_naming_the_known_ones():
         parse_experiment({"template": "nope", "name": "x"})
 
 
+@pytest.mark.parametrize("template", [{}, ["demo"], 3, True])
+def test_a_template_that_is_not_a_string_is_refused_naming_the_field(template):
+    """Found by tests/tasks/config/test_hostile_confs.py: a dict here raised TypeError (unhashable)."""
+    with pytest.raises(ConfError, match=r"template: unknown .*; known: demo"):
+        parse_experiment({"template": template, "name": "x"})
+
+
 def test_the_full_json_conf_still_passes_the_schema_and_parses_unchanged():
     params = _params()
     for key, value in DEMO.items():

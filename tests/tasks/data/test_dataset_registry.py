@@ -84,6 +84,19 @@ def test_invalid_definition_names_the_field(root):
     assert reg.list_datasets(root) == []
 
 
+def test_registering_a_file_outside_the_allowed_paths_is_refused(root, tmp_path, monkeypatch):
+    monkeypatch.setenv("TUNERFLOW_ALLOWED_PATHS", str(tmp_path / "data"))
+    with pytest.raises(reg.DefinitionError, match=r"sources\.1\.uri: '/etc/passwd' is outside"):
+        reg.create(
+            root,
+            {"name": "support", "sources": [{"uri": f"{tmp_path}/data/a.jsonl"}, {"uri": "/etc/passwd"}]},
+        )
+    with pytest.raises(reg.DefinitionError, match=r"\nuri: .* is outside"):
+        reg.create(root, {"name": "support", "uri": f"{tmp_path}/data/../secret.jsonl"})
+    assert reg.list_datasets(root) == []
+    reg.create(root, {"name": "support", "uri": f"{tmp_path}/data/a.jsonl"})
+
+
 def test_bad_names_are_refused_before_touching_the_store(root):
     for name in ("../escape", "Upper", ""):
         with pytest.raises(reg.DatasetRegistryError, match="not a valid dataset name"):
