@@ -364,3 +364,24 @@ def test_prepare_commits_to_an_s3_store_and_reads_back_on_a_fresh_machine(
     report = store.read_json(store.join(result["uri"], "validation_report.json"))
     assert report["rows_in"] == 50
     assert prepare(PrepareSpec(store_root=s3_store_root, dataset=dataset)) == result, "committed: skipped"
+
+
+def test_rows_differing_only_in_field_edge_whitespace_are_duplicates_naming_the_first(tmp_path, store_root):
+    rows = [
+        chat("What is 2 plus 2?", "4"),
+        chat("Name the largest planet in the solar system.", "Jupiter."),
+        chat("  What is 2 plus 2? ", " 4\n"),
+    ]
+    dataset = {
+        "name": "spaced",
+        "train_uri": _chat_file(tmp_path / "train.jsonl", rows),
+        "max_drop_ratio": 0.5,
+    }
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    assert [r["id"] for r in _lines(result, "train.jsonl")] == ["train.jsonl:1", "train.jsonl:2"]
+    (dropped,) = _lines(result, "rejected.jsonl")
+    assert (dropped["id"], dropped["reason"], dropped["detail"]) == (
+        "train.jsonl:3",
+        "duplicate",
+        "same as train.jsonl:1",
+    )
