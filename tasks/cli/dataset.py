@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tasks.cli.common import add_store_option, store_root, table
 from tasks.config.base import format_validation_error
-from tasks.config.catalog import resolve_model
+from tasks.config.catalog import default_model, models, resolve_model
 from tasks.config.dataset import DatasetConfig
 from tasks.config.models import ModelConfig
 from tasks.contracts.prepare import PrepareSpec
@@ -182,16 +182,31 @@ def _run_prepare(root: str, name: str, model_names: list[str]) -> int:
         tokenizers = [resolve_model(ModelConfig(name=m)).model_dump() for m in model_names]
     except ValidationError as error:
         raise ValueError(f"--model: {format_validation_error(error)}") from None
+    checks = DatasetConfig.model_validate(definition).length_checks
+    defaulted = None
+    if checks and not tokenizers:
+        # The length check the definition sets runs with the catalog's default tokenizer, never not at all.
+        defaulted = default_model()
+        tokenizers = [defaulted.model_dump()]
+        print(
+            f"counting tokens for {' and '.join(checks)} with the tokenizer of '{defaulted.name}', the "
+            "catalog's default model (pass --model to count with your models' tokenizers)",
+            flush=True,
+        )
     print(f"preparing dataset '{name}'...", flush=True)
-    try:
-        # The preparation step pulls in its worker pool and tokenizers: only loaded to prepare.
-        import tasks.data.preparation as prepare_dataset
+    # The preparation step pulls in its worker pool and tokenizers: only loaded to prepare.
+    import tasks.data.preparation as prepare_dataset
 
+    try:
         result = prepare_dataset.prepare(
             PrepareSpec(store_root=root, dataset=definition, tokenizers=tokenizers)
         )
     except Exception as error:
-        print(f"preparing dataset '{name}' failed: {error}", file=sys.stderr)
+        hint = ""
+        if defaulted is not None and f"the tokenizer of {defaulted.name} could not" in str(error):
+            others = ", ".join(m for m in models() if m != defaulted.name)
+            hint = f"; pass --model CATALOG_NAME with a model whose tokenizer loads here (catalog: {others})"
+        print(f"preparing dataset '{name}' failed: {error}{hint}", file=sys.stderr)
         return 1
     print(f"dataset '{name}' prepared: version {result['version']} ({result.get('kind', '?')} rows)")
     print(f"  {_counts_line(result)}")

@@ -230,5 +230,16 @@ class DatasetConfig(StrictModel):
         return train, validation, test
 
     @property
+    def length_checks(self) -> list[str]:
+        """The token-length checks this definition turns on, as `field value`. `min_tokens` 1 (the default)
+        is met by every row that passes the empty-field checks, so it needs no tokenizer."""
+        checks = []
+        if self.min_tokens > 1:
+            checks.append(f"min_tokens {self.min_tokens}")
+        if self.max_tokens is not None:
+            checks.append(f"max_tokens {self.max_tokens}")
+        return checks
+
+    @property
     def presplit(self) -> bool:
         return self.train_uri is not None

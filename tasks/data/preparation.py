@@ -142,10 +142,28 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
 
 
 def _tokenizers(job: PrepareSpec, work: Path) -> list[TokenizerSpec]:
+    checks = job.dataset.length_checks
     if not job.tokenizers:
-        log.info("no tokenizer given: token lengths are not checked")
+        if checks:
+            # A length check the user asked for never silently does not run.
+            raise StepError(
+                f"dataset '{job.dataset.name}': {' and '.join(checks)} need a tokenizer to count tokens, "
+                "and none was given; name the models to count with (`tunerflow dataset prepare "
+                "--model CATALOG_NAME`) or remove the limit"
+            )
+        log.info("no tokenizer given and no token-length check set: token lengths are not counted")
         return []
-    return prepare_tokenizers(job.tokenizers, job.store_root, work)
+    try:
+        return prepare_tokenizers(job.tokenizers, job.store_root, work)
+    except Exception as error:
+        if not checks:
+            raise
+        names = ", ".join(entry.name for entry in job.tokenizers)
+        raise StepError(
+            f"dataset '{job.dataset.name}': {' and '.join(checks)} need a tokenizer, and the tokenizer of "
+            f"{names} could not be loaded ({type(error).__name__}: {error}); pass a model whose tokenizer "
+            "loads here"
+        ) from None
 
 
 def complete_job(job: PrepareSpec) -> PrepareSpec:

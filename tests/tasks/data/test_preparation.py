@@ -385,3 +385,12 @@ def test_rows_differing_only_in_field_edge_whitespace_are_duplicates_naming_the_
         "duplicate",
         "same as train.jsonl:1",
     )
+
+
+def test_a_length_check_without_a_tokenizer_refuses_the_preparation(tmp_path, store_root):
+    rows = [chat(f"Question {i} about the tides?", "An answer.") for i in range(4)]
+    dataset = {"name": "d", "uri": _chat_file(tmp_path / "rows.jsonl", rows), "max_tokens": 512}
+    with pytest.raises(StepError, match="dataset 'd': max_tokens 512 need a tokenizer to count tokens"):
+        prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    # min_tokens 1 (the default) needs none: every non-empty row meets it.
+    assert prepare(PrepareSpec(store_root=store_root, dataset={**dataset, "max_tokens": None}))["counts"]
