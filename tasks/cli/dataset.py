@@ -34,6 +34,12 @@ DEFINITION_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--pii", "pii", {"choices": ("off", "redact", "drop"), "help": "emails, phones, IPs, keys"}),
     ("--max-drop-ratio", "max_drop_ratio", {"type": float, "help": "fail above this dropped fraction"}),
     ("--decontaminate-ngram", "decontaminate_ngram", {"type": int, "help": "0 turns it off"}),
+    ("--near-dedup-threshold", "near_dedup_threshold", {"type": float, "help": "with --dedup near: Jaccard"}),
+    (
+        "--near-dedup-shingle",
+        "near_dedup_shingle",
+        {"type": int, "help": "with --dedup near: words a shingle"},
+    ),
 )
 
 
@@ -56,7 +62,17 @@ def _add_definition_options(parser: argparse.ArgumentParser, update: bool) -> No
     parser.add_argument(
         "--filter", action="append", metavar="NAME", help="a data plugin's row filter (repeat)"
     )
-    parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, help="drop exact duplicates")
+    parser.add_argument(
+        "--dedup",
+        nargs="?",
+        const="exact",
+        choices=("exact", "near", "none"),
+        help="exact (the default) drops rows equal once case and spacing are folded; near also drops rows "
+        "that resemble an earlier one (MinHash over word shingles)",
+    )
+    parser.add_argument(
+        "--no-dedup", dest="dedup", action="store_const", const="none", help="keep duplicates"
+    )
     parser.add_argument("--note", default="", help="why this revision was made, kept in its history")
     if update:
         parser.add_argument(

@@ -7,9 +7,9 @@ importing them keeps DAG parsing light.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, field_validator, model_serializer, model_validator
 
 from tasks.config.base import SlugStr, StrictModel
 from tasks.data import plugins as data_plugins
@@ -128,8 +128,28 @@ class DatasetConfig(StrictModel):
         "no answer is cut off in training. Default: the smallest max_seq_length of the hparams groups.",
         title="Max tokens",
     )
-    dedup: bool = Field(
-        True, description="Drop exact duplicates after case, width and spacing are folded.", title="Dedup"
+    dedup: Literal["exact", "near", "none"] = Field(
+        "exact",
+        description="`exact`: drop rows whose text equals an earlier row's once case, width and spacing "
+        "(including whitespace at the ends of every field) are folded. `near`: that, and also rows whose "
+        "word shingles resemble an earlier row's (MinHash estimate of Jaccard similarity at least "
+        "near_dedup_threshold). `none`: keep duplicates. true/false mean exact/none.",
+        title="Dedup",
+    )
+    near_dedup_threshold: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="With dedup: near, the estimated Jaccard similarity of word shingles from which a row "
+        "counts as a near duplicate of an earlier row.",
+        title="Near-dedup threshold",
+    )
+    near_dedup_shingle: int = Field(
+        5,
+        ge=1,
+        le=32,
+        description="With dedup: near, the number of consecutive words in one shingle.",
+        title="Near-dedup shingle size",
     )
     decontaminate_ngram: int = Field(
         13,
@@ -170,6 +190,27 @@ class DatasetConfig(StrictModel):
                     f"unknown filters {unknown}; data plugins provide: {', '.join(known) or 'none'}"
                 )
         return value
+
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup_bool(cls, value: object) -> object:
+        # Definitions written before the modes existed say true/false.
+        if isinstance(value, bool):
+            return "exact" if value else "none"
+        return value
+
+    @model_serializer(mode="wrap")
+    def _as_stored(self, handler: Any) -> dict[str, Any]:
+        # Stored specs and registry records, and the content version hashed from them, spell exact/none as
+        # true/false, as before the modes existed, and hold the near-dedup settings only with dedup: near,
+        # so a definition written earlier dumps back unchanged and names the version it always did.
+        data = handler(self)
+        if self.dedup != "near":
+            if "dedup" in data:
+                data["dedup"] = self.dedup == "exact"
+            data.pop("near_dedup_threshold", None)
+            data.pop("near_dedup_shingle", None)
+        return data
 
     @field_validator("split")
     @classmethod
@@ -217,6 +258,16 @@ class DatasetConfig(StrictModel):
         if self.sources and (self.format != "auto" or self.columns):
             raise ValueError(
                 f"dataset '{self.name}': with sources, set format and columns on each source instead"
+            )
+        near_settings = [
+            key
+            for key in ("near_dedup_threshold", "near_dedup_shingle")
+            if getattr(self, key) != type(self).model_fields[key].default
+        ]
+        if near_settings and self.dedup != "near":
+            raise ValueError(
+                f"dataset '{self.name}': {', '.join(near_settings)} only apply with dedup: near; set dedup "
+                "to near or remove them"
             )
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError(

@@ -21,7 +21,7 @@ The card is built from counts only: no row text is passed in, so none can leak i
     pii: {kind: int}               PII matches per kind (email, phone, ip, api_key, ...)
     pii_mode: "off" | "redact" | "drop"
     settings: {"split": str | None, "seed": int, "min_tokens": int, "max_tokens": int | None,
-               "dedup": bool, "decontaminate_ngram": int, "filters": [str, ...]}
+               "dedup": bool | "near", "decontaminate_ngram": int, "filters": [str, ...]}
     token_lengths: {tokenizer name: tasks.data.length_stats.LengthHistogram.to_dict()}   may be empty
 
 matplotlib is imported inside the plotting function only (Agg backend).
@@ -56,6 +56,7 @@ REASONS = {
     "too_short": "fewer tokens than min_tokens under one of the tokenizers",
     "too_long": "more tokens than max_tokens under one of the tokenizers",
     "duplicate": "same content as an earlier row once case, width and spacing are folded",
+    "near_duplicate": "its word shingles resemble an earlier row's (dedup: near, MinHash estimate)",
     "overlaps_eval": "a training prompt shares an n-gram run with a validation or test prompt",
     "pii": "holds personal data (emails, phone numbers, IPs, API keys) and pii mode is drop",
 }

@@ -71,6 +71,7 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
         min_tokens=dataset.min_tokens,
         max_tokens=dataset.max_tokens,
         tokenizers=tuple(_tokenizers(job, work)),
+        near_shingle=dataset.near_dedup_shingle if dataset.dedup == "near" else 0,
     )
     tasks = pool.shard_tasks(parts, formats, settings, work, pool.shard_bytes(total_bytes, workers))
     log.info(
@@ -93,8 +94,10 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
             rate,
         )
     plan = RowPlan(scans)
-    if dataset.dedup:
+    if dataset.dedup != "none":
         plan.dedup()
+    if dataset.dedup == "near":
+        plan.near_dedup(dataset.near_dedup_threshold)
     plan.split(ratios(job), dataset.seed)
     if dataset.decontaminate_ngram:
         external = external_eval_prompts(job, work, workers)

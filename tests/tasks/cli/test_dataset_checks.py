@@ -67,3 +67,16 @@ def test_max_tokens_without_a_loadable_tokenizer_is_refused_naming_the_option(
     assert "max_tokens 512 need a tokenizer, and the tokenizer of broken could not be loaded" in err
     assert "pass --model CATALOG_NAME" in err and "smollm2-135m-instruct" in err
     assert [v["ready"] for v in dataset_registry.prepared_versions(store_root, "long")] == [False]
+
+
+def test_dedup_modes_on_the_command_line(store_root, capsys):
+    code, _, err = run(
+        capsys, "create", "a", "--uri", "x.jsonl", "--dedup", "near", "--near-dedup-threshold", "0.7"
+    )
+    assert code == 0, err
+    record = dataset_registry.get(store_root, "a")
+    assert record["dedup"] == "near" and record["near_dedup_threshold"] == 0.7
+    assert run(capsys, "create", "b", "--uri", "x.jsonl", "--no-dedup")[0] == 0
+    assert dataset_registry.get(store_root, "b")["dedup"] is False
+    code, _, err = run(capsys, "create", "c", "--uri", "x.jsonl", "--near-dedup-threshold", "0.7")
+    assert code == 2 and "near_dedup_threshold only apply with dedup: near" in err

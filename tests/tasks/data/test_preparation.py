@@ -394,3 +394,45 @@ def test_a_length_check_without_a_tokenizer_refuses_the_preparation(tmp_path, st
         prepare(PrepareSpec(store_root=store_root, dataset=dataset))
     # min_tokens 1 (the default) needs none: every non-empty row meets it.
     assert prepare(PrepareSpec(store_root=store_root, dataset={**dataset, "max_tokens": None}))["counts"]
+
+
+STORY = (
+    "the harbour master walked along the old stone pier at dawn counting the fishing boats that had "
+    "come back from the night at sea and writing their names in a small leather book"
+)
+
+
+def test_near_duplicates_are_dropped_naming_the_row_they_resemble(tmp_path, store_root):
+    rows = [
+        chat(f"Tell me a story: {STORY}.", "Done."),
+        chat("Name the largest planet in the solar system.", "Jupiter."),
+        chat(f"Tell me a story: {STORY.replace('small', 'little')}!", "Done."),  # one word changed
+        chat(f"Tell me a story: {STORY}.", "Done."),  # exact: still `duplicate`
+        chat("Which ocean lies between Africa and Australia?", "The Indian Ocean."),
+    ]
+    uri = _chat_file(tmp_path / "train.jsonl", rows)
+    dataset = {
+        "name": "near",
+        "train_uri": uri,
+        "dedup": "near",
+        "near_dedup_threshold": 0.6,
+        "max_drop_ratio": 0.5,
+    }
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    assert [r["id"] for r in _lines(result, "train.jsonl")] == [
+        "train.jsonl:1",
+        "train.jsonl:2",
+        "train.jsonl:5",
+    ]
+    rejected = {r["id"]: r for r in _lines(result, "rejected.jsonl")}
+    assert rejected["train.jsonl:4"]["reason"] == "duplicate"
+    near = rejected["train.jsonl:3"]
+    assert near["reason"] == "near_duplicate"
+    assert near["detail"].startswith("resembles train.jsonl:1 (estimated similarity 0.")
+    assert float(near["detail"].rsplit(" ", 1)[1].rstrip(")")) >= 0.6
+    # A stricter threshold keeps it; exact mode never looks for near duplicates.
+    strict = prepare(PrepareSpec(store_root=store_root, dataset={**dataset, "near_dedup_threshold": 0.99}))
+    exact_dataset = {**dataset, "dedup": "exact"}
+    del exact_dataset["near_dedup_threshold"]
+    exact = prepare(PrepareSpec(store_root=store_root, dataset=exact_dataset))
+    assert strict["drop_reasons"] == exact["drop_reasons"] == {"duplicate": 1}
