@@ -22,6 +22,7 @@ The card is built from counts only: no row text is passed in, so none can leak i
     pii_mode: "off" | "redact" | "drop"
     settings: {"split": str | None, "seed": int, "min_tokens": int, "max_tokens": int | None,
                "dedup": bool | "near", "decontaminate_ngram": int, "filters": [str, ...]}
+    checks: [tasks.data.checks.CheckRun as JSON, ...]   every check the definition turned on, run or not
     token_lengths: {tokenizer name: tasks.data.length_stats.LengthHistogram.to_dict()}   may be empty
 
 matplotlib is imported inside the plotting function only (Agg backend).
@@ -243,6 +244,21 @@ def _pii(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _checks(stats: dict[str, Any]) -> list[str]:
+    checks = stats.get("checks") or []
+    if not checks:
+        return []
+    rows = []
+    for check in checks:
+        applied = [f"{_cell(check[key])}" for key in ("mode", "setting") if check.get(key) is not None]
+        if check.get("tokenizers"):
+            applied.append("counted with " + ", ".join(_cell(name) for name in check["tokenizers"]))
+        ran = "yes" if check["ran"] else f"**no**: {_cell(check.get('not_run_because') or '')}"
+        dropped = "-" if check.get("dropped") is None else _num(int(check["dropped"]))
+        rows.append([_code(check["name"]), "; ".join(applied) or "-", ran, dropped])
+    return ["## Checks", "", *_table(["Check", "Applied as", "Ran", "Rows dropped"], rows)]
+
+
 def _settings(stats: dict[str, Any]) -> list[str]:
     settings = stats.get("settings") or {}
     if not settings:
@@ -301,6 +317,7 @@ def render(directory: Path, stats: dict[str, Any], has_png: bool) -> str:
         _header(stats),
         _splits(stats),
         _sources(stats),
+        _checks(stats),
         _dropped(stats),
         _pii(stats),
         _settings(stats),

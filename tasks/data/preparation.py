@@ -26,6 +26,7 @@ from typing import Any
 from tasks.contracts.prepare import PreparedDataset, PrepareSpec
 from tasks.data import pool
 from tasks.data.card import write_card
+from tasks.data.checks import checks_run
 from tasks.data.eval_overlap import decontaminate, external_eval_prompts
 from tasks.data.parts import content_version, part_format, plan_parts, ratios, rows_kind
 from tasks.data.prep_report import dataset_format, dataset_stats, validation_report
@@ -99,9 +100,10 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
     if dataset.dedup == "near":
         plan.near_dedup(dataset.near_dedup_threshold)
     plan.split(ratios(job), dataset.seed)
+    decontaminated = None
     if dataset.decontaminate_ngram:
         external = external_eval_prompts(job, work, workers)
-        decontaminate(plan, dataset.decontaminate_ngram, work, workers, external)
+        decontaminated = decontaminate(plan, dataset.decontaminate_ngram, work, workers, external)
     plan.weigh([part.weight for part in parts], dataset.seed)
 
     reasons: Counter = Counter()
@@ -113,6 +115,11 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
         counts = route(plan, out_dir, rejected, reasons, examples)
     total = sum(scan.rows_in for scan in scans)
     stats = dataset_stats(job, parts, formats, kind, plan, counts, reasons, total, settings.sample_every)
+    tokenizer_names = [spec.name for spec in settings.tokenizers]
+    stats["checks"] = [
+        check.model_dump(mode="json", exclude_none=True)
+        for check in checks_run(dataset, tokenizer_names, reasons, decontaminated)
+    ]
     report = validation_report(stats)
     # Into the output directory, where the commit lists (and on S3 uploads) it.
     store.write_json(store.to_uri(out_dir / "validation_report.json"), report)
@@ -148,13 +155,15 @@ def _tokenizers(job: PrepareSpec, work: Path) -> list[TokenizerSpec]:
     checks = job.dataset.length_checks
     if not job.tokenizers:
         if checks:
-            # A length check the user asked for never silently does not run.
-            raise StepError(
-                f"dataset '{job.dataset.name}': {' and '.join(checks)} need a tokenizer to count tokens, "
-                "and none was given; name the models to count with (`tunerflow dataset prepare "
-                "--model CATALOG_NAME`) or remove the limit"
+            # Experiments always pass their models' tokenizers and the CLI the catalog's default one; a
+            # job spec written without any still prepares (an earlier version's stored spec must), but
+            # the skipped check is said here and in the validation report's `checks`.
+            log.warning(
+                "dataset %s: %s not checked: no tokenizer was given to count tokens (pass --model "
+                "CATALOG_NAME to `tunerflow dataset prepare`)",
+                job.dataset.name,
+                " and ".join(checks),
             )
-        log.info("no tokenizer given and no token-length check set: token lengths are not counted")
         return []
     try:
         return prepare_tokenizers(job.tokenizers, job.store_root, work)

@@ -54,6 +54,8 @@ def test_max_tokens_without_model_runs_with_the_default_tokenizer(
     assert "dropped 1 (too_long 1)" in out
     report = _latest_report(store_root, "long")
     assert report["drop_reasons"] == {"too_long": 1}
+    (length,) = [check for check in report["checks"] if check["name"] == "max_tokens"]
+    assert length["ran"] and length["dropped"] == 1 and length["tokenizers"] == ["tiny"]
 
 
 def test_max_tokens_without_a_loadable_tokenizer_is_refused_naming_the_option(

@@ -387,13 +387,31 @@ def test_rows_differing_only_in_field_edge_whitespace_are_duplicates_naming_the_
     )
 
 
-def test_a_length_check_without_a_tokenizer_refuses_the_preparation(tmp_path, store_root):
+def test_every_check_turned_on_is_in_the_report_and_card_as_run_or_not(tmp_path, store_root, caplog):
     rows = [chat(f"Question {i} about the tides?", "An answer.") for i in range(4)]
-    dataset = {"name": "d", "uri": _chat_file(tmp_path / "rows.jsonl", rows), "max_tokens": 512}
-    with pytest.raises(StepError, match="dataset 'd': max_tokens 512 need a tokenizer to count tokens"):
-        prepare(PrepareSpec(store_root=store_root, dataset=dataset))
-    # min_tokens 1 (the default) needs none: every non-empty row meets it.
-    assert prepare(PrepareSpec(store_root=store_root, dataset={**dataset, "max_tokens": None}))["counts"]
+    rows.append(chat("  Question 0 about the tides? ", "An answer."))
+    dataset = {
+        "name": "d",
+        "uri": _chat_file(tmp_path / "rows.jsonl", rows),
+        "max_tokens": 512,
+        "pii": "drop",
+    }
+    # A job spec without tokenizers (the CLI and experiments always pass some) still prepares, but the
+    # length check it could not run is said in the log and the report instead of silently missing.
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    assert "max_tokens 512 not checked: no tokenizer was given" in caplog.text
+    report = store.read_json(store.join(result["uri"], "validation_report.json"))
+    assert report["checks"] == [
+        {"name": "dedup", "ran": True, "dropped": 1, "drop_reasons": {"duplicate": 1}, "mode": "exact"},
+        {"name": "max_tokens", "ran": False, "dropped": 0, "drop_reasons": {}, "setting": 512,
+         "not_run_because": "no tokenizer was given to count tokens: pass --model CATALOG_NAME"},
+        # 4 rows left, all drawn into train by the 90,5,5 split: nothing to compare them against.
+        {"name": "decontamination", "ran": False, "dropped": 0, "drop_reasons": {}, "setting": 13,
+         "not_run_because": "no validation, test or evaluation rows to compare the training rows against"},
+        {"name": "pii", "ran": True, "dropped": 0, "drop_reasons": {}, "mode": "drop"},
+    ]  # fmt: skip
+    card = store.local_path(store.join(result["uri"], "README.md")).read_text()
+    assert "## Checks" in card and "**no**: no tokenizer was given" in card
 
 
 STORY = (
@@ -436,3 +454,13 @@ def test_near_duplicates_are_dropped_naming_the_row_they_resemble(tmp_path, stor
     del exact_dataset["near_dedup_threshold"]
     exact = prepare(PrepareSpec(store_root=store_root, dataset=exact_dataset))
     assert strict["drop_reasons"] == exact["drop_reasons"] == {"duplicate": 1}
+    report = store.read_json(store.join(result["uri"], "validation_report.json"))
+    (dedup,) = [check for check in report["checks"] if check["name"] == "dedup"]
+    assert dedup == {
+        "name": "dedup",
+        "ran": True,
+        "dropped": 2,
+        "drop_reasons": {"duplicate": 1, "near_duplicate": 1},
+        "mode": "near",
+        "setting": 0.6,
+    }
