@@ -464,3 +464,31 @@ def test_near_duplicates_are_dropped_naming_the_row_they_resemble(tmp_path, stor
         "mode": "near",
         "setting": 0.6,
     }
+
+
+def test_near_dedup_keeps_the_same_rows_whatever_the_workers_and_shards(tmp_path, monkeypatch):
+    words = STORY.split()
+    rows = []
+    for i in range(60):
+        variant = list(words)
+        variant[i % len(words)] = f"word{i}"  # each row one word away from the story: all near duplicates
+        rows.append({"text": " ".join(variant) if i % 3 else f"unrelated row {i} " + " ".join(words[:3])})
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = {
+        "name": "t",
+        "uri": str(path),
+        "dedup": "near",
+        "near_dedup_threshold": 0.6,
+        "max_drop_ratio": 0.9,
+    }
+    outputs = []
+    for workers, shard_bytes in (("1", ""), ("2", "2000")):
+        monkeypatch.setenv("TUNERFLOW_DATA_WORKERS", workers)
+        monkeypatch.setenv("TUNERFLOW_DATA_SHARD_BYTES", shard_bytes)
+        root = (tmp_path / f"store-{workers}").as_uri()
+        outputs.append(prepare(PrepareSpec(store_root=root, dataset=dataset)))
+    first, second = outputs
+    assert first["drop_reasons"] == second["drop_reasons"] and first["drop_reasons"]["near_duplicate"] >= 20
+    one, two = (sorted(json.dumps(r) for r in _lines(result, "rejected.jsonl")) for result in outputs)
+    assert one == two
