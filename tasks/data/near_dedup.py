@@ -11,6 +11,7 @@ index. Signatures stay on disk (memory-mapped); memory grows with the LSH index 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
@@ -69,29 +70,33 @@ def near_duplicates(
     from datasketch import LeanMinHash, MinHashLSH
 
     try:
-        index = MinHashLSH(threshold=threshold, num_perm=NUM_PERM)
+        index = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, hashfunc=_band_key)
     except ValueError:
         # Near 1, datasketch's optimum is a single band, which it refuses: 4 bands of 32 still find
         # rows that similar with probability above 0.99 (the estimate then decides).
-        index = MinHashLSH(num_perm=NUM_PERM, params=(4, NUM_PERM // 4))
+        index = MinHashLSH(num_perm=NUM_PERM, params=(4, NUM_PERM // 4), hashfunc=_band_key)
     signature_arrays = [np.load(path, mmap_mode="r") for path in files]
+    # Index keys are one int per row (shard * stride + line): smaller than tuples in the LSH tables.
+    stride = max((len(array) for array in signature_arrays), default=0) + 1
     found: dict[tuple[int, int], tuple[tuple[int, int], float]] = {}
     for shard, (signature_array, kept) in enumerate(zip(signature_arrays, alive, strict=True)):
         for line in np.flatnonzero(kept).tolist():
             values = np.asarray(signature_array[line])
-            minhash = LeanMinHash(seed=SEED, hashvalues=values.astype(np.uint64), scheme=SCHEME)
-            best: tuple[float, tuple[int, int]] | None = None
+            minhash = LeanMinHash(seed=SEED, hashvalues=values, scheme=SCHEME)
+            best: tuple[float, int] | None = None
             for other in index.query(minhash):
-                score = similarity(values, signature_arrays[other[0]][other[1]])
+                other_shard, other_line = divmod(other, stride)
+                score = similarity(values, signature_arrays[other_shard][other_line])
                 # The candidates are probable matches only: the estimate decides, ties go to the earliest.
-                if score >= threshold and (best is None or (score, _neg(other)) > (best[0], _neg(best[1]))):
+                if score >= threshold and (best is None or (score, -other) > (best[0], -best[1])):
                     best = (score, other)
             if best is None:
-                index.insert((shard, line), minhash, check_duplication=False)
+                index.insert(shard * stride + line, minhash, check_duplication=False)
             else:
-                found[(shard, line)] = (best[1], best[0])
+                found[(shard, line)] = (divmod(best[1], stride), best[0])
     return found
 
 
-def _neg(key: tuple[int, int]) -> tuple[int, int]:
-    return (-key[0], -key[1])
+def _band_key(band: bytes) -> bytes:
+    """8 bytes standing for one band of a signature in the LSH tables (a band is r * 4 bytes)."""
+    return hashlib.blake2b(band, digest_size=8).digest()
