@@ -14,7 +14,7 @@ from pydantic import ValidationError
 
 from tasks.cli.common import add_store_option, store_root, table
 from tasks.config.base import format_validation_error
-from tasks.config.catalog import resolve_model
+from tasks.config.catalog import default_model, models, resolve_model
 from tasks.config.dataset import DatasetConfig
 from tasks.config.models import ModelConfig
 from tasks.contracts.prepare import PrepareSpec
@@ -35,6 +35,12 @@ DEFINITION_OPTIONS: tuple[tuple[str, str, dict[str, Any]], ...] = (
     ("--max-drop-ratio", "max_drop_ratio", {"type": float, "help": "fail above this dropped fraction"}),
     ("--decontaminate-ngram", "decontaminate_ngram", {"type": int, "help": "0 turns it off"}),
     ("--max-row-bytes", "max_row_bytes", {"type": int, "help": "drop longer rows unparsed (default 1 MiB)"}),
+    ("--near-dedup-threshold", "near_dedup_threshold", {"type": float, "help": "with --dedup near: Jaccard"}),
+    (
+        "--near-dedup-shingle",
+        "near_dedup_shingle",
+        {"type": int, "help": "with --dedup near: words a shingle"},
+    ),
 )
 
 
@@ -57,7 +63,17 @@ def _add_definition_options(parser: argparse.ArgumentParser, update: bool) -> No
     parser.add_argument(
         "--filter", action="append", metavar="NAME", help="a data plugin's row filter (repeat)"
     )
-    parser.add_argument("--dedup", action=argparse.BooleanOptionalAction, help="drop exact duplicates")
+    parser.add_argument(
+        "--dedup",
+        nargs="?",
+        const="exact",
+        choices=("exact", "near", "none"),
+        help="exact (the default) drops rows equal once case and spacing are folded; near also drops rows "
+        "that resemble an earlier one (MinHash over word shingles)",
+    )
+    parser.add_argument(
+        "--no-dedup", dest="dedup", action="store_const", const="none", help="keep duplicates"
+    )
     parser.add_argument("--note", default="", help="why this revision was made, kept in its history")
     if update:
         parser.add_argument(
@@ -183,16 +199,31 @@ def _run_prepare(root: str, name: str, model_names: list[str]) -> int:
         tokenizers = [resolve_model(ModelConfig(name=m)).model_dump() for m in model_names]
     except ValidationError as error:
         raise ValueError(f"--model: {format_validation_error(error)}") from None
+    checks = DatasetConfig.model_validate(definition).length_checks
+    defaulted = None
+    if checks and not tokenizers:
+        # The length check the definition sets runs with the catalog's default tokenizer, never not at all.
+        defaulted = default_model()
+        tokenizers = [defaulted.model_dump()]
+        print(
+            f"counting tokens for {' and '.join(checks)} with the tokenizer of '{defaulted.name}', the "
+            "catalog's default model (pass --model to count with your models' tokenizers)",
+            flush=True,
+        )
     print(f"preparing dataset '{name}'...", flush=True)
-    try:
-        # The preparation step pulls in its worker pool and tokenizers: only loaded to prepare.
-        import tasks.data.preparation as prepare_dataset
+    # The preparation step pulls in its worker pool and tokenizers: only loaded to prepare.
+    import tasks.data.preparation as prepare_dataset
 
+    try:
         result = prepare_dataset.prepare(
             PrepareSpec(store_root=root, dataset=definition, tokenizers=tokenizers)
         )
     except Exception as error:
-        print(f"preparing dataset '{name}' failed: {error}", file=sys.stderr)
+        hint = ""
+        if defaulted is not None and f"the tokenizer of {defaulted.name} could not" in str(error):
+            others = ", ".join(m for m in models() if m != defaulted.name)
+            hint = f"; pass --model CATALOG_NAME with a model whose tokenizer loads here (catalog: {others})"
+        print(f"preparing dataset '{name}' failed: {error}{hint}", file=sys.stderr)
         return 1
     print(f"dataset '{name}' prepared: version {result['version']} ({result.get('kind', '?')} rows)")
     print(f"  {_counts_line(result)}")

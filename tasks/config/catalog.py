@@ -118,6 +118,15 @@ def models() -> dict[str, CatalogEntry]:
     return _load_models(config_dir() / "models.yaml")
 
 
+def default_model() -> CatalogEntry:
+    """The model whose tokenizer counts tokens when a dataset sets a length check and no model is named:
+    the catalog's first model whose weights ship inside an installed package (works offline), else its
+    first model."""
+    catalog = models()
+    bundled = [entry for entry in catalog.values() if entry.source.gguf is not None]
+    return (bundled or list(catalog.values()))[0]
+
+
 def hparam_presets() -> dict[str, dict[str, Any]]:
     directory = config_dir() / "hparams"
     return {path.stem: yaml.safe_load(path.read_text()) for path in sorted(directory.glob("*.yaml"))}

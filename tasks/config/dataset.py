@@ -133,8 +133,28 @@ class DatasetConfig(StrictModel):
         "no answer is cut off in training. Default: the smallest max_seq_length of the hparams groups.",
         title="Max tokens",
     )
-    dedup: bool = Field(
-        True, description="Drop exact duplicates after case, width and spacing are folded.", title="Dedup"
+    dedup: Literal["exact", "near", "none"] = Field(
+        "exact",
+        description="`exact`: drop rows whose text equals an earlier row's once case, width and spacing "
+        "(including whitespace at the ends of every field) are folded. `near`: that, and also rows whose "
+        "word shingles resemble an earlier row's (MinHash estimate of Jaccard similarity at least "
+        "near_dedup_threshold). `none`: keep duplicates. true/false mean exact/none.",
+        title="Dedup",
+    )
+    near_dedup_threshold: float = Field(
+        0.85,
+        gt=0.0,
+        le=1.0,
+        description="With dedup: near, the estimated Jaccard similarity of word shingles from which a row "
+        "counts as a near duplicate of an earlier row.",
+        title="Near-dedup threshold",
+    )
+    near_dedup_shingle: int = Field(
+        5,
+        ge=1,
+        le=32,
+        description="With dedup: near, the number of consecutive words in one shingle.",
+        title="Near-dedup shingle size",
     )
     decontaminate_ngram: int = Field(
         13,
@@ -193,6 +213,14 @@ class DatasetConfig(StrictModel):
             )
         return value
 
+    @field_validator("dedup", mode="before")
+    @classmethod
+    def _dedup_bool(cls, value: object) -> object:
+        # Definitions written before the modes existed say true/false.
+        if isinstance(value, bool):
+            return "exact" if value else "none"
+        return value
+
     @field_validator("split")
     @classmethod
     def _split_sums_to_100(cls, value: str) -> str:
@@ -240,6 +268,16 @@ class DatasetConfig(StrictModel):
             raise ValueError(
                 f"dataset '{self.name}': with sources, set format and columns on each source instead"
             )
+        near_settings = [
+            key
+            for key in ("near_dedup_threshold", "near_dedup_shingle")
+            if getattr(self, key) != type(self).model_fields[key].default
+        ]
+        if near_settings and self.dedup != "near":
+            raise ValueError(
+                f"dataset '{self.name}': {', '.join(near_settings)} only apply with dedup: near; set dedup "
+                "to near or remove them"
+            )
         if self.max_tokens is not None and self.min_tokens > self.max_tokens:
             raise ValueError(
                 f"dataset '{self.name}': min_tokens {self.min_tokens} is above max_tokens {self.max_tokens}"
@@ -247,10 +285,17 @@ class DatasetConfig(StrictModel):
         return self
 
     @model_serializer(mode="wrap")
-    def _row_cap_only_when_set(self, handler: Any) -> dict[str, Any]:
-        # max_row_bytes came after specs were stored and versions hashed from this dump: at its default it
-        # is left out, so a stored spec dumps back unchanged and names the content version it always did.
+    def _as_stored(self, handler: Any) -> dict[str, Any]:
+        # Stored specs and registry records, and the content version hashed from them, predate the dedup
+        # modes and max_row_bytes: exact/none are spelled true/false, the near-dedup settings appear only
+        # with dedup: near, and max_row_bytes only away from its default, so a definition written earlier
+        # dumps back unchanged and names the version it always did.
         data = handler(self)
+        if self.dedup != "near":
+            if "dedup" in data:
+                data["dedup"] = self.dedup == "exact"
+            data.pop("near_dedup_threshold", None)
+            data.pop("near_dedup_shingle", None)
         if data.get("max_row_bytes") == DEFAULT_MAX_ROW_BYTES:
             del data["max_row_bytes"]
         return data
@@ -259,6 +304,17 @@ class DatasetConfig(StrictModel):
     def ratios(self) -> tuple[int, int, int]:
         train, validation, test = (int(p) for p in self.split.split(","))
         return train, validation, test
+
+    @property
+    def length_checks(self) -> list[str]:
+        """The token-length checks this definition turns on, as `field value`. `min_tokens` 1 (the default)
+        is met by every row that passes the empty-field checks, so it needs no tokenizer."""
+        checks = []
+        if self.min_tokens > 1:
+            checks.append(f"min_tokens {self.min_tokens}")
+        if self.max_tokens is not None:
+            checks.append(f"max_tokens {self.max_tokens}")
+        return checks
 
     @property
     def presplit(self) -> bool:

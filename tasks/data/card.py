@@ -21,7 +21,8 @@ The card is built from counts only: no row text is passed in, so none can leak i
     pii: {kind: int}               PII matches per kind (email, phone, ip, api_key, ...)
     pii_mode: "off" | "redact" | "drop"
     settings: {"split": str | None, "seed": int, "min_tokens": int, "max_tokens": int | None,
-               "dedup": bool, "decontaminate_ngram": int, "filters": [str, ...]}
+               "dedup": bool | "near", "decontaminate_ngram": int, "filters": [str, ...]}
+    checks: [tasks.data.checks.CheckRun as JSON, ...]   every check the definition turned on, run or not
     token_lengths: {tokenizer name: tasks.data.length_stats.LengthHistogram.to_dict()}   may be empty
 
 matplotlib is imported inside the plotting function only (Agg backend).
@@ -56,6 +57,7 @@ REASONS = {
     "too_short": "fewer tokens than min_tokens under one of the tokenizers",
     "too_long": "more tokens than max_tokens under one of the tokenizers",
     "duplicate": "same content as an earlier row once case, width and spacing are folded",
+    "near_duplicate": "its word shingles resemble an earlier row's (dedup: near, MinHash estimate)",
     "overlaps_eval": "a training prompt shares an n-gram run with a validation or test prompt",
     "pii": "holds personal data (emails, phone numbers, IPs, API keys) and pii mode is drop",
 }
@@ -242,6 +244,21 @@ def _pii(stats: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _checks(stats: dict[str, Any]) -> list[str]:
+    checks = stats.get("checks") or []
+    if not checks:
+        return []
+    rows = []
+    for check in checks:
+        applied = [f"{_cell(check[key])}" for key in ("mode", "setting") if check.get(key) is not None]
+        if check.get("tokenizers"):
+            applied.append("counted with " + ", ".join(_cell(name) for name in check["tokenizers"]))
+        ran = "yes" if check["ran"] else f"**no**: {_cell(check.get('not_run_because') or '')}"
+        dropped = "-" if check.get("dropped") is None else _num(int(check["dropped"]))
+        rows.append([_code(check["name"]), "; ".join(applied) or "-", ran, dropped])
+    return ["## Checks", "", *_table(["Check", "Applied as", "Ran", "Rows dropped"], rows)]
+
+
 def _settings(stats: dict[str, Any]) -> list[str]:
     settings = stats.get("settings") or {}
     if not settings:
@@ -300,6 +317,7 @@ def render(directory: Path, stats: dict[str, Any], has_png: bool) -> str:
         _header(stats),
         _splits(stats),
         _sources(stats),
+        _checks(stats),
         _dropped(stats),
         _pii(stats),
         _settings(stats),

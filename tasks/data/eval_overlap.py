@@ -59,14 +59,17 @@ def external_eval_prompts(job: PrepareSpec, work: Path, workers: int) -> Prompts
     return texts, ids
 
 
-def decontaminate(plan: RowPlan, n: int, work: Path, workers: int, external: Prompts) -> None:
+def decontaminate(plan: RowPlan, n: int, work: Path, workers: int, external: Prompts) -> str | None:
     """Drop from the plan every training row whose prompt shares an n-gram of `n` words with an
-    evaluation prompt, remembering which one."""
+    evaluation prompt, remembering which one. None when the check ran, else why there was nothing to
+    check (the validation report says so)."""
     train = plan.alive & (plan.roles == TRAIN)
     texts, ids = _eval_prompts(plan)
     texts, ids = texts + external[0], ids + external[1]
-    if not texts or not train.any():
-        return
+    if not texts:
+        return "no validation, test or evaluation rows to compare the training rows against"
+    if not train.any():
+        return "no training rows"
     index_path = work / "eval_index.npz"
     EvalIndex.build(texts, ids, n).save(index_path)
     tasks = [OverlapTask(s.spool, train[plan.window(s)], str(index_path)) for s in plan.scans]
@@ -75,3 +78,4 @@ def decontaminate(plan: RowPlan, n: int, work: Path, workers: int, external: Pro
         for line, eval_id in flagged:
             plan.overlaps[int(start + line)] = eval_id
             plan.alive[start + line] = False
+    return None

@@ -83,6 +83,7 @@ def dataset_stats(
             "min_tokens": dataset.min_tokens,
             "max_tokens": dataset.max_tokens,
             "dedup": dataset.dedup,
+            **({"near_dedup_threshold": dataset.near_dedup_threshold} if dataset.dedup == "near" else {}),
             "decontaminate_ngram": dataset.decontaminate_ngram,
             "filters": dataset.filters,
             "tokenizers": [entry.name for entry in job.tokenizers],

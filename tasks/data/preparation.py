@@ -26,6 +26,7 @@ from typing import Any
 from tasks.contracts.prepare import PreparedDataset, PrepareSpec
 from tasks.data import pool
 from tasks.data.card import write_card
+from tasks.data.checks import checks_run
 from tasks.data.eval_overlap import decontaminate, external_eval_prompts
 from tasks.data.parts import content_version, part_format, plan_parts, ratios, rows_kind
 from tasks.data.prep_report import dataset_format, dataset_stats, validation_report
@@ -72,6 +73,7 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
         max_tokens=dataset.max_tokens,
         max_row_bytes=dataset.max_row_bytes,
         tokenizers=tuple(_tokenizers(job, work)),
+        near_shingle=dataset.near_dedup_shingle if dataset.dedup == "near" else 0,
     )
     tasks = pool.shard_tasks(parts, formats, settings, work, pool.shard_bytes(total_bytes, workers))
     log.info(
@@ -94,12 +96,15 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
             rate,
         )
     plan = RowPlan(scans)
-    if dataset.dedup:
+    if dataset.dedup != "none":
         plan.dedup()
+    if dataset.dedup == "near":
+        plan.near_dedup(dataset.near_dedup_threshold)
     plan.split(ratios(job), dataset.seed)
+    decontaminated = None
     if dataset.decontaminate_ngram:
         external = external_eval_prompts(job, work, workers)
-        decontaminate(plan, dataset.decontaminate_ngram, work, workers, external)
+        decontaminated = decontaminate(plan, dataset.decontaminate_ngram, work, workers, external)
     plan.weigh([part.weight for part in parts], dataset.seed)
 
     reasons: Counter = Counter()
@@ -111,6 +116,11 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
         counts = route(plan, out_dir, rejected, reasons, examples)
     total = sum(scan.rows_in for scan in scans)
     stats = dataset_stats(job, parts, formats, kind, plan, counts, reasons, total, settings.sample_every)
+    tokenizer_names = [spec.name for spec in settings.tokenizers]
+    stats["checks"] = [
+        check.model_dump(mode="json", exclude_none=True)
+        for check in checks_run(dataset, tokenizer_names, reasons, decontaminated)
+    ]
     report = validation_report(stats)
     # Into the output directory, where the commit lists (and on S3 uploads) it.
     store.write_json(store.to_uri(out_dir / "validation_report.json"), report)
@@ -143,10 +153,30 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
 
 
 def _tokenizers(job: PrepareSpec, work: Path) -> list[TokenizerSpec]:
+    checks = job.dataset.length_checks
     if not job.tokenizers:
-        log.info("no tokenizer given: token lengths are not checked")
+        if checks:
+            # Experiments always pass their models' tokenizers and the CLI the catalog's default one; a
+            # job spec written without any still prepares (an earlier version's stored spec must), but
+            # the skipped check is said here and in the validation report's `checks`.
+            log.warning(
+                "dataset %s: %s not checked: no tokenizer was given to count tokens (pass --model "
+                "CATALOG_NAME to `tunerflow dataset prepare`)",
+                job.dataset.name,
+                " and ".join(checks),
+            )
         return []
-    return prepare_tokenizers(job.tokenizers, job.store_root, work)
+    try:
+        return prepare_tokenizers(job.tokenizers, job.store_root, work)
+    except Exception as error:
+        if not checks:
+            raise
+        names = ", ".join(entry.name for entry in job.tokenizers)
+        raise StepError(
+            f"dataset '{job.dataset.name}': {' and '.join(checks)} need a tokenizer, and the tokenizer of "
+            f"{names} could not be loaded ({type(error).__name__}: {error}); pass a model whose tokenizer "
+            "loads here"
+        ) from None
 
 
 def complete_job(job: PrepareSpec) -> PrepareSpec:

@@ -16,6 +16,7 @@ from typing import IO
 
 import numpy as np
 
+from tasks.data import near_dedup
 from tasks.data.scan import ShardScan
 from tasks.data.splitting import SPLITS, TEST, TRAIN, VALIDATION, assign_splits, first_occurrences, repeats
 
@@ -38,11 +39,24 @@ class RowPlan:
         self.alive = np.ones(n, dtype=bool)
         self.first = np.arange(n)
         self.overlaps: dict[int, str] = {}
+        self.near: dict[int, tuple[int, float]] = {}  # row -> (the kept row it resembles, similarity)
         self.copies = np.ones(n, dtype=np.int64)
 
     def dedup(self) -> None:
         self.first = first_occurrences(self.keys)
         self.alive &= self.first == np.arange(len(self.keys))
+
+    def near_dedup(self, threshold: float) -> None:
+        """Drop the rows whose MinHash signatures resemble an earlier kept row's (`dedup: near`)."""
+        found = near_dedup.near_duplicates(
+            [scan.signatures for scan in self.scans],
+            [self.alive[self.window(scan)] for scan in self.scans],
+            threshold,
+        )
+        for (shard, line), ((other_shard, other_line), score) in found.items():
+            row = int(self.offsets[shard]) + line
+            self.near[row] = (int(self.offsets[other_shard]) + other_line, score)
+            self.alive[row] = False
 
     def split(self, ratios: tuple[int, int, int], seed: int) -> None:
         unassigned = self.alive & (self.roles < 0)
@@ -71,6 +85,7 @@ def route(
     record the rows dedup and decontamination dropped."""
     counts = dict.fromkeys(SPLITS, 0)
     needed = set(plan.first[~plan.alive & (plan.first != np.arange(len(plan.first)))].tolist())
+    needed.update(other for other, _ in plan.near.values())
     first_ids: dict[int, str] = {}
     with ExitStack() as stack:
         handles = {
@@ -95,6 +110,10 @@ def route(
                         continue
                     if g in plan.overlaps:
                         code, detail = "overlaps_eval", f"shares a prompt n-gram with {plan.overlaps[g]}"
+                    elif g in plan.near:
+                        other, score = plan.near[g]
+                        code = "near_duplicate"
+                        detail = f"resembles {first_ids[other]} (estimated similarity {score:.2f})"
                     else:
                         code, detail = "duplicate", f"same as {first_ids[first[line]]}"
                     row_id = _row_id(raw)

@@ -31,8 +31,10 @@ class RowError(ValueError):
 
 
 def _turns(messages: list[dict[str, Any]]) -> str:
+    # The content is stripped before it is glued to its role: `user:  What` and `user:What` must fold to
+    # the same key, and whitespace next to a field boundary never changes what a turn says.
     return "\n".join(
-        f"{m['role']}:{m['content']}"
+        f"{m['role']}:{m['content'].strip()}"
         + (json.dumps(m["tool_calls"], sort_keys=True) if m.get("tool_calls") else "")
         for m in messages
     )
@@ -45,7 +47,8 @@ def _fold(raw: str) -> str:
 
 
 def normalise(row: dict[str, Any]) -> str:
-    """Text used for duplicate detection and split assignment: case, width and spacing folded."""
+    """Text used for duplicate detection and split assignment: case, width and spacing folded, including
+    whitespace at the start and end of every field (text, each turn of a chat or preference pair)."""
     if "text" in row:
         return _fold(row["text"])
     if "prompt" in row:

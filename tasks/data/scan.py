@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from tasks.data import pii
+from tasks.data import near_dedup, pii
 from tasks.data.decontaminate import EvalIndex
 from tasks.data.formats import convert
 from tasks.data.plugins import apply_filters
@@ -43,6 +43,7 @@ class ScanSettings:
     tokenizers: tuple[TokenizerSpec, ...] = ()
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES  # longer rows are dropped unparsed (tasks.data.raw_rows)
     sample_every: int = 1  # token lengths are counted for the statistics on rows whose key % this == 0
+    near_shingle: int = 0  # words per shingle of the MinHash signatures for `dedup: near`; 0: none
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class ShardScan:
     role: str | None
     spool: str
     rejected: str
+    signatures: str = ""  # .npy of the spooled rows' MinHash signatures (`dedup: near` only)
     rows_in: int = 0
     keys: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=np.uint64))
     lengths: dict[str, np.ndarray] = field(default_factory=dict)
@@ -152,6 +154,7 @@ class _Spooler:
         self.pending: list[tuple[str, dict[str, Any], int]] = []
         self.keys = array("Q")
         self.lengths: dict[str, list[np.ndarray]] = {spec.name: [] for spec in task.settings.tokenizers}
+        self.signatures: list[np.ndarray] = []
 
     def reject(self, row_id: str, code: str, detail: str) -> None:
         self.scan.reasons[code] += 1
@@ -177,6 +180,7 @@ class _Spooler:
         stacked = (
             np.stack([counts[n] for n in names]) if names else np.zeros((0, len(self.pending)), np.int32)
         )
+        spooled = []
         for position, (row_id, row, key) in enumerate(self.pending):
             column = stacked[:, position]
             problem = self._length_problem(column, names)
@@ -187,6 +191,10 @@ class _Spooler:
                 self.lengths[name].append(value)
             self.keys.append(key)
             self.out.write(json.dumps({"id": row_id, **row}, ensure_ascii=False) + "\n")
+            spooled.append(row)
+        if settings.near_shingle:
+            texts = [normalise(row) for row in spooled]
+            self.signatures.append(near_dedup.signatures(texts, settings.near_shingle))
         self.pending.clear()
 
     def _length_problem(self, column: np.ndarray, names: list[str]) -> tuple[str, str] | None:
@@ -206,6 +214,11 @@ class _Spooler:
         self.scan.lengths = {
             name: np.asarray(values, dtype=np.int32) for name, values in self.lengths.items()
         }
+        if self.task.settings.near_shingle:
+            # On disk, not in the result: the main process memory-maps them one row at a time.
+            self.scan.signatures = str(Path(self.task.work_dir) / f"{self.task.index:05d}.minhash.npy")
+            empty = np.zeros((0, near_dedup.NUM_PERM), dtype=np.uint32)
+            np.save(self.scan.signatures, np.concatenate(self.signatures) if self.signatures else empty)
 
 
 def scan_shard(task: ShardTask) -> ShardScan:

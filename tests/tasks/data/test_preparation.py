@@ -399,3 +399,131 @@ def test_max_row_bytes_is_validated_and_changes_the_version_only_when_set():
     ]
     versions = [content_version(plan_parts(spec.dataset), spec) for spec in specs]
     assert versions[0] == versions[1] != versions[2]
+
+
+def test_rows_differing_only_in_field_edge_whitespace_are_duplicates_naming_the_first(tmp_path, store_root):
+    rows = [
+        chat("What is 2 plus 2?", "4"),
+        chat("Name the largest planet in the solar system.", "Jupiter."),
+        chat("  What is 2 plus 2? ", " 4\n"),
+    ]
+    dataset = {
+        "name": "spaced",
+        "train_uri": _chat_file(tmp_path / "train.jsonl", rows),
+        "max_drop_ratio": 0.5,
+    }
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    assert [r["id"] for r in _lines(result, "train.jsonl")] == ["train.jsonl:1", "train.jsonl:2"]
+    (dropped,) = _lines(result, "rejected.jsonl")
+    assert (dropped["id"], dropped["reason"], dropped["detail"]) == (
+        "train.jsonl:3",
+        "duplicate",
+        "same as train.jsonl:1",
+    )
+
+
+def test_every_check_turned_on_is_in_the_report_and_card_as_run_or_not(tmp_path, store_root, caplog):
+    rows = [chat(f"Question {i} about the tides?", "An answer.") for i in range(4)]
+    rows.append(chat("  Question 0 about the tides? ", "An answer."))
+    dataset = {
+        "name": "d",
+        "uri": _chat_file(tmp_path / "rows.jsonl", rows),
+        "max_tokens": 512,
+        "pii": "drop",
+    }
+    # A job spec without tokenizers (the CLI and experiments always pass some) still prepares, but the
+    # length check it could not run is said in the log and the report instead of silently missing.
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    assert "max_tokens 512 not checked: no tokenizer was given" in caplog.text
+    report = store.read_json(store.join(result["uri"], "validation_report.json"))
+    assert report["checks"] == [
+        {"name": "dedup", "ran": True, "dropped": 1, "drop_reasons": {"duplicate": 1}, "mode": "exact"},
+        {"name": "max_tokens", "ran": False, "dropped": 0, "drop_reasons": {}, "setting": 512,
+         "not_run_because": "no tokenizer was given to count tokens: pass --model CATALOG_NAME"},
+        # 4 rows left, all drawn into train by the 90,5,5 split: nothing to compare them against.
+        {"name": "decontamination", "ran": False, "dropped": 0, "drop_reasons": {}, "setting": 13,
+         "not_run_because": "no validation, test or evaluation rows to compare the training rows against"},
+        {"name": "pii", "ran": True, "dropped": 0, "drop_reasons": {}, "mode": "drop"},
+    ]  # fmt: skip
+    card = store.local_path(store.join(result["uri"], "README.md")).read_text()
+    assert "## Checks" in card and "**no**: no tokenizer was given" in card
+
+
+STORY = (
+    "the harbour master walked along the old stone pier at dawn counting the fishing boats that had "
+    "come back from the night at sea and writing their names in a small leather book"
+)
+
+
+def test_near_duplicates_are_dropped_naming_the_row_they_resemble(tmp_path, store_root):
+    rows = [
+        chat(f"Tell me a story: {STORY}.", "Done."),
+        chat("Name the largest planet in the solar system.", "Jupiter."),
+        chat(f"Tell me a story: {STORY.replace('small', 'little')}!", "Done."),  # one word changed
+        chat(f"Tell me a story: {STORY}.", "Done."),  # exact: still `duplicate`
+        chat("Which ocean lies between Africa and Australia?", "The Indian Ocean."),
+    ]
+    uri = _chat_file(tmp_path / "train.jsonl", rows)
+    dataset = {
+        "name": "near",
+        "train_uri": uri,
+        "dedup": "near",
+        "near_dedup_threshold": 0.6,
+        "max_drop_ratio": 0.5,
+    }
+    result = prepare(PrepareSpec(store_root=store_root, dataset=dataset))
+    assert [r["id"] for r in _lines(result, "train.jsonl")] == [
+        "train.jsonl:1",
+        "train.jsonl:2",
+        "train.jsonl:5",
+    ]
+    rejected = {r["id"]: r for r in _lines(result, "rejected.jsonl")}
+    assert rejected["train.jsonl:4"]["reason"] == "duplicate"
+    near = rejected["train.jsonl:3"]
+    assert near["reason"] == "near_duplicate"
+    assert near["detail"].startswith("resembles train.jsonl:1 (estimated similarity 0.")
+    assert float(near["detail"].rsplit(" ", 1)[1].rstrip(")")) >= 0.6
+    # A stricter threshold keeps it; exact mode never looks for near duplicates.
+    strict = prepare(PrepareSpec(store_root=store_root, dataset={**dataset, "near_dedup_threshold": 0.99}))
+    exact_dataset = {**dataset, "dedup": "exact"}
+    del exact_dataset["near_dedup_threshold"]
+    exact = prepare(PrepareSpec(store_root=store_root, dataset=exact_dataset))
+    assert strict["drop_reasons"] == exact["drop_reasons"] == {"duplicate": 1}
+    report = store.read_json(store.join(result["uri"], "validation_report.json"))
+    (dedup,) = [check for check in report["checks"] if check["name"] == "dedup"]
+    assert dedup == {
+        "name": "dedup",
+        "ran": True,
+        "dropped": 2,
+        "drop_reasons": {"duplicate": 1, "near_duplicate": 1},
+        "mode": "near",
+        "setting": 0.6,
+    }
+
+
+def test_near_dedup_keeps_the_same_rows_whatever_the_workers_and_shards(tmp_path, monkeypatch):
+    words = STORY.split()
+    rows = []
+    for i in range(60):
+        variant = list(words)
+        variant[i % len(words)] = f"word{i}"  # each row one word away from the story: all near duplicates
+        rows.append({"text": " ".join(variant) if i % 3 else f"unrelated row {i} " + " ".join(words[:3])})
+    path = tmp_path / "rows.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = {
+        "name": "t",
+        "uri": str(path),
+        "dedup": "near",
+        "near_dedup_threshold": 0.6,
+        "max_drop_ratio": 0.9,
+    }
+    outputs = []
+    for workers, shard_bytes in (("1", ""), ("2", "2000")):
+        monkeypatch.setenv("TUNERFLOW_DATA_WORKERS", workers)
+        monkeypatch.setenv("TUNERFLOW_DATA_SHARD_BYTES", shard_bytes)
+        root = (tmp_path / f"store-{workers}").as_uri()
+        outputs.append(prepare(PrepareSpec(store_root=root, dataset=dataset)))
+    first, second = outputs
+    assert first["drop_reasons"] == second["drop_reasons"] and first["drop_reasons"]["near_duplicate"] >= 20
+    one, two = (sorted(json.dumps(r) for r in _lines(result, "rejected.jsonl")) for result in outputs)
+    assert one == two

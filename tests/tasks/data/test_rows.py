@@ -69,3 +69,41 @@ def test_failure_message_names_the_top_reasons_and_examples():
     assert message.startswith("dataset 'd': 8 of 10 rows dropped (80%), above max_drop_ratio 20%")
     assert "Top reasons: duplicate (5), too_long (2), pii (1). Example rows: f:1, f:2." in message
     assert "no rows" in failure_message("d", 0, Counter(), [], 0.2)
+
+
+def _spaced(text: str) -> str:
+    return f"  {text} \t"
+
+
+def test_whitespace_at_every_field_boundary_is_folded_for_dedup_and_decontamination():
+    from tasks.data.formats import convert
+
+    q, a = "What is 2 plus 2?", "4"
+    chat = {"messages": [{"role": "user", "content": q}, {"role": "assistant", "content": a}]}
+    spaced_chat = {
+        "messages": [{"role": "user", "content": _spaced(q)}, {"role": "assistant", "content": _spaced(a)}]
+    }
+    assert content_key(chat) == content_key(spaced_chat)
+    assert prompt_text(chat) == prompt_text(spaced_chat)
+    assert content_key({"text": q}) == content_key({"text": _spaced(q)})
+    alpaca = convert({"instruction": q, "input": "ctx", "output": a}, "alpaca", {})
+    spaced_alpaca = convert(
+        {"instruction": _spaced(q), "input": _spaced("ctx"), "output": _spaced(a)}, "alpaca", {}
+    )
+    assert content_key(alpaca) == content_key(spaced_alpaca)
+    pair = {
+        "prompt": [{"role": "user", "content": q}],
+        "chosen": [{"role": "assistant", "content": a}],
+        "rejected": [{"role": "assistant", "content": "5"}],
+    }
+    spaced_pair = {
+        "prompt": [{"role": "user", "content": _spaced(q)}],
+        "chosen": [{"role": "assistant", "content": _spaced(a)}],
+        "rejected": [{"role": "assistant", "content": _spaced("5")}],
+    }
+    assert content_key(pair) == content_key(spaced_pair)
+    assert prompt_text(pair) == prompt_text(spaced_pair)
+    # Folding never merges rows that say different things.
+    assert content_key(chat) != content_key(
+        {**chat, "messages": [chat["messages"][0], {**chat["messages"][1], "content": "5"}]}
+    )
