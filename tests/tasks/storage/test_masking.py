@@ -9,7 +9,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from tasks.storage import connections, masking
+from tasks.storage import connections, masking, s3
 
 # Distinct per test, so one test's masking cannot make another's pass; '/' and '+' make the URL-encoded
 # forms differ from the value.
@@ -62,6 +62,30 @@ def test_a_connection_resolved_by_airflow_has_the_secrets_in_its_extra_masked(in
     # Airflow masks the extra as one string only; the token alone must be masked too.
     assert _shown(f"token {token}") == "token ***"
     assert _shown(f"token {quote(token, safe='')}") == "token ***"
+
+
+def test_the_aws_keys_of_botos_default_chain_are_masked_when_the_store_uses_them(in_task, monkeypatch):
+    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
+    monkeypatch.delenv(s3.CONN_ID_ENV, raising=False)
+    monkeypatch.setattr(s3, "_in_task_connection", lambda name: None)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "env-secret/key+4a7d")
+    monkeypatch.setenv("AWS_SESSION_TOKEN", "env-session-token-93bf")
+    assert s3.client_kwargs() == {}
+    assert _shown("env-secret/key+4a7d env-secret%2Fkey%2B4a7d") == "*** ***"
+    assert _shown("env-session-token-93bf") == "***"
+
+
+def test_a_local_step_task_masks_the_credentials_its_subprocess_inherits(in_task, monkeypatch, tmp_path):
+    from tasks.backends import heavy
+    from tasks.pipeline.plan import step_argv
+    from tasks.storage import store
+
+    monkeypatch.setenv("TUNERFLOW_STORE", tmp_path.as_uri())
+    monkeypatch.setenv("HF_TOKEN", "hf_inherited/Token+c0ffee")
+    monkeypatch.setattr(heavy, "run_step", lambda argv, env: {"ok": True})
+    argv = step_argv("prepare_dataset", store.join(tmp_path.as_uri(), "datasets", "tuna.json"))
+    assert heavy.run_locally("prepare_dataset", argv, {}, None) == {"ok": True}
+    assert _shown("hf_inherited/Token+c0ffee | hf_inherited%2FToken%2Bc0ffee") == "*** | ***"
 
 
 def test_outside_an_airflow_task_nothing_is_masked_and_airflow_is_not_imported(monkeypatch):
