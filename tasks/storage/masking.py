@@ -39,8 +39,9 @@ SENSITIVE_WORDS = ("password", "passwd", "secret", "token", "key", "authorizatio
 TASK_RUNNER = "airflow.sdk.execution_time.task_runner"
 
 # Digests of the values already handed to the masker: each call is a message to the task's supervisor,
-# and the store client asks on every use. Digests, so no secret sits in a structure a repr could show.
-_masked: set[str] = set()
+# and the store client asks on every use. Digests, so no secret sits in a structure a repr could show;
+# with the process id, so a forked process (another task, another supervisor) tells its own again.
+_masked: set[tuple[int, str]] = set()
 
 
 def in_task() -> bool:
@@ -61,10 +62,10 @@ def mask(value: Any) -> None:
     from airflow.sdk.log import mask_secret  # Airflow is loaded in a task process; steps never get here
 
     for form in variants(value):
-        digest = hashlib.sha256(form.encode()).hexdigest()
-        if digest not in _masked:
+        key = (os.getpid(), hashlib.sha256(form.encode()).hexdigest())
+        if key not in _masked:
             mask_secret(form)
-            _masked.add(digest)
+            _masked.add(key)
 
 
 def sensitive(key: str) -> bool:
