@@ -25,6 +25,7 @@ from tasks.backends import TRAIN_RETRIES
 from tasks.backends.local import StepFailed, run_step
 from tasks.config.experiment import load_experiment
 from tasks.pipeline import skips
+from tasks.storage import masking
 from tasks.storage.s3 import store_env
 from tasks.storage.store import default_root
 
@@ -150,6 +151,9 @@ def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None)
     # Connections (the store's aws_default, the judge's) reach the step through its environment only:
     # never a spec, XCom or log.
     env = store_env(default_root())
+    # The step inherits the worker's environment, credentials included (HF_TOKEN for gated models, the
+    # AWS_* keys): whatever it prints reaches this task's log, so the masker must know them.
+    masking.mask_environment()
     if step in SCORING_STEPS:
         # Loaded where the step runs: the judge is not a parse-time need.
         from tasks.scoring.judge import judge_env

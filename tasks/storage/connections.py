@@ -20,6 +20,7 @@ from typing import Any
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from tasks.runtime.errors import StepError
+from tasks.storage import masking
 
 ENV_PREFIX = "AIRFLOW_CONN_"  # Airflow's environment-variable secrets backend
 GENERIC_URI = "conn-type://login:password@host:port/schema?extra_key=value"
@@ -37,21 +38,30 @@ def env_var(conn_id: str) -> str:
 def read(conn_id: str, environ: Mapping[str, str] | None = None) -> dict[str, Any] | None:
     """The fields of connection `conn_id` from AIRFLOW_CONN_<CONN_ID>; None when the variable is unset."""
     value = (os.environ if environ is None else environ).get(env_var(conn_id))
-    return parse_connection(conn_id, value) if value else None
+    if not value:
+        return None
+    fields = parse_connection(conn_id, value)
+    # Read from the variable, not through Airflow: Airflow's masker has not seen it (see masking).
+    masking.mask_connection(fields)
+    return fields
 
 
 def airflow_connection(conn_id: str) -> str | None:
     """Connection `conn_id` as Airflow's JSON, resolved by Airflow; None when it is not defined.
 
-    Call it inside an Airflow task: Airflow masks the password in the task log. Put the value in a
-    subprocess's environment only: never log it, return it from a task (XCom) or write it anywhere."""
+    Call it inside an Airflow task: the password and the extra's secrets are masked in the task log. Put
+    the value in a subprocess's environment only: never log it, return it from a task (XCom) or write it
+    anywhere."""
     from airflow.sdk import BaseHook
     from airflow.sdk.exceptions import AirflowNotFoundException
 
     try:
-        return BaseHook.get_connection(conn_id).as_json()
+        value = BaseHook.get_connection(conn_id).as_json()
     except AirflowNotFoundException:
         return None
+    # Airflow masked the password and the extra as one string; the secrets inside the extra too.
+    masking.mask_connection(parse_connection(conn_id, value))
+    return value
 
 
 def parse_connection(conn_id: str, value: str, uri_example: str = GENERIC_URI) -> dict[str, Any]:

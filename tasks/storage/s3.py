@@ -25,12 +25,13 @@ import threading
 from typing import Any
 from urllib.parse import urlparse
 
-from tasks.storage import connections
+from tasks.storage import connections, masking
 from tasks.storage.uris import is_s3, split_bucket
 
 CONN_ID_ENV = "TUNERFLOW_S3_CONN_ID"
 split = split_bucket
 DEFAULT_CONN_ID = "aws_default"
+AWS_CREDENTIALS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
 
 
 def conn_id() -> str:
@@ -45,6 +46,8 @@ def client_kwargs(environ: Any = None) -> dict[str, Any]:
     if fields is None and environ is None:
         fields = _in_task_connection(name)
     if fields is None:
+        # boto3's default chain reads the keys from AWS_* variables: mask them in this task's log.
+        masking.mask_environment(names=AWS_CREDENTIALS)
         return {}
     extra = fields["extra"]
     kwargs: dict[str, Any] = {}
