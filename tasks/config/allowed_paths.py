@@ -11,7 +11,8 @@ When the variable is unset:
   directory and the tunerflow cache (where remote inputs are mirrored), never `/`;
 - the CLI and library callers on a user's own machine (`configured()` is None) allow every path.
 
-Stdlib only: imported by `tasks.pipeline.plan` and the UI plugin.
+Stdlib and `tasks.storage.store` (which alone knows URI schemes) only: imported by `tasks.pipeline.plan`
+and the UI plugin.
 """
 
 from __future__ import annotations
@@ -21,14 +22,12 @@ import os
 import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 from tasks.config.paths import config_dir, data_dir
+from tasks.storage import store
 
 ENV = "TUNERFLOW_ALLOWED_PATHS"
-CACHE_ENV = "TUNERFLOW_CACHE_DIR"
-# The parts of a dataset or model URI that name something other than a local path.
-_REMOTE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+# The prefixes of a dataset or model URI that name something other than a storage URI.
 _HF = "hf:"
 _BUILTIN = "builtin:"
 
@@ -51,15 +50,13 @@ def configured() -> list[Path] | None:
 
 
 def _local_root(store_root: str) -> Path | None:
-    if _REMOTE.match(store_root) and not store_root.startswith("file://"):
-        return None
-    return _real(_file_path(store_root))
+    path = store.local_path_or_none(store_root)
+    return _real(path) if path is not None else None
 
 
 def server_defaults(store_root: str) -> list[Path]:
     """The roots the deployment side allows when the variable is unset (see the module docstring)."""
-    cache = os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "tunerflow"
-    roots = [_local_root(store_root), _real(data_dir()), _real(config_dir()), _real(cache)]
+    roots = [_local_root(store_root), _real(data_dir()), _real(config_dir()), _real(store.cache_root())]
     return [root for root in roots if root is not None]
 
 
@@ -68,8 +65,9 @@ def server_roots(store_root: str) -> list[Path]:
     return configured() or server_defaults(store_root)
 
 
-def _file_path(uri: str) -> str:
-    return unquote(urlparse(uri).path) if uri.startswith("file://") else uri
+def _local_str(uri: str) -> str | None:
+    path = store.local_path_or_none(uri)
+    return str(path) if path is not None else None
 
 
 def local_target(uri: str) -> str | None:
@@ -77,13 +75,13 @@ def local_target(uri: str) -> str | None:
     if uri.startswith(_BUILTIN):
         return None
     if uri.startswith(_HF):
-        # hf:<dir>[:<config>][@<split>]: a directory when written as a path, else a hub name.
-        target = re.split(r"[:@]", uri[len(_HF) :], maxsplit=1)[0] if "://" not in uri else uri[len(_HF) :]
-        looks_local = target.startswith(("/", ".", "~", "file://"))
-        return _file_path(target) if looks_local else None
-    if _REMOTE.match(uri) and not uri.startswith("file://"):
-        return None
-    return _file_path(uri)
+        # hf:<dir>[:<config>][@<split>]: a directory when written as a path or a URI, else a hub name.
+        rest = uri[len(_HF) :]
+        if "://" in rest:
+            return _local_str(rest)
+        target = re.split(r"[:@]", rest, maxsplit=1)[0]
+        return target if target.startswith(("/", ".", "~")) else None
+    return _local_str(uri)
 
 
 def _glob_base(path: str) -> tuple[str, bool]:

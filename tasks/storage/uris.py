@@ -13,7 +13,7 @@ import os
 import re
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import unquote, urlparse
 
 from tasks.storage.errors import UnsupportedScheme
 
@@ -72,11 +72,22 @@ def local_path(uri: str) -> Path:
     `local_dir(prefix)` and `commit`, read through `fetch(uri)`."""
     found = urlparse(str(uri)).scheme if "://" in str(uri) else ""
     if found in LOCAL_SCHEMES:
-        return Path(urlparse(str(uri)).path if found else uri)
+        # Path.as_uri() percent-encodes (a space is %20), so a file:// URI's path is decoded back.
+        return Path(unquote(urlparse(str(uri)).path) if found else uri)
     raise ValueError(
         f"'{uri}' is not a local path: use store.fetch() to read it or store.local_dir() + store.commit() "
         "to write it"
     )
+
+
+def local_path_or_none(uri: str) -> Path | None:
+    """The filesystem path `uri` names, or None for a remote object or a scheme no backend serves
+    (what a check of which local files a conf reads needs)."""
+    try:
+        local = is_local(uri)
+    except UnsupportedScheme:
+        return None
+    return local_path(uri) if local else None
 
 
 def to_uri(path: str | Path) -> str:

@@ -96,6 +96,15 @@ def test_local_path_names_the_way_to_read_an_s3_uri():
         store.local_path("s3://bucket/key")
 
 
+def test_a_file_uri_s_path_is_percent_decoded_as_path_as_uri_encodes_it(tmp_path):
+    folder = tmp_path / "my store %"
+    assert store.local_path(folder.as_uri()) == folder
+    assert store.local_path_or_none(folder.as_uri()) == folder
+    assert store.local_path_or_none("relative/a b.jsonl") == Path("relative/a b.jsonl")
+    assert store.local_path_or_none("s3://bucket/key") is None
+    assert store.local_path_or_none("https://example.com/rows.jsonl") is None  # no backend: not local
+
+
 def test_fetch_refuses_an_uncommitted_prefix(s3_store_root):
     prefix = _write_output(s3_store_root)
     with pytest.raises(store.StoreError, match=rf"'{prefix}' is not committed"):
