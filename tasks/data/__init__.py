@@ -11,7 +11,8 @@ The modules, from the bottom up:
 - sources (files, S3, Hugging Face as shards), pii, token_counts, length_stats, decontaminate, splitting:
   the pieces of the per-row work.
 - scan (the per-shard work in worker processes), pool, parts (sources, formats, content version),
-  row_plan, eval_overlap, prep_report, card: the prepare step, put together in preparation.
+  row_plan, eval_overlap, prep_report, card (with card_plot): the prepare step, put together in
+  preparation.
 - dataset_registry: registered datasets and their prepared versions.
 - row_lookup: one source row read again by id, for the Datasets pages.
 
