@@ -13,6 +13,7 @@ and the trigger form's Params generated from them.
 
 Light: imported when a DAG is parsed and by every step; never torch, transformers or boto3 at import
 time. May import `tasks.storage` (a run's recorded conf) and the stdlib-only registries of what a conf
-may name: `tasks.data.plugins`, `tasks.data.formats` and `tasks.scoring.plugins`; and the dataset
-registry, `tasks.data.dataset_registry`, whose registered datasets the trigger form offers.
+may name: `tasks.data.plugins`, `tasks.data.formats` and `tasks.scoring.plugins`; `tasks.data.rows`, the
+stdlib-only row model, for the default row size limit; and the dataset registry,
+`tasks.data.dataset_registry`, whose registered datasets the trigger form offers.
 """

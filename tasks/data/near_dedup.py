@@ -26,6 +26,7 @@ _PERMUTATIONS: dict[int, Any] = {}
 def _permutations() -> Any:
     """The datasketch permutations for SEED, built once per process (rebuilding them per row costs more
     than hashing a short row)."""
+    # datasketch loads scipy (~0.5 s): only a `dedup: near` preparation pays for it.
     from datasketch import MinHash
 
     if SEED not in _PERMUTATIONS:
@@ -44,7 +45,7 @@ def shingles(text: str, size: int) -> set[bytes]:
 
 def signatures(texts: Sequence[str], size: int) -> np.ndarray:
     """A `(len(texts), NUM_PERM)` uint32 MinHash signature per folded text."""
-    from datasketch import MinHash
+    from datasketch import MinHash  # scipy comes with it; see _permutations
 
     permutations = _permutations()
     out = np.empty((len(texts), NUM_PERM), dtype=np.uint32)
@@ -67,7 +68,7 @@ def near_duplicates(
     estimated similarity. `files[i]` holds shard i's signatures, `alive[i]` which of its rows are still
     kept (exact duplicates are already out). Rows are taken in order, so the earliest of a group of near
     duplicates is the one kept, whatever the number of workers."""
-    from datasketch import LeanMinHash, MinHashLSH
+    from datasketch import LeanMinHash, MinHashLSH  # scipy comes with it; see _permutations
 
     try:
         index = MinHashLSH(threshold=threshold, num_perm=NUM_PERM, hashfunc=_band_key)
