@@ -77,8 +77,8 @@ def _write_failed(client: Any, uri: str, error: Exception) -> StoreError:
     return StoreError(
         f"could not write '{uri}' to the S3 endpoint {s3.endpoint_of(client)} "
         f"({s3.describe(error, bucket)}) after {s3.retry_settings()['max_attempts']} attempts; nothing "
-        "was committed: retry the step once the endpoint answers (TUNERFLOW_S3_MAX_ATTEMPTS and "
-        "TUNERFLOW_S3_READ_TIMEOUT_S set how long it waits)"
+        "partial is visible (the manifest is written only after every file): retry the step once the "
+        "endpoint answers (TUNERFLOW_S3_MAX_ATTEMPTS and TUNERFLOW_S3_READ_TIMEOUT_S set how long it waits)"
     )
 
 
