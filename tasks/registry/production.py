@@ -6,18 +6,23 @@ Layout under `layout.registry(root, name)`:
                                 "action", "reason", "actor", ...}
     history/<seq>.json          every pointer record ever written, one per sequence (zero-padded)
     production_history.jsonl    the same, one JSON line each, as file:// registries kept it before: still read
+    refused/<at>-<id>.json      every move that lost the race (a promotion or a rollback whose expected
+                                sequence was no longer the pointer's): what it tried, what it found, why
 
 The pointer moves by compare-and-swap on its `sequence` (exposed as the string `etag` too):
 `set_production(..., expected=seq)` writes only while the stored sequence still equals `expected` (`None`:
 only while no pointer exists yet). The backend decides the race: the pointer is read with its tag, the
 sequence compared, then written with replace-if-unchanged (the first one with create-if-absent); a
-writer that lost is told False. Every record carries its own sequence, so two records never share a tag
-(no ABA). A history record is an exclusive create too, so writing one twice is harmless. See
-docs/registry.md.
+writer that lost is told False, and its attempt is kept as a refused record (`history(..., refused=True)`
+shows it among the moves, after the record that beat it), so a promotion racing a rollback leaves both
+in the history: the winner's move and the loser's refusal with its reason. Every record carries its own
+sequence, so two records never share a tag (no ABA). A history record is an exclusive create too, so
+writing one twice is harmless. See docs/registry.md.
 """
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -26,6 +31,7 @@ from tasks.registry.records import ENTRY, Records, RegistryError, now, version_p
 POINTER = "production.json"
 HISTORY = "history"
 LEGACY_HISTORY = "production_history.jsonl"
+REFUSED = "refused"
 # How many earlier production versions the pointer remembers for rollback.
 MAX_STACK = 100
 
@@ -63,6 +69,42 @@ def _swap(
     return record
 
 
+def _refuse(
+    records: Records, attempted: str, version: int | None, expected: int | None, actor: str | None
+) -> dict[str, Any]:
+    """Keep a move that lost the race, with the pointer that beat it; returns the record written.
+
+    Its own key (time + random id, created exclusively) so refusals never collide with each other or
+    with the pointer's history, whose names are sequences."""
+    found = records.read(POINTER) or {}
+    at = now()
+    seen = f"sequence {expected}" if expected is not None else "no pointer"
+    target = f" to version {version}" if version is not None else ""
+    reason = (
+        f"{attempted}{target} refused: it was decided at {seen}, but production had moved "
+        f"to version {found.get('version')} (sequence {found.get('sequence')}, "
+        f"{found.get('action') or 'first move'}) before it could be written; re-read and decide again"
+    )
+    record = {
+        "action": "refused",
+        "attempted": attempted,
+        "version": version,
+        "expected": expected,
+        "found_sequence": found.get("sequence"),
+        "found_version": found.get("version"),
+        "reason": reason,
+        "actor": actor,
+        "updated_at": at,
+    }
+    records.create(record, REFUSED, f"{at.replace(':', '')}-{uuid.uuid4().hex[:12]}.json")
+    return record
+
+
+def refused(root: str, name: str) -> list[dict[str, Any]]:
+    """Every move that lost the race, oldest first."""
+    return _refused(Records(root, name))
+
+
 def pointer(root: str, name: str) -> dict[str, Any] | None:
     """The raw production pointer record, without the entry."""
     return Records(root, name).read(POINTER)
@@ -81,8 +123,9 @@ def production(root: str, name: str) -> dict[str, Any] | None:
     return {**record, "entry": records.read(*version_path(record["version"], ENTRY))}
 
 
-def history(root: str, name: str) -> list[dict[str, Any]]:
-    """Every pointer record ever written, oldest first."""
+def history(root: str, name: str, refused: bool = False) -> list[dict[str, Any]]:
+    """Every pointer record ever written, oldest first; with `refused`, the moves that lost the race too
+    (`action` "refused"), each after the pointer record it lost to."""
     records = Records(root, name)
     found = {record["sequence"]: record for record in records.lines(LEGACY_HISTORY)}
     for entry in records.names(HISTORY):
@@ -93,7 +136,18 @@ def history(root: str, name: str) -> list[dict[str, Any]]:
     # The newest record reaches the history just after the pointer; show it already.
     if current is not None:
         found.setdefault(current["sequence"], current)
-    return [found[sequence] for sequence in sorted(found)]
+    moves = [found[sequence] for sequence in sorted(found)]
+    if not refused:
+        return moves
+    # A refusal sorts after the record it lost to (its found_sequence), refusals among themselves by time.
+    keyed = [((r["sequence"], 0, ""), r) for r in moves]
+    keyed += [((r.get("found_sequence") or 0, 1, r["updated_at"]), r) for r in _refused(records)]
+    return [record for _, record in sorted(keyed, key=lambda pair: pair[0])]
+
+
+def _refused(records: Records) -> list[dict[str, Any]]:
+    found = (records.read(REFUSED, entry) for entry in records.names(REFUSED))
+    return sorted((r for r in found if r is not None), key=lambda r: r["updated_at"])
 
 
 def _record(
@@ -144,7 +198,10 @@ def set_production(
             stack.append(current["version"])
         return _record(current, version, stack, "promote", reason, actor)
 
-    return _swap(records, expected, make) is not None
+    if _swap(records, expected, make) is not None:
+        return True
+    _refuse(records, "promote", version, expected, actor)
+    return False
 
 
 def rollback(
@@ -164,6 +221,8 @@ def rollback(
         if current is None:
             raise RegistryError(f"registry '{name}' has no production version yet, so nothing to roll back")
         if expected is not None and current["sequence"] != expected:
+            # What it would have rolled back to was decided from the record at `expected`: not known here.
+            _refuse(records, "rollback", None, expected, actor)
             raise PointerMoved(
                 f"registry '{name}': production moved to version {current['version']} (sequence "
                 f"{current['sequence']}, not {expected}) before the rollback; nothing was written"
@@ -184,4 +243,8 @@ def rollback(
 
         if _swap(records, current["sequence"], make) is not None:
             return target
+        refusal = _refuse(records, "rollback", target, current["sequence"], actor)
+        if expected is not None:
+            # Lost to a move made after the caller's confirmation: it is not retried (one record, one error).
+            raise PointerMoved(f"registry '{name}': {refusal['reason']}; nothing was written")
     raise RegistryError(f"registry '{name}': the production pointer kept moving; rollback gave up")

@@ -20,7 +20,7 @@ import re
 import time
 from typing import Any
 
-from tasks.registry.production import history, pointer, production, rollback, set_production
+from tasks.registry.production import history, pointer, production, refused, rollback, set_production
 from tasks.registry.records import Records, RegistryError, now, version_path
 from tasks.storage import layout
 
@@ -36,6 +36,7 @@ __all__ = [
     "pointer",
     "production",
     "read_decision",
+    "refused",
     "register",
     "registry_uri",
     "rollback",

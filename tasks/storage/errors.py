@@ -9,6 +9,11 @@ class StoreError(RuntimeError):
     the backend refused a request (the message says why, never a credential)."""
 
 
+class NoSpace(StoreError):
+    """The store's filesystem has not enough free space for a write (checked before it, and on ENOSPC):
+    the message names the path, the bytes to write and the bytes free; nothing partial is left."""
+
+
 class MissingBucket(StoreError):
     """The bucket a URI names does not exist."""
 

@@ -3,10 +3,17 @@
 Exclusive create is a hard link of a complete temporary file (it fails instead of replacing); a
 replace-if-unchanged holds a lock file beside the target around its read-compare-write, then renames.
 The local copy of a prefix is the prefix itself, so uploads and downloads have nothing to move.
+
+A full disk: every write first compares its size with the free space of the filesystem it lands on
+(`shutil.disk_usage`) and refuses with NoSpace, writing nothing, when it does not fit; a write that
+still meets ENOSPC (blocks taken meanwhile, filesystem overhead) removes its temporary file and raises
+NoSpace too. Files become visible only by a rename of a complete temporary file, so a full disk never
+leaves a truncated file, and a commit's manifest (written last) never exists without its files.
 """
 
 from __future__ import annotations
 
+import errno
 import glob
 import hashlib
 import os
@@ -16,6 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import unquote
 
+from tasks.storage.errors import NoSpace
 from tasks.storage.mirror import sha256_file
 from tasks.storage.uris import local_path
 
@@ -23,12 +31,50 @@ WILDCARDS = "*?["
 LOCK_TIMEOUT_S = 60
 
 
+# A full disk reports one of these; EDQUOT is a user's quota running out, the same to a caller.
+FULL_ERRNOS = (errno.ENOSPC, errno.EDQUOT)
+
+
+def _no_space(path: Path, needed: int, free: int | None) -> NoSpace:
+    free_text = f"{free} bytes free" if free is not None else "the disk reported full"
+    return NoSpace(
+        f"no space to write {path}: {needed} bytes to write, {free_text} on its filesystem; nothing was "
+        "written. Free space there (or point TUNERFLOW_STORE at a larger disk) and retry the step"
+    )
+
+
+def _free_bytes(path: Path) -> int:
+    """Free bytes of the filesystem that holds `path` (or would: its nearest existing ancestor)."""
+    probe = path
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    return shutil.disk_usage(probe).free
+
+
+def ensure_room(path: Path, needed: int) -> None:
+    """NoSpace, before anything is written, when `needed` bytes do not fit where `path` goes."""
+    free = _free_bytes(path)
+    if needed > free:
+        raise _no_space(path, needed, free)
+
+
 def _temporary(path: Path, data: bytes) -> str:
-    """A complete temporary file beside `path` holding `data` (its directory created)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as handle:
-        handle.write(data)
-        return handle.name
+    """A complete temporary file beside `path` holding `data` (its directory created); NoSpace, with no
+    temporary file left, when the disk cannot hold it."""
+    ensure_room(path, len(data))
+    name = None
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile("wb", dir=path.parent, delete=False, suffix=".tmp") as handle:
+            name = handle.name
+            handle.write(data)
+        return name
+    except OSError as error:
+        if name is not None:
+            Path(name).unlink(missing_ok=True)
+        if error.errno in FULL_ERRNOS:
+            raise _no_space(path, len(data), _free_bytes(path)) from None
+        raise
 
 
 def _pattern(uri: str) -> str:
@@ -117,11 +163,12 @@ class FileBackend:
 
     def upload_files(self, prefix: str, files: dict[str, Path]) -> None:
         root = local_path(prefix)
-        for rel, path in files.items():
+        moving = {rel: path for rel, path in files.items() if path.resolve() != (root / rel).resolve()}
+        # All of it must fit before the first file is copied; each copy checks again (`_temporary`).
+        ensure_room(root, sum(path.stat().st_size for path in moving.values()))
+        for rel, path in moving.items():
             target = root / rel
-            if path.resolve() != target.resolve():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                os.replace(_temporary(target, path.read_bytes()), target)
+            os.replace(_temporary(target, path.read_bytes()), target)
 
     def download_files(self, prefix: str, files: dict[str, dict]) -> None:
         """Nothing to download: the prefix is its own local copy."""

@@ -13,6 +13,16 @@ Credentials resolution, in order:
    `AWS_SECRET_ACCESS_KEY`, `AWS_PROFILE`, an instance or pod role.
 
 The secret is never logged, returned or written; error messages name the connection, not its values.
+
+Retries (`retry_settings`): an endpoint that stops answering (a MinIO restart, a network partition) is
+ridden out by bounded retries. Every request has a connect timeout (`TUNERFLOW_S3_CONNECT_TIMEOUT_S`,
+default 5) and a read timeout (`TUNERFLOW_S3_READ_TIMEOUT_S`, default 12: the longest silence tolerated
+while waiting for bytes, not a limit on a whole transfer), and is tried at most
+`TUNERFLOW_S3_MAX_ATTEMPTS` times (default 6) in botocore's "standard" mode, which waits a random
+0..min(2^i, 20) s before try i+1. Against an endpoint that accepts connections but never answers, that is
+about 6 x 12 s + up to 31 s of backoff, 72 to 103 s before the request fails; a 30 s outage is over by
+the third or fourth try. An endpoint that refuses connections fails each try at once, so only the
+backoff (15 s on average, at most 31 s) is waited: raise the attempts for longer restarts.
 """
 
 from __future__ import annotations
@@ -32,6 +42,33 @@ CONN_ID_ENV = "TUNERFLOW_S3_CONN_ID"
 split = split_bucket
 DEFAULT_CONN_ID = "aws_default"
 AWS_CREDENTIALS = ("AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN")
+# (environment variable, default, smallest accepted value) of the retry policy; see the module docstring.
+RETRY_SETTINGS = {
+    "max_attempts": ("TUNERFLOW_S3_MAX_ATTEMPTS", 6, 1),
+    "connect_timeout": ("TUNERFLOW_S3_CONNECT_TIMEOUT_S", 5.0, 0.1),
+    "read_timeout": ("TUNERFLOW_S3_READ_TIMEOUT_S", 12.0, 0.1),
+}
+
+
+def retry_settings(environ: Any = None) -> dict[str, float | int]:
+    """{"max_attempts", "connect_timeout", "read_timeout"} from the environment (defaults above); a value
+    that is not a number, or is below its minimum, raises ValueError naming the variable."""
+    environ = os.environ if environ is None else environ
+    settings: dict[str, float | int] = {}
+    for key, (variable, default, smallest) in RETRY_SETTINGS.items():
+        raw = (environ.get(variable) or "").strip()
+        kind = type(default)
+        try:
+            value = kind(raw) if raw else default
+        except ValueError:
+            value = None
+        if value is None or value < smallest:
+            raise ValueError(
+                f"{variable}={raw!r}: expected {'an integer' if kind is int else 'a number of seconds'} "
+                f">= {smallest}; unset it for the default {default}"
+            )
+        settings[key] = value
+    return settings
 
 
 def conn_id() -> str:
@@ -131,7 +168,10 @@ def client() -> Any:
 
 def _credentials_digest(kwargs: dict[str, Any]) -> str:
     chain = {name: value for name, value in os.environ.items() if name.startswith("AWS_")}
-    material = json.dumps({"connection": kwargs, "environment": chain}, sort_keys=True)
+    # The retry policy is fixed when a client is made: a changed setting needs a client of its own.
+    material = json.dumps(
+        {"connection": kwargs, "environment": chain, "retries": retry_settings()}, sort_keys=True
+    )
     return hashlib.sha256(material.encode()).hexdigest()
 
 
@@ -145,8 +185,12 @@ def new_client(kwargs: dict[str, Any] | None = None) -> Any:
     # A custom endpoint (MinIO, moto) serves buckets under its path, not as subdomains; AWS itself
     # keeps boto3's own choice.
     custom = kwargs.get("endpoint_url") or os.environ.get("AWS_ENDPOINT_URL")
+    retry = retry_settings()
     config = Config(
-        s3={"addressing_style": "path" if custom else "auto"}, retries={"max_attempts": 5, "mode": "standard"}
+        s3={"addressing_style": "path" if custom else "auto"},
+        connect_timeout=retry["connect_timeout"],
+        read_timeout=retry["read_timeout"],
+        retries={"total_max_attempts": int(retry["max_attempts"]), "mode": "standard"},
     )
     return boto3.session.Session().client("s3", config=config, **kwargs)
 
@@ -187,6 +231,12 @@ def lost_race(error: Exception) -> bool:
 
 def is_missing_bucket(error: Exception) -> bool:
     return error_code(error) == "NoSuchBucket"
+
+
+def endpoint_of(client: Any) -> str:
+    """The endpoint a client talks to, without any user info a URL could carry."""
+    url = urlparse(str(getattr(getattr(client, "meta", None), "endpoint_url", "") or ""))
+    return f"{url.scheme}://{url.hostname}{f':{url.port}' if url.port else ''}" if url.hostname else "?"
 
 
 def describe(error: Exception, bucket: str) -> str:

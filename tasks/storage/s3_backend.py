@@ -6,6 +6,10 @@ S3 decides either atomically, so no lock is needed anywhere. Big files move thro
 manager: multipart above `$TUNERFLOW_S3_PART_MB` MiB (default 64), each uploaded part carrying a SHA-256
 checksum S3 verifies; every download is checked against its expected sha256 (`tasks.storage.mirror`)
 before it is renamed into place.
+
+A write that still fails once the client's bounded retries (`tasks.storage.s3.retry_settings`) are spent
+raises StoreError naming the object and the endpoint; the manifest is only written after every upload
+succeeded, so such a failure leaves nothing committed, and the retried step uploads again.
 """
 
 from __future__ import annotations
@@ -66,6 +70,18 @@ def _bucket_named(bucket: str) -> Iterator[None]:
         raise
 
 
+def _write_failed(client: Any, uri: str, error: Exception) -> StoreError:
+    """The error a write that did not succeed raises: the object, the endpoint and the cause, never a
+    credential (`s3.describe` reads codes and messages only)."""
+    bucket, _ = s3.split(uri)
+    return StoreError(
+        f"could not write '{uri}' to the S3 endpoint {s3.endpoint_of(client)} "
+        f"({s3.describe(error, bucket)}) after {s3.retry_settings()['max_attempts']} attempts; nothing "
+        "partial is visible (the manifest is written only after every file): retry the step once the "
+        "endpoint answers (TUNERFLOW_S3_MAX_ATTEMPTS and TUNERFLOW_S3_READ_TIMEOUT_S set how long it waits)"
+    )
+
+
 def download_objects(client: Any, bucket: str, targets: dict[str, Path]) -> None:
     """Download each key into its path (concurrently, multipart for big objects); the first failure
     re-raises, and leaving the transfer manager cancels the rest."""
@@ -101,18 +117,21 @@ class S3Backend:
     def _put(self, uri: str, data: bytes, **condition: str) -> bool:
         """PutObject; with a condition, False when it did not hold (412), when another conditional write
         to the key was in flight (409: it wins) or when an If-Match key vanished (404)."""
-        from botocore.exceptions import ClientError
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = s3.split(uri)
+        client = s3.client()
         try:
             with _bucket_named(bucket):
-                s3.client().put_object(
+                client.put_object(
                     Bucket=bucket, Key=key, Body=data, ContentType="application/json", **condition
                 )
         except ClientError as error:
             if condition and (s3.lost_race(error) or s3.is_missing(error)):
                 return False
-            raise
+            raise _write_failed(client, uri, error) from None
+        except BotoCoreError as error:  # timeouts and refused connections, once the retries are spent
+            raise _write_failed(client, uri, error) from None
         return True
 
     # --- objects ----------------------------------------------------------------------------------
@@ -216,19 +235,28 @@ class S3Backend:
         if not files:
             return
         from boto3.s3.transfer import create_transfer_manager
+        from botocore.exceptions import BotoCoreError, ClientError
 
         bucket, key = s3.split(prefix)
         # SHA256 on every (part) upload: S3 recomputes it and refuses a part that was corrupted in transit.
         extra = {"ChecksumAlgorithm": "SHA256"}
-        with create_transfer_manager(s3.client(), transfer_config()) as manager:
-            futures = [
-                manager.upload(str(path), bucket, f"{_dir_key(key)}{rel}", extra_args=extra)
+        client = s3.client()
+        with create_transfer_manager(client, transfer_config()) as manager:
+            futures = {
+                rel: manager.upload(str(path), bucket, f"{_dir_key(key)}{rel}", extra_args=extra)
                 for rel, path in files.items()
-            ]
+            }
             # result() re-raises the first failure; leaving the block then cancels the other uploads, and
             # the transfer manager aborts any multipart upload it started.
-            for future in futures:
-                future.result()
+            for rel, future in futures.items():
+                try:
+                    future.result()
+                except MissingBucket:
+                    raise
+                except (BotoCoreError, ClientError) as error:
+                    if s3.is_missing_bucket(error):
+                        raise MissingBucket(f"bucket '{bucket}' does not exist") from None
+                    raise _write_failed(client, f"s3://{bucket}/{_dir_key(key)}{rel}", error) from None
         log.info("uploaded %d files to %s", len(files), prefix)
 
     def download_files(self, prefix: str, files: dict[str, dict[str, Any]]) -> None:

@@ -26,7 +26,7 @@ from tasks.storage.backend import (
     remove,
     write_json,
 )
-from tasks.storage.errors import MissingBucket, StoreError, UnsupportedScheme
+from tasks.storage.errors import MissingBucket, NoSpace, StoreError, UnsupportedScheme
 from tasks.storage.manifests import (
     MANIFEST,
     commit,
@@ -69,6 +69,7 @@ __all__ = [
     "PART_MB_ENV",
     "Backend",
     "MissingBucket",
+    "NoSpace",
     "StoreError",
     "UnsupportedScheme",
     "backend_for",
