@@ -17,5 +17,7 @@ if __name__ == "__main__":
             spec=PrepareSpec,
             result=PreparedDataset,
             complete_job=complete_job,
+            # A version is keyed by its content: experiments on the same data name the same prefix.
+            shared=True,
         )
     )

@@ -189,4 +189,4 @@ def complete_job(job: PrepareSpec) -> PrepareSpec:
 def prepare(spec: PrepareSpec) -> dict[str, Any]:
     """Validate and split one dataset into the store, keyed by its content version; returns the committed
     PreparedDataset as JSON."""
-    return execute("prepare_dataset", prepare_dataset, complete_job(spec), PreparedDataset)
+    return execute("prepare_dataset", prepare_dataset, complete_job(spec), PreparedDataset, shared=True)

@@ -91,10 +91,19 @@ def _checked(name: str, result: Any, result_model: type[SpecModel] | None) -> di
 
 
 def execute(
-    name: str, fn: Callable[[Spec], Any], job: Spec, result_model: type[SpecModel] | None = None
+    name: str,
+    fn: Callable[[Spec], Any],
+    job: Spec,
+    result_model: type[SpecModel] | None = None,
+    shared: bool = False,
 ) -> dict[str, Any]:
     """Run one step body on its validated spec, idempotently; returns the committed result (checked
-    against `result_model` before it is committed). Raises on failure."""
+    against `result_model` before it is committed). Raises on failure.
+
+    A `shared` output is one that several runs name at once (a prepared dataset version is keyed by its
+    content, so two experiments on the same data name the same prefix): it is built under the store's
+    exclusive claim (`store.build_once`), so that one process builds it and the others wait for its
+    manifest instead of resetting and rewriting the files it is writing."""
     prefix = job.output
     if not prefix:
         raise StepError(f"{name}: the spec names no output to write")
@@ -105,19 +114,35 @@ def execute(
     if not launch.is_main_process():
         # Another process of a torchrun launch: rank 0 alone resets, commits and reports failures.
         return fn(job)
+    if shared:
+        built: list[bool] = []
+
+        def build(_directory: Path) -> dict[str, Any]:
+            built.append(True)
+            return _body(name, fn, job, result_model)
+
+        result = store.build_once(prefix, build)
+        if not built:
+            log.info("%s: output committed at %s by another process meanwhile, skipping", name, prefix)
+        return result
     store.reset(prefix)
     store.local_dir(prefix)
+    result = _body(name, fn, job, result_model)
+    store.commit(prefix, result)
+    return result
+
+
+def _body(name: str, fn: Callable[[Spec], Any], job: Spec, result_model: type[SpecModel] | None) -> Any:
+    """The step body's checked result; on failure `error.json` says why beside the partial output."""
     try:
-        result = _checked(name, fn(job), result_model)
+        return _checked(name, fn(job), result_model)
     except BaseException as error:
         # SystemExit/KeyboardInterrupt too: a preempted step must still say why it stopped.
         store.write_json(
-            store.join(prefix, "error.json"),
+            store.join(job.output, "error.json"),
             {"step": name, "type": type(error).__name__, "message": str(error) or type(error).__name__},
         )
         raise
-    store.commit(prefix, result)
-    return result
 
 
 def main(
@@ -129,11 +154,13 @@ def main(
     argv: list[str] | None = None,
     complete_job: Callable[[Spec], Spec] | None = None,
     distributed: bool = False,
+    shared: bool = False,
 ) -> int:
     """CLI wrapper. `spec` and `result` are the step's contracts: `fn` receives the validated spec and
     returns the result. `complete_job` fills in fields (such as `output`) known only once inputs are
     read. A `distributed` step re-executes itself under torchrun when it has several devices
-    (tasks.runtime.launch)."""
+    (tasks.runtime.launch). A `shared` step's output is built once however many processes want it at
+    the same time (see `execute`)."""
     parser = argparse.ArgumentParser(prog=f"python -m tasks.{name}", description=fn.__doc__)
     parser.add_argument("--job", required=True, help="job spec as inline JSON or the URI of a job.json")
     args = parser.parse_args(argv)
@@ -144,7 +171,7 @@ def main(
     try:
         job = load_job(args.job, spec)
         job = complete_job(job) if complete_job else job
-        outcome = execute(name, fn, job, result)
+        outcome = execute(name, fn, job, result, shared=shared)
     except StepError as error:
         log.error("%s failed: %s", name, error)
         return 1

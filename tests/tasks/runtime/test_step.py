@@ -3,6 +3,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import threading
+import time
 
 import pytest
 from pydantic import Field
@@ -78,3 +80,52 @@ def test_a_spec_without_an_output_is_refused_before_anything_runs(tmp_path):
     with pytest.raises(StepError, match="prepare_dataset: the spec names no output to write"):
         execute("prepare_dataset", lambda job: {"ok": 1}, spec)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_shared_output_wanted_by_two_processes_at_once_is_built_once(tmp_path):
+    # Two experiments on the same data name the same prepared version: the second must wait for the
+    # first's manifest, not reset the prefix under it and build it again.
+    prefix = (tmp_path / "datasets" / "tuna" / "v1").as_uri()
+    inside = threading.Event()
+    calls, results, errors = [], [], []
+
+    def body(job):
+        calls.append(1)
+        inside.set()
+        (store.local_path(job.output) / "train.jsonl").write_text('{"text": "a"}\n')
+        time.sleep(1.0)  # still writing when the other process asks for the same output
+        return {"version": "v1"}
+
+    def run():
+        try:
+            results.append(execute("prepare_dataset", body, DemoSpec(output=prefix), shared=True))
+        except Exception as error:  # pragma: no cover - reported below
+            errors.append(error)
+
+    first = threading.Thread(target=run)
+    first.start()
+    assert inside.wait(30)
+    second = threading.Thread(target=run)
+    second.start()
+    first.join(60)
+    second.join(60)
+
+    assert errors == []
+    assert len(calls) == 1
+    assert results == [{"version": "v1"}, {"version": "v1"}]
+    assert store.verify_local(prefix) == []
+    assert not (tmp_path / "datasets" / "tuna" / "v1.claim.json").exists()
+
+
+def test_a_failed_shared_build_leaves_error_json_and_releases_its_claim(tmp_path):
+    prefix = (tmp_path / "out").as_uri()
+
+    def broken(job):
+        raise StepError("the reason")
+
+    with pytest.raises(StepError):
+        execute("demo", broken, DemoSpec(output=prefix), shared=True)
+    assert not store.is_committed(prefix)
+    assert store.read_json(store.join(prefix, "error.json"))["message"] == "the reason"
+    assert not (tmp_path / "out.claim.json").exists()
+    assert execute("demo", lambda job: {"ok": 1}, DemoSpec(output=prefix), shared=True) == {"ok": 1}
