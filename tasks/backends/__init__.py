@@ -7,8 +7,8 @@ runs a step in a subprocess; `kubernetes` is the pod operator and `kubernetes_se
 file.
 
 The Airflow side of the steps; nothing under `tasks/` imports it but the DAGs. May import
-`tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.pipeline`, `tasks.registry` and
-`tasks.scoring`. Light when the DAG is parsed: the kubernetes provider and clients load only when a
+`tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime`, `tasks.pipeline`, `tasks.registry`
+and `tasks.scoring`. Light when the DAG is parsed: the kubernetes provider and clients load only when a
 pod runs, the kubernetes modules only for that backend.
 """
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
@@ -16,6 +17,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+from tasks.runtime import orphan
 from tasks.storage import store
 
 log = logging.getLogger("tunerflow.local")
@@ -59,31 +61,36 @@ def _reason(error: dict[str, Any] | None, tail: deque[str]) -> str:
 
 @contextlib.contextmanager
 def machine_slot() -> Iterator[int]:
-    """Hold one of TUNERFLOW_LOCAL_SLOTS (default 1) machine-wide slots while a heavy step runs.
+    """Hold one of TUNERFLOW_LOCAL_SLOTS (default 1) machine-wide slots while a heavy step runs; yields
+    the descriptor of the slot's locked file.
 
     Two trainings sharing one GPU or a few CPU cores run slower together than one after the other
     (measured here: a 5 s step became 60 s), and Airflow pools must be created before use, so the
-    local backend queues its subprocesses itself.
+    local backend queues its subprocesses itself. The lock is a `flock` on that descriptor, which the step
+    inherits: the slot stays taken until the step has exited too, so the retry of a task that died
+    waits for its orphaned step to checkpoint and stop (`tasks.runtime.orphan`) instead of training
+    beside it in the same job directory.
     """
-    from filelock import FileLock, Timeout
-
     slots = max(int(os.environ.get("TUNERFLOW_LOCAL_SLOTS", "1")), 1)
     directory = Path(os.environ.get("TUNERFLOW_LOCK_DIR", Path.home() / ".tunerflow" / "locks"))
     directory.mkdir(parents=True, exist_ok=True)
     waited = time.monotonic()
     while True:
         for slot in range(slots):
-            lock = FileLock(str(directory / f"local-slot-{slot}.lock"))
+            fd = os.open(directory / f"local-slot-{slot}.lock", os.O_RDWR | os.O_CREAT, 0o644)
             try:
-                lock.acquire(timeout=0)
-            except Timeout:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
                 continue
             try:
                 if time.monotonic() - waited > 1:
                     log.info("got local slot %d after %.0fs", slot, time.monotonic() - waited)
-                yield slot
+                yield fd
             finally:
-                lock.release()
+                # Closing (not LOCK_UN, which would unlock the step's inherited copy as well) releases
+                # the slot once no process holds the descriptor any more.
+                os.close(fd)
             return
         time.sleep(1.0)
 
@@ -142,11 +149,11 @@ def forward_sigterm(process: subprocess.Popen) -> Iterator[None]:
 def run_step(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
     """Run one step command (see tasks.pipeline.plan.step_argv) with this interpreter; return its JSON result.
     `env` is added to the subprocess's environment only (connections with secrets: never logged)."""
-    with machine_slot():
-        return _run(argv, env)
+    with machine_slot() as slot:
+        return _run(argv, env, slot)
 
 
-def _run(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any]:
+def _run(argv: list[str], env: Mapping[str, str] | None, slot: int) -> dict[str, Any]:
     command = [sys.executable, *argv[1:]] if argv[0] == "python" else argv
     log.info("running %s", " ".join(command))
     tail: deque[str] = deque(maxlen=30)
@@ -158,7 +165,8 @@ def _run(argv: list[str], env: Mapping[str, str] | None = None) -> dict[str, Any
             stderr=subprocess.STDOUT,
             text=True,
             bufsize=1,
-            env={**os.environ, **env} if env else None,
+            env={**os.environ, **(env or {}), orphan.PARENT_ENV: str(os.getpid())},
+            pass_fds=(slot,),
         ) as process,
         forward_sigterm(process),
     ):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol, Self, TypeVar
 
-from tasks.runtime import launch
+from tasks.runtime import launch, orphan
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 
@@ -165,6 +165,7 @@ def main(
     parser.add_argument("--job", required=True, help="job spec as inline JSON or the URI of a job.json")
     args = parser.parse_args(argv)
     configure_logging()
+    orphan.stop_with_parent()  # before a torchrun exec: the death signal outlives exec
     if distributed:
         launch.relaunch_if_needed(f"tasks.{name}", sys.argv[1:] if argv is None else argv)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import threading
 import time
 
@@ -67,3 +69,44 @@ def test_machine_slots_serialise_heavy_steps(tmp_path, monkeypatch):
         thread.join()
     (_, a_end), (b_start, _) = sorted(spans)
     assert b_start >= a_end, json.dumps(spans)
+
+
+# A step that starts, then on SIGTERM "checkpoints" for 2 s, writes when it stopped and exits as preempted.
+ORPHANED_STEP = """
+import pathlib, signal, sys, time
+from tasks.runtime import orphan
+orphan.stop_with_parent()
+folder = pathlib.Path(sys.argv[1])
+def stopped(signum, frame):
+    print("checkpointing", flush=True)  # the task's end of the pipe is gone: this must not raise
+    time.sleep(2)
+    (folder / "stopped_at").write_text(repr(time.time()))
+    raise SystemExit(1)
+signal.signal(signal.SIGTERM, stopped)
+(folder / "started").write_text("")
+time.sleep(60)
+"""
+
+
+def test_a_step_whose_task_is_killed_stops_and_holds_the_slot_until_it_has(tmp_path, monkeypatch):
+    """SIGKILL to the task process (as when its scheduler or worker dies with it): the step is told to stop,
+    and the slot is not free for the task's retry until the step has exited."""
+    monkeypatch.setenv("TUNERFLOW_LOCK_DIR", str(tmp_path / "locks"))
+    monkeypatch.setenv("TUNERFLOW_LOCAL_SLOTS", "1")
+    spec_uri = store.to_uri(tmp_path / "spec.json")
+    task = (
+        "import sys; from tasks.backends.local import run_step; "
+        "run_step(['python', '-c', sys.argv[1], sys.argv[2], '--job', sys.argv[3]])"
+    )
+    process = subprocess.Popen([sys.executable, "-c", task, ORPHANED_STEP, str(tmp_path), spec_uri])
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "started").exists():
+        assert process.poll() is None and time.monotonic() < deadline, "the step never started"
+        time.sleep(0.05)
+    process.kill()
+    process.wait()
+
+    with machine_slot():
+        acquired_at = time.time()
+    assert (tmp_path / "stopped_at").exists(), "the orphaned step was not told to stop"
+    assert acquired_at >= float((tmp_path / "stopped_at").read_text())
