@@ -28,14 +28,15 @@ GRACE_ENV = "TUNERFLOW_STOP_GRACE_S"
 DEFAULT_GRACE_S = 600.0
 
 
-# error.json types of a step that stopped because it was told to, not because of its inputs.
-INTERRUPTED = ("Preempted",)
+# error.json types of a step that stopped for a reason a later try can get past, not because of its
+# inputs: told to stop (it checkpointed), the store not answering, the store's disk full.
+INTERRUPTED = ("Preempted", "StoreUnavailable", "NoSpace")
 
 
 class StepFailed(RuntimeError):
     """A step subprocess exited non-zero; the message is the step's own reason. `retryable` is True when
-    the step was interrupted (killed by a signal, or preempted and checkpointed), not when it failed on its
-    inputs: retrying a bad conf or a missing module only fails again."""
+    the step was interrupted (killed by a signal, preempted and checkpointed, or its store unavailable or
+    full), not when it failed on its inputs: retrying a bad conf or a missing module only fails again."""
 
     def __init__(self, message: str, retryable: bool = False):
         super().__init__(message)

@@ -9,6 +9,11 @@ class StoreError(RuntimeError):
     the backend refused a request (the message says why, never a credential)."""
 
 
+class StoreUnavailable(StoreError):
+    """The store did not answer a request (timeouts, refused connections, 5xx answers) however often it was
+    retried: nothing is wrong with the request, so a later try of the step can succeed."""
+
+
 class NoSpace(StoreError):
     """The store's filesystem has not enough free space for a write (checked before it, and on ENOSPC):
     the message names the path, the bytes to write and the bytes free; nothing partial is left."""

@@ -229,6 +229,18 @@ def lost_race(error: Exception) -> bool:
     return error_code(error) in LOST_RACE_CODES
 
 
+def is_unavailable(error: Exception) -> bool:
+    """An endpoint that did not answer (no ClientError at all: a timeout or a refused connection) or said
+    it could not now (5xx, SlowDown): what a later try may get past."""
+    from botocore import exceptions  # with boto3: never loaded where no S3 request is made
+
+    response = getattr(error, "response", None)
+    if response is None:  # missing credentials or a bad parameter are no endpoint's fault
+        return isinstance(error, exceptions.ConnectionError | exceptions.HTTPClientError)
+    status = (response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0
+    return int(status) >= 500 or error_code(error) in ("SlowDown", "RequestTimeout", "ServiceUnavailable")
+
+
 def is_missing_bucket(error: Exception) -> bool:
     return error_code(error) == "NoSuchBucket"
 

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from tasks.storage import mirror, s3
-from tasks.storage.errors import MissingBucket, StoreError
+from tasks.storage.errors import MissingBucket, StoreError, StoreUnavailable
 from tasks.storage.uris import mirror as mirror_path
 
 log = logging.getLogger("tunerflow.store")
@@ -74,7 +74,8 @@ def _write_failed(client: Any, uri: str, error: Exception) -> StoreError:
     """The error a write that did not succeed raises: the object, the endpoint and the cause, never a
     credential (`s3.describe` reads codes and messages only)."""
     bucket, _ = s3.split(uri)
-    return StoreError(
+    kind = StoreUnavailable if s3.is_unavailable(error) else StoreError
+    return kind(
         f"could not write '{uri}' to the S3 endpoint {s3.endpoint_of(client)} "
         f"({s3.describe(error, bucket)}) after {s3.retry_settings()['max_attempts']} attempts; nothing "
         "partial is visible (the manifest is written only after every file): retry the step once the "
@@ -338,7 +339,8 @@ class S3Backend:
             stale = {name: etag for name, etag in objects if not mirror.is_current(targets[name], etag)}
             self._copy(client, bucket, {name: targets[name] for name in stale}, stale)
         except (BotoCoreError, ClientError) as error:
-            raise StoreError(f"could not read from S3 ({s3.describe(error, bucket)})") from None
+            kind = StoreUnavailable if s3.is_unavailable(error) else StoreError
+            raise kind(f"could not read from S3 ({s3.describe(error, bucket)})") from None
         fixed = _fixed_prefix(key)
         base = fixed[: fixed.rfind("/") + 1]
         return [(name.removeprefix(base), targets[name]) for name, _ in objects]

@@ -26,7 +26,7 @@ from tasks.storage.backend import (
     remove,
     write_json,
 )
-from tasks.storage.errors import MissingBucket, NoSpace, StoreError, UnsupportedScheme
+from tasks.storage.errors import MissingBucket, NoSpace, StoreError, StoreUnavailable, UnsupportedScheme
 from tasks.storage.manifests import (
     MANIFEST,
     commit,
@@ -71,6 +71,7 @@ __all__ = [
     "MissingBucket",
     "NoSpace",
     "StoreError",
+    "StoreUnavailable",
     "UnsupportedScheme",
     "backend_for",
     "build_once",

@@ -51,6 +51,24 @@ def test_an_interrupted_step_is_retryable(tmp_path):
     assert failure.value.retryable is True
 
 
+@pytest.mark.parametrize(
+    ("error", "retryable"),
+    [("StoreUnavailable", True), ("NoSpace", True), ("StoreError", False), ("ValueError", False)],
+)
+def test_a_store_that_did_not_answer_or_is_full_is_worth_a_retry(tmp_path, error, retryable):
+    spec_uri = store.to_uri(tmp_path / "spec.json")
+    output = store.to_uri(tmp_path / "out")
+    store.write_json(spec_uri, {"output": output})
+    failing = (
+        "from tasks.storage import store; "
+        f"store.write_json('{output}/error.json', {{'type': '{error}', 'message': 'the store said no'}}); "
+        "raise SystemExit(1)"
+    )
+    with pytest.raises(StepFailed, match="the store said no") as failure:
+        run_step(["python", "-c", failing, "--job", spec_uri])
+    assert failure.value.retryable is retryable
+
+
 def test_machine_slots_serialise_heavy_steps(tmp_path, monkeypatch):
     monkeypatch.setenv("TUNERFLOW_LOCK_DIR", str(tmp_path))
     monkeypatch.setenv("TUNERFLOW_LOCAL_SLOTS", "1")

@@ -234,3 +234,19 @@ def test_inside_an_airflow_task_the_connection_comes_from_airflow(conn_only, mon
     _round_trip(s3.client())
     monkeypatch.setattr(connections, "airflow_connection", lambda name: None)
     assert s3.client_kwargs() == {}, "no such connection: boto3's chain applies"
+
+
+def test_only_an_endpoint_that_did_not_answer_is_unavailable():
+    from botocore.exceptions import ClientError, EndpointConnectionError, NoCredentialsError, ReadTimeoutError
+
+    def answered(code: str, status: int) -> ClientError:
+        response = {"Error": {"Code": code}, "ResponseMetadata": {"HTTPStatusCode": status}}
+        return ClientError(response, "PutObject")
+
+    assert s3.is_unavailable(EndpointConnectionError(endpoint_url="http://127.0.0.1:9"))
+    assert s3.is_unavailable(ReadTimeoutError(endpoint_url="http://127.0.0.1:9"))
+    assert s3.is_unavailable(answered("ServiceUnavailable", 503))
+    assert s3.is_unavailable(answered("SlowDown", 503))
+    assert not s3.is_unavailable(answered("AccessDenied", 403))
+    assert not s3.is_unavailable(answered("NoSuchBucket", 404))
+    assert not s3.is_unavailable(NoCredentialsError())

@@ -21,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from tasks.storage import s3, store
-from tasks.storage.errors import StoreError
+from tasks.storage.errors import StoreUnavailable
 
 OUTAGE_S = 30
 CHECKPOINT_MB = 6  # above the 5 MiB part size set below: a multipart upload of two parts
@@ -159,13 +159,14 @@ def test_a_30s_outage_is_ridden_out_by_the_retries(moto_process, operation, key_
 def test_an_outage_longer_than_the_retries_fails_naming_object_and_endpoint(
     moto_process, monkeypatch, operation, key_suffix
 ):
-    """With a short policy the commit gives up while the endpoint is still frozen: a StoreError naming
-    the object and the endpoint, nothing partial visible once it answers again, and a retry completes."""
+    """With a short policy the commit gives up while the endpoint is still frozen: StoreUnavailable (a
+    StoreError the local backend retries) naming the object and the endpoint, nothing partial visible
+    once it answers again, and a retry completes."""
     process, endpoint = moto_process
     monkeypatch.setenv("TUNERFLOW_S3_MAX_ATTEMPTS", "2")
     monkeypatch.setenv("TUNERFLOW_S3_READ_TIMEOUT_S", "1")
     prefix, _ = _checkpoint("s3://faults/tunerflow", f"fail-{operation}")
-    with Outage(process, operation, key_suffix, None) as outage, pytest.raises(StoreError) as failed:
+    with Outage(process, operation, key_suffix, None) as outage, pytest.raises(StoreUnavailable) as failed:
         store.commit(prefix, {"step": 10})
     message = str(failed.value)
     assert f"{prefix}/checkpoint/model.safetensors" in message or f"{prefix}/manifest.json" in message
