@@ -49,7 +49,7 @@ def _error(spec_uri: str) -> dict[str, Any] | None:
         error_uri = store.join(spec["output"], "error.json")
         if store.exists(error_uri):
             return store.read_json(error_uri)
-    except (OSError, KeyError, ValueError):
+    except (OSError, KeyError, ValueError, store.StoreError):
         pass
     return None
 
@@ -159,6 +159,7 @@ def _run(argv: list[str], env: Mapping[str, str] | None, slot: int) -> dict[str,
     log.info("running %s", " ".join(command))
     tail: deque[str] = deque(maxlen=30)
     result: dict[str, Any] | None = None
+    said: dict[str, Any] | None = None  # the step's own `{"error": ...}` line (tasks.runtime.step)
     with (
         subprocess.Popen(
             command,
@@ -175,16 +176,22 @@ def _run(argv: list[str], env: Mapping[str, str] | None, slot: int) -> dict[str,
             line = line.rstrip()
             if line.startswith("{"):
                 try:
-                    result = json.loads(line)
-                    continue
+                    parsed = json.loads(line)
                 except json.JSONDecodeError:
-                    pass
+                    parsed = None
+                if isinstance(parsed, dict) and parsed.keys() == {"error"}:
+                    said = parsed["error"]
+                    continue
+                if parsed is not None:
+                    result = parsed
+                    continue
             if line:
                 tail.append(line)
                 log.info("%s", line)
         code = process.wait()
     if code != 0:
-        error = _error(argv[-1])
+        # The step's own line first: error.json cannot be written to a full or unreachable store.
+        error = said or _error(argv[-1])
         interrupted = code < 0 or (error or {}).get("type") in INTERRUPTED
         raise StepFailed(f"{argv[2]} failed (exit {code}): {_reason(error, tail)}", retryable=interrupted)
     if result is None:

@@ -12,6 +12,8 @@ step body receives the validated model, and its result is validated before it is
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import json
 import logging
 import os
@@ -79,6 +81,13 @@ def emit(result: dict[str, Any]) -> None:
         XCOM_FILE.write_text(line)
 
 
+def _emit_failure(name: str, error: BaseException) -> None:
+    """The failure as one `{"error": ...}` JSON line on stdout: what the local backend reads when there is
+    no error.json (a failed commit, a spec that did not load)."""
+    if launch.is_main_process():
+        print(json.dumps({"error": failure(name, error)}, sort_keys=True), flush=True)
+
+
 def _checked(name: str, result: Any, result_model: type[SpecModel] | None) -> dict[str, Any]:
     """The result as committed: checked against the step's result model, a model dumped to its JSON (a
     caller that names no result model, such as a test's stand-in body, commits what it returns)."""
@@ -132,16 +141,22 @@ def execute(
     return result
 
 
+def failure(name: str, error: BaseException) -> dict[str, str]:
+    """What a failed step says about itself (error.json, and the `{"error": ...}` line of `main`). A write
+    that met a full disk is a `NoSpace` whoever raised it, so the backend knows a retry can succeed."""
+    kind = "NoSpace" if isinstance(error, OSError) and error.errno == errno.ENOSPC else type(error).__name__
+    return {"step": name, "type": kind, "message": str(error) or kind}
+
+
 def _body(name: str, fn: Callable[[Spec], Any], job: Spec, result_model: type[SpecModel] | None) -> Any:
     """The step body's checked result; on failure `error.json` says why beside the partial output."""
     try:
         return _checked(name, fn(job), result_model)
     except BaseException as error:
-        # SystemExit/KeyboardInterrupt too: a preempted step must still say why it stopped.
-        store.write_json(
-            store.join(job.output, "error.json"),
-            {"step": name, "type": type(error).__name__, "message": str(error) or type(error).__name__},
-        )
+        # SystemExit/KeyboardInterrupt too: a preempted step must still say why it stopped. A store that is
+        # full or not answering cannot take error.json: the line `main` prints still says why.
+        with contextlib.suppress(OSError, store.StoreError):
+            store.write_json(store.join(job.output, "error.json"), failure(name, error))
         raise
 
 
@@ -175,9 +190,11 @@ def main(
         outcome = execute(name, fn, job, result, shared=shared)
     except StepError as error:
         log.error("%s failed: %s", name, error)
+        _emit_failure(name, error)
         return 1
     except Exception as error:
         log.error("%s failed: %s: %s\n%s", name, type(error).__name__, error, traceback.format_exc())
+        _emit_failure(name, error)
         return 1
     if launch.is_main_process():
         emit(outcome)

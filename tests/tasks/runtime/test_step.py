@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import errno
 import json
 import subprocess
 import sys
@@ -12,7 +13,7 @@ from pydantic import Field
 from tasks.contracts.base import Contract
 from tasks.contracts.prepare import PrepareSpec
 from tasks.runtime.errors import StepError
-from tasks.runtime.step import execute
+from tasks.runtime.step import execute, failure
 from tasks.storage import store
 
 
@@ -72,6 +73,16 @@ def test_cli_prints_one_json_line_and_exits_non_zero_with_a_reason(tmp_path):
         text=True,
     )
     assert bad.returncode == 1 and "no builtin dataset of that name" in bad.stderr
+    # The failure is also one `{"error": ...}` line: what the local backend reads where no error.json
+    # could be written (a full or unreachable store).
+    said = json.loads(bad.stdout.strip().splitlines()[-1])["error"]
+    assert said["step"] == "prepare_dataset" and "no builtin dataset of that name" in said["message"]
+
+
+def test_a_write_that_met_a_full_disk_is_reported_as_no_space():
+    full = OSError(errno.ENOSPC, "No space left on device")
+    assert failure("train", full) == {"step": "train", "type": "NoSpace", "message": str(full)}
+    assert failure("train", ValueError("bad"))["type"] == "ValueError"
 
 
 def test_a_spec_without_an_output_is_refused_before_anything_runs(tmp_path):

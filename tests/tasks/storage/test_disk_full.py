@@ -106,3 +106,28 @@ def test_files_larger_than_the_free_space_are_not_copied_at_all(small_disk, tmp_
     del files["c.bin"], files["b.bin"]
     store.backend_for(prefix).upload_files(prefix, files)
     assert (small_disk / "published" / "a.bin").stat().st_size == 1024 * 1024
+
+
+def test_a_step_on_a_full_disk_fails_retryably_saying_so_and_its_retry_completes(small_disk, tmp_path):
+    """A whole step (prepare_dataset, through the local backend as an Airflow task runs it) whose store
+    is full: the task's failure says the disk is full and is retried, nothing is committed, and once space
+    is freed the retry prepares the dataset."""
+    from tasks.backends.local import StepFailed, run_step
+    from tasks.pipeline.plan import step_argv
+
+    spec_uri = store.to_uri(tmp_path / "spec.json")  # the spec itself lies outside the full disk
+    store.write_json(
+        spec_uri,
+        {"store_root": small_disk.as_uri(), "dataset": {"name": "t", "uri": "builtin:tuna_identity"}},
+    )
+    filler = _fill(small_disk)
+    with pytest.raises(StepFailed) as failed:
+        run_step(step_argv("prepare_dataset", spec_uri))
+    assert failed.value.retryable, failed.value
+    assert "No space left on device" in str(failed.value) or "bytes free" in str(failed.value)
+    assert list(small_disk.rglob(store.MANIFEST)) == []
+
+    filler.unlink()
+    result = run_step(step_argv("prepare_dataset", spec_uri))
+    assert result["counts"]["train"] > 0
+    assert store.is_committed(result["uri"]) and store.verify(result["uri"]) == []
