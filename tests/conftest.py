@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tasks.config.search import MAX_ROUNDS
+from tests.fixtures.connections import aws_environment_for
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -117,14 +118,8 @@ def s3_endpoint() -> str:
 
 @pytest.fixture
 def aws_env(s3_endpoint, monkeypatch) -> str:
-    """The standard AWS environment pointed at the moto server, as a MinIO deployment would set it. A
-    store connection in the developer's environment would take precedence, so it is removed."""
-    monkeypatch.delenv("AIRFLOW_CONN_AWS_DEFAULT", raising=False)
-    monkeypatch.delenv("TUNERFLOW_S3_CONN_ID", raising=False)
-    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_endpoint)
-    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    """The standard AWS environment pointed at the moto server (see `aws_environment_for`)."""
+    aws_environment_for(monkeypatch, s3_endpoint)
     return s3_endpoint
 
 

@@ -22,6 +22,7 @@ import pytest
 
 from tasks.storage import s3, store
 from tasks.storage.errors import StoreUnavailable
+from tests.fixtures.connections import aws_environment_for
 
 OUTAGE_S = 30
 CHECKPOINT_MB = 6  # above the 5 MiB part size set below: a multipart upload of two parts
@@ -50,12 +51,7 @@ def moto_process(monkeypatch, tmp_path) -> Iterator[tuple[subprocess.Popen, str]
                 break
             except OSError:
                 time.sleep(0.05)
-        for name in ("AIRFLOW_CONN_AWS_DEFAULT", "TUNERFLOW_S3_CONN_ID"):
-            monkeypatch.delenv(name, raising=False)
-        monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-        monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
-        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
-        monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+        aws_environment_for(monkeypatch, endpoint)
         monkeypatch.setenv("TUNERFLOW_CACHE_DIR", str(tmp_path / "cache"))
         monkeypatch.setenv("TUNERFLOW_S3_PART_MB", "5")
         s3.new_client().create_bucket(Bucket="faults")
