@@ -23,6 +23,7 @@ import pytest
 
 from tasks.storage import layout, store
 from tests.fixtures.airflow_standalone import tiny_run_conf, wait_gone
+from tests.fixtures.leaderboards import assert_same_board
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +33,6 @@ RUNS = (KILLED, TWIN)
 MAX_STEPS = 30
 SAVE_STEPS = 5
 CHECKPOINT_TIMEOUT_S = 600
-# Metrics of the resumed training against the undisturbed one: resuming restores weights, optimizer,
-# scheduler and RNG, so they agree up to float noise; generation on a random tiny model may flip a token.
-METRIC_TOLERANCE = 0.05
-# Losses of the resumed training against the undisturbed one (measured: 6.140935 against 6.140936).
-LOSS_TOLERANCE = 1e-4
 
 
 def fault_conf(model_dir: Path, name: str) -> dict:
@@ -116,30 +112,6 @@ def _board(airflow, name: str, run_id: str) -> dict:
     return store.read_json(store.join(layout.run(airflow.store_root, name, run_id), "leaderboard.json"))
 
 
-def _rows(board: dict) -> dict[str, dict]:
-    return {row["label"]: row for row in board["rows"]}
-
-
-def _assert_same_board(board: dict, other: dict) -> None:
-    assert board["failed"] == other["failed"] == []
-    rows, others = _rows(board), _rows(other)
-    assert rows.keys() == others.keys()
-    assert {k: r.get("rank") for k, r in rows.items()} == {k: r.get("rank") for k, r in others.items()}
-    assert board["winner"]["label"] == other["winner"]["label"]
-    for label, row in rows.items():
-        assert row["metrics"].keys() == others[label]["metrics"].keys(), label
-        for metric, value in row["metrics"].items():
-            theirs = others[label]["metrics"][metric]
-            assert (value is None) == (theirs is None), (label, metric)
-            if value is not None:
-                assert value == pytest.approx(theirs, abs=METRIC_TOLERANCE), (label, metric, value, theirs)
-        # The tiny model's generations score 0 either way: the losses say whether training was the same.
-        if row.get("train"):
-            for loss in ("train_loss", "eval_loss"):
-                mine, theirs = row["train"][loss], others[label]["train"][loss]
-                assert mine == pytest.approx(theirs, rel=LOSS_TOLERANCE), (label, loss, mine, theirs)
-
-
 def _prepared(airflow, run_id: str) -> dict:
     """The committed PreparedDataset the run's (mapped) prepare_dataset task returned."""
     path = f"{airflow.run_path(run_id)}/taskInstances/prepare_dataset/xcomEntries/return_value"
@@ -182,7 +154,7 @@ def test_a_killed_training_resumes_from_its_last_committed_checkpoint(airflow_se
     for directory in (job_dir / "checkpoints").glob("checkpoint-*"):
         assert (directory / store.MANIFEST).exists(), directory
 
-    _assert_same_board(
+    assert_same_board(
         _board(airflow_server, KILLED, run_id), _board(airflow_server, TWIN, fault_runs["run_ids"][TWIN])
     )
     recovered_at = (job_dir / "train" / store.MANIFEST).stat().st_mtime
@@ -310,7 +282,7 @@ def test_a_scheduler_killed_mid_training_and_restarted_completes_the_run(
     for directory in (job_dir / "checkpoints").glob("checkpoint-*"):
         assert (directory / store.MANIFEST).exists(), directory
 
-    _assert_same_board(
+    assert_same_board(
         _board(airflow_server, SCHEDULER_KILLED, run_id),
         _board(airflow_server, TWIN, fault_runs["run_ids"][TWIN]),
     )
