@@ -4,12 +4,14 @@ import os
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tasks.config.search import MAX_ROUNDS
 from tests.fixtures.connections import aws_environment_for
+from tests.fixtures.s3_stalls import STALLS, EndpointStalls
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,6 +108,7 @@ def s3_endpoint() -> str:
     def serialized(environ, start_response):
         # Flask runs the whole request handler inside this call; only the finished body streams out after.
         with one_at_a_time:
+            STALLS.check(environ)  # a planned outage holds every request (tests/fixtures/s3_stalls.py)
             return app(environ, start_response)
 
     server = make_server("127.0.0.1", 0, serialized, threaded=True, request_handler=MotoRequestHandler)
@@ -114,6 +117,13 @@ def s3_endpoint() -> str:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join()
+
+
+@pytest.fixture
+def s3_stalls(s3_endpoint) -> Iterator[EndpointStalls]:
+    """Plan outages of the session's moto server; none is left planned after the test."""
+    yield STALLS
+    STALLS.clear()
 
 
 @pytest.fixture
