@@ -33,9 +33,11 @@ def test_greedy_answers_are_the_same_in_a_left_padded_batch_as_one_by_one(model_
     assert batched == alone and len(set(batched)) > 1
     assert tokenizer.padding_side == "left"
     assert 0 < stats["generated_tokens"] <= 3 * 8
-    # seconds is rounded to the millisecond: the rate must agree within that rounding
+    # seconds is rounded to the millisecond and the rate to 0.01: they must agree within those roundings
+    # (on a loaded machine the generation takes seconds, and then the rate's rounding is the larger one).
     tokens, seconds = stats["generated_tokens"], stats["seconds"]
-    assert tokens / (seconds + 0.001) <= stats["tokens_per_s"] <= tokens / max(seconds - 0.001, 1e-9)
+    low, high = tokens / (seconds + 0.001) - 0.005, tokens / max(seconds - 0.001, 1e-9) + 0.005
+    assert low <= stats["tokens_per_s"] <= high
 
 
 def test_sampling_is_reproducible_with_its_seed_and_differs_from_greedy(model_and_tokenizer):
