@@ -16,7 +16,6 @@ import os
 import signal
 import time
 from pathlib import Path
-from urllib.parse import unquote, urlparse
 
 import psutil
 import pytest
@@ -41,10 +40,6 @@ def fault_conf(model_dir: Path, name: str) -> dict:
     return {**tiny_run_conf(model_dir), "name": name, "hparams": hparams}
 
 
-def _path(uri: str) -> Path:
-    return Path(unquote(urlparse(uri).path)) if "://" in uri else Path(uri)
-
-
 def _train_processes(run_dir: Path) -> list[psutil.Process]:
     """The `python -m tasks.train` processes whose job spec lies under this run's store prefix."""
     found = []
@@ -67,7 +62,7 @@ def _committed_steps(checkpoints: Path) -> list[int]:
 def _first_checkpoint(airflow, name: str, run_id: str) -> tuple[Path, list[psutil.Process]]:
     """(the job's checkpoints directory, its training processes) once the run's training has committed a
     checkpoint and is still running."""
-    run_dir = _path(layout.run(airflow.store_root, name, run_id))
+    run_dir = store.local_path(layout.run(airflow.store_root, name, run_id))
     deadline = time.monotonic() + CHECKPOINT_TIMEOUT_S
     while time.monotonic() < deadline:
         manifests = sorted(run_dir.glob("jobs/*/checkpoints/checkpoint-*/manifest.json"))
@@ -175,7 +170,7 @@ def test_two_experiments_at_once_prepare_the_dataset_once(airflow_server, fault_
     assert results[0]["version"] == results[1]["version"]
 
     # One committed version of the dataset in the store, no claim or half-written version beside it.
-    datasets = _path(store.join(airflow_server.store_root, "datasets", "tuna"))
+    datasets = store.local_path(store.join(airflow_server.store_root, "datasets", "tuna"))
     versions = sorted(child.name for child in datasets.iterdir())
     assert versions == [results[0]["version"]], versions
     assert (datasets / versions[0] / store.MANIFEST).exists()
@@ -217,7 +212,7 @@ def scheduler_killed(airflow_server, tiny_model_dir, fault_runs) -> dict:
     run_id = response.json()["dag_run_id"]
     started = time.monotonic()
     checkpoints, _ = _first_checkpoint(airflow_server, SCHEDULER_KILLED, run_id)
-    datasets = _path(store.join(airflow_server.store_root, "datasets"))
+    datasets = store.local_path(store.join(airflow_server.store_root, "datasets"))
     run_dir = checkpoints.parent.parent.parent
     before = _commits(run_dir, datasets)
     committed_at_kill = _committed_steps(checkpoints)
