@@ -9,23 +9,11 @@ from __future__ import annotations
 import pytest
 
 from tasks.storage import layout, store
+from tests.dags.test_finetune_experiment import dag  # noqa: F401
 from tests.fixtures.confs import tiny_conf
 from tests.fixtures.leaderboards import assert_same_row
 
 OUTAGE_S = 30
-
-
-@pytest.fixture
-def dag(airflow_db):
-    import importlib
-    import sys
-
-    from tests.conftest import REPO
-
-    sys.path.insert(0, str(REPO / "dags"))
-    import finetune_experiment
-
-    return importlib.reload(finetune_experiment).dag
 
 
 def _conf(model_dir) -> dict:
@@ -60,7 +48,12 @@ def _committed(prefix: str) -> list[str]:
 
 
 @pytest.mark.slow
-def test_a_run_rides_out_two_30s_outages_of_its_s3_endpoint(dag, tiny_model_dir, s3_store_root, s3_stalls):
+def test_a_run_rides_out_two_30s_outages_of_its_s3_endpoint(
+    dag,  # noqa: F811  (the fixture imported above)
+    tiny_model_dir,
+    s3_store_root,
+    s3_stalls,
+):
     checkpoint = r"/jobs/[^/]+--a/checkpoints/checkpoint-4/adapter_model\.safetensors$"
     upload = s3_stalls.add("PUT", checkpoint, OUTAGE_S)
     commit = s3_stalls.add("PUT", r"/jobs/[^/]+--a/train/manifest\.json$", OUTAGE_S)
