@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import pickle
-import socket
 import urllib.request
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from tasks.data.rows import RowError
 from tasks.data.sources import Shard, Source, SourceError, open_source
 from tasks.storage import s3_backend
 from tasks.storage.s3 import client as s3_client
+from tests.fixtures.network import free_port
 
 
 def _rows(source: Source, target_bytes: int = 64 << 20) -> list[tuple[str, object]]:
@@ -209,17 +209,11 @@ def test_builtin_datasets_read_from_include_data(tmp_path):
 # ------------------------------------------------------------------------------------------------ S3
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def moto_endpoint():
     pytest.importorskip("boto3")
     server_module = pytest.importorskip("moto.server")
-    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=_free_port(), verbose=False)
+    server = server_module.ThreadedMotoServer(ip_address="127.0.0.1", port=free_port(), verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     yield f"http://{host}:{port}"

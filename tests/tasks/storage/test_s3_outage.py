@@ -25,20 +25,15 @@ import pytest
 from tasks.storage import s3, store
 from tasks.storage.errors import StoreUnavailable
 from tests.fixtures.connections import aws_environment_for
+from tests.fixtures.network import free_port
 
 CHECKPOINT_MB = 6  # above the 5 MiB part size set below: a multipart upload of two parts
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
 def moto_process(monkeypatch, tmp_path) -> Iterator[tuple[subprocess.Popen, str]]:
     """A moto S3 server process of this test's own, with the AWS environment and a bucket as store root."""
-    port = _free_port()
+    port = free_port()
     process = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,
