@@ -8,7 +8,8 @@ checksum S3 verifies; every download is checked against its expected sha256 (`ta
 before it is renamed into place.
 
 A write that still fails once the client's bounded retries (`tasks.storage.s3.retry_settings`) are spent
-raises StoreError naming the object and the endpoint; the manifest is only written after every upload
+raises StoreUnavailable (the endpoint did not answer) or StoreError (it refused) naming the object and the
+endpoint; the manifest is only written after every upload
 succeeded, so such a failure leaves nothing committed, and the retried step uploads again.
 """
 
