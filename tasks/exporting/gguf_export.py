@@ -165,6 +165,9 @@ def write_gguf(model_dir: Path, path: Path, gguf_type: str, name: str) -> dict[s
         if getattr(tokenizer, f"{kind}_token_id") is not None
     }
     special.chat_template = tokenizer.chat_template
+    # tunerflow trains and scores on the chat template's text with add_special_tokens=False, so llama.cpp
+    # must not add a BOS/EOS of its own (the ChatML template already starts with <|im_start|>).
+    special.add_special_token = {"bos": False, "eos": False}
     special.add_to_gguf(writer, quiet=True)
 
     names = gguf.get_tensor_name_map(gguf.MODEL_ARCH.LLAMA, c.num_hidden_layers)
