@@ -113,17 +113,18 @@ class ExportConfig(StrictModel):
         "miss.",
     )
     gguf_f16_max_logit_diff: float = Field(
-        0.05,
+        0.1,
         gt=0,
         description="Largest allowed |logit| difference of the f16 GGUF file (loaded back with transformers' "
         "GGUF loader) against PyTorch fp32.",
     )
     gguf_min_greedy_agreement: float = Field(
-        0.9,
+        0.8,
         ge=0,
         le=1,
-        description="Least share of greedy-generated tokens on the first fixed prompts that a GGUF file "
-        "(f16 and q8_0) produces identically to PyTorch.",
+        description="Least share of greedy-generated tokens (16 per fixed prompt, compared position by "
+        "position) that a GGUF file (f16 and q8_0) produces identically to PyTorch. One early divergence "
+        "costs the rest of that prompt's tokens, hence below 1 for q8_0.",
     )
     max_metric_drop: float = Field(
         0.05,

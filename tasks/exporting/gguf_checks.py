@@ -2,10 +2,10 @@
 compared with the merged PyTorch model, as one result entry per file (`gguf-f16`, `gguf-q8_0`).
 
 Per file: logits parity on the fixed prompts (`tasks.exporting.checks.parity`), greedy agreement (the
-share of identical tokens when both models generate greedily from the first fixed prompts), the
-tokenizer read back from the file against the merged one on the fixed prompts, the gated metric on the
-test split, and the file size. Latency is not measured: transformers dequantizes a GGUF file to a
-PyTorch model, so its speed says nothing of llama.cpp's or Ollama's.
+share of identical tokens, position by position, when both models generate 16 tokens greedily from each
+fixed prompt), the tokenizer read back from the file against the merged one on the fixed prompts, the
+gated metric on the test split, and the file size. Latency is not measured: transformers dequantizes a
+GGUF file to a PyTorch model, so its speed says nothing of llama.cpp's or Ollama's.
 
 Gates: f16 by `gguf_f16_max_logit_diff`; q8_0 cannot match logits, so by `int8_min_agreement` on prompt
 positions like INT8; both by `gguf_min_greedy_agreement`, an identical tokenizer and `max_metric_drop`.
@@ -24,12 +24,12 @@ from tasks.scoring.evaluation import answer_and_score
 
 log = logging.getLogger("tunerflow.check_export")
 
-GREEDY_PROMPTS = 4
+GREEDY_PROMPTS = 12
 GREEDY_TOKENS = 16
 
 
 def greedy_tokens(model: Any, inputs: list[Any]) -> list[list[int]]:
-    """GREEDY_TOKENS tokens generated greedily from each of the first GREEDY_PROMPTS inputs; end of
+    """GREEDY_TOKENS tokens generated greedily from each of the first GREEDY_PROMPTS inputs (all 12); end of
     sequence is suppressed so that every list has the same length."""
     import torch  # heavy: only in the step
 
