@@ -33,6 +33,8 @@ def greedy_tokens(model: Any, inputs: list[Any]) -> list[list[int]]:
     sequence is suppressed so that every list has the same length."""
     import torch  # heavy: only in the step
 
+    eos = model.config.eos_token_id
+    pad = (eos[0] if isinstance(eos, list) else eos) or 0  # batch 1: never used, but generate wants one
     out = []
     with torch.inference_mode():
         for encoding in inputs[:GREEDY_PROMPTS]:
@@ -41,7 +43,7 @@ def greedy_tokens(model: Any, inputs: list[Any]) -> list[list[int]]:
                 do_sample=False,
                 max_new_tokens=GREEDY_TOKENS,
                 min_new_tokens=GREEDY_TOKENS,
-                pad_token_id=model.config.eos_token_id or 0,
+                pad_token_id=pad,
             )
             out.append(generated[0, encoding["input_ids"].shape[1] :].tolist())
     return out
@@ -123,7 +125,12 @@ def check_gguf(
         }
         checks["size_ratio"] = round(file_info["size_bytes"] / pytorch_size, 4)
         checks.update(parity(reference_logits, prompt_logits(model, inputs)))
-        checks["greedy_agreement"] = greedy_agreement(reference_greedy, greedy_tokens(model, inputs))
+        generated = greedy_tokens(model, inputs)
+        checks["greedy_agreement"] = greedy_agreement(reference_greedy, generated)
+        # How many prompts got all 16 tokens identical: tells one early divergence from many small ones.
+        checks["greedy_identical_prompts"] = sum(
+            r == g for r, g in zip(reference_greedy, generated, strict=True)
+        )
         checks["greedy"] = {"prompts": min(GREEDY_PROMPTS, len(inputs)), "tokens": GREEDY_TOKENS}
         checks["tokenizer_agreement"] = tokenizer_agreement(
             tokenizer, AutoTokenizer.from_pretrained(directory, gguf_file=file)

@@ -210,6 +210,7 @@ def test_check_export_passes_the_gguf_files_and_reports_each(root, exported, tin
     for name, checks in result["formats"].items():
         assert checks["passed"] and not checks["problems"], name
         assert checks["greedy_agreement"] == 1.0 and checks["tokenizer_agreement"] == 1.0
+        assert checks["greedy_identical_prompts"] == 12
         assert checks["next_token_agreement"] == 1.0 and checks["uri"].endswith(f"tiny-{name[5:]}.gguf")
         assert 0 < checks["size_ratio"] < 1 and set(checks["metrics"]) == {"exact_match", "rouge_l"}
     assert result["formats"]["gguf-f16"]["max_logit_diff"] < 2e-3
@@ -296,6 +297,7 @@ def test_the_demo_model_exports_to_gguf_and_passes_the_checks(root, dataset):
                 "position_agreement",
                 "next_token_agreement",
                 "greedy_agreement",
+                "greedy_identical_prompts",
                 "tokenizer_agreement",
             )
         }
