@@ -306,3 +306,20 @@ def test_the_demo_model_exports_to_gguf_and_passes_the_checks(root, dataset):
     print(json.dumps({"pytorch_size_bytes": exported["pytorch_size_bytes"], **figures}, indent=1))
     assert result["passed"]
     assert figures["gguf-q8_0"]["size_ratio"] < 0.3 and figures["gguf-f16"]["size_ratio"] < 0.55
+
+
+def test_the_pre_tokenizer_is_named_as_llama_cpp_knows_it_or_refused():
+    from tasks.exporting.gguf_export import pre_tokenizer_name
+
+    byte_level = {"type": "ByteLevel", "add_prefix_space": False, "use_regex": True}
+    assert pre_tokenizer_name({"pre_tokenizer": byte_level}) == "gpt2"
+    digits = {"type": "Digits", "individual_digits": True}
+    assert (
+        pre_tokenizer_name({"pre_tokenizer": {"type": "Sequence", "pretokenizers": [digits, byte_level]}})
+        == "smollm"
+    )
+    split = {"type": "Split", "pattern": {"Regex": "(?i:'s|'t)|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+"}}
+    llama3 = {"type": "Sequence", "pretokenizers": [split, {**byte_level, "use_regex": False}]}
+    assert pre_tokenizer_name({"pre_tokenizer": llama3}) == "llama-bpe"
+    with pytest.raises(StepError, match=r"pre-tokenizer \(Metaspace\) is not one llama\.cpp knows"):
+        pre_tokenizer_name({"pre_tokenizer": {"type": "Metaspace"}})
