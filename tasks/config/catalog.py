@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from functools import lru_cache
 from pathlib import Path
@@ -162,15 +163,51 @@ def resolve_hparams(group: HParams) -> ResolvedHParams:
     return ResolvedHParams.model_validate(values)
 
 
+# What the GGUF export converts (tasks.exporting.gguf_export.LLAMA_FAMILIES; not imported: that module is
+# heavier than the DAG parse may load).
+GGUF_FAMILIES = ("llama",)
+
+
+def model_family(entry: CatalogEntry) -> str:
+    """The catalog's family, or for a user-given local model directory its config.json model_type."""
+    if entry.family != "unknown" or not entry.source.path:
+        return entry.family
+    path = Path(entry.source.path.removeprefix("file://")) / "config.json"
+    try:
+        return str(json.loads(path.read_text()).get("model_type") or "unknown")
+    except (OSError, ValueError):
+        return "unknown"  # not readable here (s3://, another worker): the export step checks it
+
+
+def gguf_problems(experiment: ExperimentConfig, entries: list[CatalogEntry]) -> list[str]:
+    """export.formats with gguf: every model must be llama-family (any of them may win). A model whose
+    family cannot be told here is left to the export step, which reads its config.json."""
+    if not experiment.export.enabled or "gguf" not in experiment.export.formats:
+        return []
+    problems = []
+    for entry in entries:
+        family = model_family(entry)
+        if family not in (*GGUF_FAMILIES, "unknown"):
+            problems.append(
+                f"export.formats: gguf is written for {', '.join(GGUF_FAMILIES)}-family models only and "
+                f"model '{entry.name}' is family '{family}'; remove gguf from export.formats or that model "
+                "from models"
+            )
+    return problems
+
+
 def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
     """Every preset replaced by its values: what the run actually used, stored beside its outputs."""
     problems: list[str] = []
     models_resolved, hparams_resolved = [], []
+    entries = []
     for index, model in enumerate(experiment.models):
         try:
-            models_resolved.append(resolve_model(model).model_dump())
+            entries.append(resolve_model(model))
+            models_resolved.append(entries[-1].model_dump())
         except ValueError as error:
             problems.append(f"models.{index}: {error}")
+    problems += gguf_problems(experiment, entries)
     for index, group in enumerate(experiment.hparams):
         try:
             resolved = resolve_hparams(group)

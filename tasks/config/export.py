@@ -1,4 +1,4 @@
-"""How the winner is exported to ONNX and gated against PyTorch, and the calibration data of static
+"""How the winner is exported (ONNX, GGUF) and gated against PyTorch, and the calibration data of static
 INT8 quantization."""
 
 from __future__ import annotations
@@ -9,7 +9,8 @@ from pydantic import Field, model_validator
 
 from tasks.config.base import StrictModel
 
-EXPORT_FORMATS = ("onnx", "onnx-int8", "onnx-fp16")
+EXPORT_FORMATS = ("onnx", "onnx-int8", "onnx-fp16", "gguf")
+GGUF_TYPES = ("f16", "q8_0")
 INT8_MODES = ("auto", "static", "dynamic")
 CALIBRATION_FORMATS = ("auto", "c4", "ceval")
 CALIBRATION_METHODS = ("minmax", "entropy", "percentile")
@@ -60,7 +61,14 @@ class ExportConfig(StrictModel):
     formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]
         default_factory=lambda: ["onnx", "onnx-int8"],
         description="onnx (fp32 with KV cache, for CPU), onnx-int8 (8-bit weights and activations, for CPU; "
-        "see int8_mode) and onnx-fp16 (fp16 exported on a CUDA device, for the CUDA execution provider).",
+        "see int8_mode), onnx-fp16 (fp16 exported on a CUDA device, for the CUDA execution provider) and "
+        "gguf (GGUF files for llama.cpp and an Ollama Modelfile; llama-family models only; see gguf_types).",
+    )
+    gguf_types: list[Literal[GGUF_TYPES]] = Field(  # type: ignore[valid-type]
+        default_factory=lambda: ["f16", "q8_0"],
+        min_length=1,
+        description="GGUF files written when gguf is in formats: f16 (16-bit weights) and/or q8_0 (8-bit "
+        "blocks of 32 weights, llama.cpp's Q8_0). The Ollama Modelfile uses q8_0 when it is written.",
     )
     int8_mode: Literal[INT8_MODES] = Field(  # type: ignore[valid-type]
         "auto",
@@ -104,6 +112,20 @@ class ExportConfig(StrictModel):
         "matches PyTorch: catches an INT8 export of the wrong or broken weights that the metric alone could "
         "miss.",
     )
+    gguf_f16_max_logit_diff: float = Field(
+        0.1,
+        gt=0,
+        description="Largest allowed |logit| difference of the f16 GGUF file (loaded back with transformers' "
+        "GGUF loader) against PyTorch fp32.",
+    )
+    gguf_min_greedy_agreement: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Least share of greedy-generated tokens (16 per fixed prompt, compared position by "
+        "position) that a GGUF file (f16 and q8_0) produces identically to PyTorch. One early divergence "
+        "costs the rest of that prompt's tokens, hence below 1 for q8_0.",
+    )
     max_metric_drop: float = Field(
         0.05,
         ge=0,
@@ -117,4 +139,6 @@ class ExportConfig(StrictModel):
         repeated = sorted({fmt for fmt in self.formats if self.formats.count(fmt) > 1})
         if repeated:
             raise ValueError(f"export.formats: list each format once; repeated: {', '.join(repeated)}")
+        if len(set(self.gguf_types)) != len(self.gguf_types):
+            raise ValueError("export.gguf_types: list each GGUF type once")
         return self

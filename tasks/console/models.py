@@ -180,19 +180,22 @@ def _export_checks(entry: dict[str, Any], checks: dict[str, Any] | None) -> list
     found = (checks or {}).get("formats") or {}
     rows = []
     for fmt, uri in sorted((entry.get("exports") or {}).items()):
-        check = found.get(fmt) or {}
-        rows.append(
-            ExportCheck(
-                format=fmt,
-                uri=uri,
-                passed=check.get("passed"),
-                problems=[str(problem) for problem in check.get("problems") or []],
-                metric_drop=check.get("metric_drop"),
-                next_token_agreement=check.get("next_token_agreement"),
-                max_logit_diff=check.get("max_logit_diff"),
-                size_bytes=check.get("size_bytes"),
+        # gguf is checked per file (gguf-f16, gguf-q8_0): one row each, at the file's own uri.
+        names = [fmt] if fmt in found else sorted(k for k in found if k.startswith(f"{fmt}-")) or [fmt]
+        for name in names:
+            check = found.get(name) or {}
+            rows.append(
+                ExportCheck(
+                    format=name,
+                    uri=check.get("uri") if name != fmt else uri,
+                    passed=check.get("passed"),
+                    problems=[str(problem) for problem in check.get("problems") or []],
+                    metric_drop=check.get("metric_drop"),
+                    next_token_agreement=check.get("next_token_agreement"),
+                    max_logit_diff=check.get("max_logit_diff"),
+                    size_bytes=check.get("size_bytes"),
+                )
             )
-        )
     return rows
 
 

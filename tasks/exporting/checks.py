@@ -8,7 +8,8 @@ size. fp32 ONNX must match PyTorch numerically (max_logit_diff), fp16 within a l
 (fp16_max_logit_diff); INT8 cannot match logits by construction, so its greedy tokens must agree with
 PyTorch's on most prompt positions (int8_min_agreement), which refuses an INT8 graph of the wrong or broken
 weights even when the metric cannot tell. The metric drop is gated for every format. Writes `checks.json`
-before a failing gate raises, so the numbers behind a refusal are kept.
+before a failing gate raises, so the numbers behind a refusal are kept. The `gguf` format is checked per
+file by `tasks.exporting.gguf_checks` (entries `gguf-f16`, `gguf-q8_0`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.contracts.export import CheckExportResult, CheckExportSpec, ExportResult
+from tasks.exporting.gguf_export import GGUF
 from tasks.exporting.onnx_fp import FP16, FP32
 from tasks.runtime.errors import StepError
 from tasks.scoring.evaluation import answer_and_score, eval_rows
@@ -52,12 +54,16 @@ LATENCY_RUNS = 20
 CUDA_FORMATS = (FP16,)
 
 
+def fixed_texts(tokenizer: Any) -> list[str]:
+    """The fixed prompts as the model sees them (rendered with its chat template when it has one)."""
+    if tokenizer.chat_template:
+        return render_prompts(tokenizer, [[{"role": "user", "content": p}] for p in FIXED_PROMPTS])
+    return list(FIXED_PROMPTS)
+
+
 def fixed_inputs(tokenizer: Any) -> list[Any]:
     """One encoding per prompt: batch 1, so that padding plays no part in the comparison."""
-    if tokenizer.chat_template:
-        texts = render_prompts(tokenizer, [[{"role": "user", "content": p}] for p in FIXED_PROMPTS])
-    else:
-        texts = list(FIXED_PROMPTS)
+    texts = fixed_texts(tokenizer)
     return [
         tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
         for text in texts
@@ -180,6 +186,9 @@ def check_export(job: CheckExportSpec) -> CheckExportResult:
     import torch  # with transformers: only in the step
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    # gguf_checks builds on this module's helpers, so it is imported here, not at the top.
+    from tasks.exporting.gguf_checks import check_gguf, greedy_tokens
+
     scoring, limits = job.scoring, job.export_config
     exported = _export_of(job)
     metric = gated_metric(scoring)
@@ -200,6 +209,8 @@ def check_export(job: CheckExportSpec) -> CheckExportResult:
         "size_bytes": exported.pytorch_size_bytes,
         "latency": latency(reference_model, reference_model.config),
     }
+    # GGUF files are also compared on greedy generation (tasks.exporting.gguf_checks).
+    reference_greedy = greedy_tokens(reference_model, inputs) if GGUF in exported.formats else []
     if any(format_device(fmt) == "cuda" for fmt in exported.formats):
         # fp16 on CUDA is compared with fp32 PyTorch on the same GPU, not with a CPU number.
         pytorch["latency_cuda"] = latency(reference_model.to("cuda"), reference_model.config, "cuda")
@@ -207,6 +218,24 @@ def check_export(job: CheckExportSpec) -> CheckExportResult:
 
     formats: dict[str, dict[str, Any]] = {}
     for fmt, info in exported.formats.items():
+        if fmt == GGUF:
+            formats.update(
+                check_gguf(
+                    info,
+                    store.fetch(info.uri),
+                    tokenizer=tokenizer,
+                    inputs=inputs,
+                    reference_logits=reference_logits,
+                    reference_greedy=reference_greedy,
+                    rows=rows,
+                    scoring=scoring,
+                    metric=metric,
+                    reference_metrics=reference_metrics,
+                    limits=limits,
+                    pytorch_size=pytorch["size_bytes"],
+                )
+            )
+            continue
         log.info("checking %s", fmt)
         device = format_device(fmt)
         model = load_format(store.fetch(info.uri), fmt)

@@ -7,6 +7,8 @@ tokenizer, config and its own `manifest.json` (files + sha256, written last):
 - `onnx/`: fp32 with KV cache, for CPU (`tasks.exporting.onnx_fp`).
 - `onnx-int8/`: 8-bit, for CPU, from the fp32 graph; static (calibrated) or dynamic (`tasks.exporting.int8`).
 - `onnx-fp16/`: fp16 exported on a CUDA device and fused for the CUDA execution provider.
+- `gguf/`: `<name>-f16.gguf`, `<name>-q8_0.gguf` and an Ollama `Modelfile`, for llama.cpp and Ollama
+  (`tasks.exporting.gguf_export`; llama-family models only). Its files are not an ONNX directory.
 
 `export_formats` does the ONNX part for any merged model directory (the evaluate step scores a job after
 quantization with it), with no store or job-spec assumptions.
@@ -23,6 +25,7 @@ from typing import Any
 from tasks.config.catalog import CatalogEntry, ModelSource
 from tasks.config.export import EXPORT_FORMATS, ExportConfig
 from tasks.contracts.export import ExportedFormat, ExportResult, ExportSpec
+from tasks.exporting.gguf_export import GGUF, export_gguf
 from tasks.exporting.int8 import build_int8
 from tasks.exporting.onnx_fp import (
     FP16,
@@ -89,11 +92,13 @@ def export_formats(
     *,
     dataset: dict[str, Any] | None = None,
     cache_dir: Path | None = None,
+    name: str = "model",
 ) -> dict[str, Any]:
     """Export a merged Hugging Face model directory to `target_root/<format>/` for each format; returns
     {"formats": {format: {"path", "size_bytes", ...details}}}. A format directory whose manifest is
     written is reused as it is. `dataset` (a prepared dataset: {"name", "uri", "counts"}) gives static INT8
-    its `experiment` calibration rows and the held-out rows of the auto choice."""
+    its `experiment` calibration rows and the held-out rows of the auto choice. `name` names the GGUF
+    files (`<name>-<type>.gguf`)."""
     config = ExportConfig.model_validate(export_config)
     formats = list(dict.fromkeys(formats))
     _check_formats(formats)
@@ -124,11 +129,15 @@ def export_formats(
         log.info("exporting %s to ONNX fp16 on CUDA", merged_dir)
         details = export_fp16(merged_dir, target_root / FP16)
         done[FP16] = _commit_format(target_root / FP16, {"dtype": "fp16", **details})
+    if GGUF in formats and GGUF not in done:
+        log.info("exporting %s to GGUF %s", merged_dir, config.gguf_types)
+        details = export_gguf(merged_dir, target_root / GGUF, config.gguf_types, name)
+        done[GGUF] = _commit_format(target_root / GGUF, details)
     return {"formats": {fmt: {"path": str(target_root / fmt), **done[fmt]} for fmt in formats}}
 
 
 def export(job: ExportSpec) -> ExportResult:
-    """Merge the winner, export it to the requested ONNX formats and report where, how big and how."""
+    """Merge the winner, export it to the requested formats and report where, how big and how."""
     _check_formats(job.formats)
     root = store.local_dir(job.output)
     merged = root / "merged"
@@ -137,7 +146,9 @@ def export(job: ExportSpec) -> ExportResult:
     if job.formats:
         # Calibration (tasks.exporting.calibration) reads the prepared dataset as the JSON it is stored as.
         dataset = job.dataset.model_dump(mode="json") if job.dataset else None
-        exported = export_formats(merged, root, job.formats, job.export_config, dataset=dataset)
+        exported = export_formats(
+            merged, root, job.formats, job.export_config, dataset=dataset, name=job.model.name
+        )
         for fmt, details in exported["formats"].items():
             kept = {key: value for key, value in details.items() if key != "path"}
             formats[fmt] = ExportedFormat(uri=store.join(job.output, fmt), **kept)

@@ -24,8 +24,8 @@ from tasks.config.export import EXPORT_FORMATS
 from tasks.storage import store
 
 ONNX_TASK = "text-generation-with-past"
-FP32, INT8, FP16 = EXPORT_FORMATS
-WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx_data")
+FP32, INT8, FP16 = EXPORT_FORMATS[:3]
+WEIGHT_SUFFIXES = (".safetensors", ".onnx", ".onnx_data", ".gguf")
 MODEL_FILE = "model.onnx"
 # protobuf cannot serialise a message of 2 GiB or more; larger graphs keep their tensors beside them.
 EXTERNAL_DATA_BYTES = 1 << 31

@@ -135,3 +135,26 @@ def test_the_model_page_reads_an_s3_registry(s3_store_root):
     fx.build_registry(root)
     page = models.model_page(root, fx.REGISTRY)
     assert page.production == 2 and [e.passed for e in page.versions[0].exports] == [True, False]
+
+
+def test_a_gguf_export_is_shown_as_one_row_per_checked_file():
+    entry = {"exports": {"gguf": "s3://b/run/export/gguf", "onnx": "s3://b/run/export/onnx"}}
+    checks = {
+        "formats": {
+            "onnx": {"passed": True, "size_bytes": 5},
+            "gguf-f16": {"uri": "s3://b/run/export/gguf/m-f16.gguf", "passed": True, "size_bytes": 3},
+            "gguf-q8_0": {"uri": "s3://b/run/export/gguf/m-q8_0.gguf", "passed": False, "problems": ["low"]},
+        }
+    }
+    rows = models._export_checks(entry, checks)
+    assert [(r.format, r.uri, r.passed) for r in rows] == [
+        ("gguf-f16", "s3://b/run/export/gguf/m-f16.gguf", True),
+        ("gguf-q8_0", "s3://b/run/export/gguf/m-q8_0.gguf", False),
+        ("onnx", "s3://b/run/export/onnx", True),
+    ]
+    assert rows[1].problems == ["low"]
+    # Not checked yet: the format's own row, unchecked.
+    assert [(r.format, r.passed) for r in models._export_checks(entry, None)] == [
+        ("gguf", None),
+        ("onnx", None),
+    ]
