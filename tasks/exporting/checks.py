@@ -21,77 +21,22 @@ from typing import Any
 from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.contracts.export import CheckExportResult, CheckExportSpec, ExportResult
+from tasks.exporting.gguf_checks import check_gguf, greedy_tokens
 from tasks.exporting.gguf_export import GGUF
 from tasks.exporting.onnx_fp import FP16, FP32
+from tasks.exporting.parity import fixed_inputs, metric_drop, parity, prompt_logits
 from tasks.runtime.errors import StepError
 from tasks.scoring.evaluation import answer_and_score, eval_rows
-from tasks.scoring.generation import render_prompts
-from tasks.scoring.plugins import is_loss_metric, lower_is_better
+from tasks.scoring.plugins import is_loss_metric
 from tasks.storage import store
 from tasks.training.base_models import apply_tokenizer_overrides
 
 log = logging.getLogger("tunerflow.check_export")
 
-# Varied on purpose (identity, facts, code, arithmetic, another language) so that parity is not
-# measured on one kind of text only.
-FIXED_PROMPTS = (
-    "Who are you?",
-    "What is the capital of France?",
-    "Write a Python function that reverses a string.",
-    "Explain gradient descent in one sentence.",
-    "List three colours.",
-    "What is 17 times 3?",
-    "Translate 'good morning' into German.",
-    "Summarise: the cat sat on the mat all afternoon.",
-    "Give me a name for a pet turtle.",
-    "Why is the sky blue?",
-    "Tell me a short joke.",
-    "What does ONNX stand for?",
-)
 LATENCY_TOKENS = 128
 LATENCY_WARMUP = 3
 LATENCY_RUNS = 20
 CUDA_FORMATS = (FP16,)
-
-
-def fixed_texts(tokenizer: Any) -> list[str]:
-    """The fixed prompts as the model sees them (rendered with its chat template when it has one)."""
-    if tokenizer.chat_template:
-        return render_prompts(tokenizer, [[{"role": "user", "content": p}] for p in FIXED_PROMPTS])
-    return list(FIXED_PROMPTS)
-
-
-def fixed_inputs(tokenizer: Any) -> list[Any]:
-    """One encoding per prompt: batch 1, so that padding plays no part in the comparison."""
-    texts = fixed_texts(tokenizer)
-    return [
-        tokenizer(text, return_tensors="pt", add_special_tokens=False, return_token_type_ids=False)
-        for text in texts
-    ]
-
-
-def prompt_logits(model: Any, inputs: list[Any]) -> list[Any]:
-    import torch  # heavy: the step imports it, the Airflow worker never
-
-    with torch.inference_mode():
-        device = getattr(model, "device", "cpu")
-        return [model(**encoding.to(device)).logits[0].float().cpu() for encoding in inputs]
-
-
-def parity(reference: list[Any], candidate: list[Any]) -> dict[str, float]:
-    import torch  # heavy: the step imports it, the Airflow worker never
-
-    diffs = [float((r - c).abs().max()) for r, c in zip(reference, candidate, strict=True)]
-    last = [int(r[-1].argmax() == c[-1].argmax()) for r, c in zip(reference, candidate, strict=True)]
-    positions = torch.cat(
-        [(r.argmax(-1) == c.argmax(-1)).float() for r, c in zip(reference, candidate, strict=True)]
-    )
-    return {
-        "max_logit_diff": round(max(diffs), 6),
-        "next_token_agreement": round(sum(last) / len(last), 6),
-        # Every prompt position, teacher-forced: a finer-grained view than the last token alone.
-        "position_agreement": round(float(positions.mean()), 6),
-    }
 
 
 def latency(model: Any, config: Any, device: str = "cpu", runs: int = LATENCY_RUNS) -> dict[str, Any]:
@@ -143,12 +88,6 @@ def gated_metric(scoring: ScoringConfig) -> str | None:
     return next((name for name in scoring.metrics if not is_loss_metric(name)), None)
 
 
-def metric_drop(metric: str, reference: float, value: float) -> float:
-    """How much worse the export scores than PyTorch: a fall, or a rise for a lower-is-better metric."""
-    drop = value - reference if lower_is_better(metric) else reference - value
-    return round(drop, 6)
-
-
 def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None) -> list[str]:
     problems = []
     if fmt in (FP32, FP16):
@@ -186,8 +125,6 @@ def check_export(job: CheckExportSpec) -> CheckExportResult:
     import torch  # with transformers: only in the step
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    # gguf_checks builds on this module's helpers, so it is imported here, not at the top.
-    from tasks.exporting.gguf_checks import check_gguf, greedy_tokens
 
     scoring, limits = job.scoring, job.export_config
     exported = _export_of(job)

@@ -19,7 +19,7 @@ from typing import Any
 
 from tasks.config.export import ExportConfig
 from tasks.contracts.export import ExportedFormat
-from tasks.exporting.checks import fixed_texts, metric_drop, parity, prompt_logits
+from tasks.exporting.parity import fixed_texts, metric_drop, parity, prompt_logits
 from tasks.scoring.evaluation import answer_and_score
 
 log = logging.getLogger("tunerflow.check_export")

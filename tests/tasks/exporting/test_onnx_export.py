@@ -227,7 +227,7 @@ def test_eval_loss_primary_gates_the_first_generation_metric_instead():
 
 
 def test_the_metric_drop_of_a_lower_is_better_metric_is_a_rise(tmp_path, monkeypatch):
-    from tasks.exporting.checks import metric_drop
+    from tasks.exporting.parity import metric_drop
     from tasks.scoring.plugins import ENV_VAR
 
     (tmp_path / "distance").mkdir()
