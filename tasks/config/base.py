@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, SerializationInfo, ValidationError, model_serializer
 
@@ -30,6 +30,20 @@ class WrittenAsGiven(BaseModel):
         data = handler(self)
         declared = type(self).model_fields
         return {k: v for k, v in data.items() if k not in declared or k in self.model_fields_set}
+
+
+class AddedLaterAsGiven(BaseModel):
+    """A conf section that job specs carry whole (the export settings in an evaluate spec): its fields
+    are always written, except those named in `ADDED_LATER` when a producer did not give them. A spec
+    stored before such a field existed then loads and dumps back to the same JSON, while every reader of
+    `experiment.json` still finds each original field."""
+
+    ADDED_LATER: ClassVar[frozenset[str]] = frozenset()
+
+    @model_serializer(mode="wrap")
+    def _added_fields_when_given(self, handler: Any, info: SerializationInfo) -> dict[str, Any]:
+        data = handler(self)
+        return {k: v for k, v in data.items() if k not in self.ADDED_LATER or k in self.model_fields_set}
 
 
 class ConfError(ValueError):

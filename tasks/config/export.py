@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from tasks.config.base import StrictModel
+from tasks.config.base import AddedLaterAsGiven, StrictModel
 
 EXPORT_FORMATS = ("onnx", "onnx-int8", "onnx-fp16", "gguf")
 GGUF_TYPES = ("f16", "q8_0")
@@ -52,10 +52,13 @@ class CalibrationConfig(StrictModel):
     )
 
 
-class ExportConfig(StrictModel):
+class ExportConfig(StrictModel, AddedLaterAsGiven):
     """How the winner is exported. `onnx-fp16` needs a CUDA device where the export step runs; that can
     only be known there (the worker validating the conf may not be the GPU pod), so the export step refuses
     it with a message when no CUDA device is present."""
+
+    # Settings added after evaluate specs were first stored with this section (see AddedLaterAsGiven).
+    ADDED_LATER = frozenset({"gguf_types", "gguf_f16_max_logit_diff", "gguf_min_greedy_agreement"})
 
     enabled: bool = Field(True, description="Export the winner to ONNX.")
     formats: list[Literal[EXPORT_FORMATS]] = Field(  # type: ignore[valid-type]

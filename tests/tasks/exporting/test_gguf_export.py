@@ -269,7 +269,8 @@ def test_a_conf_asking_gguf_for_a_model_that_is_not_llama_is_refused_at_validati
     assert message.startswith("export.formats: gguf is written for llama-family models only")
     assert "model 'qwen2.5-0.5b-instruct' is family 'qwen2'" in message and "smollm2" not in message
     conf["models"] = conf["models"][:1]
-    assert resolve_experiment(parse_experiment(conf))["experiment"]["export"]["gguf_types"] == ["f16", "q8_0"]
+    export = resolve_experiment(parse_experiment(conf))["experiment"]["export"]
+    assert ExportConfig.model_validate(export).gguf_types == ["f16", "q8_0"]
 
 
 def test_gguf_is_not_a_default_format_and_gguf_types_are_validated():
