@@ -107,6 +107,15 @@ ROUND_TRIPS = [
         {"prompt": "2+2?", "chosen": "4", "rejected": "5", "system": "Be right."},
         {"prompt": [s("Be right."), u("2+2?")], "chosen": [a("4")], "rejected": [a("5")]},
     ),
+    (
+        "openai_preference",
+        {
+            "input": {"messages": [s("Be right."), u("2+2?")], "tools": []},
+            "preferred_output": [a("4")],
+            "non_preferred_output": [a("5")],
+        },
+        {"prompt": [s("Be right."), u("2+2?")], "chosen": [a("4")], "rejected": [a("5")]},
+    ),
 ]
 
 
@@ -255,6 +264,22 @@ BAD_ROWS = [
         "bad_role",
     ),
     ("preference", {"chosen": [u("x"), a("a")], "rejected": [u("y"), a("b")]}, "missing_field"),
+    ("openai_preference", {"preferred_output": [a("4")], "non_preferred_output": [a("5")]}, "missing_field"),
+    (
+        "openai_preference",
+        {"input": {"tools": []}, "preferred_output": [a("4")], "non_preferred_output": [a("5")]},
+        "missing_field",
+    ),
+    (
+        "openai_preference",
+        {"input": {"messages": [u("q")]}, "preferred_output": "4", "non_preferred_output": [a("5")]},
+        "bad_type",
+    ),
+    (
+        "openai_preference",
+        {"input": {"messages": [u("q")]}, "preferred_output": [u("4")], "non_preferred_output": [a("5")]},
+        "bad_role_order",
+    ),
 ]
 
 
