@@ -108,7 +108,7 @@ def _file(root: str, file_id: str, param: str, method: str) -> dict[str, Any]:
     try:
         found = files.record(root, file_id, param)
     except ApiError as error:
-        raise ApiError(error.message, param=param, code="file_not_found") from None
+        raise ApiError(f"{param}: {error.message}", param=param, code="file_not_found") from None
     if found["purpose"] != files.PURPOSE:
         raise ApiError(f"{param}: file '{file_id}' is not a fine-tune file", param=param)
     if found["kind"] != KINDS[method]:
