@@ -18,16 +18,17 @@ import httpx
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from plugins.tunerflow_ui.auth import EXPERIMENT_DAG, Viewer, editor, reader
-from plugins.tunerflow_ui.routes.compare import AirflowApi, airflow_api
+from plugins.tunerflow_ui.routes.compare import TIMEOUT_S, AirflowApi, airflow_api
 from plugins.tunerflow_ui.stores import store_root
 from tasks.openai_api import files, jobs
 from tasks.openai_api.job_conf import build_conf, resolved_seed
 from tasks.openai_api.objects import ApiError, listing, page, window
 from tasks.openai_api.progress import checkpoint_list, events
-from tasks.openai_api.requests import parse_request
+from tasks.openai_api.requests import CreateJobRequest, parse_request
 from tasks.openai_api.runs import RunState
 
 router = APIRouter(dependencies=[Depends(reader)])
@@ -49,33 +50,40 @@ def _airflow_error(response: httpx.Response, doing: str) -> ApiError:
     return ApiError(f"Airflow refused {doing} ({response.status_code}): {detail}", status=status, kind=kind)
 
 
-async def _call(api: AirflowApi, viewer: Viewer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+def _call(api: AirflowApi, viewer: Viewer, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    """One request to Airflow's REST API as the caller. Synchronous, from FastAPI's thread pool: the
+    api-server's event loop also serves the Execution API the running tasks talk to, and must not wait."""
     try:
-        async with api.client(viewer) as client:
-            return await client.request(method, path, **kwargs)
+        with httpx.Client(
+            base_url=api.base_url.rstrip("/"),
+            transport=api.transport,  # tests' MockTransport serves sync clients too
+            headers={"Authorization": f"Bearer {viewer.token}"},
+            timeout=TIMEOUT_S,
+        ) as client:
+            return client.request(method, path, **kwargs)
     except httpx.HTTPError as error:
         raise ApiError(
             f"Airflow's API at {api.base_url} cannot be reached: {error}", status=502, kind="api_error"
         ) from None
 
 
-async def run_state(api: AirflowApi, viewer: Viewer, job_id: str) -> RunState:
+def run_state(api: AirflowApi, viewer: Viewer, job_id: str) -> RunState:
     """The job's DAG run and its task instances; state None when Airflow has no such run."""
-    response = await _call(api, viewer, "GET", _run_path(job_id))
+    response = _call(api, viewer, "GET", _run_path(job_id))
     if response.status_code == 404:
         return RunState()
     if response.status_code != 200:
         raise _airflow_error(response, "reading the run")
     run = response.json()
-    tasks = await _call(api, viewer, "GET", f"{_run_path(job_id)}/taskInstances", params={"limit": 1000})
+    tasks = _call(api, viewer, "GET", f"{_run_path(job_id)}/taskInstances", params={"limit": 1000})
     if tasks.status_code != 200:
         raise _airflow_error(tasks, "listing the run's tasks")
     return RunState.model_validate({**run, "tasks": tasks.json().get("task_instances", [])})
 
 
-async def _job(root: str, api: AirflowApi, viewer: Viewer, job_id: str) -> tuple[dict, RunState]:
+def _job(root: str, api: AirflowApi, viewer: Viewer, job_id: str) -> tuple[dict, RunState]:
     record = jobs.load(root, job_id)
-    return record, await run_state(api, viewer, job_id)
+    return record, run_state(api, viewer, job_id)
 
 
 @router.post("/files")
@@ -87,7 +95,7 @@ async def upload_file(request: Request, viewer: Viewer = Depends(editor), root: 
     if not isinstance(purpose, str):
         raise ApiError(f"purpose: required; use '{files.PURPOSE}'", param="purpose")
     data = await upload.read(files.max_bytes() + 1)
-    stored = files.upload(root, upload.filename or "upload.jsonl", purpose, data)
+    stored = await run_in_threadpool(files.upload, root, upload.filename or "upload.jsonl", purpose, data)
     return stored.model_dump(mode="json")
 
 
@@ -122,11 +130,14 @@ async def create_job(
         body = await request.json()
     except ValueError:
         raise ApiError("the body must be JSON") from None
-    job_request = parse_request(body)
+    return await run_in_threadpool(_create, parse_request(body), viewer, root, api)
+
+
+def _create(job_request: CreateJobRequest, viewer: Viewer, root: str, api: AirflowApi) -> dict:
     job_id = jobs.new_id()
     conf, hyper = build_conf(root, job_request, job_id)
     record = jobs.save(root, job_id, job_request, conf, hyper, resolved_seed(conf))
-    response = await _call(
+    response = _call(
         api,
         viewer,
         "POST",
@@ -140,7 +151,7 @@ async def create_job(
 
 
 @router.get("/fine_tuning/jobs")
-async def list_jobs(
+def list_jobs(
     viewer: Viewer = Depends(reader),  # noqa: B008
     root: str = Depends(store_root),
     api: AirflowApi = Depends(airflow_api),  # noqa: B008
@@ -148,39 +159,39 @@ async def list_jobs(
     limit: int | None = None,
 ):
     chosen, more = window(jobs.ids(root), after, limit)
-    found = [jobs.job_object(root, *(await _job(root, api, viewer, job_id))) for job_id in chosen]
+    found = [jobs.job_object(root, *(_job(root, api, viewer, job_id))) for job_id in chosen]
     return listing(found, more)
 
 
 @router.get("/fine_tuning/jobs/{job_id}")
-async def get_job(
+def get_job(
     job_id: str,
     viewer: Viewer = Depends(reader),  # noqa: B008
     root: str = Depends(store_root),
     api: AirflowApi = Depends(airflow_api),  # noqa: B008
 ):
-    return jobs.job_object(root, *(await _job(root, api, viewer, job_id))).model_dump(mode="json")
+    return jobs.job_object(root, *(_job(root, api, viewer, job_id))).model_dump(mode="json")
 
 
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
-async def cancel_job(
+def cancel_job(
     job_id: str,
     viewer: Viewer = Depends(reader),  # noqa: B008
     root: str = Depends(store_root),
     api: AirflowApi = Depends(airflow_api),  # noqa: B008
 ):
-    record, run = await _job(root, api, viewer, job_id)
+    record, run = _job(root, api, viewer, job_id)
     jobs.check_cancellable(jobs.job_object(root, record, run).status, job_id)
     if run.state is not None:
-        response = await _call(api, viewer, "PATCH", _run_path(job_id), json={"state": "failed"})
+        response = _call(api, viewer, "PATCH", _run_path(job_id), json={"state": "failed"})
         if response.status_code != 200:
             raise _airflow_error(response, "cancelling the run")
     jobs.mark_cancelled(root, job_id)
-    return jobs.job_object(root, *(await _job(root, api, viewer, job_id))).model_dump(mode="json")
+    return jobs.job_object(root, *(_job(root, api, viewer, job_id))).model_dump(mode="json")
 
 
 @router.get("/fine_tuning/jobs/{job_id}/events")
-async def job_events(
+def job_events(
     job_id: str,
     viewer: Viewer = Depends(reader),  # noqa: B008
     root: str = Depends(store_root),
@@ -188,7 +199,7 @@ async def job_events(
     after: str | None = None,
     limit: int | None = None,
 ):
-    record, run = await _job(root, api, viewer, job_id)
+    record, run = _job(root, api, viewer, job_id)
     return page(events(root, record, run, int(time.time())), after, limit, lambda e: e.id)
 
 
