@@ -379,3 +379,26 @@ def test_sft_refuses_preference_data_before_loading_anything(tmp_path):
     assert to_trl_rows([row], "preference") == [
         {"prompt": [u("q")], "chosen": [a("a")], "rejected": [a("b")]}
     ]
+
+
+def test_an_openai_dpo_file_prepares_as_preference_rows(tmp_path, store_root):
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {
+            "input": {"messages": [u(f"What is {i} plus {i}?")]},
+            "preferred_output": [a(str(2 * i))],
+            "non_preferred_output": [a(str(2 * i + 1))],
+        }
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = prepare(
+        PrepareSpec(store_root=store_root, dataset={"name": "pairs", "uri": str(path), "split": "100,0,0"})
+    )
+    assert (result["format"], result["kind"]) == ("openai_preference", "preference")
+    assert result["counts"]["train"] == 4
+    train = [
+        json.loads(line)
+        for line in store.local_path(store.join(result["uri"], "train.jsonl")).read_text().splitlines()
+    ]
+    assert {r["id"]: r["chosen"] for r in train}["pairs.jsonl:2"] == [a("2")]  # ids count lines from 1
