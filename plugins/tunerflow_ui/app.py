@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse
 
 from plugins.tunerflow_ui.auth import reader
 from plugins.tunerflow_ui.rendering import root_of
-from plugins.tunerflow_ui.routes import ROUTERS
+from plugins.tunerflow_ui.routes import ROUTERS, openai_api
 from tasks.console.runs import NotFound
 
 URL_PREFIX = "/tunerflow"
@@ -69,6 +69,8 @@ def create_app() -> FastAPI:
     app.add_exception_handler(OSError, _name_too_long)
     for router in ROUTERS:
         app.include_router(router)
+    # The OpenAI-compatible API: its own app, so its errors (401 included) have OpenAI's shape.
+    app.mount("/v1", openai_api.create_api(app.dependency_overrides))
 
     @app.get("/", include_in_schema=False, dependencies=[Depends(reader)])
     def home(request: Request) -> RedirectResponse:

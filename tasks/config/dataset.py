@@ -43,7 +43,8 @@ ColumnMap = Annotated[dict[str, str], AfterValidator(_check_columns)]
 
 FORMAT_DESCRIPTION = (
     "Row format. `auto` detects it from the first row's keys (after `columns`): a data plugin's format "
-    "(plugins/data), then preference (prompt/chosen/rejected, DPO pairs), messages (OpenAI chat), sharegpt "
+    "(plugins/data), then preference (prompt/chosen/rejected, DPO pairs), openai_preference (OpenAI's DPO "
+    "rows: input/preferred_output/non_preferred_output), messages (OpenAI chat), sharegpt "
     "(conversations with from/value), moss (chat with turn_N), alpaca (instruction/input/output, optional "
     "system and history), then guanaco (text with '### Human:' / '### Assistant:') or text (raw text for "
     "pretraining). Set it when the rows match several formats."

@@ -34,7 +34,13 @@ from tasks.data.chat_formats import (
 )
 from tasks.data.fields import text_field
 from tasks.data.plugin_registry import BUILTIN_FORMATS as FORMATS
-from tasks.data.preference_format import PREFERENCE_KEYS, check_preference_row, convert_preference
+from tasks.data.preference_format import (
+    OPENAI_PREFERENCE_KEYS,
+    PREFERENCE_KEYS,
+    check_preference_row,
+    convert_openai_preference,
+    convert_preference,
+)
 from tasks.data.rows import RowError
 
 # Keys each format reads, so a `columns` mapping naming anything else is refused as a typo.
@@ -46,6 +52,7 @@ EXPECTED_KEYS = {
     "messages": ("messages",),
     "text": ("text",),
     "preference": ("prompt", "chosen", "rejected", "system"),
+    "openai_preference": OPENAI_PREFERENCE_KEYS,
 }
 KNOWN_KEYS = frozenset(key for keys in EXPECTED_KEYS.values() for key in keys)
 
@@ -95,6 +102,7 @@ CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "messages": convert_messages,
     "text": convert_text,
     "preference": convert_preference,
+    "openai_preference": convert_openai_preference,
 }
 
 # Per kind: the keys an internal row has, and the check that normalises it the way built-in rows are

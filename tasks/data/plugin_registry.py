@@ -26,6 +26,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "messages": "chat",
     "text": "text",
     "preference": "preference",
+    "openai_preference": "preference",
 }
 BUILTIN_FORMATS = tuple(BUILTIN_KINDS)
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")

@@ -10,6 +10,8 @@ from tasks.data.fields import check_role_order, parse_turns, structured_field, s
 from tasks.data.rows import RowError
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+# OpenAI's DPO fine-tuning rows: the prompt under `input.messages`, the answers as assistant messages.
+OPENAI_PREFERENCE_KEYS = ("input", "preferred_output", "non_preferred_output")
 
 
 def _completion(record: dict[str, Any], key: str) -> list[dict[str, Any]]:
@@ -60,6 +62,27 @@ def convert_preference(record: dict[str, Any]) -> dict[str, Any]:
     if prompt[0]["role"] != "system":
         prompt = system_turns(record) + prompt
     return _pair(prompt, chosen, rejected)
+
+
+def convert_openai_preference(record: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's DPO rows: `{"input": {"messages": [...]}, "preferred_output": [assistant messages],
+    "non_preferred_output": [assistant messages]}` (`input.tools` and the like are not read)."""
+    source = structured_field(record, "input", dict)
+    messages = source.get("messages")
+    if messages is None:
+        raise RowError("missing_field", "input.messages")
+    if not isinstance(messages, list):
+        raise RowError("bad_type", f"input.messages is {type(messages).__name__}, expected a list")
+    if not messages:
+        raise RowError("empty_field", "input.messages")
+    for key in OPENAI_PREFERENCE_KEYS[1:]:
+        if record.get(key) is None:
+            raise RowError("missing_field", key)
+        if not isinstance(record[key], list):
+            raise RowError("bad_type", f"{key} is {type(record[key]).__name__}, expected a list of messages")
+    return convert_preference(
+        {"prompt": messages, "chosen": record["preferred_output"], "rejected": record["non_preferred_output"]}
+    )
 
 
 def check_preference_row(row: dict[str, Any]) -> dict[str, Any]:

@@ -107,6 +107,15 @@ ROUND_TRIPS = [
         {"prompt": "2+2?", "chosen": "4", "rejected": "5", "system": "Be right."},
         {"prompt": [s("Be right."), u("2+2?")], "chosen": [a("4")], "rejected": [a("5")]},
     ),
+    (
+        "openai_preference",
+        {
+            "input": {"messages": [s("Be right."), u("2+2?")], "tools": []},
+            "preferred_output": [a("4")],
+            "non_preferred_output": [a("5")],
+        },
+        {"prompt": [s("Be right."), u("2+2?")], "chosen": [a("4")], "rejected": [a("5")]},
+    ),
 ]
 
 
@@ -255,6 +264,22 @@ BAD_ROWS = [
         "bad_role",
     ),
     ("preference", {"chosen": [u("x"), a("a")], "rejected": [u("y"), a("b")]}, "missing_field"),
+    ("openai_preference", {"preferred_output": [a("4")], "non_preferred_output": [a("5")]}, "missing_field"),
+    (
+        "openai_preference",
+        {"input": {"tools": []}, "preferred_output": [a("4")], "non_preferred_output": [a("5")]},
+        "missing_field",
+    ),
+    (
+        "openai_preference",
+        {"input": {"messages": [u("q")]}, "preferred_output": "4", "non_preferred_output": [a("5")]},
+        "bad_type",
+    ),
+    (
+        "openai_preference",
+        {"input": {"messages": [u("q")]}, "preferred_output": [u("4")], "non_preferred_output": [a("5")]},
+        "bad_role_order",
+    ),
 ]
 
 
@@ -354,3 +379,26 @@ def test_sft_refuses_preference_data_before_loading_anything(tmp_path):
     assert to_trl_rows([row], "preference") == [
         {"prompt": [u("q")], "chosen": [a("a")], "rejected": [a("b")]}
     ]
+
+
+def test_an_openai_dpo_file_prepares_as_preference_rows(tmp_path, store_root):
+    path = tmp_path / "pairs.jsonl"
+    rows = [
+        {
+            "input": {"messages": [u(f"What is {i} plus {i}?")]},
+            "preferred_output": [a(str(2 * i))],
+            "non_preferred_output": [a(str(2 * i + 1))],
+        }
+        for i in range(4)
+    ]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    result = prepare(
+        PrepareSpec(store_root=store_root, dataset={"name": "pairs", "uri": str(path), "split": "100,0,0"})
+    )
+    assert (result["format"], result["kind"]) == ("openai_preference", "preference")
+    assert result["counts"]["train"] == 4
+    train = [
+        json.loads(line)
+        for line in store.local_path(store.join(result["uri"], "train.jsonl")).read_text().splitlines()
+    ]
+    assert {r["id"]: r["chosen"] for r in train}["pairs.jsonl:2"] == [a("2")]  # ids count lines from 1
