@@ -147,4 +147,6 @@ def credentials_env(target: MlflowTarget) -> Iterator[None]:
 def shown(uri: str) -> str:
     """`uri` without any user:password@ part, for messages."""
     parts = urlsplit(uri)
+    if "@" not in parts.netloc:
+        return uri  # nothing to hide; also keeps `sqlite:///path` as it is
     return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[-1]))
