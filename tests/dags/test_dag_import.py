@@ -46,7 +46,7 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert bag.import_errors == {}
     assert {"finetune_experiment", "retrain_champion"} <= set(bag.dag_ids)
     dag = bag.get_dag("finetune_experiment")
-    others = {"publish_promotion", "approve_promotion"}
+    others = {"publish_promotion", "approve_promotion", "track_mlflow"}
     assert set(dag.task_ids) == set(DAG_TASKS) | set(ROUND_TASKS) | set(MERGE_TASKS) | others
     assert [o.uri for o in dag.get_task("publish_promotion").outlets] == ["tunerflow://registry/production"]
 
