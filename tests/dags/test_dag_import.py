@@ -49,6 +49,10 @@ def test_dagbag_has_no_import_errors(airflow_db):
     others = {"publish_promotion", "approve_promotion", "track_mlflow"}
     assert set(dag.task_ids) == set(DAG_TASKS) | set(ROUND_TASKS) | set(MERGE_TASKS) | others
     assert [o.uri for o in dag.get_task("publish_promotion").outlets] == ["tunerflow://registry/production"]
+    # MLflow tracking runs last, after the leaves however they ended, and never sets the run's state.
+    track = dag.get_task("track_mlflow")
+    assert track.is_teardown and track.upstream_task_ids == {"report", "publish_promotion"}
+    assert not track.on_failure_fail_dagrun and track.retries == 2
 
 
 def _served_params():
