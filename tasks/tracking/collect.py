@@ -119,8 +119,11 @@ def read_curve(metrics_uri: str | None) -> list[StepMetrics]:
         return []
     curve = []
     for line in lines:
-        record = json.loads(line) if line.strip() else {}
-        if isinstance(record.get("step"), int):
+        try:
+            record = json.loads(line) if line.strip() else {}
+        except json.JSONDecodeError:
+            continue  # a line cut short when a failed job's process was killed mid-write
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
             values = _numbers({k: v for k, v in record.items() if k != "step"})
             if values:
                 curve.append(StepMetrics(step=record["step"], values=values))
