@@ -255,11 +255,8 @@ def finetune_experiment():
         value = airflow_connection(conn_id)
         skip_when(skips.not_tracked(run.run_uri, value, conn_id))
         try:
-            tracked = track.track(
-                run,
-                connection.target(conn_id, value),
-                {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]},
-            )
+            target = connection.target(conn_id, value)
+            tracked = track.track(run, target, {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]})
         except track.TrackingUnavailable:
             raise  # retried: the server may be back by the next try
         except connection.TrackingError as error:
