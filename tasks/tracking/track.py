@@ -90,9 +90,15 @@ def track(run: RunInfo, target: MlflowTarget, airflow: dict[str, str]) -> Tracke
     """Record `run` in MLflow: the parent run, a nested run per job, the registry version and alias.
     `airflow` is {dag_id, run_id}, set as tags on the parent run."""
     record = collect(run.run_uri, run.store_root)
-    # mlflow is heavy (seconds to import): loaded only when a run is tracked.
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
+    try:
+        # mlflow is heavy (seconds to import): loaded only when a run is tracked.
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+    except ImportError:
+        raise TrackingError(
+            f"the Airflow connection '{target.conn_id}' asks for MLflow tracking, but mlflow is not "
+            "installed on this worker: install tunerflow[mlflow] (the image: TUNERFLOW_EXTRAS=...,mlflow)"
+        ) from None
 
     with credentials_env(target), _http_limits():
         try:
