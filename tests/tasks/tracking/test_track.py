@@ -4,7 +4,11 @@ alias; a retry adds nothing; a server that does not answer fails retryably, nami
 
 from __future__ import annotations
 
+import base64
 import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import ClassVar
 
 import pytest
 
@@ -12,7 +16,7 @@ from tasks.contracts.planning import RunInfo
 from tasks.registry import versions as registry
 from tasks.storage import layout, store
 from tasks.tracking import runs
-from tasks.tracking.connection import target
+from tasks.tracking.connection import TrackingError, target
 from tasks.tracking.track import TrackingUnavailable, track
 from tests.fixtures.console_store import FakeJob, FakeRun, build_run
 from tests.fixtures.network import free_port
@@ -157,3 +161,38 @@ def test_a_server_that_does_not_answer_fails_retryably_naming_its_uri_only(store
     message = str(raised.value)
     assert f"MLflow tracking server at {uri} (connection 'tunerflow_mlflow') did not answer" in message
     assert "pw-never-shown" not in message and "alice" not in message
+
+
+class _Refusing(BaseHTTPRequestHandler):
+    """A tracking server that refuses every request as unauthenticated, remembering what it was sent."""
+
+    seen: ClassVar[list[str | None]] = []
+
+    def do_GET(self):
+        _Refusing.seen.append(self.headers.get("Authorization"))
+        body = json.dumps({"error_code": "UNAUTHENTICATED", "message": "bad credentials"}).encode()
+        self.send_response(401)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_the_connections_credentials_reach_the_server_and_a_refusal_is_not_retried(store_root):
+    run = _run(store_root, "refused")
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Refusing)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    uri = f"http://127.0.0.1:{server.server_address[1]}"
+    value = json.dumps({"conn_type": "http", "host": uri, "login": "alice", "password": "pw-never-shown"})
+    try:
+        with pytest.raises(TrackingError) as raised:
+            track(run, target("tunerflow_mlflow", value), AIRFLOW)
+    finally:
+        server.shutdown()
+    assert not isinstance(raised.value, TrackingUnavailable)
+    assert _Refusing.seen[0] == "Basic " + base64.b64encode(b"alice:pw-never-shown").decode()
+    assert f"MLflow tracking server at {uri} refused the request" in str(raised.value)
+    assert "pw-never-shown" not in str(raised.value)
