@@ -8,7 +8,7 @@ checked, promoted to the registry if it beats the champion, and written up in an
 `validate_conf -> prepare_dataset[ds] -> plan_jobs -> train[job] -> evaluate[job]`
 `-> round_2 .. round_6 (plan -> train[job] -> evaluate[job]) -> plan_merges -> merge[m] -> score_merge[m]`
 `(+ score_base[ds|model]) -> select_best -> export -> check_export`
-`(+ plan_champion -> score_champion) -> approve_promotion -> promote -> report`
+`(+ plan_champion -> score_champion) -> approve_promotion -> promote -> report -> track_mlflow`
 
 * Trigger from the form below, or `POST /api/v2/dags/finetune_experiment/dagRuns` with `{"conf": {...}}`.
 * **Run the demo**: choose `demo` in *Start from* and trigger; nothing to type. Every field left empty
@@ -29,6 +29,9 @@ checked, promoted to the registry if it beats the champion, and written up in an
   Reject, or no answer within `approval_timeout_hours`, leaves production unchanged.
 * A failed job never sinks the experiment: selection runs on the jobs that succeeded and lists the
   others with their reasons.
+* With an Airflow connection `tunerflow_mlflow` (docs/mlflow.md), `track_mlflow` records the run in MLflow:
+  a run per experiment run, a nested run per job, the registry version and its `production` alias.
+  Without one it skips; when the server is down it fails (and retries) without failing the run.
 * Heavy steps run as `python -m tasks.<step> --job <spec uri>`: in a subprocess (`local`, default) or
   in a GPU pod (`TUNERFLOW_BACKEND=kubernetes`).
 """
@@ -238,6 +241,29 @@ def finetune_experiment():
             raise AirflowFailException(f"the experiment shipped nothing: {problem}")
         return summary
 
+    # A teardown: it runs once report and publish_promotion ended, however they ended (so failed jobs
+    # are recorded too), and Airflow leaves it out of the run's state: a tracking server that is down
+    # fails this task (retried, then red) but never the run, whose training and promotion are committed.
+    @task(retries=2, retry_delay=timedelta(seconds=30), retry_exponential_backoff=True)
+    def track_mlflow() -> dict:
+        # Loaded when the task runs: the tracking package imports mlflow (heavy) when it records.
+        from tasks.storage.connections import airflow_connection
+        from tasks.tracking import connection, track
+
+        context, run = get_current_context(), _this_run()
+        conn_id = connection.conn_id()
+        value = airflow_connection(conn_id)
+        skip_when(skips.not_tracked(run.run_uri, value, conn_id))
+        try:
+            target = connection.target(conn_id, value)
+            tracked = track.track(run, target, {"dag_id": context["dag"].dag_id, "run_id": context["run_id"]})
+        except track.TrackingUnavailable:
+            raise  # retried: the server may be back by the next try
+        except connection.TrackingError as error:
+            raise AirflowFailException(str(error)) from None
+        print(track.describe(tracked))
+        return track.as_xcom(tracked)
+
     # The graph is the same on both backends; the backend decides only how a heavy step runs.
     heavy = heavy_tasks(BACKEND)
     datasets = heavy.prepare_dataset(validate_conf())
@@ -287,8 +313,10 @@ def finetune_experiment():
     )
     promoted = promote(selection)
     [checked, champion, selection] >> approval >> promoted
-    [selection, promoted] >> report()
-    publish_promotion(promoted)
+    reported = report()
+    [selection, promoted] >> reported
+    published = publish_promotion(promoted)
+    [reported, published] >> track_mlflow().as_teardown()
 
 
 dag = finetune_experiment()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from tasks.config.experiment import load_experiment
 from tasks.contracts.evaluate import EvaluateSpec
-from tasks.storage import store
+from tasks.storage import layout, store
 
 
 def training_failed(evaluate_spec_uri: str) -> str | None:
@@ -51,4 +51,17 @@ def nothing_to_report(run_uri: str) -> str | None:
     the run its verdict (`tasks.pipeline.orchestration.run_problem`); it only skips the page."""
     if not store.exists(store.join(run_uri, "leaderboard.json")):
         return "no leaderboard: selection did not run, nothing to write up"
+    return None
+
+
+def not_tracked(run_uri: str, connection: str | None, conn_id: str) -> str | None:
+    """Recording the run in MLflow when the deployment has no MLflow connection (tracking is optional),
+    or when the conf was refused before anything was recorded."""
+    if connection is None:
+        return (
+            f"MLflow tracking is off: no Airflow connection '{conn_id}' (docs/mlflow.md says how to add one, "
+            "or TUNERFLOW_MLFLOW_CONN_ID names another)"
+        )
+    if not store.exists(layout.experiment_record(run_uri)):
+        return "nothing to track: validate_conf refused the conf"
     return None

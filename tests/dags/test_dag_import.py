@@ -46,9 +46,13 @@ def test_dagbag_has_no_import_errors(airflow_db):
     assert bag.import_errors == {}
     assert {"finetune_experiment", "retrain_champion"} <= set(bag.dag_ids)
     dag = bag.get_dag("finetune_experiment")
-    others = {"publish_promotion", "approve_promotion"}
+    others = {"publish_promotion", "approve_promotion", "track_mlflow"}
     assert set(dag.task_ids) == set(DAG_TASKS) | set(ROUND_TASKS) | set(MERGE_TASKS) | others
     assert [o.uri for o in dag.get_task("publish_promotion").outlets] == ["tunerflow://registry/production"]
+    # MLflow tracking runs last, after the leaves however they ended, and never sets the run's state.
+    track = dag.get_task("track_mlflow")
+    assert track.is_teardown and track.upstream_task_ids == {"report", "publish_promotion"}
+    assert not track.on_failure_fail_dagrun and track.retries == 2
 
 
 def _served_params():

@@ -59,6 +59,8 @@ def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny
     assert sorted(states["evaluate"]) == ["skipped", "success", "success"]
     # No champion yet: nothing to score it against, and the winner is promoted.
     assert states["plan_champion"] == ["skipped"] and states["score_champion"] == ["skipped"]
+    # No tunerflow_mlflow connection in this test: tracking is off, and the run is not the worse for it.
+    assert states["track_mlflow"] == ["skipped"]
     for task in set(DAG_TASKS) - {"train", "evaluate", "plan_champion", "score_champion"}:
         assert set(states[task]) == {"success"}, (task, states[task])
     # No search, no merge: the later rounds skip, and the merge's tasks, planned nothing, skip too.

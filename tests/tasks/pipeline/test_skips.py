@@ -45,6 +45,15 @@ def test_selection_and_the_report_page_need_planned_jobs_and_a_leaderboard(store
     assert skips.nothing_to_report(run_uri) is None
 
 
+def test_mlflow_tracking_needs_a_connection_and_a_validated_conf(store_root):
+    run_uri = run_info("exp", "manual__1", store_root).run_uri
+    off = skips.not_tracked(run_uri, None, "tunerflow_mlflow")
+    assert "MLflow tracking is off: no Airflow connection 'tunerflow_mlflow'" in off
+    assert "validate_conf refused" in skips.not_tracked(run_uri, '{"host": "http://m"}', "tunerflow_mlflow")
+    store.write_json(store.join(run_uri, "experiment.json"), {"experiment": {"name": "exp"}})
+    assert skips.not_tracked(run_uri, '{"host": "http://m"}', "tunerflow_mlflow") is None
+
+
 def test_the_rules_load_without_airflow_or_numpy():
     """The DAG processor imports them on every parse, and a pod's pre_execute hook runs them."""
     probe = (
