@@ -71,15 +71,25 @@ def _spec(argv: list[str]) -> dict[str, Any]:
 
 def report_step(step: str, argv: list[str], result: dict[str, Any]) -> bool:
     """A heavy step's lineage, from its spec (argv's last word) and the result line it printed."""
-    # The builders load only when OpenLineage is on (emit calls build only then).
-    from tasks.lineage.steps import step_lineage
 
-    return emit(lambda: step_lineage(step, _spec(argv), result))
+    def build() -> Lineage:
+        # The builders load only when OpenLineage is on (emit calls build only then).
+        from tasks.lineage.steps import BUILDERS, step_lineage
+
+        if step not in BUILDERS:  # compare_models: no datasets of its own, and no spec to read
+            return Lineage()
+        return step_lineage(step, _spec(argv), result)
+
+    return emit(build)
 
 
 def report_promotion(store_root: str, decision: dict[str, Any]) -> bool:
     """The promote task's lineage, from the decision it recorded."""
-    # The builder loads only when OpenLineage is on (emit calls build only then).
-    from tasks.lineage.promotion import promotion_lineage
 
-    return emit(lambda: promotion_lineage(store_root, decision))
+    def build() -> Lineage:
+        # The builder loads only when OpenLineage is on (emit calls build only then).
+        from tasks.lineage.promotion import promotion_lineage
+
+        return promotion_lineage(store_root, decision)
+
+    return emit(build)

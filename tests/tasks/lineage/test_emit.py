@@ -63,3 +63,11 @@ def test_a_lineage_error_is_logged_and_never_fails_the_task(monkeypatch, caplog)
 def test_an_empty_lineage_sends_nothing(monkeypatch):
     monkeypatch.setattr(emit, "active", lambda: True)
     assert emit.emit(Lineage) is False
+
+
+def test_a_step_without_datasets_reads_nothing(monkeypatch, caplog):
+    monkeypatch.setattr(emit, "active", lambda: True)
+    argv = ["python", "-m", "tasks.compare_models", "--job", "file:///nowhere/spec.json"]
+    with caplog.at_level(logging.WARNING, logger=emit.__name__):
+        assert emit.report_step("compare_models", argv, {"models": []}) is False
+    assert caplog.text == "", "the spec was not read"
