@@ -53,7 +53,7 @@ def _manifest_listing(uri: str) -> tuple[str, dict[str, Any], str] | None:
             manifest = store.read_json(manifest_uri)
         except (FileNotFoundError, NotADirectoryError):
             parent, _, name = prefix.rpartition("/")
-            if not parent or parent.endswith(":/") or parent.endswith(":"):
+            if not parent or not name or parent.endswith(("//", ":/")):  # at the scheme's root
                 return None
             prefix, below = parent, f"{name}/{below}" if below else name
             continue

@@ -10,6 +10,7 @@ from tasks.lineage.datasets import content
 from tasks.lineage.promotion import promotion_lineage
 from tasks.lineage.steps import step_lineage
 from tasks.storage import store
+from tasks.storage.uris import split_bucket
 from tests.fixtures.lineage_store import REGISTRY, ROWS, build_lineage_run
 
 pytest.importorskip("openlineage.client")
@@ -140,3 +141,14 @@ def test_the_content_hash_follows_the_files_not_their_place(run, tmp_path):
     store.commit(elsewhere, {})
     assert content(elsewhere).content_hash != content(source).content_hash
     assert content((tmp_path / "nothing").as_uri()) is None
+
+
+def test_on_an_s3_store_datasets_are_named_by_bucket_and_key(s3_store_root, tmp_path):
+    run = build_lineage_run(s3_store_root, str(tmp_path / "tiny-model"))
+    lineage = step_lineage("prepare_dataset", run.prepare_spec, run.prepared.model_dump(mode="json"))
+    [prepared] = _json(lineage.outputs)
+    bucket, key = split_bucket(run.prepared.uri)
+    assert (prepared["namespace"], prepared["name"]) == (f"s3://{bucket}", key)
+    assert prepared["facets"]["tunerflow_content"]["files"] == 3
+    _, train_out = _lineage("train", run.job.train_spec, run.trained)
+    assert train_out[1]["namespace"] == f"s3://{bucket}" and train_out[1]["name"].endswith("/train/adapter")
