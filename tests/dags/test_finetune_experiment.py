@@ -104,7 +104,8 @@ def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(
     assert "tuna|tiny|broken" in html and "no_such_module" in html
     assert store.exists(store.join(run_uri, "report", "loss.png"))
 
-    check_lineage_chain(openlineage_events, "tiny", champion["version"])
+    if openlineage_events is not None:  # the provider is installed (the `openlineage` extra)
+        check_lineage_chain(openlineage_events, "tiny", champion["version"])
 
     # A second run reuses the prepared dataset version (same content, same settings).
     versions = list(store.local_path(store.join(store_root, "datasets", "tuna")).iterdir())
