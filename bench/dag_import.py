@@ -33,6 +33,7 @@ HEAVY = (
     "boto3",
     "kubernetes",
     "optuna",
+    "openlineage",
 )
 BACKENDS = ("local", "kubernetes")
 

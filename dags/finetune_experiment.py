@@ -200,9 +200,13 @@ def finetune_experiment():
     def promote(selection: dict) -> dict:
         # Loaded when the task runs, as every contract and step library the task bodies use.
         from tasks.contracts.selection import Selection
+        from tasks.lineage.emit import report_promotion
         from tasks.pipeline.orchestration import promote_winner
 
-        return promote_winner(_this_run(), Selection.model_validate(selection)).model_dump(mode="json")
+        run = _this_run()
+        decision = promote_winner(run, Selection.model_validate(selection)).model_dump(mode="json")
+        report_promotion(run.store_root, decision)  # OpenLineage: model -> registry version, production
+        return decision
 
     # Skipped (so no Asset event) unless promote moved the production pointer. A second leaf beside
     # report: when the event cannot be emitted the run fails, since deployments never hear of the model.

@@ -21,7 +21,7 @@ os.environ.setdefault("TUNERFLOW_ALLOWED_PATHS", os.sep)
 
 # Fixture modules, registered once here so a session-scoped fixture (the one `airflow standalone`, its
 # one finished run) is one instance for every module that uses it.
-pytest_plugins = ("tests.fixtures.airflow_standalone", "tests.fixtures.browser")
+pytest_plugins = ("tests.fixtures.airflow_standalone", "tests.fixtures.browser", "tests.fixtures.openlineage")
 
 # The tasks of finetune_experiment that every run runs, in pipeline order.
 DAG_TASKS = (

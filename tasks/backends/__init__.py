@@ -7,9 +7,9 @@ runs a step in a subprocess; `kubernetes` is the pod operator and `kubernetes_se
 file.
 
 The Airflow side of the steps; nothing under `tasks/` imports it but the DAGs. May import
-`tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime`, `tasks.pipeline`, `tasks.registry`
-and `tasks.scoring`. Light when the DAG is parsed: the kubernetes provider and clients load only when a
-pod runs, the kubernetes modules only for that backend.
+`tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime`, `tasks.pipeline`, `tasks.registry`,
+`tasks.scoring` and `tasks.lineage` (a step's OpenLineage datasets). Light when the DAG is parsed: the
+kubernetes provider and clients load only when a pod runs, the kubernetes modules only for that backend.
 """
 
 from __future__ import annotations

@@ -145,7 +145,8 @@ skip_unless_export_enabled = SkipRule(lambda argv, context: skips.export_disable
 def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None) -> dict[str, Any]:
     """The body of a local heavy task: skip, or run the step in a subprocess and return its result. A
     failure on the step's inputs fails the task for good; an interrupted step (preempted, killed) is
-    left to the task's retries."""
+    left to the task's retries. A step that ran reports what it read and wrote to OpenLineage, when the
+    provider is on (tasks.lineage.emit)."""
     if skip:
         skip.check(argv, context)
     # Connections (the store's aws_default, the judge's) reach the step through its environment only:
@@ -162,11 +163,16 @@ def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None)
     if step == COMPARE_STEP:
         env.update(endpoint_env(argv[-1]))
     try:
-        return run_step(argv, env)
+        result = run_step(argv, env)
     except StepFailed as failure:
         if failure.retryable:  # preempted or killed: the retry resumes from the last checkpoint
             raise
         raise AirflowFailException(str(failure)) from None
+    # Loaded once a step ran: the task's OpenLineage datasets (nothing unless OpenLineage is on).
+    from tasks.lineage.emit import report_step
+
+    report_step(step, argv, result)
+    return result
 
 
 class LocalSteps:

@@ -207,13 +207,23 @@ class StepPodOperator(BaseOperator):
 
     def execute(self, context: Any) -> Any:
         self._pod = self.pod_operator()
-        return execute_delegate(self._pod, context)
+        return self._reported(execute_delegate(self._pod, context))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
         # After a deferral the task runner calls this on a freshly parsed task, so the KPO it deferred
         # from is gone either way; a new one resumes from the trigger's event (pod name and namespace).
         self._pod = self.pod_operator()
-        return self._pod.resume_execution(next_method, next_kwargs, context)
+        return self._reported(self._pod.resume_execution(next_method, next_kwargs, context))
+
+    def _reported(self, result: Any) -> Any:
+        """The pod's result line, once its step's datasets went to OpenLineage (when it is on), as a local
+        step's do."""
+        if isinstance(result, dict):
+            # Loaded once a pod ran: the task's OpenLineage datasets (nothing unless OpenLineage is on).
+            from tasks.lineage.emit import report_step
+
+            report_step(self.step, list(self.arguments), result)
+        return result
 
     def on_kill(self) -> None:
         if self._pod is not None:

@@ -10,7 +10,18 @@ import pytest
 
 from tests.conftest import DAG_TASKS, MERGE_TASKS, REPO, ROUND_TASKS
 
-HEAVY = ("torch", "transformers", "peft", "trl", "onnx", "onnxruntime", "optimum", "datasets", "optuna")
+HEAVY = (
+    "torch",
+    "transformers",
+    "peft",
+    "trl",
+    "onnx",
+    "onnxruntime",
+    "optimum",
+    "datasets",
+    "optuna",
+    "openlineage",  # the OpenLineage client loads only where a task reports lineage (tasks.lineage)
+)
 
 PROBE = """
 import importlib.util, json, sys, time

@@ -11,6 +11,7 @@ from tasks.storage import layout, store
 from tests.conftest import DAG_TASKS, MERGE_TASKS, REPO, ROUND_TASKS
 from tests.fixtures.confs import tiny_conf
 from tests.fixtures.connections import connection_in_db, without_aws_environment
+from tests.fixtures.openlineage import check_lineage_chain
 
 
 def _conf(tiny_model_dir, **overrides):
@@ -51,7 +52,10 @@ def _states(run) -> dict[str, list[str]]:
     return states
 
 
-def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny_model_dir, store_root):
+def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(
+    dag, tiny_model_dir, store_root, openlineage_events
+):
+    # With OpenLineage on (a file transport): the run's events carry its lineage chain, checked below.
     run = dag.test(run_conf=_conf(tiny_model_dir))
     assert str(run.state) == "success"
     states = _states(run)
@@ -101,6 +105,9 @@ def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(dag, tiny
     html = store.local_path(summary["report_uri"]).read_text()
     assert "tuna|tiny|broken" in html and "no_such_module" in html
     assert store.exists(store.join(run_uri, "report", "loss.png"))
+
+    if openlineage_events is not None:  # the provider is installed (the `openlineage` extra)
+        check_lineage_chain(openlineage_events, "tiny", champion["version"])
 
     # A second run reuses the prepared dataset version (same content, same settings).
     versions = list(store.local_path(store.join(store_root, "datasets", "tuna")).iterdir())

@@ -101,3 +101,15 @@ def test_a_local_step_failing_on_its_inputs_fails_for_good_and_an_interrupted_on
         monkeypatch.setattr(heavy, "run_step", fail)
         with pytest.raises(expected, match="no rows"):
             heavy.run_locally("prepare_dataset", argv, {}, None)
+
+
+def test_a_local_step_that_ran_reports_its_spec_and_result_to_lineage(tmp_path, monkeypatch):
+    from tasks.lineage import emit
+
+    reported = []
+    result = {"name": "tuna", "uri": "file:///store/datasets/tuna/v1", "kind": "chat"}
+    monkeypatch.setattr(heavy, "run_step", lambda argv, env: result)
+    monkeypatch.setattr(emit, "report_step", lambda step, argv, result: reported.append((step, argv, result)))
+    argv = step_argv("prepare_dataset", store.join(tmp_path.as_uri(), "datasets", "tuna.json"))
+    assert heavy.run_locally("prepare_dataset", argv, {}, None) == result
+    assert reported == [("prepare_dataset", argv, result)]

@@ -254,6 +254,23 @@ def test_resuming_after_the_trigger_fires_reaches_the_pod_operator(monkeypatch):
         task.resume_execution("__fail__", {"error": "boom"}, _context())
 
 
+def test_a_pods_result_goes_to_lineage_as_a_local_steps_does(monkeypatch):
+    from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
+
+    from tasks.lineage import emit
+
+    reported = []
+    monkeypatch.setattr(emit, "report_step", lambda step, argv, result: reported.append((step, argv, result)))
+    monkeypatch.setattr(
+        KubernetesPodOperator, "trigger_reentry", lambda self, context, event: {"metrics": {}}
+    )
+    argv = step_argv("evaluate", "s3://bucket/tf/experiments/e/runs/r/jobs/j1/evaluate.json")
+    task = pods.single_step("evaluate", "evaluate", argv, pod_settings.KubernetesSettings())
+    event = {"status": "success", "name": "tunerflow-evaluate-x", "namespace": "tunerflow"}
+    assert task.resume_execution("trigger_reentry", {"event": event}, _context()) == {"metrics": {}}
+    assert reported == [("evaluate", argv, {"metrics": {}})]
+
+
 def test_killing_the_task_kills_its_pod(monkeypatch):
     from airflow.providers.cncf.kubernetes.operators.pod import KubernetesPodOperator
 
