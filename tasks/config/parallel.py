@@ -11,6 +11,7 @@ import os
 from typing import Any
 
 from tasks.config.training import cuda_visible
+from tasks.storage import store
 
 # What each GPU-only setting is refused for, when no CUDA device will be there.
 GPU_SETTINGS = {
@@ -47,5 +48,11 @@ def parallel_problems(hp: Any, method: str) -> list[str]:
             f"{name}: nodes {hp.nodes} needs the kubernetes backend (TUNERFLOW_BACKEND=kubernetes), "
             "which submits a Kubeflow Trainer TrainJob; the local backend trains on this worker only: "
             "set nodes 1 (the step uses every GPU here, or TUNERFLOW_NPROC processes)"
+        )
+    if hp.nodes > 1 and hp.deepspeed and store.is_s3(store.default_root()):
+        problems.append(
+            f"{name}: deepspeed over {hp.nodes} nodes with an s3:// store is refused: every rank writes its "
+            "own ZeRO shards, and node 0 commits only its own files; use fsdp (whole checkpoints from rank "
+            "0), or a file:// store on a ReadWriteMany store_volume"
         )
     return problems

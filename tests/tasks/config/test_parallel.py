@@ -79,3 +79,11 @@ def test_several_nodes_are_refused_on_the_local_backend_naming_the_field(monkeyp
     assert expected in str(error.value)
     resolved = resolve(monkeypatch, "kubernetes", "", nodes=2, processes_per_node=8)
     assert (resolved["nodes"], resolved["processes_per_node"]) == (2, 8)
+
+
+def test_deepspeed_over_several_nodes_needs_a_shared_store(monkeypatch):
+    monkeypatch.setenv("TUNERFLOW_STORE", "s3://bucket/tf")
+    with pytest.raises(ValueError, match="deepspeed over 2 nodes with an s3:// store is refused"):
+        resolve(monkeypatch, "kubernetes", "", method="full", nodes=2, deepspeed="zero3")
+    monkeypatch.setenv("TUNERFLOW_STORE", "file:///data/tunerflow")
+    assert resolve(monkeypatch, "kubernetes", "", method="full", nodes=2, deepspeed="zero3")["nodes"] == 2
