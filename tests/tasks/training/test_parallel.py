@@ -3,17 +3,23 @@ torch.compile): refused where they cannot run, and trained with on GPUs (tests m
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import subprocess
+import sys
 
 import pytest
 
 from tasks.config.hparams import ResolvedHParams
 from tasks.config.training import TrainingConfig
 from tasks.runtime.errors import StepError
+from tasks.storage import store
 from tasks.training.parallel import fsdp_config, fsdp_environment, parallel_arguments
 from tasks.training.train_types import check_runtime
+from tests.conftest import REPO
 from tests.fixtures.gpu import cuda_devices, gpu_test, needs_gpu
+from tests.fixtures.network import free_port
 from tests.tasks.training.test_train_types import (
     HPARAMS,
     assert_loss_goes_down,
@@ -89,3 +95,62 @@ def test_two_gpus_train_under_torchrun_with_fsdp2(tiny_model_dir, dataset_dir, t
     done, result = run_train_command(job, tmp_path, env)
     assert f"launching {cuda_devices()} processes" in done.stderr
     assert result["steps"] > 0 and result["checkpoints"]["steps"]
+
+
+def run_as_trainjob_nodes(job, tmp_path, nodes: int = 2) -> list[tuple[str, str]]:
+    """`python -m tasks.train --job <spec>` on `nodes` "nodes" of one process each, with the PET_*
+    variables Kubeflow Trainer's torch runtime sets (here all on 127.0.0.1); (stdout, stderr) per node."""
+    spec = tmp_path / "train.json"
+    spec.write_text(job.model_dump_json())
+    port = str(free_port())
+    base = {key: value for key, value in os.environ.items() if key != "TUNERFLOW_NPROC"}
+    started = [
+        subprocess.Popen(
+            [sys.executable, "-m", "tasks.train", "--job", str(spec)],
+            cwd=REPO,
+            env={
+                **base,
+                "PET_NNODES": str(nodes),
+                "PET_NPROC_PER_NODE": "1",
+                "PET_NODE_RANK": str(rank),
+                "PET_MASTER_ADDR": "127.0.0.1",
+                "PET_MASTER_PORT": port,
+            },
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for rank in range(nodes)
+    ]
+    outputs = [process.communicate(timeout=900) for process in started]
+    for process, (_, err) in zip(started, outputs, strict=True):
+        assert process.returncode == 0, err[-3000:]
+    return outputs
+
+
+def result_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+@pytest.mark.slow
+def test_two_nodes_train_under_torchrun_and_node_0_alone_commits_and_reports(
+    tiny_model_dir,
+    dataset_dir,  # noqa: F811
+    tmp_path,
+):
+    """What every node of a TrainJob runs, on CPU (gloo): the step relaunches under torchrun with the
+    runtime's rendezvous, the global batch counts both nodes' processes, global rank 0 alone reports, and
+    each checkpoint it commits holds both ranks' RNG states. (Resuming is not run here: on CPU with
+    several processes transformers maps the optimizer state to `cpu:<rank>`, which torch cannot load.)"""
+    job = make_train_job(tmp_path, tiny_model_dir, dataset_dir, merge_adapter=False, max_steps=4)
+    nodes = run_as_trainjob_nodes(job, tmp_path)
+    assert all("launching 1 processes on each of 2 node(s)" in err for _, err in nodes)
+    assert all("--standalone" not in err for _, err in nodes)
+    assert "global batch 4 = 2 process(es) x micro batch 2 x accumulation 1" in nodes[0][1]
+    (result,) = result_lines(nodes[0][0])
+    assert result_lines(nodes[1][0]) == []  # node 1 prints no result line
+    assert result["steps"] == 4 and result["checkpoints"]["steps"] == [2, 4]
+    for step in (2, 4):
+        checkpoint = store.join(result["checkpoints"]["uri"], f"checkpoint-{step}")
+        listed = store.read_json(store.join(checkpoint, store.MANIFEST))["files"]
+        assert {"rng_state_0.pth", "rng_state_1.pth"} <= set(listed), step
