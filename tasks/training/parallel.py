@@ -69,9 +69,15 @@ def parallel_arguments(hp: ResolvedHParams) -> dict[str, Any]:
     return {"fsdp": hp.fsdp, "fsdp_config": config, "gradient_checkpointing": False, "deepspeed": None}
 
 
-def check_parallel_runtime(hp: ResolvedHParams, cuda: bool) -> None:
+def check_parallel_runtime(hp: ResolvedHParams, cuda: bool, method: str) -> None:
     """What this process cannot run, refused before the model is loaded (the conf's validation already
-    refused these where no GPU was expected: tasks.config.parallel)."""
+    refused these where no GPU was expected: tasks.config.parallel; a spec written by hand meets them
+    here)."""
+    if hp.fsdp and method == "qlora":
+        raise StepError(
+            "hparams.fsdp with training.method 'qlora' is refused: each process quantizes its own copy on "
+            "its own GPU; use method lora with fsdp, or unset fsdp"
+        )
     if hp.deepspeed and (not cuda or importlib.util.find_spec("deepspeed") is None):
         raise StepError(
             f"hparams.deepspeed '{hp.deepspeed}' needs the deepspeed package and CUDA devices; "

@@ -85,7 +85,7 @@ def check_runtime(hp: ResolvedHParams, training: TrainingConfig, cuda: bool) -> 
         not cuda or importlib.util.find_spec("bitsandbytes") is None
     ):
         raise StepError(f"hparams.optim '{hp.optim}' needs bitsandbytes and a CUDA device; use adamw_torch")
-    check_parallel_runtime(hp, cuda)
+    check_parallel_runtime(hp, cuda, training.method)
     problems = training_hparam_problems(hp, training.type)
     if problems:
         raise StepError("; ".join(problems))

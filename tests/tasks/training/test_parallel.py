@@ -15,7 +15,7 @@ from tasks.config.hparams import ResolvedHParams
 from tasks.config.training import TrainingConfig
 from tasks.runtime.errors import StepError
 from tasks.storage import store
-from tasks.training.parallel import fsdp_config, fsdp_environment, parallel_arguments
+from tasks.training.parallel import check_parallel_runtime, fsdp_config, fsdp_environment, parallel_arguments
 from tasks.training.train_types import check_runtime
 from tests.conftest import REPO
 from tests.fixtures.gpu import cuda_devices, gpu_test, needs_gpu
@@ -69,6 +69,11 @@ def test_without_fsdp_only_deepspeed_is_passed():
 def test_gpu_only_settings_are_refused_by_a_cpu_train_step(values, message):
     with pytest.raises(StepError, match=re.escape(message)):
         check_runtime(hparams(**values), TrainingConfig(type="sft", method="lora"), cuda=False)
+
+
+def test_a_hand_written_spec_with_fsdp_and_qlora_is_refused_by_the_train_step():
+    with pytest.raises(StepError, match=re.escape("hparams.fsdp with training.method 'qlora' is refused")):
+        check_parallel_runtime(hparams(fsdp="full_shard"), cuda=True, method="qlora")
 
 
 @pytest.mark.parametrize(
