@@ -102,7 +102,7 @@ def test_two_gpus_train_under_torchrun_with_fsdp2(tiny_model_dir, dataset_dir, t
     assert result["steps"] > 0 and result["checkpoints"]["steps"]
 
 
-def run_as_trainjob_nodes(job, tmp_path, nodes: int = 2) -> list[tuple[str, str]]:
+def run_as_trainjob_nodes(job, tmp_path, nodes: int = 2, gpus: bool = False) -> list[tuple[str, str]]:
     """`python -m tasks.train --job <spec>` on `nodes` "nodes" of one process each, with the PET_*
     variables Kubeflow Trainer's torch runtime sets (here all on 127.0.0.1); (stdout, stderr) per node."""
     spec = tmp_path / "train.json"
@@ -120,6 +120,8 @@ def run_as_trainjob_nodes(job, tmp_path, nodes: int = 2) -> list[tuple[str, str]
                 "PET_NODE_RANK": str(rank),
                 "PET_MASTER_ADDR": "127.0.0.1",
                 "PET_MASTER_PORT": port,
+                # on GPUs each "node" sees its own device, as a pod sees only the GPUs it requested
+                **({"CUDA_VISIBLE_DEVICES": str(rank)} if gpus else {}),
             },
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -137,18 +139,22 @@ def result_lines(stdout: str) -> list[dict]:
     return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
 
 
-@pytest.mark.slow
+@pytest.mark.parametrize(
+    "gpus", [pytest.param(False, marks=pytest.mark.slow), pytest.param(True, marks=needs_gpu(devices=2))]
+)
 def test_two_nodes_train_under_torchrun_and_node_0_alone_commits_and_reports(
     tiny_model_dir,
     dataset_dir,  # noqa: F811
     tmp_path,
+    gpus,
 ):
-    """What every node of a TrainJob runs, on CPU (gloo): the step relaunches under torchrun with the
-    runtime's rendezvous, the global batch counts both nodes' processes, global rank 0 alone reports, and
-    each checkpoint it commits holds both ranks' RNG states. (Resuming is not run here: on CPU with
-    several processes transformers maps the optimizer state to `cpu:<rank>`, which torch cannot load.)"""
+    """What every node of a TrainJob runs, on CPU (gloo) or one GPU per node (NCCL): the step
+    relaunches under torchrun with the runtime's rendezvous, the global batch counts both nodes'
+    processes, global rank 0 alone reports, and each checkpoint it commits holds both ranks' RNG states.
+    (Resuming is not run on CPU: with several CPU processes transformers maps the optimizer state to
+    `cpu:<rank>`, which torch cannot load.)"""
     job = make_train_job(tmp_path, tiny_model_dir, dataset_dir, merge_adapter=False, max_steps=4)
-    nodes = run_as_trainjob_nodes(job, tmp_path)
+    nodes = run_as_trainjob_nodes(job, tmp_path, gpus=gpus)
     assert all("launching 1 processes on each of 2 node(s)" in err for _, err in nodes)
     assert all("--standalone" not in err for _, err in nodes)
     assert "global batch 4 = 2 process(es) x micro batch 2 x accumulation 1" in nodes[0][1]
