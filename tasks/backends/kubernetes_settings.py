@@ -328,6 +328,15 @@ class KubernetesSettings(_Model):
                     f"env.{name} looks like a credential: put it in a Secret and list the Secret in "
                     "env_from_secrets"
                 )
+        secret_names = [item.name for item in self.train_job.secret_env]
+        clashing = sorted(
+            {n for n in secret_names if secret_names.count(n) > 1} | (set(secret_names) & set(self.env))
+        )
+        if clashing:
+            raise ValueError(
+                f"train_job.secret_env: {', '.join(clashing)} named twice (or also in env); "
+                "name each variable once"
+            )
         unknown = set(self.affinity) - {"nodeAffinity", "podAffinity", "podAntiAffinity"}
         if unknown:
             raise ValueError(f"affinity: unknown keys {sorted(unknown)}")

@@ -97,6 +97,18 @@ def test_secrets_reach_the_nodes_only_as_secret_references():
         )
 
 
+def test_a_variable_named_twice_is_refused_in_the_settings():
+    twice = {"secret_env": [{"name": "HF_TOKEN", "secret": "a", "key": "k"}] * 2}
+    with pytest.raises(pod_settings.SettingsError, match="HF_TOKEN named twice"):
+        pod_settings.parse_settings({"train_job": twice})
+    clash = {
+        "env": {"HF_HUB_OFFLINE": "1"},
+        "train_job": {"secret_env": [{"name": "HF_HUB_OFFLINE", "secret": "a", "key": "k"}]},
+    }
+    with pytest.raises(pod_settings.SettingsError, match="HF_HUB_OFFLINE named twice"):
+        pod_settings.parse_settings(clash)
+
+
 def test_kueue_queues_it_suspended_and_labels_find_it_for_cleanup():
     rendered = manifest()
     labels = rendered["metadata"]["labels"]
