@@ -31,8 +31,9 @@ GROUP, VERSION, PLURAL, KIND = "trainer.kubeflow.org", "v1alpha1", "trainjobs", 
 # The runtime's job and container that run the trainer on every node.
 NODE = "node"
 PATCH_MANAGER = "tunerflow.io/airflow"
-# Labels JobSet and Kubeflow Trainer put on the pods: node 0 is completion index 0 of the node job.
-TRAINJOB_LABEL = "trainer.kubeflow.org/trainjob-name"
+# Labels on the pods: the JobSet Kubeflow Trainer creates has the TrainJob's name, and node 0 is
+# completion index 0 of the `node` job.
+TRAINJOB_LABEL = "jobset.sigs.k8s.io/jobset-name"
 NODE0_SELECTOR = "jobset.sigs.k8s.io/replicatedjob-name=node,batch.kubernetes.io/job-completion-index=0"
 # A TrainJob name is an RFC 1035 label; JobSet builds pod hostnames from it (`<name>-node-0-0`), so it
 # stays well under 63 characters.

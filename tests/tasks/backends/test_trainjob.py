@@ -224,7 +224,10 @@ class FakeCluster:
 
     # CoreV1Api
     def list_namespaced_pod(self, namespace, label_selector):
-        name = label_selector.split(",")[0].split("=")[1]
+        labels = dict(item.split("=") for item in label_selector.split(","))
+        assert labels["jobset.sigs.k8s.io/replicatedjob-name"] == "node"
+        assert labels["batch.kubernetes.io/job-completion-index"] == "0"
+        name = labels["jobset.sigs.k8s.io/jobset-name"]
         running = any(
             c["type"] != "Created" for c in self.objects.get(name, {}).get("status", {}).get("conditions", [])
         )
