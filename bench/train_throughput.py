@@ -28,6 +28,7 @@ The last line is one JSON object: {"metric", "value", "baseline", "ratio", "targ
 
     python bench/train_throughput.py                          # SmolLM2-135M, LoRA, lora-fast
     python bench/train_throughput.py --padded                 # the project with padded batches
+    python bench/train_throughput.py --liger --compile        # the project with Liger and torch.compile (GPU)
     python bench/train_throughput.py --model tiny --steps 4 --rows 64   # smoke run
 """
 
@@ -122,6 +123,10 @@ def hparams(args: argparse.Namespace) -> Any:
         values["padding_free"] = False
     if args.packing:
         values["packing"] = True
+    if args.liger:
+        values["use_liger_kernel"] = True
+    if args.compile:
+        values["torch_compile"] = True
     return resolve_hparams(HParams.model_validate(values))
 
 
@@ -287,6 +292,7 @@ def child(args: argparse.Namespace, side: str, rows_file: Path) -> dict[str, Any
         command += [f"--{option.replace('_', '-')}", str(getattr(args, option))]
     command += ["--seed", str(args.seed), "--max-length", str(args.max_length), "--warmup", str(args.warmup)]
     command += ["--padded"] * args.padded + ["--packing"] * args.packing
+    command += ["--liger"] * args.liger + ["--compile"] * args.compile
     log(f"running the {side} side")
     done = subprocess.run(command, stdout=subprocess.PIPE, text=True)
     if done.returncode:
@@ -305,6 +311,8 @@ def main(argv: list[str] | None = None) -> int:
         "--padded", action="store_true", help="project side: padding_free false (padded micro-batches)"
     )
     parser.add_argument("--packing", action="store_true", help="project side: hparams packing")
+    parser.add_argument("--liger", action="store_true", help="project side: use_liger_kernel (CUDA only)")
+    parser.add_argument("--compile", action="store_true", help="project side: torch_compile (CUDA only)")
     parser.add_argument("--steps", type=int, default=4, help="optimizer steps per side")
     parser.add_argument("--warmup", type=int, default=1, help="steps left out of the timing")
     parser.add_argument("--batch-size", type=int, default=8, help="rows per optimizer step")

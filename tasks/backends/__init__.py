@@ -4,7 +4,9 @@
 `heavy` declares the DAGs' heavy tasks once, the experiment's steps and `compare_models` (task ids,
 what they map over, trigger rules, retries, skip rules) and builds them for the chosen backend; `local`
 runs a step in a subprocess; `kubernetes` is the pod operator and `kubernetes_settings` its settings
-file.
+file; `trainjob` (the manifest and the API calls), `trainjob_task` (submit, then the result) and
+`trainjob_trigger` (the wait in the triggerer) run a training over several nodes as a Kubeflow Trainer
+TrainJob.
 
 The Airflow side of the steps; nothing under `tasks/` imports it but the DAGs. May import
 `tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime`, `tasks.pipeline`, `tasks.registry`,

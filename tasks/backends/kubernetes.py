@@ -8,6 +8,9 @@ The pod runs the very command the local backend runs in a subprocess, `python -m
 first word, and the trainer image defines no ENTRYPOINT of its own (the CUDA base image's entrypoint
 script only prints a banner and `exec "$@"`), so the container runs exactly that argv.
 
+A train spec whose `hparams.nodes` is above 1 is not a pod but a Kubeflow Trainer TrainJob running the
+same command on every node (tasks.backends.trainjob, waited on by tasks.backends.trainjob_trigger).
+
 The DAG holds `StepPodOperator`s, not KPOs: importing the cncf provider (the `kubernetes` and
 `kubernetes_asyncio` clients, every API model, slugify) costs ~0.6 s, which would be paid on every parse
 of the DAG file. `StepPodOperator` carries the validated settings as plain JSON and builds the KPO only
@@ -42,6 +45,8 @@ if TYPE_CHECKING:
 DATASET_LABEL_TEMPLATE = "{{ task.arguments[-1].split('/')[-1][:-5] }}"
 JOB_LABEL_TEMPLATE = "{{ task.arguments[-1].split('/')[-2] }}"
 MAP_INDEX_TEMPLATES = {"prepare_dataset": DATASET_LABEL_TEMPLATE}
+# The method a train task resumes in after a TrainJob's trigger fired (tasks.backends.trainjob_task).
+TRAIN_JOB_RESUME = "train_job_finished"
 
 
 def _resources(settings: KubernetesSettings, wanted: StepResources) -> k8s.V1ResourceRequirements:
@@ -206,10 +211,24 @@ class StepPodOperator(BaseOperator):
         )
 
     def execute(self, context: Any) -> Any:
+        if self.step == "train":
+            # A training over several nodes is a Kubeflow Trainer TrainJob; its module (and Airflow's
+            # triggers) load only when a train task runs.
+            from tasks.backends import trainjob_task
+
+            result = trainjob_task.start(self, parse_settings(self.pod_settings), list(self.arguments))
+            if result is not None:
+                return result
         self._pod = self.pod_operator()
         return self._reported(execute_delegate(self._pod, context))
 
     def resume_execution(self, next_method: str, next_kwargs: dict[str, Any] | None, context: Any) -> Any:
+        if next_method == TRAIN_JOB_RESUME:
+            # The TrainJob's trigger fired (see execute).
+            from tasks.backends import trainjob_task
+
+            settings = parse_settings(self.pod_settings)
+            return trainjob_task.finished(settings, list(self.arguments), (next_kwargs or {})["event"])
         # After a deferral the task runner calls this on a freshly parsed task, so the KPO it deferred
         # from is gone either way; a new one resumes from the trigger's event (pod name and namespace).
         self._pod = self.pod_operator()

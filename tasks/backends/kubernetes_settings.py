@@ -153,6 +153,37 @@ class VolumeClaim(_Model):
     read_only: bool = Field(False, description="mount read-only")
 
 
+class SecretEnv(_Model):
+    """One environment variable of a TrainJob's nodes read from a key of a Secret (secretKeyRef): a
+    TrainJob's trainer takes `env` entries only, so env_from_secrets cannot reach its nodes."""
+
+    name: str = Field(pattern=_ENV_NAME.pattern, description="environment variable, e.g. HF_TOKEN")
+    secret: K8sName = Field(description="name of a Secret in the namespace")
+    key: str = Field(pattern=r"^[-._a-zA-Z0-9]+$", description="the key of that Secret holding the value")
+
+
+class TrainJobSettings(_Model):
+    """How a training over several nodes (`hparams.nodes` above 1) becomes a Kubeflow Trainer TrainJob."""
+
+    runtime_name: K8sName = Field(
+        "torch-distributed", description="the training runtime the TrainJob names (runtimeRef)"
+    )
+    runtime_kind: Literal["ClusterTrainingRuntime", "TrainingRuntime"] = Field(
+        "ClusterTrainingRuntime", description="ClusterTrainingRuntime, or a TrainingRuntime in the namespace"
+    )
+    secret_env: list[SecretEnv] = Field(
+        default_factory=list,
+        description="credentials of the nodes (store keys, HF_TOKEN) as Secret key references: the only way "
+        "a secret reaches a TrainJob",
+    )
+    poll_interval_seconds: int = Field(
+        30, gt=0, description="how often the triggerer reads the TrainJob's status and node 0's new log lines"
+    )
+    delete_timeout_seconds: int = Field(
+        300, gt=0, description="how long a retry waits for the previous try's TrainJob to be deleted"
+    )
+
+
 class KubernetesSettings(_Model):
     """How the kubernetes backend builds the pod of each heavy step."""
 
@@ -272,6 +303,10 @@ class KubernetesSettings(_Model):
     on_finish_action: Literal["delete_pod", "delete_succeeded_pod", "delete_active_pod", "keep_pod"] = Field(
         "delete_succeeded_pod", description="what happens to a finished pod: failed pods are kept to inspect"
     )
+    train_job: TrainJobSettings = Field(
+        default_factory=TrainJobSettings,
+        description="trainings over several nodes (hparams.nodes > 1): Kubeflow Trainer TrainJobs",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> KubernetesSettings:
@@ -293,6 +328,15 @@ class KubernetesSettings(_Model):
                     f"env.{name} looks like a credential: put it in a Secret and list the Secret in "
                     "env_from_secrets"
                 )
+        secret_names = [item.name for item in self.train_job.secret_env]
+        clashing = sorted(
+            {n for n in secret_names if secret_names.count(n) > 1} | (set(secret_names) & set(self.env))
+        )
+        if clashing:
+            raise ValueError(
+                f"train_job.secret_env: {', '.join(clashing)} named twice (or also in env); "
+                "name each variable once"
+            )
         unknown = set(self.affinity) - {"nodeAffinity", "podAffinity", "podAntiAffinity"}
         if unknown:
             raise ValueError(f"affinity: unknown keys {sorted(unknown)}")

@@ -5,6 +5,7 @@ and the trigger form's Params generated from them.
 - `dataset`, `models`, `training`, `scoring`, `export`, `promotion`: one conf section each.
 - `hparam_fields`: every hyperparameter declared once; `hparams` derives from it the conf's and the
   train step's models, the defaults, the trainer arguments and the README table.
+- `parallel`: where a group can train (GPU-only settings, several nodes), judged at validation.
 - `experiment`: the whole conf (`ExperimentConfig`, `parse_experiment`).
 - `paths`: where include/configs/ and include/data/ are; `catalog`: the model catalog and the presets.
 - `allowed_paths`: which local paths a conf may read (`TUNERFLOW_ALLOWED_PATHS`).

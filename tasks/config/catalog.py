@@ -15,6 +15,7 @@ from tasks.config.base import StrictModel
 from tasks.config.experiment import ExperimentConfig
 from tasks.config.hparams import HPARAM_DEFAULTS, HParams, ResolvedHParams, training_hparam_problems
 from tasks.config.models import ModelConfig
+from tasks.config.parallel import parallel_problems
 
 # Re-exported: the steps and the CLI find the shipped configuration through the catalog.
 from tasks.config.paths import REPO_ROOT as REPO_ROOT
@@ -217,6 +218,7 @@ def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
         problems += [
             f"hparams.{index}: {problem}"
             for problem in training_hparam_problems(resolved, experiment.training.type)
+            + parallel_problems(resolved, experiment.training.method)
         ]
         hparams_resolved.append(resolved.model_dump())
     if problems:

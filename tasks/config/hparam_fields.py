@@ -35,6 +35,7 @@ DpoLoss = Literal[
     "sigmoid", "ipo", "hinge", "robust", "bco_pair", "sppo_hard", "nca_pair", "apo_zero", "apo_down"
 ]
 DeepSpeedStage = Literal["zero2", "zero3"]
+FsdpSharding = Literal["full_shard", "shard_grad_op"]
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,47 @@ HPARAM_FIELDS: tuple[HParam, ...] = (
         None,
         "DeepSpeed ZeRO stage: zero2 or zero3 (include/configs/deepspeed/<name>.json); none by "
         "default. Needs the deepspeed package and CUDA devices.",
+    ),
+    HParam(
+        "fsdp",
+        FsdpSharding | None,
+        None,
+        "FSDP2 (PyTorch fully sharded data parallel, version 2) instead of DDP: full_shard shards "
+        "weights, gradients and optimizer state over every process; shard_grad_op keeps the weights "
+        "gathered from forward to backward (faster, more memory). Unset: none. Needs CUDA devices; not "
+        "with deepspeed or qlora.",
+    ),
+    HParam(
+        "use_liger_kernel",
+        bool,
+        False,
+        "Liger Triton kernels (RMSNorm, RoPE, SwiGLU, fused linear cross-entropy) patched into the "
+        "model: less memory, more tokens per second. GPU runs only; needs the liger-kernel package.",
+        trainer_args=("use_liger_kernel",),
+    ),
+    HParam(
+        "torch_compile",
+        bool,
+        False,
+        "Compile the model with torch.compile (inductor): faster steps once the first ones have "
+        "compiled. GPU runs only.",
+        trainer_args=("torch_compile",),
+    ),
+    HParam(
+        "nodes",
+        int,
+        1,
+        "Machines one training spans. Above 1 the kubernetes backend submits a Kubeflow Trainer "
+        "TrainJob (torch-distributed runtime) with this many nodes; the local backend refuses it.",
+        limits={"ge": 1},
+    ),
+    HParam(
+        "processes_per_node",
+        int | None,
+        None,
+        "With nodes above 1: processes on each node, one GPU each (the TrainJob's numProcPerNode and "
+        "GPUs per node). Unset: the train step's gpus in kubernetes.yaml.",
+        limits={"ge": 1},
     ),
     HParam(
         "seed",

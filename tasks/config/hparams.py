@@ -62,6 +62,16 @@ class _Resolved(StrictModel, WrittenAsGiven):
             raise ValueError(
                 f"{name}: save_total_limit must be 1 or more, or no checkpoint would be left to resume from"
             )
+        if self.deepspeed and self.fsdp:
+            raise ValueError(
+                f"{name}: deepspeed '{self.deepspeed}' and fsdp '{self.fsdp}' both shard the model; "
+                "choose one of them and unset the other"
+            )
+        if self.processes_per_node is not None and self.nodes == 1:
+            raise ValueError(
+                f"{name}: processes_per_node applies to a training over several nodes; unset it (one node "
+                "uses every GPU its pod or worker has) or raise nodes above 1"
+            )
         stop_problem = _stop_problem(self, name)
         if stop_problem:
             raise ValueError(stop_problem)

@@ -18,13 +18,15 @@ import logging
 import os
 from typing import Any
 
-from tasks.config.catalog import CatalogEntry, config_dir, pretrained_kwargs
+from tasks.config.catalog import CatalogEntry, pretrained_kwargs
 from tasks.config.hparams import ResolvedHParams, trainer_arguments, training_hparam_problems
 from tasks.config.training import TrainingConfig
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.launch import world_size
 from tasks.training.base_models import apply_tokenizer_overrides, load_tokenizer, weights_location
+from tasks.training.parallel import check_parallel_runtime, parallel_arguments
+from tasks.training.parallel import deepspeed_config as deepspeed_config
 
 log = logging.getLogger("tunerflow.train")
 
@@ -83,11 +85,7 @@ def check_runtime(hp: ResolvedHParams, training: TrainingConfig, cuda: bool) -> 
         not cuda or importlib.util.find_spec("bitsandbytes") is None
     ):
         raise StepError(f"hparams.optim '{hp.optim}' needs bitsandbytes and a CUDA device; use adamw_torch")
-    if hp.deepspeed and (not cuda or importlib.util.find_spec("deepspeed") is None):
-        raise StepError(
-            f"hparams.deepspeed '{hp.deepspeed}' needs the deepspeed package and CUDA devices; "
-            "leave deepspeed unset or install deepspeed in the trainer image"
-        )
+    check_parallel_runtime(hp, cuda, training.method)
     problems = training_hparam_problems(hp, training.type)
     if problems:
         raise StepError("; ".join(problems))
@@ -104,15 +102,6 @@ def uses_padding_free(hp: ResolvedHParams, training_type: str) -> bool:
     if training_type != "sft" or uses_packing(hp, training_type):
         return False
     return hp.padding_free is not False
-
-
-def deepspeed_config(name: str | None) -> str | None:
-    if name is None:
-        return None
-    path = config_dir() / "deepspeed" / f"{name}.json"
-    if not path.exists():
-        raise StepError(f"hparams.deepspeed '{name}': {path} not found")
-    return str(path)
 
 
 def ensure_chat_template(tokenizer: Any, entry: CatalogEntry) -> None:
@@ -306,7 +295,8 @@ def build_trainer(
         "bf16": precision == "bf16",
         "fp16": precision == "fp16",
         "use_cpu": not cuda,
-        "deepspeed": deepspeed_config(hp.deepspeed),
+        # DeepSpeed ZeRO or FSDP2 (tasks.training.parallel)
+        **parallel_arguments(hp),
     }
     train_data = to_trl_rows(train_rows, kind)
     eval_data = to_trl_rows(validation_rows, kind)

@@ -199,7 +199,9 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
 
     dist = distributed_state()
     # Rank 0 first: it removes checkpoints that cannot be resumed, then the others find the same newest one.
-    with dist.main_process_first():
+    # Then each node's first process (on an s3:// store each node has its own mirror): it downloads the
+    # checkpoint once, and the other processes of that node find it verified instead of racing to fetch it.
+    with dist.main_process_first(), dist.local_main_process_first():
         resume = checkpoints.resumable(root, fingerprint)
     if resume is not None:
         if dist.is_main_process:

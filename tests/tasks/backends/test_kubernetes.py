@@ -12,6 +12,7 @@ import yaml
 
 from tasks.backends import kubernetes as pods
 from tasks.backends import kubernetes_settings as pod_settings
+from tasks.backends import trainjob
 from tasks.pipeline.plan import step_argv
 from tests.conftest import REPO
 
@@ -215,6 +216,7 @@ def test_a_step_submits_its_pod_and_defers_to_the_trigger_with_the_policy(monkey
     monkeypatch.setattr(KubernetesPodOperator, "get_or_create_pod", create)
     monkeypatch.setattr(pod_module.BaseHook, "get_connection", classmethod(no_connection))
     monkeypatch.setattr(KubernetesHook, "is_in_cluster", False)  # asking needs a kubeconfig
+    monkeypatch.setattr(trainjob, "multi_node", lambda spec_uri: None)  # a one-node spec: a pod
     settings = pod_settings.parse_settings(
         {"startup_timeout_seconds": 2400, "termination_grace_period_seconds": 900}
     )

@@ -62,6 +62,8 @@ def test_the_trainer_gets_the_declared_pass_through_arguments_per_training_type(
         "weight_decay": hp.weight_decay,
         "optim": hp.optim,
         "max_grad_norm": hp.max_grad_norm,
+        "use_liger_kernel": False,
+        "torch_compile": False,
         "seed": 7,
         "data_seed": 7,
     }

@@ -87,7 +87,7 @@ def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
     assert hparams["examples"] == list(hparam_presets())
     assert hparams["values_display"]["lora-fast"].startswith("lora-fast: A short, high learning-rate")
     template = specs["template"][1]
-    assert template["enum"] == [None, "demo", "merge-ties", "search-halving", "search-tpe"]
+    assert template["enum"] == [None, "demo", "merge-ties", "multinode-fsdp2", "search-halving", "search-tpe"]
     assert template["values_display"]["demo"].startswith("demo: The demo experiment")
 
 

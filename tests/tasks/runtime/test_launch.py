@@ -58,3 +58,35 @@ def test_a_single_process_is_not_relaunched(monkeypatch):
     monkeypatch.setattr(launch.os, "execv", lambda *a: pytest.fail("relaunched a single process"))
     launch.relaunch_if_needed("tasks.train", ["--job", "x"])
     assert launch.is_main_process()
+
+
+def relaunched(monkeypatch) -> list[list[str]]:
+    calls: list[list[str]] = []
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    monkeypatch.setattr(launch.os, "execv", lambda path, argv: calls.append(argv))
+    launch.relaunch_if_needed("tasks.train", ["--job", "s3://b/jobs/j/train.json"])
+    return calls
+
+
+def test_on_a_trainjob_node_torchrun_takes_the_rendezvous_from_the_runtime(monkeypatch):
+    """Kubeflow Trainer's torch runtime sets PET_*: no --standalone, its processes per node."""
+    monkeypatch.setenv(launch.NPROC_ENV, "8")
+    monkeypatch.setenv(launch.NODES_ENV, "2")
+    monkeypatch.setenv(launch.PER_NODE_ENV, "4")
+    (argv,) = relaunched(monkeypatch)
+    assert argv[:5] == [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node=4", "-m"]
+    assert "--standalone" not in argv and argv[-2:] == ["--job", "s3://b/jobs/j/train.json"]
+
+
+def test_one_process_on_each_of_several_nodes_still_runs_under_torchrun(monkeypatch):
+    monkeypatch.setenv(launch.NODES_ENV, "3")
+    monkeypatch.setenv(launch.PER_NODE_ENV, "1")
+    (argv,) = relaunched(monkeypatch)
+    assert "--nproc-per-node=1" in argv and "--standalone" not in argv
+
+
+def test_one_node_keeps_the_standalone_rendezvous(monkeypatch):
+    monkeypatch.delenv(launch.NODES_ENV, raising=False)
+    monkeypatch.setenv(launch.NPROC_ENV, "2")
+    (argv,) = relaunched(monkeypatch)
+    assert "--standalone" in argv and "--nproc-per-node=2" in argv
