@@ -20,6 +20,7 @@ from tasks.config.models import ModelConfig
 from tasks.config.paths import REPO_ROOT as REPO_ROOT
 from tasks.config.paths import config_dir
 from tasks.config.paths import data_dir as data_dir
+from tasks.config.peft_fields import method_hparam_problems
 
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
 
@@ -217,6 +218,7 @@ def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
         problems += [
             f"hparams.{index}: {problem}"
             for problem in training_hparam_problems(resolved, experiment.training.type)
+            + method_hparam_problems(resolved, experiment.training.method)
         ]
         hparams_resolved.append(resolved.model_dump())
     if problems:
