@@ -95,8 +95,8 @@ PEFT_FIELDS: tuple[HParam, ...] = (
         "freeze_trainable_layers",
         int,
         2,
-        "freeze: how many of the last transformer layers are trained (with the final norm); every other "
-        "weight keeps requires_grad False.",
+        "freeze: how many of the last transformer layers are trained; every other weight (embeddings, "
+        "earlier layers, final norm, head) keeps requires_grad False.",
         limits={"ge": 1},
     ),
 )
