@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -246,12 +247,14 @@ def save_weights(trainer: Any, prepared: Prepared, directory: Path, main_process
         return
     if main_process:
         model = trainer.accelerator.unwrap_model(trainer.model)
+        # Only the trained adapter: TRL's DPO adds a frozen "ref" copy beside it.
         model.save_pretrained(
             str(directory),
             selected_adapters=["default"],
             safe_serialization=True,
             path_initial_model_for_weight_conversion=str(prepared.initial_adapter),
         )
+    shutil.rmtree(prepared.initial_adapter.parent, ignore_errors=True)
 
 
 def rank_budget(model: Any) -> tuple[int, int]:
