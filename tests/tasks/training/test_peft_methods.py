@@ -12,6 +12,8 @@ import torch
 from tasks.config.catalog import ModelSource
 from tasks.config.hparams import ResolvedHParams
 from tasks.runtime.errors import StepError
+from tasks.scoring.evaluation import answer_loss
+from tasks.scoring.generation import generate
 from tasks.storage import store
 from tasks.training.base_models import is_prompt_adapter, load_model
 from tasks.training.peft_methods import freeze_all_but_last, rank_budget, save_weights
@@ -138,9 +140,13 @@ def test_method_learns_moves_only_its_weights_and_saves_what_reloads(
         (logits(reloaded, ids) - trained).abs().max()
     )
     if case in PROMPT:
-        # Prompt-learning adapters generate through PeftModel.
-        out = reloaded.generate(input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=3)
-        assert out.shape[1] >= ids.shape[1] + 1
+        # Scored as the evaluate step scores: the answer loss and left-padded greedy generation.
+        rows = [{"messages": m} for m in conversations(2)]
+        assert 0 < answer_loss(reloaded, tokenizer, rows, batch_size=2) < 20
+        answers, stats = generate(
+            reloaded, tokenizer, ["<|im_start|>user\nWho are you?<|im_end|>\n"] * 2, 3, 2
+        )
+        assert len(answers) == 2 and stats["generated_tokens"] > 0
 
 
 def test_adalora_rank_budget_shrinks_every_optimizer_step_past_tinit(tiny_model_dir, data, tmp_path):
