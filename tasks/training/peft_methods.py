@@ -239,10 +239,10 @@ def method_callbacks(method: str) -> list[Any]:
     return [AdaLoraSchedule()]
 
 
-def save_weights(trainer: Any, prepared: Prepared, directory: Path, main_process: bool) -> None:
+def save_weights(trainer: Any, prepared: Prepared | None, directory: Path, main_process: bool) -> None:
     """Save the trained weights: every process joins (ZeRO-3 gathers its shards), rank 0 writes. A
     PiSSA/OLoRA adapter is written converted to a LoRA of twice the rank over the original base."""
-    if prepared.initial_adapter is None:
+    if prepared is None or prepared.initial_adapter is None:
         trainer.save_model(str(directory))
         return
     if main_process:

@@ -287,7 +287,8 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     device, devices = _devices(trainer)
     weights_dir = out / ("adapter" if adapter else "model")
     # Every process calls it: under ZeRO-3 it gathers the shards; rank 0 writes safetensors.
-    save_weights(trainer, trainer.tunerflow_prepared, weights_dir, dist.is_main_process)
+    # build_trainer records what peft_methods prepared (a trainer built elsewhere has nothing special).
+    save_weights(trainer, getattr(trainer, "tunerflow_prepared", None), weights_dir, dist.is_main_process)
     if not dist.is_main_process:
         return None
     tokenizer.save_pretrained(weights_dir)
