@@ -21,6 +21,7 @@ from tasks.config.parallel import parallel_problems
 from tasks.config.paths import REPO_ROOT as REPO_ROOT
 from tasks.config.paths import config_dir
 from tasks.config.paths import data_dir as data_dir
+from tasks.config.peft_fields import method_hparam_problems
 
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
 
@@ -219,6 +220,7 @@ def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
             f"hparams.{index}: {problem}"
             for problem in training_hparam_problems(resolved, experiment.training.type)
             + parallel_problems(resolved, experiment.training.method)
+            + method_hparam_problems(resolved, experiment.training.method)
         ]
         hparams_resolved.append(resolved.model_dump())
     if problems:

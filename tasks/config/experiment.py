@@ -19,9 +19,12 @@ from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.config.search import BudgetConfig, SearchConfig, experiment_problems
-from tasks.config.training import ALLOWED_METHODS, NOT_YET, TrainingConfig
+from tasks.config.training import ALLOWED_METHODS, NOT_YET, PROMPT_METHODS, TrainingConfig
 from tasks.scoring import plugins as scoring_plugins
 from tasks.storage import layout, store
+
+# The training methods whose jobs `merge` can combine: full weights (task vectors, SLERP) or LoRA adapters.
+MERGE_METHODS = ("full", "freeze", "lora", "qlora")
 
 
 class ExperimentConfig(StrictModel):
@@ -90,6 +93,7 @@ class ExperimentConfig(StrictModel):
         merge_problem = method_problem(self.merge, self.training.method)
         if merge_problem:
             problems.append(merge_problem)
+        problems += _weights_problems(self)
         problems += experiment_problems(self.search, self.budget, len(self.hparams))
         if problems:
             raise ValueError("; ".join(problems))
@@ -98,6 +102,26 @@ class ExperimentConfig(StrictModel):
     @property
     def registry_name(self) -> str:
         return self.promotion.registry_name or self.name
+
+
+def _weights_problems(experiment: ExperimentConfig) -> list[str]:
+    """Export and merging need weights that merge into the base model; prompt-learning methods learn
+    virtual tokens, and AdaLoRA's and IA3's adapters have no merge of several jobs."""
+    method = experiment.training.method
+    problems = []
+    if method in PROMPT_METHODS and experiment.export.enabled:
+        problems.append(
+            f"export.enabled is refused with training.method '{method}': it learns virtual tokens, not "
+            "weights, so there is no model to merge and export; set export.enabled: false (the jobs are "
+            "still trained, scored and registered)"
+        )
+    if experiment.merge.enabled and method not in MERGE_METHODS:
+        reason = "virtual tokens are not weights" if method in PROMPT_METHODS else "PEFT merges LoRA only"
+        problems.append(
+            f"merge.enabled is refused with training.method '{method}': {reason}; set merge.enabled: false "
+            f"or train with one of {', '.join(MERGE_METHODS)}"
+        )
+    return problems
 
 
 def load_experiment(run_uri: str) -> dict[str, Any]:

@@ -6,18 +6,18 @@ which names the trainer's arguments (`transformers.TrainingArguments`, TRL's `SF
 take it unchanged. `tasks.config.hparams` builds from this list the conf's `HParams`, the train step's
 `ResolvedHParams`, the defaults, the trainer arguments and the README's table; the trigger form's
 schema follows from `HParams`. Adding a field here is the whole change, unless the trainer needs the
-value transformed (then `tasks.training.train_types` reads it by name).
+value transformed (then `tasks.training.train_types` reads it by name). The settings of the PEFT methods
+are declared the same way in `tasks.config.peft_fields` and listed here after the others.
 """
 
 from __future__ import annotations
 
-import typing
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 
-from tasks.config.training import TrainingType
+from tasks.config.hparam_spec import TRAINING_TYPES, HParam
+from tasks.config.peft_fields import PEFT_FIELDS
 
-TRAINING_TYPES: tuple[str, ...] = typing.get_args(TrainingType)
+__all__ = ["HPARAM_FIELDS", "TRAINING_TYPES", "HParam"]
 
 Scheduler = Literal["linear", "cosine", "constant"]
 Precision = Literal["auto", "bf16", "fp16", "fp32"]
@@ -38,28 +38,7 @@ DeepSpeedStage = Literal["zero2", "zero3"]
 FsdpSharding = Literal["full_shard", "shard_grad_op"]
 
 
-@dataclass(frozen=True)
-class HParam:
-    """One hyperparameter.
-
-    `limits` are pydantic `Field` keywords (gt, ge, lt) checked on a conf's inline values. A type outside
-    `training_types` is handed nothing; one with no default (a feature that is off unless asked for) is
-    refused there when set, while one with a default may sit in a preset shared by several types.
-    `required_in_spec`: job specs have held it from the start, so `ResolvedHParams` has no default for it;
-    a field added later takes its default there too, so that specs written before it still load.
-    """
-
-    name: str
-    type: Any
-    default: Any
-    description: str
-    limits: dict[str, Any] = field(default_factory=dict)
-    training_types: tuple[str, ...] = TRAINING_TYPES
-    trainer_args: tuple[str, ...] = ()
-    required_in_spec: bool = False
-
-
-HPARAM_FIELDS: tuple[HParam, ...] = (
+_GENERAL: tuple[HParam, ...] = (
     HParam(
         "learning_rate",
         float,
@@ -356,7 +335,8 @@ HPARAM_FIELDS: tuple[HParam, ...] = (
         "merge_adapter",
         bool,
         False,
-        "LoRA only: also write the base model with the adapter merged in (`merged/`, "
-        "safetensors) beside the adapter. Default false.",
+        "Mergeable adapters (lora, qlora, adalora, ia3): also write the base model with the adapter merged "
+        "in (`merged/`, safetensors) beside the adapter. Default false.",
     ),
 )
+HPARAM_FIELDS: tuple[HParam, ...] = (*_GENERAL, *PEFT_FIELDS)

@@ -11,17 +11,27 @@ from pydantic import Field, model_validator
 from tasks.config.base import StrictModel
 
 TrainingType = Literal["pretrain", "sft", "dpo"]
-TrainingMethod = Literal["full", "lora", "qlora"]
+TrainingMethod = Literal[
+    "full", "lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning", "freeze"
+]
+
+# The methods whose output is a PEFT adapter over the base model (the others save a whole model), the
+# adapters that merge into the base weights, and the prompt-learning ones (virtual tokens: no weights to
+# merge, so a conf that exports or merges them is refused).
+ADAPTER_METHODS = ("lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning")
+PROMPT_METHODS = ("prompt_tuning", "prefix_tuning", "p_tuning")
+MERGEABLE_ADAPTERS = ("lora", "qlora", "adalora", "ia3")
 
 # Which (type, method) pairs this build can run, and why the others are refused up front.
+_EVERY = ("full", "lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning", "freeze")
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
-    "pretrain": ("full",),
-    "sft": ("full", "lora", "qlora"),
-    "dpo": ("full", "lora", "qlora"),
+    "pretrain": ("full", "freeze"),
+    "sft": _EVERY,
+    "dpo": _EVERY,
 }
 NOT_YET = {
-    ("pretrain", "lora"): "pretraining adapts every weight; use method 'full'",
-    ("pretrain", "qlora"): "pretraining adapts every weight; use method 'full'",
+    ("pretrain", method): "pretraining adapts every weight; use method 'full' (or 'freeze': the last layers)"
+    for method in ADAPTER_METHODS
 }
 GPU_METHODS = {
     "qlora": "QLoRA needs a CUDA device (bitsandbytes quantizes the base model to 4-bit NF4 there)"
@@ -71,8 +81,11 @@ class TrainingConfig(StrictModel):
     )
     method: TrainingMethod = Field(
         "lora",
-        description="full (every weight), lora (PEFT adapters), or qlora (LoRA on a 4-bit NF4 base, "
-        "needs CUDA).",
+        description="full (every weight), lora (PEFT adapters; hparams lora_variant dora/rslora and "
+        "lora_init pissa/olora), qlora (LoRA on a 4-bit NF4 base, needs CUDA), adalora (LoRA whose rank "
+        "budget shrinks while training), ia3 (learned scaling vectors), prompt_tuning, prefix_tuning or "
+        "p_tuning (virtual tokens: trained and scored, never exported), or freeze (full fine-tuning of the "
+        "last freeze_trainable_layers layers only). docs/training.md has the table.",
     )
 
     @model_validator(mode="after")

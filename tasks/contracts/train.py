@@ -43,12 +43,14 @@ class TrainResult(OpenContract):
     """What the train step commits. Only the weights are required: they are what every reader needs,
     and every version wrote them."""
 
-    adapter_uri: str | None = Field(description="The LoRA adapter, for lora/qlora.")
-    model_uri: str | None = Field(description="The whole model, for a full fine-tune.")
+    adapter_uri: str | None = Field(
+        description="The PEFT adapter, for lora, qlora, adalora, ia3 and the prompt-learning methods."
+    )
+    model_uri: str | None = Field(description="The whole model, for a full or freeze fine-tune.")
     job_id: str | None = Field(None, description="Store key of the job.")
     label: str | None = Field(None, description="`dataset|model|hparams`.")
     status: Literal["succeeded"] = Field("succeeded", description="A committed training succeeded.")
-    method: str | None = Field(None, description="full, lora or qlora.")
+    method: str | None = Field(None, description="The training.method (full, freeze, lora, qlora, ...).")
     merged_uri: str | None = Field(None, description="Base plus adapter, with `merge_adapter`.")
     metrics_uri: str | None = Field(None, description="metrics.jsonl: the training curves.")
     tensorboard_uri: str | None = Field(None, description="TensorBoard event files, when installed.")

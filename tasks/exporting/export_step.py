@@ -40,7 +40,7 @@ from tasks.exporting.onnx_fp import (
 )
 from tasks.runtime.errors import StepError
 from tasks.storage import store
-from tasks.training.base_models import load_model, load_tokenizer
+from tasks.training.base_models import is_prompt_adapter, load_model, load_tokenizer
 
 log = logging.getLogger("tunerflow.export")
 
@@ -53,11 +53,17 @@ def merge(
     adapter_uri: str | None = None,
     model_uri: str | None = None,
 ) -> None:
-    """Save the model to ship: the base with the LoRA adapter merged in, or the fully fine-tuned model."""
+    """Save the model to ship: the base with the adapter merged in, or the fully fine-tuned model."""
     if model_uri:
         # The fine-tuned weights replace the base; the entry still supplies the tokenizer overrides.
         entry = entry.model_copy(update={"source": ModelSource(path=model_uri)})
     adapter_dir = str(store.fetch(adapter_uri)) if adapter_uri else None
+    if adapter_dir and is_prompt_adapter(adapter_dir):
+        raise StepError(
+            f"export: {adapter_uri} is a prompt-learning adapter (prompt tuning, prefix tuning or P-tuning): "
+            "its virtual tokens are not weights and merge into no model; train with a mergeable method "
+            "(lora, qlora, adalora, ia3, freeze, full) to export"
+        )
     model = load_model(entry, store_root, adapter_dir=adapter_dir)
     tokenizer = load_tokenizer(entry, store_root)
     model.save_pretrained(target, safe_serialization=True)

@@ -6,6 +6,7 @@ Heavy imports stay inside functions: this module is imported by steps, not by DA
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,16 @@ def require_safetensors(adapter_dir: str | Path) -> None:
         )
 
 
+# PEFT's names (adapter_config.json `peft_type`) of the methods that learn virtual tokens.
+PROMPT_PEFT_TYPES = ("PROMPT_TUNING", "PREFIX_TUNING", "P_TUNING")
+
+
+def is_prompt_adapter(adapter_dir: str | Path) -> bool:
+    """Whether the saved adapter learns virtual tokens (nothing to merge into the base weights)."""
+    config = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())
+    return config.get("peft_type") in PROMPT_PEFT_TYPES
+
+
 def apply_tokenizer_overrides(tokenizer: Any, entry: CatalogEntry, model: Any = None) -> Any:
     for attribute, token in entry.tokenizer.items():
         setattr(tokenizer, attribute, token)
@@ -109,8 +120,10 @@ def load_tokenizer(entry: CatalogEntry | dict[str, Any], store_root: str, paddin
 def load_model(
     entry: CatalogEntry | dict[str, Any], store_root: str, adapter_dir: str | None = None, dtype: Any = None
 ) -> Any:
-    """The base model (float32 unless `dtype` says otherwise), with a LoRA adapter merged in when one is
-    given."""
+    """The base model (float32 unless `dtype` says otherwise), with an adapter merged in when one is
+    given (LoRA and its variants, AdaLoRA, IA3). A prompt-learning adapter (prompt tuning, prefix
+    tuning, P-tuning) has virtual tokens, no weights to merge: the PeftModel itself is returned, which
+    scores and generates like the base model."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -122,7 +135,9 @@ def load_model(
         from peft import PeftModel
 
         require_safetensors(adapter_dir)
-        model = PeftModel.from_pretrained(model, adapter_dir).merge_and_unload()
+        model = PeftModel.from_pretrained(model, adapter_dir)
+        if not is_prompt_adapter(adapter_dir):
+            model = model.merge_and_unload()
     tokenizer = load_tokenizer(entry, store_root)
     apply_tokenizer_overrides(tokenizer, entry, model)
     model.eval()

@@ -6,7 +6,7 @@ loads, the trainer class and its type-specific settings. `tasks.training.trainer
   on nothing else (system, user and tool turns and the template's role headers are masked).
 - dpo: TRL's DPOTrainer on prompt/chosen/rejected rows. With LoRA/QLoRA the reference is the base
   model with the adapter switched off (no second copy); with full, TRL loads a frozen copy.
-- methods: full (every weight), lora (PEFT), qlora (LoRA over a 4-bit NF4 base from bitsandbytes).
+- methods: the model and PEFT config each trains come from `tasks.training.peft_methods`.
 
 Heavy imports stay inside functions; pure helpers (precision, accumulation, masks) are testable alone.
 """
@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import os
 from typing import Any
 
-from tasks.config.catalog import CatalogEntry, pretrained_kwargs
+from tasks.config.catalog import CatalogEntry
 from tasks.config.hparams import ResolvedHParams, trainer_arguments, training_hparam_problems
+from tasks.config.peft_fields import method_hparam_problems
 from tasks.config.training import TrainingConfig
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
@@ -27,6 +27,7 @@ from tasks.runtime.launch import world_size
 from tasks.training.base_models import apply_tokenizer_overrides, load_tokenizer, weights_location
 from tasks.training.parallel import check_parallel_runtime, parallel_arguments
 from tasks.training.parallel import deepspeed_config as deepspeed_config
+from tasks.training.peft_methods import is_prompt_learning, load_model, method_callbacks, prepare
 
 log = logging.getLogger("tunerflow.train")
 
@@ -86,7 +87,7 @@ def check_runtime(hp: ResolvedHParams, training: TrainingConfig, cuda: bool) -> 
     ):
         raise StepError(f"hparams.optim '{hp.optim}' needs bitsandbytes and a CUDA device; use adamw_torch")
     check_parallel_runtime(hp, cuda, training.method)
-    problems = training_hparam_problems(hp, training.type)
+    problems = training_hparam_problems(hp, training.type) + method_hparam_problems(hp, training.method)
     if problems:
         raise StepError("; ".join(problems))
 
@@ -197,50 +198,6 @@ def to_trl_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     return [{"messages": row["messages"]} for row in rows]
 
 
-def load_model(entry: CatalogEntry, store_root: str, hp: ResolvedHParams, method: str, precision: str) -> Any:
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    compute = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[precision]
-    kwargs: dict[str, Any] = {"attn_implementation": hp.attn_implementation, **pretrained_kwargs(entry)}
-    if method == "qlora":
-        from transformers import BitsAndBytesConfig
-
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_use_double_quant=True,
-            bnb_4bit_compute_dtype=compute,
-        )
-        kwargs["dtype"] = compute
-        # Each data-parallel process quantizes its own copy onto its own GPU.
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    elif method == "lora":
-        # The frozen base can sit in the compute dtype: only the adapters (float32, PEFT) get updates.
-        kwargs["dtype"] = compute
-    else:
-        # Full fine-tuning keeps float32 master weights; bf16/fp16 then run as autocast (mixed precision).
-        kwargs["dtype"] = torch.float32
-    model = AutoModelForCausalLM.from_pretrained(weights_location(entry, store_root), **kwargs)
-    if method == "qlora":
-        from peft import prepare_model_for_kbit_training
-
-        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=hp.gradient_checkpointing)
-    return model
-
-
-def lora_config(hp: ResolvedHParams) -> Any:
-    from peft import LoraConfig
-
-    return LoraConfig(
-        r=hp.lora_r,
-        lora_alpha=hp.lora_alpha,
-        lora_dropout=hp.lora_dropout,
-        target_modules=hp.lora_target_modules,
-        task_type="CAUSAL_LM",
-    )
-
-
 def schedule(hp: ResolvedHParams) -> dict[str, Any]:
     if hp.lr_scheduler == "cosine" and hp.min_learning_rate:
         return {
@@ -282,7 +239,9 @@ def build_trainer(
         ensure_chat_template(tokenizer, entry)
     model = load_model(entry, job.store_root, hp, training.method, precision)
     apply_tokenizer_overrides(tokenizer, entry, model)
-    peft_config = lora_config(hp) if training.method in ("lora", "qlora") else None
+    prepared = prepare(model, hp, training.method, weights_location(entry, job.store_root))
+    model, peft_config = prepared.model, prepared.peft_config
+    callbacks = [*callbacks, *method_callbacks(training.method)]
 
     args: dict[str, Any] = {
         **common,
@@ -317,12 +276,14 @@ def build_trainer(
             peft_config=peft_config,
             callbacks=callbacks,
         )
+        trainer.tunerflow_prepared = prepared
         return trainer, tokenizer
 
     from trl import SFTConfig, SFTTrainer
 
     packing = uses_packing(hp, training.type)
-    padding_free = uses_padding_free(hp, training.type)
+    # Prompt-learning methods prepend virtual tokens to each row: rows stay apart (padded).
+    padding_free = uses_padding_free(hp, training.type) and not is_prompt_learning(training.method)
     if training.type == "sft":
         # Pre-tokenized with answer masks (see sft_features); TRL builds the labels from them. Without
         # packing, padding-free rows are not cut by TRL, so they are cut here.
@@ -350,4 +311,5 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
+    trainer.tunerflow_prepared = prepared
     return trainer, tokenizer

@@ -29,13 +29,14 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.config.training import dataset_kind_problem
+from tasks.config.training import ADAPTER_METHODS, MERGEABLE_ADAPTERS, dataset_kind_problem
 from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training import checkpoints
 from tasks.training.base_models import load_model
 from tasks.training.callbacks import AlreadyStopped, Callbacks, StopRules, build_callbacks, distributed_state
+from tasks.training.peft_methods import save_weights
 from tasks.training.train_types import build_trainer, resolve_precision, to_trl_rows
 
 __all__ = ["Preempted", "Preemption", "read_split", "to_trl_rows", "train"]
@@ -243,7 +244,7 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     trainer, tokenizer = build_trainer(
         job, train_rows, validation_rows, common, [*callbacks.all(), *([early] if early else [])]
     )
-    adapter = training.method in ("lora", "qlora")
+    adapter = training.method in ADAPTER_METHODS
     callbacks.committer.flush = lambda: _flush_tensorboard(trainer.callback_handler.callbacks)
     # Metrics go to metrics.jsonl and the log; stdout carries only the step's JSON result line.
     trainer.remove_callback(PrinterCallback)
@@ -288,21 +289,24 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     device, devices = _devices(trainer)
     weights_dir = out / ("adapter" if adapter else "model")
     # Every process calls it: under ZeRO-3 it gathers the shards; rank 0 writes safetensors.
-    trainer.save_model(str(weights_dir))
+    # build_trainer records what peft_methods prepared (a trainer built elsewhere has nothing special).
+    save_weights(trainer, getattr(trainer, "tunerflow_prepared", None), weights_dir, dist.is_main_process)
     if not dist.is_main_process:
         return None
     tokenizer.save_pretrained(weights_dir)
     # A pickle beside the weights: nothing loads it, and the outputs stay safetensors and JSON.
     (weights_dir / "training_args.bin").unlink(missing_ok=True)
     merged_dir = None
-    if hp.merge_adapter and adapter:
+    if hp.merge_adapter and training.method in MERGEABLE_ADAPTERS:
         merged_dir = out / "merged"
         del trainer
         _release_memory()
         _merge_adapter(job, weights_dir, merged_dir, hp.precision, tokenizer)
     elif hp.merge_adapter:
         log.info(
-            "merge_adapter: a full fine-tune is already a whole model (%s); nothing to merge", weights_dir
+            "merge_adapter: %s; nothing to merge (%s)",
+            "virtual tokens are not weights" if adapter else "a full fine-tune is already a whole model",
+            weights_dir,
         )
 
     tokens = (state.num_input_tokens_seen or 0) - (resume[1]["tokens_seen"] if resume else 0)

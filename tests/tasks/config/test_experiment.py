@@ -83,7 +83,7 @@ def test_good_conf_gets_defaults():
             2,
             "datasets.0.max_drop_ratio: Input should be less than or equal to 1",
         ),
-        ("training.method", "qlora-x", "training.method: Input should be 'full', 'lora' or 'qlora'"),
+        ("training.method", "qlora-x", "training.method: Input should be 'full', 'lora', 'qlora', 'adalora'"),
         ("training.method", "qlora", "training: type 'sft' with method 'qlora' is refused: QLoRA needs"),
         ("scoring.primary", "bleu", "scoring.primary 'bleu' must be one of scoring.metrics"),
         ("hparams", [{"learning_rate": 1e-4}], "hparams: every group needs a `name` or a `preset`"),
