@@ -125,7 +125,6 @@ def check_export(job: CheckExportSpec) -> CheckExportResult:
     import torch  # with transformers: only in the step
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-
     scoring, limits = job.scoring, job.export_config
     exported = _export_of(job)
     metric = gated_metric(scoring)
