@@ -22,6 +22,7 @@ from tasks.config.paths import REPO_ROOT as REPO_ROOT
 from tasks.config.paths import config_dir
 from tasks.config.paths import data_dir as data_dir
 from tasks.config.peft_fields import method_hparam_problems
+from tasks.storage import store
 
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
 
@@ -174,7 +175,10 @@ def model_family(entry: CatalogEntry) -> str:
     """The catalog's family, or for a user-given local model directory its config.json model_type."""
     if entry.family != "unknown" or not entry.source.path:
         return entry.family
-    path = Path(entry.source.path.removeprefix("file://")) / "config.json"
+    directory = store.local_path_or_none(entry.source.path)
+    if directory is None:
+        return "unknown"
+    path = directory / "config.json"
     try:
         return str(json.loads(path.read_text()).get("model_type") or "unknown")
     except (OSError, ValueError):

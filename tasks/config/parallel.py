@@ -49,7 +49,7 @@ def parallel_problems(hp: Any, method: str) -> list[str]:
             "which submits a Kubeflow Trainer TrainJob; the local backend trains on this worker only: "
             "set nodes 1 (the step uses every GPU here, or TUNERFLOW_NPROC processes)"
         )
-    if hp.nodes > 1 and hp.deepspeed and store.is_s3(store.default_root()):
+    if hp.nodes > 1 and hp.deepspeed and not store.is_local(store.default_root()):
         problems.append(
             f"{name}: deepspeed over {hp.nodes} nodes with an s3:// store is refused: every rank writes its "
             "own ZeRO shards, and node 0 commits only its own files; use fsdp (whole checkpoints from rank "

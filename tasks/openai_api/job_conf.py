@@ -89,11 +89,12 @@ def resolve_model(root: str, model: str) -> dict[str, Any]:
     if found and int(found["version"]) in registry.version_numbers(root, found["name"]):
         uri = _registry_weights(root, found["name"], int(found["version"]))
         return {"name": slug(model), "uri": uri}
-    if model.startswith(("/", "file://")):
+    local = store.local_path_or_none(model)
+    if local is not None and local.is_absolute():
         problem = allowed_paths.uri_problem("model", model, allowed_paths.server_roots(root))
         if problem:
             raise ApiError(problem, param="model", code="model_not_found")
-        if not store.exists(store.join(store.to_uri(model), "config.json")):
+        if not store.exists(store.join(store.to_uri(local), "config.json")):
             raise ApiError(f"model: no config.json in '{model}'", param="model", code="model_not_found")
         return {"name": slug(model.rstrip("/").rsplit("/", 1)[-1]), "uri": model}
     raise ApiError(

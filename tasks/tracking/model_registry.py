@@ -23,6 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from tasks.storage import store
 from tasks.tracking.collect import RunRecord
 
 ALIAS = "production"
@@ -54,10 +55,6 @@ def lineage_tags(record: RunRecord, entry: dict[str, Any]) -> dict[str, str]:
 def source_uri(entry: dict[str, Any]) -> str | None:
     """The version's weights in the store: the merged or whole model, else the adapter."""
     return entry.get("model_uri") or entry.get("adapter_uri")
-
-
-def _is_local(uri: str) -> bool:
-    return uri.startswith("file:") or "://" not in uri
 
 
 def _ensure_model(client: Any, name: str) -> None:
@@ -112,7 +109,7 @@ def mirror_version(client: Any, record: RunRecord, job_runs: dict[str, str], tra
     run_id = job_runs.get(str(entry.get("job_id")))
     source = source_uri(entry) or ""
     remote_server = tracking_uri.startswith(("http://", "https://"))
-    if run_id and (not source or (_is_local(source) and remote_server)):
+    if run_id and (not source or (store.is_local(source) and remote_server)):
         source = _pointer_source(client, run_id, entry)
     return client.create_model_version(
         name,
