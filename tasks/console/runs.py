@@ -42,6 +42,7 @@ RUN_TASKS = (
     "promote",
     "report",
     "publish_promotion",
+    "track_mlflow",
 )
 
 

@@ -87,7 +87,21 @@ def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
     assert hparams["examples"] == list(hparam_presets())
     assert hparams["values_display"]["lora-fast"].startswith("lora-fast: A short, high learning-rate")
     template = specs["template"][1]
-    assert template["enum"] == [None, "demo", "merge-ties", "multinode-fsdp2", "search-halving", "search-tpe"]
+    assert template["enum"] == [
+        None,
+        "adalora",
+        "demo",
+        "freeze",
+        "ia3",
+        "lora-variants",
+        "merge-ties",
+        "multinode-fsdp2",
+        "p-tuning",
+        "prefix-tuning",
+        "prompt-tuning",
+        "search-halving",
+        "search-tpe",
+    ]
     assert template["values_display"]["demo"].startswith("demo: The demo experiment")
 
 
@@ -140,14 +154,14 @@ def test_fields_filled_beside_a_template_replace_its_values_but_never_its_name()
 
 
 def test_an_unknown_template_is_refused_naming_the_known_ones():
-    with pytest.raises(ConfError, match="template: unknown 'nope'; known: demo"):
+    with pytest.raises(ConfError, match="template: unknown 'nope'; known: adalora, demo, freeze"):
         parse_experiment({"template": "nope", "name": "x"})
 
 
 @pytest.mark.parametrize("template", [{}, ["demo"], 3, True])
 def test_a_template_that_is_not_a_string_is_refused_naming_the_field(template):
     """Found by tests/tasks/config/test_hostile_confs.py: a dict here raised TypeError (unhashable)."""
-    with pytest.raises(ConfError, match=r"template: unknown .*; known: demo"):
+    with pytest.raises(ConfError, match=r"template: unknown .*; known: adalora, demo, freeze"):
         parse_experiment({"template": template, "name": "x"})
 
 
