@@ -28,4 +28,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
-exec "$PYTHON" -m pytest -m "not gpu and not k8s" "$@"
+# Two workers (PYTEST_WORKERS to change it): most of the suite's time is Airflow and training
+# subprocesses waiting on each other, so two cores carry two workers; tests/conftest.py keeps a module,
+# and everything on the one `airflow standalone`, on one worker.
+exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"

@@ -53,7 +53,12 @@ ROUND_TASKS = tuple(
 MERGE_TASKS = ("merge", "score_merge")
 
 # Airflow reads its home when first imported: point it at a throwaway one before any test imports it.
-os.environ.setdefault("AIRFLOW_HOME", tempfile.mkdtemp(prefix="tunerflow-airflow-"))
+# Each pytest-xdist worker gets its own (their SQLite metadata DBs must not be shared), though workers
+# inherit the environment of the process that made the first one; a home the caller set is kept.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
+if "AIRFLOW_HOME" not in os.environ or os.environ.get("TUNERFLOW_TESTS_HOME_OF", _WORKER) != _WORKER:
+    os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix=f"tunerflow-airflow-{_WORKER}-")
+    os.environ["TUNERFLOW_TESTS_HOME_OF"] = _WORKER
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
@@ -149,3 +154,25 @@ def s3_store_root(aws_env, tmp_path, monkeypatch) -> str:
     root = f"s3://{bucket}/tunerflow"
     monkeypatch.setenv("TUNERFLOW_STORE", root)
     return root
+
+
+def pytest_collection_modifyitems(config, items):
+    """How `pytest -n N --dist loadgroup` (scripts/test.sh) shares the suite among its workers: a test
+    module stays on one worker, so its module fixtures (a whole dag.test run) are built once, and every
+    test on the session's `airflow standalone` shares one group, so one worker starts it once. The long
+    groups go first, so no worker is left alone with one at the end."""
+
+    def group(item) -> str:
+        if "airflow_server" in item.fixturenames:
+            return "airflow_standalone"
+        return item.nodeid.split("::")[0]
+
+    slow_groups = {group(item) for item in items if item.get_closest_marker("slow")}
+    for item in items:
+        item.add_marker(pytest.mark.xdist_group(group(item)))
+
+    def rank(item) -> int:
+        name = group(item)
+        return 0 if name == "airflow_standalone" else 1 if name in slow_groups else 2
+
+    items.sort(key=rank)  # stable: the order inside a group is kept
