@@ -17,6 +17,7 @@ Stdlib and pydantic only: the Airflow worker imports this module.
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -126,14 +127,14 @@ def credentials_vars(target: MlflowTarget) -> dict[str, str]:
 
 
 @contextmanager
-def credentials_env(target: MlflowTarget) -> Iterator[None]:
-    """The block runs with the target's credentials in MLflow's variables (and none left over from the
-    worker's environment); the variables are restored after it."""
-    names = (*CREDENTIAL_VARS, INSECURE_VAR)
+def environment(values: Mapping[str, str], clear: tuple[str, ...] = ()) -> Iterator[None]:
+    """The block runs with `values` set and the other names in `clear` unset in os.environ (MLflow's
+    client reads its settings there only); every name's earlier value is restored after it."""
+    names = (*clear, *values)
     saved = {name: os.environ.get(name) for name in names}
-    for name in names:
+    for name in clear:
         os.environ.pop(name, None)
-    os.environ.update(credentials_vars(target))
+    os.environ.update(values)
     try:
         yield
     finally:
@@ -142,6 +143,12 @@ def credentials_env(target: MlflowTarget) -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def credentials_env(target: MlflowTarget) -> contextlib.AbstractContextManager[None]:
+    """The block runs with the target's credentials in MLflow's variables (and none left over from the
+    worker's environment); the variables are restored after it."""
+    return environment(credentials_vars(target), clear=(*CREDENTIAL_VARS, INSECURE_VAR))
 
 
 def shown(uri: str) -> str:

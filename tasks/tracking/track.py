@@ -10,9 +10,8 @@ back, and the retry finds what an earlier try wrote by its tags. Anything else M
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -21,7 +20,7 @@ from tasks.contracts.planning import RunInfo
 from tasks.runtime.errors import StepError
 from tasks.tracking import model_registry, runs
 from tasks.tracking.collect import collect
-from tasks.tracking.connection import MlflowTarget, TrackingError, credentials_env, shown
+from tasks.tracking.connection import MlflowTarget, TrackingError, credentials_env, environment, shown
 
 # How long one MLflow request may take, and how often MLflow's client retries it itself: short, since
 # the Airflow task retries (with backoff) and its try should not hang for minutes on a dead server.
@@ -48,18 +47,8 @@ class Tracked(BaseModel):
     production: str | None = Field(None, description="The MLflow version the `production` alias points at.")
 
 
-@contextmanager
-def _http_limits() -> Iterator[None]:
-    saved = {name: os.environ.get(name) for name in HTTP_LIMITS}
-    os.environ.update({name: os.environ.get(name) or value for name, value in HTTP_LIMITS.items()})
-    try:
-        yield
-    finally:
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+def _http_limits() -> contextlib.AbstractContextManager[None]:
+    return environment({name: os.environ.get(name) or value for name, value in HTTP_LIMITS.items()})
 
 
 def _scrubbed(target: MlflowTarget, text: str) -> str:
