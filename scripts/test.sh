@@ -29,6 +29,6 @@ PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
 # Two workers (PYTEST_WORKERS to change it): most of the suite's time is Airflow and training
-# subprocesses waiting on each other, so two cores carry two workers; tests/conftest.py keeps a module,
-# and everything on the one `airflow standalone`, on one worker.
-exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-2}" --dist loadgroup "$@"
+# subprocesses waiting on each other, so two cores carry two workers; a module stays on one worker and
+# the long ones start first (tests/conftest.py); each worker has its own Airflow home.
+exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"

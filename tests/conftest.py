@@ -157,22 +157,19 @@ def s3_store_root(aws_env, tmp_path, monkeypatch) -> str:
 
 
 def pytest_collection_modifyitems(config, items):
-    """How `pytest -n N --dist loadgroup` (scripts/test.sh) shares the suite among its workers: a test
-    module stays on one worker, so its module fixtures (a whole dag.test run) are built once, and every
-    test on the session's `airflow standalone` shares one group, so one worker starts it once. The long
-    groups go first, so no worker is left alone with one at the end."""
+    """How `pytest -n N --dist loadfile` (scripts/test.sh) shares the suite among its workers: a test
+    module stays on one worker, so its module fixtures (a whole dag.test run) are built once. The long
+    modules go first (those on the session's `airflow standalone`, then those with slow tests), so no
+    worker is left alone with one at the end."""
 
-    def group(item) -> str:
-        if "airflow_server" in item.fixturenames:
-            return "airflow_standalone"
+    def module(item) -> str:
         return item.nodeid.split("::")[0]
 
-    slow_groups = {group(item) for item in items if item.get_closest_marker("slow")}
-    for item in items:
-        item.add_marker(pytest.mark.xdist_group(group(item)))
+    on_airflow = {module(item) for item in items if "airflow_server" in item.fixturenames}
+    slow = {module(item) for item in items if item.get_closest_marker("slow")}
 
     def rank(item) -> int:
-        name = group(item)
-        return 0 if name == "airflow_standalone" else 1 if name in slow_groups else 2
+        name = module(item)
+        return 0 if name in on_airflow else 1 if name in slow else 2
 
-    items.sort(key=rank)  # stable: the order inside a group is kept
+    items.sort(key=rank)  # stable: the order inside a module is kept
