@@ -28,7 +28,7 @@ fi
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
-# Two workers (PYTEST_WORKERS to change it): most of the suite's time is Airflow and training
-# subprocesses waiting on each other, so two cores carry two workers; a module stays on one worker and
-# the long ones start first (tests/conftest.py); each worker has its own Airflow home.
-exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-2}" --dist loadfile "$@"
+# PYTEST_WORKERS=2 (or more) runs the suite on pytest-xdist workers, a module per worker, the long ones
+# first, an Airflow home each (tests/conftest.py). One process by default: on two cores, two workers
+# each running `airflow standalone` and training made the Airflow tests time out.
+exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-0}" --dist loadfile "$@"
