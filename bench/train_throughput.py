@@ -58,7 +58,8 @@ from tasks.contracts.train import TrainSpec  # noqa: E402
 from tasks.data.parts import cache_dir  # noqa: E402
 from tasks.storage import store  # noqa: E402
 from tasks.training.base_models import weights_location  # noqa: E402
-from tasks.training.train_types import build_trainer, lora_config  # noqa: E402
+from tasks.training.peft_methods import lora_config  # noqa: E402
+from tasks.training.train_types import build_trainer  # noqa: E402
 from tests.fixtures.tiny_model import build_tiny_model  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
