@@ -173,6 +173,29 @@ def get_job(
     return jobs.job_object(root, *(_job(root, api, viewer, job_id))).model_dump(mode="json")
 
 
+# Seconds between the checks that a run marked failed stays failed. The scheduler starts a queued run by
+# setting the state it read a moment before, so a run failed while still queued can come back as running
+# (seen on SQLite, 2026-12-03: a cancelled job went on to succeed); each check that finds it unfailed marks
+# it again.
+CANCEL_CHECKS_S = (1.0, 2.0, 3.0)
+
+
+def _fail_run(api: AirflowApi, viewer: Viewer, job_id: str) -> None:
+    """Mark the job's run failed through REST (Airflow ends its running tasks), until it holds."""
+
+    def mark() -> None:
+        response = _call(api, viewer, "PATCH", _run_path(job_id), json={"state": "failed"})
+        if response.status_code != 200:
+            raise _airflow_error(response, "cancelling the run")
+
+    mark()
+    for pause in CANCEL_CHECKS_S:
+        time.sleep(pause)
+        current = _call(api, viewer, "GET", _run_path(job_id))
+        if current.status_code != 200 or current.json().get("state") != "failed":
+            mark()
+
+
 @router.post("/fine_tuning/jobs/{job_id}/cancel")
 def cancel_job(
     job_id: str,
@@ -183,9 +206,7 @@ def cancel_job(
     record, run = _job(root, api, viewer, job_id)
     jobs.check_cancellable(jobs.job_object(root, record, run).status, job_id)
     if run.state is not None:
-        response = _call(api, viewer, "PATCH", _run_path(job_id), json={"state": "failed"})
-        if response.status_code != 200:
-            raise _airflow_error(response, "cancelling the run")
+        _fail_run(api, viewer, job_id)
     jobs.mark_cancelled(root, job_id)
     return jobs.job_object(root, *(_job(root, api, viewer, job_id))).model_dump(mode="json")
 

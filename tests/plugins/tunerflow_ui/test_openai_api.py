@@ -14,6 +14,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from plugins.tunerflow_ui.app import create_app
+from plugins.tunerflow_ui.routes import openai_api as openai_routes
 from plugins.tunerflow_ui.routes.compare import AirflowApi, airflow_api
 from tasks.openai_api import jobs
 from tests.tasks.openai_api.test_files import CHAT, DPO, jsonl
@@ -28,6 +29,9 @@ class FakeAirflow:
         self.requests: list[httpx.Request] = []
         self.trigger_status = trigger_status
         self.runs: dict[str, dict] = {}
+        # Runs the "scheduler" starts again right after they are marked failed (the race a cancel
+        # must survive: Airflow's scheduler setting a queued run running from a stale read).
+        self.restarted_once: set[str] = set()
 
     def handle(self, request: httpx.Request) -> httpx.Response:
         self.requests.append(request)
@@ -50,6 +54,11 @@ class FakeAirflow:
             return httpx.Response(200, json={"task_instances": []})
         if request.method == "PATCH":
             self.runs[run_id]["state"] = json.loads(request.content)["state"]
+            answer = httpx.Response(200, json=dict(self.runs[run_id]))
+            if run_id in self.restarted_once:
+                self.restarted_once.discard(run_id)
+                self.runs[run_id]["state"] = "running"
+            return answer
         return httpx.Response(200, json=self.runs[run_id])
 
     def triggers(self) -> list[httpx.Request]:
@@ -57,7 +66,8 @@ class FakeAirflow:
 
 
 @pytest.fixture
-def fake_airflow():
+def fake_airflow(monkeypatch):
+    monkeypatch.setattr(openai_routes, "CANCEL_CHECKS_S", (0.0, 0.0))
     return FakeAirflow()
 
 
@@ -117,6 +127,14 @@ def test_a_job_is_triggered_as_one_finetune_run_with_the_job_id_as_run_id(client
     assert client.fine_tuning.jobs.retrieve(job.id).status == "cancelled"
     with pytest.raises(openai.BadRequestError, match="already cancelled"):
         client.fine_tuning.jobs.cancel(job.id)
+
+
+def test_a_cancel_marks_the_run_failed_again_when_the_scheduler_restarted_it(client, fake_airflow):
+    job = client.fine_tuning.jobs.create(model=MODEL, training_file=upload(client, CHAT).id)
+    fake_airflow.restarted_once.add(job.id)
+    assert client.fine_tuning.jobs.cancel(job.id).status == "cancelled"
+    patches = [r for r in fake_airflow.requests if r.method == "PATCH"]
+    assert len(patches) == 2 and fake_airflow.runs[job.id]["state"] == "failed"
 
 
 def test_jobs_page_with_after_and_limit(client):
