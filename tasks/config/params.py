@@ -166,11 +166,19 @@ CHOICE_PATTERNS = {
     "models": SLUG,
     "hparams": SLUG,
 }
+# The most registered datasets the form lists. Each name is part of the serialized DAG, so every new
+# registration makes a new DAG version; a bounded list keeps that (and the form) small. Past it, datasets
+# are written in the conf JSON as `registered:<name>`.
+FORM_DATASETS_MAX = 100
+
+
 CHOICE_HELP = {
     "datasets": "Pick built-in datasets (include/data/) and datasets registered with `tunerflow dataset "
     "create`, each named after itself and split 90,5,5. Registered datasets are listed when the store is a "
-    "local directory, from the next parse of the DAG after they are registered; otherwise, and for any "
-    "other setting, write them in the conf JSON: `registered:<name>`, `builtin:<name>` or an object.",
+    "local directory, from the next parse of the DAG after they are registered (the first "
+    f"{FORM_DATASETS_MAX} by name; files uploaded through the OpenAI-compatible API are used by their "
+    "file id); otherwise, and for any other setting, write them in the conf JSON: `registered:<name>`, "
+    "`builtin:<name>` or an object.",
     "models": "Pick models from the catalog (include/configs/models.yaml), or write them in the conf JSON: "
     "a catalog name, or an object with `name` and `uri` for your own weights.",
     "hparams": "Pick presets (include/configs/hparams/): every preset is one training job per dataset and "
@@ -185,14 +193,17 @@ def demo_conf_path() -> Path:
 
 
 def registered_datasets(store_root: str) -> list[str]:
-    """Registered dataset names, where listing them costs the DAG processor nothing: a local store only
-    (listing S3 would load boto3 on every parse); none when it cannot be read."""
+    """Registered dataset names for the form, where listing them costs the DAG processor nothing: a local
+    store only (listing S3 would load boto3 on every parse); none when it cannot be read. Files uploaded
+    through the OpenAI-compatible API are left out (jobs use them by file id), and at most
+    FORM_DATASETS_MAX names are listed."""
     if not store.is_local(store_root):
         return []
     try:
-        return dataset_registry.registered_names(store_root)
+        names = dataset_registry.registered_names(store_root)
     except OSError:
         return []
+    return [name for name in names if not name.startswith(dataset_registry.UPLOAD_PREFIX)][:FORM_DATASETS_MAX]
 
 
 def _model_label(entry: CatalogEntry) -> str:

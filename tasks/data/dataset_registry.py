@@ -41,6 +41,9 @@ SOURCE_MODES: dict[str, tuple[str, ...]] = {
     "sources": ("sources",),
     "train_uri": ("train_uri", "validation_uri", "test_uri"),
 }
+# The names the OpenAI-compatible API registers uploaded files under (`file-<hex>`, tasks.openai_api.files):
+# jobs use them by file id, so the trigger form leaves them out of its pick list.
+UPLOAD_PREFIX = "file-"
 # How many times an update re-merges after losing a race for the next revision number.
 MAX_ATTEMPTS = 20
 

@@ -53,7 +53,7 @@ def file_prefix(root: str, file_id: str) -> str:
 
 
 def new_id() -> str:
-    return f"file-{secrets.token_hex(12)}"
+    return f"{dataset_registry.UPLOAD_PREFIX}{secrets.token_hex(12)}"
 
 
 def _kind_of(row: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from tasks.config import params
 from tasks.config.base import ConfError
 from tasks.config.catalog import hparam_presets
 from tasks.config.experiment import parse_experiment
@@ -110,6 +111,14 @@ def test_registered_datasets_are_offered_from_a_local_store_only(store_root):
     offered = param_specs(store_root)["datasets"][1]["examples"]
     assert offered == ["builtin:tuna_identity", "registered:support"]
     assert param_specs("s3://bucket/store")["datasets"][1]["examples"] == ["builtin:tuna_identity"]
+
+
+def test_the_form_lists_no_openai_uploads_and_at_most_form_datasets_max_registered(store_root, monkeypatch):
+    monkeypatch.setattr(params, "FORM_DATASETS_MAX", 2)
+    for name in ("file-0a1b2c", "alpha", "beta", "gamma"):
+        dataset_registry.create(store_root, {"name": name, "uri": "builtin:tuna_identity"})
+    offered = param_specs(store_root)["datasets"][1]["examples"]
+    assert offered == ["builtin:tuna_identity", "registered:alpha", "registered:beta"]
 
 
 def test_a_conf_of_choices_only_passes_the_schema_and_parses_to_the_objects_they_stand_for():
