@@ -24,7 +24,14 @@ from tasks.contracts.export import CheckExportResult, CheckExportSpec, ExportRes
 from tasks.exporting.gguf_checks import check_gguf, greedy_tokens
 from tasks.exporting.gguf_export import GGUF
 from tasks.exporting.onnx_fp import FP16, FP32
-from tasks.exporting.parity import fixed_inputs, metric_drop, parity, prompt_logits
+from tasks.exporting.parity import (
+    drop_problem,
+    fixed_inputs,
+    metric_drop,
+    parity,
+    position_problem,
+    prompt_logits,
+)
 from tasks.runtime.errors import StepError
 from tasks.scoring.evaluation import answer_and_score, eval_rows
 from tasks.scoring.plugins import is_loss_metric
@@ -89,7 +96,7 @@ def gated_metric(scoring: ScoringConfig) -> str | None:
 
 
 def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None) -> list[str]:
-    problems = []
+    problems: list[str | None] = []
     if fmt in (FP32, FP16):
         max_diff = limits.max_logit_diff if fmt == FP32 else limits.fp16_max_logit_diff
         if checks["max_logit_diff"] > max_diff:
@@ -99,15 +106,10 @@ def gate(fmt: str, checks: dict[str, Any], limits: ExportConfig, metric: str | N
                 f"{fmt}: next_token_agreement {checks['next_token_agreement']:.4g} "
                 f"< {limits.min_next_token_agreement}"
             )
-    elif checks["position_agreement"] < limits.int8_min_agreement:
-        problems.append(
-            f"{fmt}: position_agreement {checks['position_agreement']:.4g} < {limits.int8_min_agreement} "
-            "(its greedy tokens differ from PyTorch's: the wrong or broken weights)"
-        )
-    drop = checks.get("metric_drop")
-    if drop is not None and drop > limits.max_metric_drop:
-        problems.append(f"{fmt}: metric_drop ({metric}) {drop:.4g} > {limits.max_metric_drop}")
-    return problems
+    else:
+        problems.append(position_problem(fmt, checks, limits.int8_min_agreement))
+    problems.append(drop_problem(fmt, checks, limits.max_metric_drop, metric))
+    return [problem for problem in problems if problem]
 
 
 def _export_of(job: CheckExportSpec) -> ExportResult:

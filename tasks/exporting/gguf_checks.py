@@ -19,7 +19,14 @@ from typing import Any
 
 from tasks.config.export import ExportConfig
 from tasks.contracts.export import ExportedFormat
-from tasks.exporting.parity import fixed_texts, metric_drop, parity, prompt_logits
+from tasks.exporting.parity import (
+    drop_problem,
+    fixed_texts,
+    metric_drop,
+    parity,
+    position_problem,
+    prompt_logits,
+)
 from tasks.scoring.evaluation import answer_and_score
 
 log = logging.getLogger("tunerflow.check_export")
@@ -69,16 +76,13 @@ def tokenizer_agreement(reference: Any, candidate: Any) -> float:
 
 
 def gate_gguf(name: str, gguf_type: str, checks: dict[str, Any], limits: ExportConfig, metric: str | None):
-    problems = []
+    problems: list[str | None] = []
     if gguf_type == "f16" and checks["max_logit_diff"] > limits.gguf_f16_max_logit_diff:
         problems.append(
             f"{name}: max_logit_diff {checks['max_logit_diff']:.4g} > {limits.gguf_f16_max_logit_diff}"
         )
-    if gguf_type == "q8_0" and checks["position_agreement"] < limits.int8_min_agreement:
-        problems.append(
-            f"{name}: position_agreement {checks['position_agreement']:.4g} < {limits.int8_min_agreement} "
-            "(its greedy tokens differ from PyTorch's: the wrong or broken weights)"
-        )
+    if gguf_type == "q8_0":
+        problems.append(position_problem(name, checks, limits.int8_min_agreement))
     if checks["greedy_agreement"] < limits.gguf_min_greedy_agreement:
         problems.append(
             f"{name}: greedy_agreement {checks['greedy_agreement']:.4g} < {limits.gguf_min_greedy_agreement}"
@@ -88,10 +92,8 @@ def gate_gguf(name: str, gguf_type: str, checks: dict[str, Any], limits: ExportC
             f"{name}: the tokenizer read back from the file encodes {checks['tokenizer_agreement']:.4g} of "
             "the fixed prompts like the merged model's (all must match)"
         )
-    drop = checks.get("metric_drop")
-    if drop is not None and drop > limits.max_metric_drop:
-        problems.append(f"{name}: metric_drop ({metric}) {drop:.4g} > {limits.max_metric_drop}")
-    return problems
+    problems.append(drop_problem(name, checks, limits.max_metric_drop, metric))
+    return [problem for problem in problems if problem]
 
 
 def check_gguf(

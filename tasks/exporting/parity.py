@@ -71,3 +71,22 @@ def metric_drop(metric: str, reference: float, value: float) -> float:
     """How much worse the export scores than PyTorch: a fall, or a rise for a lower-is-better metric."""
     drop = value - reference if lower_is_better(metric) else reference - value
     return round(drop, 6)
+
+
+def position_problem(name: str, checks: dict[str, Any], min_agreement: float) -> str | None:
+    """The gate of a quantized file (ONNX INT8, GGUF q8_0): its greedy tokens at every prompt position must
+    mostly be PyTorch's; far fewer means the wrong or broken weights, not rounding."""
+    if checks["position_agreement"] >= min_agreement:
+        return None
+    return (
+        f"{name}: position_agreement {checks['position_agreement']:.4g} < {min_agreement} "
+        "(its greedy tokens differ from PyTorch's: the wrong or broken weights)"
+    )
+
+
+def drop_problem(name: str, checks: dict[str, Any], max_drop: float, metric: str | None) -> str | None:
+    """The gate every format shares: the gated metric may drop at most `max_drop` against PyTorch."""
+    drop = checks.get("metric_drop")
+    if drop is None or drop <= max_drop:
+        return None
+    return f"{name}: metric_drop ({metric}) {drop:.4g} > {max_drop}"
