@@ -28,7 +28,6 @@ fi
 PYTHON="${PYTHON:-python3}"
 "$PYTHON" -m ruff check .
 "$PYTHON" -m ruff format --check .
-# PYTEST_WORKERS=2 (or more) runs the suite on pytest-xdist workers, a module per worker, the long ones
-# first, an Airflow home each (tests/conftest.py). One process by default: on two cores, two workers
-# each starting `airflow standalone` beside training runs left 10 tests failing (2026-12-03).
-exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-0}" --dist loadfile "$@"
+# PYTEST_WORKERS=2 (or more) runs the suite on pytest-xdist workers: a module per unit of work, every
+# module on the session's `airflow standalone` one unit (tests/conftest.py), the long ones first.
+exec "$PYTHON" -m pytest -m "not gpu and not k8s" -n "${PYTEST_WORKERS:-0}" --no-loadscope-reorder "$@"

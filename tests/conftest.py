@@ -156,10 +156,31 @@ def s3_store_root(aws_env, tmp_path, monkeypatch) -> str:
     return root
 
 
+# The modules on the session's one `airflow standalone` (tests/fixtures/airflow_standalone.py).
+ON_AIRFLOW_SERVER = "tests/integration/"
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_xdist_make_scheduler(config, log):
+    """Under `pytest -n N` (PYTEST_WORKERS in scripts/test.sh): a module per unit of work, as `--dist
+    loadfile` does, except that every module on `airflow standalone` is one unit, so that one worker
+    starts one server for all of them while the others take the rest (each server is a scheduler, an
+    api-server, a DAG processor and a triggerer: two of them beside training runs starved two cores)."""
+    from xdist.scheduler import LoadFileScheduling
+
+    class OneAirflowServer(LoadFileScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            if nodeid.startswith(ON_AIRFLOW_SERVER):
+                return ON_AIRFLOW_SERVER
+            return super()._split_scope(nodeid)
+
+    return OneAirflowServer(config, log)
+
+
 def pytest_collection_modifyitems(config, items):
-    """How `pytest -n N --dist loadfile` (scripts/test.sh) shares the suite among its workers: a test
+    """The order `pytest -n N` (scripts/test.sh, `--no-loadscope-reorder`) hands out units of work: a test
     module stays on one worker, so its module fixtures (a whole dag.test run) are built once. The long
-    modules go first (those on the session's `airflow standalone`, then those with slow tests), so no
+    ones go first (the modules on the session's `airflow standalone`, then those with slow tests), so no
     worker is left alone with one at the end."""
 
     def module(item) -> str:
