@@ -40,11 +40,12 @@ def _base_model(model: Any, role: str = "base_model") -> Any:
     return input_dataset(None, facet, version=model.revision, name=model_id(model))
 
 
-def _prepared_input(dataset: Any, split: str | None = None) -> Any:
+def _prepared_facet(dataset: Any, split: str | None = None) -> Any:
+    """The facet of a prepared dataset (a PreparedDataset: its version, counts and drop reasons)."""
     # Our facets import the optional openlineage client: loaded only where lineage is built.
     from tasks.lineage.facets import PreparedDatasetFacet
 
-    facet = PreparedDatasetFacet(
+    return PreparedDatasetFacet(
         version=dataset.version,
         kind=dataset.kind,
         format=dataset.format,
@@ -54,29 +55,24 @@ def _prepared_input(dataset: Any, split: str | None = None) -> Any:
         dropReasons=dataset.drop_reasons,
         split=split,
     )
-    return input_dataset(dataset.uri, facet, version=dataset.version)
+
+
+def _prepared_input(dataset: Any, split: str | None = None) -> Any:
+    return input_dataset(dataset.uri, _prepared_facet(dataset, split), version=dataset.version)
 
 
 def prepare_lineage(spec: dict[str, Any], result: dict[str, Any]) -> Lineage:
-    # Contracts and facets load where lineage is built, as the step libraries do.
+    # Contracts load where lineage is built, as the step libraries do.
     from tasks.contracts.prepare import PreparedDataset, PrepareSpec
-    from tasks.lineage.facets import PreparedDatasetFacet
 
     prepare, prepared = PrepareSpec.model_validate(spec), PreparedDataset.model_validate(result)
     dataset = prepare.dataset
     sources = [dataset.uri, *(s.uri for s in dataset.sources or [])]
     sources += [dataset.train_uri, dataset.validation_uri, dataset.test_uri]
     inputs = [input_dataset(uri) for uri in dict.fromkeys(s for s in sources if s)]
-    facet = PreparedDatasetFacet(
-        version=prepared.version,
-        kind=prepared.kind,
-        format=prepared.format,
-        rows=dict(prepared.counts),
-        kept=sum(prepared.counts.values()),
-        dropped=prepared.dropped,
-        dropReasons=prepared.drop_reasons,
+    output = output_dataset(
+        prepared.uri, _prepared_facet(prepared), version=prepared.version, rows=sum(prepared.counts.values())
     )
-    output = output_dataset(prepared.uri, facet, version=prepared.version, rows=sum(prepared.counts.values()))
     return Lineage(inputs=inputs, outputs=[output])
 
 
