@@ -20,7 +20,7 @@ The last line is one JSON object: {"metric": "gguf q8_0 size vs PyTorch", "value
 "target", "passed", ...} with each file's figures and the gates' verdict as extra keys. `passed` needs the
 q8_0 size ratio within target, the f16 one within its own, and every check_export gate passed.
 
-    python bench/gguf_export.py                         # the full run (about 16 min on 2 CPU cores)
+    python bench/gguf_export.py                         # the full run (4-5 min on 2 CPU cores)
     python bench/gguf_export.py --quick --rows 2 --model-dir DIR   # smoke: any llama-family HF directory
 
 `--quick` lowers the check's prompt and token counts (3 fixed prompts, 4 greedy tokens, 4 new tokens when
