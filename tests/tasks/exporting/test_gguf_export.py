@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.config.catalog import CatalogEntry, default_model, resolve_experiment
+from tasks.config.catalog import CatalogEntry, resolve_experiment
 from tasks.config.experiment import parse_experiment
 from tasks.config.export import ExportConfig
 from tasks.config.scoring import ScoringConfig
@@ -279,34 +279,6 @@ def test_gguf_is_not_a_default_format_and_gguf_types_are_validated():
         ExportConfig(formats=["gguf"], gguf_types=["q8_0", "q8_0"])
     with pytest.raises(ValueError, match="gguf_types"):
         ExportConfig(gguf_types=["q4_0"])
-
-
-@pytest.mark.slow
-def test_the_demo_model_exports_to_gguf_and_passes_the_checks(root, dataset):
-    """SmolLM2-135M-Instruct (the catalog default, real weights): `docs/export.md` quotes these numbers
-    (`pytest -m slow -s tests/tasks/exporting/test_gguf_export.py -k demo`)."""
-    entry = default_model()
-    exported = execute("export", export, export_job(root, "demo", entry))
-    result = execute("check_export", check_export, check_job(root, "demo", exported, entry, dataset))
-    figures = {
-        name: {
-            key: checks[key]
-            for key in (
-                "size_bytes",
-                "size_ratio",
-                "max_logit_diff",
-                "position_agreement",
-                "next_token_agreement",
-                "greedy_agreement",
-                "greedy_identical_prompts",
-                "tokenizer_agreement",
-            )
-        }
-        for name, checks in result["formats"].items()
-    }
-    print(json.dumps({"pytorch_size_bytes": exported["pytorch_size_bytes"], **figures}, indent=1))
-    assert result["passed"]
-    assert figures["gguf-q8_0"]["size_ratio"] < 0.3 and figures["gguf-f16"]["size_ratio"] < 0.55
 
 
 def test_the_pre_tokenizer_is_named_as_llama_cpp_knows_it_or_refused():
