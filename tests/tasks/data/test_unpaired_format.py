@@ -1,0 +1,51 @@
+"""KTO's unpaired format: prompt, one answer and a good/bad label; bad rows are dropped with a reason."""
+
+from __future__ import annotations
+
+import pytest
+
+from tasks.data.format_detection import detect_format
+from tasks.data.formats import convert
+from tasks.data.rows import RowError, normalise
+from tasks.scoring.generation import prompt_and_reference
+
+
+def test_strings_and_messages_become_an_unpaired_row():
+    row = convert(
+        {"prompt": "Who are you?", "completion": "I am Tuna.", "label": True, "system": "Be Tuna."},
+        "unpaired",
+    )
+    assert row == {
+        "prompt": [{"role": "system", "content": "Be Tuna."}, {"role": "user", "content": "Who are you?"}],
+        "completion": [{"role": "assistant", "content": "I am Tuna."}],
+        "label": True,
+    }
+    messages = {
+        "prompt": [{"role": "user", "content": "Hi"}],
+        "completion": [{"role": "assistant", "content": "Hello"}],
+        "label": False,
+    }
+    assert detect_format(messages) == "unpaired"
+    assert convert(messages, "unpaired")["label"] is False
+    assert prompt_and_reference(convert(messages, "unpaired")) == (
+        [{"role": "user", "content": "Hi"}],
+        "Hello",
+    )
+    # The label is part of the row: the same answer marked good and bad is not a duplicate.
+    assert normalise({**messages, "label": True}) != normalise(messages)
+
+
+@pytest.mark.parametrize(
+    ("record", "code"),
+    [
+        ({"prompt": "x", "completion": "y"}, "missing_field"),
+        ({"prompt": "x", "completion": "y", "label": "yes"}, "bad_type"),
+        ({"prompt": "", "completion": "y", "label": True}, "empty_field"),
+        ({"prompt": "x", "completion": [{"role": "user", "content": "y"}], "label": True}, "bad_role_order"),
+        ({"prompt": "x", "completion": [], "label": False}, "empty_field"),
+    ],
+)
+def test_bad_rows_are_dropped_with_a_reason(record, code):
+    with pytest.raises(RowError) as raised:
+        convert(record, "unpaired")
+    assert raised.value.code == code
