@@ -16,7 +16,7 @@ from tasks.config.base import SlugStr, StrictModel, WrittenAsGiven
 from tasks.config.hparam_fields import HPARAM_FIELDS, TRAINING_TYPES, HParam
 
 # The types whose trainers pad whole prompts and answers: packing and padding-free are refused there.
-PADDED_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo", "grpo")
+PADDED_TYPES = {"dpo": "DPO", "kto": "KTO", "orpo": "ORPO", "simpo": "SimPO", "cpo": "CPO", "grpo": "GRPO"}
 
 HPARAM_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in HPARAM_FIELDS}
 
@@ -135,13 +135,13 @@ def training_hparam_problems(hp: ResolvedHParams, training_type: str) -> list[st
     problems = []
     if training_type in PADDED_TYPES and hp.packing:
         problems.append(
-            f"hparams '{hp.name}': packing is refused for {training_type}, which trains on whole prompts "
-            "and answers; unset packing"
+            f"hparams '{hp.name}': packing is refused for {PADDED_TYPES[training_type]}, which trains on "
+            "whole prompts and answers; unset packing"
         )
     if training_type in PADDED_TYPES and hp.padding_free:
         problems.append(
-            f"hparams '{hp.name}': padding_free is refused for {training_type} (TRL pads its prompts and "
-            "answers); unset padding_free"
+            f"hparams '{hp.name}': padding_free is refused for {PADDED_TYPES[training_type]} (TRL pads its "
+            "prompts and answers); unset padding_free"
         )
     if training_type == "grpo" and hp.batch_size % hp.grpo_num_generations:
         problems.append(

@@ -52,7 +52,7 @@ def test_reference_model_settings_are_refused_for_reference_free_types(type_):
             {"batch_size": 16, "micro_batch_size": 4, "grpo_num_generations": 6},
             "batch_size 16 must be a multiple of grpo_num_generations 6",
         ),
-        ({"packing": True}, "packing is refused for grpo"),
+        ({"packing": True}, "packing is refused for GRPO"),
     ],
 )
 def test_grpo_settings_it_cannot_run_are_refused(kwargs, message):
@@ -63,7 +63,7 @@ def test_grpo_settings_it_cannot_run_are_refused(kwargs, message):
 def test_type_settings_are_refused_for_other_types_and_padding_for_preference_types():
     with pytest.raises(ValueError, match="grpo_reward is used by grpo training only"):
         resolved("sft", grpo_reward="exact_match")
-    with pytest.raises(ValueError, match="padding_free is refused for orpo"):
+    with pytest.raises(ValueError, match="padding_free is refused for ORPO"):
         resolved("orpo", padding_free=True)
     assert resolved("grpo", grpo_reward="keyword_hit")["hparams"][0]["grpo_reward"] == "keyword_hit"
 
