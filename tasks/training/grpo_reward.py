@@ -67,6 +67,17 @@ def metric_reward(metric: str, options: Mapping[str, Any] | None = None) -> Call
     return reward
 
 
+def drop_unused_inputs(tokenizer: Any, model: Any) -> None:
+    """TRL hands `generate` everything the tokenizer returns; a tokenizer that returns token_type_ids
+    for a model whose forward takes none (a Llama with a generic fast tokenizer) makes it refuse."""
+    import inspect
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    if "token_type_ids" not in inspect.signature(base.forward).parameters:
+        names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
+        tokenizer.model_input_names = names
+
+
 def build_grpo_trainer(
     model: Any,
     tokenizer: Any,
@@ -83,6 +94,7 @@ def build_grpo_trainer(
 
     train_rows, eval_rows, kind = data
     train, evaluation = grpo_rows(train_rows, kind), grpo_rows(eval_rows, kind)
+    drop_unused_inputs(tokenizer, model)
     log.info("grpo: rewarding %d prompts with metric '%s'", len(train), reward)
     config = GRPOConfig(**args)
     return GRPOTrainer(

@@ -49,3 +49,20 @@ def test_bad_rows_are_dropped_with_a_reason(record, code):
     with pytest.raises(RowError) as raised:
         convert(record, "unpaired")
     assert raised.value.code == code
+
+
+def test_an_unpaired_dataset_is_scored_on_its_good_answers_only(tmp_path):
+    import json
+
+    from tasks.scoring.evaluation import eval_rows
+
+    good = {
+        "id": "t:0",
+        "prompt": [{"role": "user", "content": "Hi"}],
+        "completion": [{"role": "assistant", "content": "Hello"}],
+    }
+    rows = [{**good, "label": True}, {**good, "id": "t:1", "label": False}]
+    (tmp_path / "test.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    dataset = {"name": "d", "uri": tmp_path.as_uri(), "kind": "unpaired", "counts": {"test": 2}}
+    split, scored = eval_rows(dataset, None)
+    assert split == "test" and [row["id"] for row in scored] == ["t:0"]

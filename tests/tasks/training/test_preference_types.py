@@ -116,3 +116,28 @@ def test_kto_rows_from_pairs_and_a_one_sided_split_is_refused():
         kto_balance([row for row in rows if row["label"]], "train")
     with pytest.raises(StepError, match="not chat rows"):
         kto_rows([{"messages": []}], "chat")
+
+
+@pytest.mark.parametrize(
+    ("type_", "method", "kind"), [("kto", "lora", "unpaired"), ("orpo", "full", "preference")]
+)
+def test_the_train_step_saves_the_weights_and_logs_the_rewards(
+    tiny_model_dir, pairs_dir, unpaired_dir, tmp_path, type_, method, kind
+):
+    import json
+
+    from tasks.storage import store
+    from tasks.training.trainer import train
+
+    job = make_job(
+        tmp_path, tiny_model_dir, unpaired_dir if kind == "unpaired" else pairs_dir, kind, type_, method
+    )
+    result = train(job.model_copy(update={"hparams": job.hparams.model_copy(update={"max_steps": 3})}))
+    out = store.local_path(job.output)
+    if method == "lora":
+        assert result.adapter_uri and (out / "adapter" / "adapter_model.safetensors").exists()
+    else:
+        assert result.model_uri and result.adapter_uri is None
+    assert result.steps == 3
+    records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert any("rewards/chosen" in r and "rewards/rejected" in r for r in records)
