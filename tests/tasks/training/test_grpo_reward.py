@@ -114,3 +114,26 @@ def test_grpo_rows_split_a_chat_before_its_last_answer_and_refuse_other_kinds():
         grpo_rows([], "preference")
     with pytest.raises(StepError, match="reward with a text metric"):
         metric_reward("eval_loss")
+
+
+def test_the_llm_judge_rewards_through_its_client_and_the_train_step_gets_its_connection(monkeypatch):
+    from tasks.config.scoring import JudgeConfig
+    from tasks.scoring.judge import reward_judge_env
+    from tests.fixtures.openai_server import OpenAIServer, connection_json
+
+    with OpenAIServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TUNERFLOW_JUDGE", connection_json(server))
+        reward = metric_reward("llm_judge", JudgeConfig(backoff_s=0, timeout_s=5).model_dump())
+        prompts = [[{"role": "user", "content": "Capital of France?"}]] * 2
+        right, wrong = reward(prompts, ["It is Paris.", "Lyon"], reference=["Paris", "Paris"])
+        assert right > wrong
+        assert len(server.requests) == 2  # one grade per generated answer
+        record = {
+            "experiment": {"training": {"type": "grpo"}, "scoring": {"primary": "rouge_l"}},
+            "hparams": [{"name": "a", "grpo_reward": "llm_judge"}],
+        }
+        assert list(reward_judge_env(record)) == ["AIRFLOW_CONN_TUNERFLOW_JUDGE"]
+    record["hparams"] = [{"name": "a", "grpo_reward": None}]  # scoring.primary rouge_l: no judge
+    assert reward_judge_env(record) == {}
+    record["experiment"]["training"]["type"] = "sft"
+    assert reward_judge_env(record) == {}
