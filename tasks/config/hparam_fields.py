@@ -6,8 +6,9 @@ which names the trainer's arguments (`transformers.TrainingArguments`, TRL's `SF
 take it unchanged. `tasks.config.hparams` builds from this list the conf's `HParams`, the train step's
 `ResolvedHParams`, the defaults, the trainer arguments and the README's table; the trigger form's
 schema follows from `HParams`. Adding a field here is the whole change, unless the trainer needs the
-value transformed (then `tasks.training.train_types` reads it by name). The settings of the PEFT methods
-are declared the same way in `tasks.config.peft_fields` and listed here after the others.
+value transformed (then `tasks.training.train_types` reads it by name). The settings of the KTO, ORPO,
+SimPO, CPO and GRPO training types (`tasks.config.type_fields`) and of the PEFT methods
+(`tasks.config.peft_fields`) are declared the same way and listed here after the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Literal
 
 from tasks.config.hparam_spec import TRAINING_TYPES, HParam
 from tasks.config.peft_fields import PEFT_FIELDS
+from tasks.config.type_fields import TYPE_FIELDS
 
 __all__ = ["HPARAM_FIELDS", "TRAINING_TYPES", "HParam"]
 
@@ -209,82 +211,6 @@ _GENERAL: tuple[HParam, ...] = (
         training_types=("dpo",),
     ),
     HParam(
-        "preference_beta",
-        float,
-        0.1,
-        "KTO, ORPO, SimPO, CPO: the loss's beta. KTO: how far the policy may move from the reference; "
-        "ORPO: weight of the odds-ratio term beside the SFT loss (the paper's lambda); SimPO and CPO: "
-        "scale of the reward margin (the SimPO paper uses 2 to 2.5).",
-        limits={"gt": 0},
-        training_types=("kto", "orpo", "simpo", "cpo"),
-        trainer_args=("beta",),
-    ),
-    HParam(
-        "simpo_gamma",
-        float,
-        0.5,
-        "SimPO: the target reward margin between the chosen and the rejected answer, over beta.",
-        limits={"ge": 0},
-        training_types=("simpo",),
-        trainer_args=("simpo_gamma",),
-    ),
-    HParam(
-        "kto_desirable_weight",
-        float,
-        1.0,
-        "KTO: weight of the loss on good answers. With more bad than good rows, raise it so that "
-        "desirable_weight x good rows is about 1 to 4/3 of undesirable_weight x bad rows (KTO paper).",
-        limits={"gt": 0},
-        training_types=("kto",),
-        trainer_args=("desirable_weight",),
-    ),
-    HParam(
-        "kto_undesirable_weight",
-        float,
-        1.0,
-        "KTO: weight of the loss on bad answers (see kto_desirable_weight).",
-        limits={"gt": 0},
-        training_types=("kto",),
-        trainer_args=("undesirable_weight",),
-    ),
-    HParam(
-        "grpo_reward",
-        str | None,
-        None,
-        "GRPO: the scoring metric that rewards each generated answer against the row's reference answer: "
-        "any text metric or scoring plugin (exact_match, token_f1, keyword_hit, llm_judge, ...). Unset: "
-        "scoring.primary, so training reinforces what the experiment ranks on.",
-        training_types=("grpo",),
-    ),
-    HParam(
-        "grpo_num_generations",
-        int,
-        8,
-        "GRPO: answers generated per prompt, whose rewards are compared with each other; batch_size "
-        "(answers per optimizer step) must be a multiple of it.",
-        limits={"ge": 2},
-        training_types=("grpo",),
-        trainer_args=("num_generations",),
-    ),
-    HParam(
-        "grpo_max_completion_length",
-        int,
-        256,
-        "GRPO: the longest generated answer, in tokens.",
-        limits={"ge": 1},
-        training_types=("grpo",),
-        trainer_args=("max_completion_length",),
-    ),
-    HParam(
-        "grpo_temperature",
-        float,
-        1.0,
-        "GRPO: sampling temperature of the generated answers (the group needs different answers).",
-        limits={"gt": 0},
-        training_types=("grpo",),
-        trainer_args=("temperature",),
-    ),
-    HParam(
         "neftune_noise_alpha",
         float | None,
         None,
@@ -415,4 +341,4 @@ _GENERAL: tuple[HParam, ...] = (
         "in (`merged/`, safetensors) beside the adapter. Default false.",
     ),
 )
-HPARAM_FIELDS: tuple[HParam, ...] = (*_GENERAL, *PEFT_FIELDS)
+HPARAM_FIELDS: tuple[HParam, ...] = (*_GENERAL, *TYPE_FIELDS, *PEFT_FIELDS)

@@ -13,6 +13,7 @@ Heavy imports (trl, datasets) stay inside functions.
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -70,8 +71,6 @@ def metric_reward(metric: str, options: Mapping[str, Any] | None = None) -> Call
 def drop_unused_inputs(tokenizer: Any, model: Any) -> None:
     """TRL hands `generate` everything the tokenizer returns; a tokenizer that returns token_type_ids
     for a model whose forward takes none (a Llama with a generic fast tokenizer) makes it refuse."""
-    import inspect
-
     base = model.get_base_model() if hasattr(model, "get_base_model") else model
     if "token_type_ids" not in inspect.signature(base.forward).parameters:
         names = [name for name in tokenizer.model_input_names if name != "token_type_ids"]
