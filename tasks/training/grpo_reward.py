@@ -95,7 +95,10 @@ def build_grpo_trainer(
     train, evaluation = grpo_rows(train_rows, kind), grpo_rows(eval_rows, kind)
     drop_unused_inputs(tokenizer, model)
     log.info("grpo: rewarding %d prompts with metric '%s'", len(train), reward)
-    config = GRPOConfig(**args)
+    # Evaluation generates whole groups too: its batch must hold a multiple of num_generations answers.
+    group = args["num_generations"]
+    eval_batch = group * max(1, args["per_device_eval_batch_size"] // group)
+    config = GRPOConfig(**{**args, "per_device_eval_batch_size": eval_batch})
     return GRPOTrainer(
         model=model,
         reward_funcs=metric_reward(reward, options),

@@ -137,3 +137,27 @@ def test_the_llm_judge_rewards_through_its_client_and_the_train_step_gets_its_co
     assert reward_judge_env(record) == {}
     record["experiment"]["training"]["type"] = "sft"
     assert reward_judge_env(record) == {}
+
+
+def test_the_reward_defaults_to_scoring_primary_and_the_eval_batch_holds_whole_groups(tmp_path):
+    from tasks.config.scoring import ScoringConfig
+
+    model = build_word_model(tmp_path / "words")
+    data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
+    job = make_job(
+        tmp_path,
+        model,
+        data,
+        "chat",
+        "grpo",
+        "lora",
+        batch_size=8,
+        micro_batch_size=2,
+        grpo_num_generations=4,
+    )
+    scoring = ScoringConfig(metrics=["rouge_l", "token_f1"], primary="token_f1")
+    trainer, _ = trainer_for(job.model_copy(update={"scoring": scoring}), tmp_path)
+    assert [reward.__name__ for reward in trainer.reward_funcs] == ["token_f1"]
+    # TRL refuses an eval batch that is not a multiple of num_generations; micro_batch_size 2 would be.
+    assert trainer.args.per_device_eval_batch_size == 4
+    assert trainer.args.generation_batch_size == 8  # batch_size answers per step: two prompts x 4
