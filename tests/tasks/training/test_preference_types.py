@@ -10,6 +10,7 @@ import pytest
 
 from tasks.runtime.errors import StepError
 from tasks.training.preference_types import kto_balance, kto_rows
+from tests.fixtures.gpu import needs_gpu
 from tests.tasks.training.test_train_types import (
     make_job,
     preference_pairs,
@@ -141,3 +142,18 @@ def test_the_train_step_saves_the_weights_and_logs_the_rewards(
     assert result.steps == 3
     records = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     assert any("rewards/chosen" in r and "rewards/rejected" in r for r in records)
+
+
+@pytest.mark.parametrize(
+    "type_", [pytest.param(t, marks=needs_gpu("bitsandbytes")) for t in ("kto", "orpo", "simpo")]
+)
+def test_qlora_trains_the_preference_types_over_a_4bit_base(tiny_model_dir, pairs_dir, tmp_path, type_):
+    job = make_job(
+        tmp_path, tiny_model_dir, pairs_dir, "preference", type_, "qlora", optim="paged_adamw_8bit"
+    )
+    trainer, _ = trainer_for(job, tmp_path)
+    assert any(type(m).__name__ == "Linear4bit" for m in trainer.model.modules())
+    run = train_and_compare(trainer)
+    assert run["trainable"] and all("lora_" in name for name in run["trainable"])
+    assert run["moved"] <= run["trainable"]
+    assert margins(run["history"])
