@@ -66,3 +66,27 @@ def test_an_unpaired_dataset_is_scored_on_its_good_answers_only(tmp_path):
     dataset = {"name": "d", "uri": tmp_path.as_uri(), "kind": "unpaired", "counts": {"test": 2}}
     split, scored = eval_rows(dataset, None)
     assert split == "test" and [row["id"] for row in scored] == ["t:0"]
+
+
+def test_the_shipped_kto_dataset_prepares_as_unpaired_rows(tmp_path, tiny_model_dir):
+    import json
+
+    from tasks.config.catalog import CatalogEntry
+    from tasks.contracts.prepare import PrepareSpec
+    from tasks.data.preparation import prepare
+    from tasks.storage import store
+
+    root = (tmp_path / "store").as_uri()
+    dataset = {
+        "name": "fb",
+        "uri": "builtin:tuna_feedback",
+        "format": "unpaired",
+        "split": "80,10,10",
+        "max_tokens": 128,
+    }
+    tiny = CatalogEntry(name="tiny", source={"path": str(tiny_model_dir)}, kind="uri")
+    result = prepare(PrepareSpec(store_root=root, dataset=dataset, tokenizers=[tiny]))
+    assert result["kind"] == "unpaired" and sum(result["counts"].values()) > 250
+    train = store.local_path(store.join(result["uri"], "train.jsonl")).read_text().splitlines()
+    labels = {json.loads(line)["label"] for line in train}
+    assert labels == {True, False}
