@@ -160,6 +160,12 @@ def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None)
         from tasks.scoring.judge import judge_env
 
         env.update(judge_env(load_experiment(run_of(context).run_uri)["scoring"]))
+    if step == "train":
+        # GRPO may reward with llm_judge (tasks.training.grpo_reward): its train step calls the judge.
+        from tasks.scoring.judge import reward_judge_env
+        from tasks.storage import layout, store
+
+        env.update(reward_judge_env(store.read_json(layout.experiment_record(run_of(context).run_uri))))
     if step == COMPARE_STEP:
         env.update(endpoint_env(argv[-1]))
     try:

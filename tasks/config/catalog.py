@@ -22,6 +22,7 @@ from tasks.config.paths import REPO_ROOT as REPO_ROOT
 from tasks.config.paths import config_dir
 from tasks.config.paths import data_dir as data_dir
 from tasks.config.peft_fields import method_hparam_problems
+from tasks.config.training import reward_problem
 from tasks.storage import store
 
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
@@ -226,6 +227,9 @@ def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
             + parallel_problems(resolved, experiment.training.method)
             + method_hparam_problems(resolved, experiment.training.method)
         ]
+        if experiment.training.type == "grpo":
+            reward = reward_problem(resolved.grpo_reward or experiment.scoring.primary, resolved.name)
+            problems += [f"hparams.{index}: {reward}"] if reward else []
         hparams_resolved.append(resolved.model_dump())
     if problems:
         raise ValueError("\n".join(problems))

@@ -19,7 +19,7 @@ from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.config.search import BudgetConfig, SearchConfig, experiment_problems
-from tasks.config.training import ALLOWED_METHODS, NOT_YET, PROMPT_METHODS, TrainingConfig
+from tasks.config.training import ALLOWED_METHODS, NOT_YET, PROMPT_METHODS, REFERENCE_FREE, TrainingConfig
 from tasks.scoring import plugins as scoring_plugins
 from tasks.storage import layout, store
 
@@ -66,6 +66,7 @@ class ExperimentConfig(StrictModel):
         if self.training.method not in ALLOWED_METHODS[self.training.type]:
             reason = NOT_YET.get(pair, f"{self.training.type} supports {ALLOWED_METHODS[self.training.type]}")
             problems.append(f"training: type '{pair[0]}' with method '{pair[1]}' is refused: {reason}")
+        problems += _reference_problems(self)
         scoring = self.scoring
         if scoring.eval_dataset is not None and scoring.eval_questions:
             problems.append("scoring: give eval_dataset or eval_questions, not both")
@@ -102,6 +103,26 @@ class ExperimentConfig(StrictModel):
     @property
     def registry_name(self) -> str:
         return self.promotion.registry_name or self.name
+
+
+# Settings of DPO's reference model (how far the policy may drift from it, and the loss measuring that).
+REFERENCE_SETTINGS = ("dpo_beta", "dpo_loss_type")
+
+
+def _reference_problems(experiment: ExperimentConfig) -> list[str]:
+    """ORPO, SimPO, CPO and GRPO train without a reference model: a group setting DPO's reference-model
+    settings inline would be silently ignored, so it is refused, naming what to set instead."""
+    kind = experiment.training.type
+    if kind not in REFERENCE_FREE:
+        return []
+    instead = "preference_beta" if kind != "grpo" else "the grpo_* settings"
+    return [
+        f"hparams.{index}: {name} configures DPO's reference model, and training.type '{kind}' trains "
+        f"without one; unset {name} (use {instead})"
+        for index, group in enumerate(experiment.hparams)
+        for name in REFERENCE_SETTINGS
+        if getattr(group, name) is not None
+    ]
 
 
 def _weights_problems(experiment: ExperimentConfig) -> list[str]:

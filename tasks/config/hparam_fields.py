@@ -6,8 +6,9 @@ which names the trainer's arguments (`transformers.TrainingArguments`, TRL's `SF
 take it unchanged. `tasks.config.hparams` builds from this list the conf's `HParams`, the train step's
 `ResolvedHParams`, the defaults, the trainer arguments and the README's table; the trigger form's
 schema follows from `HParams`. Adding a field here is the whole change, unless the trainer needs the
-value transformed (then `tasks.training.train_types` reads it by name). The settings of the PEFT methods
-are declared the same way in `tasks.config.peft_fields` and listed here after the others.
+value transformed (then `tasks.training.train_types` reads it by name). The settings of the KTO, ORPO,
+SimPO, CPO and GRPO training types (`tasks.config.type_fields`) and of the PEFT methods
+(`tasks.config.peft_fields`) are declared the same way and listed here after the others.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Literal
 
 from tasks.config.hparam_spec import TRAINING_TYPES, HParam
 from tasks.config.peft_fields import PEFT_FIELDS
+from tasks.config.type_fields import TYPE_FIELDS
 
 __all__ = ["HPARAM_FIELDS", "TRAINING_TYPES", "HParam"]
 
@@ -139,15 +141,15 @@ _GENERAL: tuple[HParam, ...] = (
         bool | None,
         None,
         "Pack several rows into each max_seq_length row (TRL best-fit packing, no padding). "
-        "Default: on for pretrain, off for sft; DPO does not pack.",
+        "Default: on for pretrain, off for sft; the preference types and GRPO do not pack.",
     ),
     HParam(
         "padding_free",
         bool | None,
         None,
         "SFT: concatenate a micro-batch into one row with per-row position ids instead of padding "
-        "(packing implies it). Default: on for sft (same losses, fewer tokens computed), off for DPO, which "
-        "pads whole preference pairs and refuses it.",
+        "(packing implies it). Default: on for sft (same losses, fewer tokens computed); pretrain "
+        "only with packing; the preference types and GRPO pad and refuse it.",
     ),
     HParam(
         "weight_decay",
@@ -339,4 +341,4 @@ _GENERAL: tuple[HParam, ...] = (
         "in (`merged/`, safetensors) beside the adapter. Default false.",
     ),
 )
-HPARAM_FIELDS: tuple[HParam, ...] = (*_GENERAL, *PEFT_FIELDS)
+HPARAM_FIELDS: tuple[HParam, ...] = (*_GENERAL, *TYPE_FIELDS, *PEFT_FIELDS)

@@ -15,6 +15,9 @@ from pydantic import Field, create_model, model_validator
 from tasks.config.base import SlugStr, StrictModel, WrittenAsGiven
 from tasks.config.hparam_fields import HPARAM_FIELDS, TRAINING_TYPES, HParam
 
+# The types whose trainers pad whole prompts and answers: packing and padding-free are refused there.
+PADDED_TYPES = {"dpo": "DPO", "kto": "KTO", "orpo": "ORPO", "simpo": "SimPO", "cpo": "CPO", "grpo": "GRPO"}
+
 HPARAM_DEFAULTS: dict[str, Any] = {spec.name: spec.default for spec in HPARAM_FIELDS}
 
 
@@ -130,15 +133,20 @@ def training_hparam_problems(hp: ResolvedHParams, training_type: str) -> list[st
     """Hyperparameters a training type cannot run with. Checked when the conf is validated (presets
     resolved) and again by the train step, which may be handed a spec written by hand."""
     problems = []
-    if training_type == "dpo" and hp.packing:
+    if training_type in PADDED_TYPES and hp.packing:
         problems.append(
-            f"hparams '{hp.name}': packing is refused for DPO, which trains on whole preference pairs; "
-            "unset packing"
+            f"hparams '{hp.name}': packing is refused for {PADDED_TYPES[training_type]}, which trains on "
+            "whole prompts and answers; unset packing"
         )
-    if training_type == "dpo" and hp.padding_free:
+    if training_type in PADDED_TYPES and hp.padding_free:
         problems.append(
-            f"hparams '{hp.name}': padding_free is refused for DPO (TRL pads preference pairs); "
-            "unset padding_free"
+            f"hparams '{hp.name}': padding_free is refused for {PADDED_TYPES[training_type]} (TRL pads its "
+            "prompts and answers); unset padding_free"
+        )
+    if training_type == "grpo" and hp.batch_size % hp.grpo_num_generations:
+        problems.append(
+            f"hparams '{hp.name}': batch_size {hp.batch_size} must be a multiple of grpo_num_generations "
+            f"{hp.grpo_num_generations} (each prompt's answers are compared within one batch); change one"
         )
     if training_type == "pretrain" and hp.packing is False and hp.padding_free:
         problems.append(f"hparams '{hp.name}': padding_free needs packing for pretrain; unset one of them")

@@ -9,8 +9,9 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from tasks.config.base import StrictModel
+from tasks.scoring import plugins as scoring_plugins
 
-TrainingType = Literal["pretrain", "sft", "dpo"]
+TrainingType = Literal["pretrain", "sft", "dpo", "kto", "orpo", "simpo", "cpo", "grpo"]
 TrainingMethod = Literal[
     "full", "lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning", "freeze"
 ]
@@ -28,10 +29,19 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     "pretrain": ("full", "freeze"),
     "sft": _EVERY,
     "dpo": _EVERY,
+    # TRL's KTO, ORPO, CPO and GRPO trainers score completions with the model's own forward pass and take
+    # a PEFT config or a whole model; the prompt-learning methods' virtual tokens shift the positions
+    # those trainers compute log-probabilities at, and IA3/AdaLoRA are untested there, so the weight
+    # methods alone are offered.
+    **dict.fromkeys(("kto", "orpo", "simpo", "cpo", "grpo"), ("full", "lora", "qlora", "freeze")),
 }
 NOT_YET = {
     ("pretrain", method): "pretraining adapts every weight; use method 'full' (or 'freeze': the last layers)"
     for method in ADAPTER_METHODS
+} | {
+    (kind, method): f"TRL's {kind} trainer is run here with full, lora, qlora or freeze; use one of those"
+    for kind in ("kto", "orpo", "simpo", "cpo", "grpo")
+    for method in ("adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning")
 }
 GPU_METHODS = {
     "qlora": "QLoRA needs a CUDA device (bitsandbytes quantizes the base model to 4-bit NF4 there)"
@@ -57,7 +67,18 @@ DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "pretrain": ("text", "chat"),
     "sft": ("chat",),
     "dpo": ("preference",),
+    # KTO learns from unpaired good/bad answers; a preference pair is split into one of each (TRL's
+    # unpairing), so DPO datasets serve too.
+    "kto": ("unpaired", "preference"),
+    "orpo": ("preference",),
+    "simpo": ("preference",),
+    "cpo": ("preference",),
+    # GRPO generates answers to a chat row's prompt and rewards them against its last assistant turn.
+    "grpo": ("chat",),
 }
+
+# The types that train without a reference model: reference-model settings are refused for them.
+REFERENCE_FREE = ("orpo", "simpo", "cpo", "grpo")
 
 
 def dataset_kind_problem(training_type: str, dataset: str, kind: str) -> str | None:
@@ -77,7 +98,11 @@ class TrainingConfig(StrictModel):
     type: TrainingType = Field(
         "sft",
         description="pretrain (loss on all text, packed), sft (loss on every assistant turn's tokens), "
-        "or dpo (preference pairs, TRL DPOTrainer).",
+        "dpo (preference pairs, TRL DPOTrainer), kto (unpaired good/bad answers, or preference pairs "
+        "split in two; TRL KTOTrainer), orpo (preference pairs, odds-ratio loss, no reference model), "
+        "simpo or cpo (preference pairs, TRL CPOTrainer with loss simpo or sigmoid; no reference model), "
+        "or grpo (chat rows: answers are generated and rewarded by a scoring metric, hparams.grpo_reward, "
+        "default scoring.primary; TRL GRPOTrainer).",
     )
     method: TrainingMethod = Field(
         "lora",
@@ -98,3 +123,22 @@ class TrainingConfig(StrictModel):
                 "declares one)"
             )
         return self
+
+
+def reward_problem(reward: str, group: str) -> str | None:
+    """Why GRPO cannot reward with metric `reward` (hparams group `group`), or None. A reward scores each
+    generated answer on its own, so it must be a text metric (a scoring module, built in or a plugin);
+    the loss metrics have no value per answer."""
+    spec = scoring_plugins.metrics().get(reward)
+    if spec is None:
+        return (
+            f"hparams '{group}': grpo_reward '{reward}' is not a metric; "
+            f"{scoring_plugins.unknown_message(reward)}"
+        )
+    if spec.kind != "text":
+        texts = ", ".join(scoring_plugins.text_metric_names())
+        return (
+            f"hparams '{group}': grpo_reward '{reward}' is computed from the model's loss on held-out rows, "
+            f"not per generated answer; set grpo_reward to a text metric ({texts})"
+        )
+    return None

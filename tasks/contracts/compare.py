@@ -17,7 +17,8 @@ from tasks.contracts.prepare import PreparedDataset
 
 # A comparison's two parts under its prefix (`tasks.storage.layout.comparison`; see the module docstring).
 SPEC_FILE = "spec.json"
-ASKABLE_KINDS = ("chat", "preference")  # prepared rows that hold prompts to ask; a text dataset has none
+# Prepared rows that hold prompts to ask; a text dataset has none.
+ASKABLE_KINDS = ("chat", "preference", "unpaired")
 RESULTS_DIR = "results"
 RESULTS_FILE = "results.json"
 

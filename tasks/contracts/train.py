@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from tasks.config.hparams import ResolvedHParams
+from tasks.config.scoring import ScoringConfig
 from tasks.config.training import TrainingConfig
 from tasks.contracts.base import Contract, OpenContract
 from tasks.contracts.job import JobSpec
@@ -18,6 +19,11 @@ class TrainSpec(JobSpec):
     step: Literal["train"] = Field("train", description="The step this spec is for.")
     hparams: ResolvedHParams = Field(description="The hyperparameter group, presets resolved.")
     training: TrainingConfig = Field(description="Training type and method.")
+    scoring: ScoringConfig | None = Field(
+        None,
+        description="The experiment's scoring settings: GRPO rewards with hparams.grpo_reward, else "
+        "scoring.primary, and the llm_judge reward reads scoring.judge. Unset in specs written before GRPO.",
+    )
     checkpoints: str | None = Field(
         None,
         description="Checkpoints prefix; by default `checkpoints/` beside the output. The rounds of one "

@@ -15,6 +15,7 @@ from tasks.data.formats import apply_columns
 SIGNATURES: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
     ("preference", lambda r: "chosen" in r and "rejected" in r),
     ("openai_preference", lambda r: "preferred_output" in r and "non_preferred_output" in r),
+    ("unpaired", lambda r: "completion" in r and "label" in r),
     ("messages", lambda r: "messages" in r),
     ("sharegpt", lambda r: "conversations" in r),
     ("moss", lambda r: "chat" in r),
@@ -53,7 +54,8 @@ def detect_format(record: dict[str, Any], columns: dict[str, str] | None = None)
        because a plugin is written for one dataset and is narrower than the built-in key checks (a
        Dolly row also has alpaca's `instruction`); a plugin match wins over the built-ins below.
     2. preference (`chosen` and `rejected`), openai_preference (`preferred_output` and
-       `non_preferred_output`: OpenAI's DPO rows), messages (`messages`), sharegpt (`conversations`), moss
+       `non_preferred_output`: OpenAI's DPO rows), unpaired (`completion` and `label`: KTO's rows),
+       messages (`messages`), sharegpt (`conversations`), moss
        (`chat`), alpaca (`instruction` or `output`); a row matching two of these is ambiguous.
     3. Only when nothing above matches, the catch-alls: guanaco (`text` holding '### Human:'), then
        text (`text`)."""

@@ -11,6 +11,7 @@ plugin raised something other than RowError). Internal rows (the `id` is added b
   (`[{"type": "function", "function": {"name", "arguments"}}]`) and may have empty content.
 - text: `{"text": str}`.
 - preference: `{"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}`.
+- unpaired (KTO): `{"prompt": [messages], "completion": [assistant messages], "label": bool}`.
 
 The converters are in `tasks.data.chat_formats` and `tasks.data.preference_format`, the field readers
 they share in `tasks.data.fields`, format detection in `tasks.data.format_detection`.
@@ -37,9 +38,12 @@ from tasks.data.plugin_registry import BUILTIN_FORMATS as FORMATS
 from tasks.data.preference_format import (
     OPENAI_PREFERENCE_KEYS,
     PREFERENCE_KEYS,
+    UNPAIRED_KEYS,
     check_preference_row,
+    check_unpaired_row,
     convert_openai_preference,
     convert_preference,
+    convert_unpaired,
 )
 from tasks.data.rows import RowError
 
@@ -53,6 +57,7 @@ EXPECTED_KEYS = {
     "text": ("text",),
     "preference": ("prompt", "chosen", "rejected", "system"),
     "openai_preference": OPENAI_PREFERENCE_KEYS,
+    "unpaired": ("prompt", "completion", "label", "system"),
 }
 KNOWN_KEYS = frozenset(key for keys in EXPECTED_KEYS.values() for key in keys)
 
@@ -103,6 +108,7 @@ CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "text": convert_text,
     "preference": convert_preference,
     "openai_preference": convert_openai_preference,
+    "unpaired": convert_unpaired,
 }
 
 # Per kind: the keys an internal row has, and the check that normalises it the way built-in rows are
@@ -111,6 +117,7 @@ OUTPUT_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[s
     "chat": (frozenset({"messages"}), convert_messages),
     "text": (frozenset({"text"}), convert_text),
     "preference": (frozenset(PREFERENCE_KEYS), check_preference_row),
+    "unpaired": (frozenset(UNPAIRED_KEYS), check_unpaired_row),
 }
 
 

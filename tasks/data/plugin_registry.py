@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-KINDS = ("chat", "text", "preference")
+KINDS = ("chat", "text", "preference", "unpaired")
 # The built-in formats, in the order they are listed, and the kind of rows each converter produces.
 BUILTIN_KINDS: dict[str, str] = {
     "alpaca": "chat",
@@ -27,6 +27,7 @@ BUILTIN_KINDS: dict[str, str] = {
     "text": "text",
     "preference": "preference",
     "openai_preference": "preference",
+    "unpaired": "unpaired",
 }
 BUILTIN_FORMATS = tuple(BUILTIN_KINDS)
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -50,7 +51,7 @@ class FormatPlugin:
     """
 
     name: str
-    kind: Literal["chat", "text", "preference"]
+    kind: Literal["chat", "text", "preference", "unpaired"]
     keys: tuple[str, ...]
     convert: Callable[[Row], Row]
     detect: Callable[[Row], bool] | None = None
@@ -188,7 +189,7 @@ def _summary(fn: Callable[..., Any]) -> str:
 def data_format(
     *,
     name: str,
-    kind: Literal["chat", "text", "preference"],
+    kind: Literal["chat", "text", "preference", "unpaired"],
     keys: Iterable[str],
     detect: Callable[[Row], bool] | None = None,
     description: str = "",

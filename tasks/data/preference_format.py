@@ -1,5 +1,5 @@
-"""The built-in preference format (pairs for DPO), and the check that holds a plugin's preference rows
-to the same shape. Stdlib only.
+"""The built-in preference formats: pairs (DPO, ORPO, SimPO, CPO, KTO) and unpaired good/bad answers
+(KTO), and the checks that hold a plugin's rows of those kinds to the same shape. Stdlib only.
 """
 
 from __future__ import annotations
@@ -10,6 +10,8 @@ from tasks.data.fields import check_role_order, parse_turns, structured_field, s
 from tasks.data.rows import RowError
 
 PREFERENCE_KEYS = ("prompt", "chosen", "rejected")
+# KTO's unpaired rows: one answer to a prompt and whether it is a good (true) or bad (false) one.
+UNPAIRED_KEYS = ("prompt", "completion", "label")
 # OpenAI's DPO fine-tuning rows: the prompt under `input.messages`, the answers as assistant messages.
 OPENAI_PREFERENCE_KEYS = ("input", "preferred_output", "non_preferred_output")
 
@@ -98,3 +100,42 @@ def _pair(prompt: list[dict[str, Any]], chosen: list[dict[str, Any]], rejected: 
             raise RowError("bad_role_order", "chosen and rejected must hold only the answer turns")
         check_role_order(prompt + answer)
     return {"prompt": prompt, "chosen": chosen, "rejected": rejected}
+
+
+def _label(record: dict[str, Any]) -> bool:
+    value = record.get("label")
+    if value is None:
+        raise RowError("missing_field", "label")
+    if not isinstance(value, bool):
+        raise RowError("bad_type", f"label is {type(value).__name__}, expected true (good) or false (bad)")
+    return value
+
+
+def convert_unpaired(record: dict[str, Any]) -> dict[str, Any]:
+    """KTO's unpaired rows, as TRL's KTO docs show them: `prompt` (a string or messages), `completion`
+    (a string or assistant messages) and `label` (true: a good answer, false: a bad one). Optional
+    `system` when the prompt has none."""
+    label = _label(record)
+    prompt_value = record.get("prompt")
+    if isinstance(prompt_value, list):
+        if not prompt_value:
+            raise RowError("empty_field", "prompt")
+        prompt = parse_turns(prompt_value)
+    else:
+        prompt = [{"role": "user", "content": text_field(record, "prompt")}]
+    if prompt[0]["role"] != "system":
+        prompt = system_turns(record) + prompt
+    return _unpaired(prompt, _completion(record, "completion"), label)
+
+
+def check_unpaired_row(row: dict[str, Any]) -> dict[str, Any]:
+    """Only the shape convert_unpaired produces: prompt and completion as messages, a boolean label."""
+    prompt, completion = (parse_turns(structured_field(row, key, list)) for key in UNPAIRED_KEYS[:2])
+    return _unpaired(prompt, completion, _label(row))
+
+
+def _unpaired(prompt: list[dict[str, Any]], completion: list[dict[str, Any]], label: bool) -> dict[str, Any]:
+    if any(m["role"] not in ("assistant", "tool") for m in completion):
+        raise RowError("bad_role_order", "completion must hold only the answer turns")
+    check_role_order(prompt + completion)
+    return {"prompt": prompt, "completion": completion, "label": label}

@@ -46,13 +46,20 @@ def _fold(raw: str) -> str:
     return " ".join(folded.split())
 
 
+def message_parts(row: dict[str, Any]) -> tuple[str, ...]:
+    """The message-list fields of a prepared prompt/answer row: an unpaired (KTO) row's or a pair's."""
+    return ("prompt", "completion") if "completion" in row else ("prompt", "chosen", "rejected")
+
+
 def normalise(row: dict[str, Any]) -> str:
     """Text used for duplicate detection and split assignment: case, width and spacing folded, including
     whitespace at the start and end of every field (text, each turn of a chat or preference pair)."""
     if "text" in row:
         return _fold(row["text"])
     if "prompt" in row:
-        return _fold("\n".join(f"{part}:\n{_turns(row[part])}" for part in ("prompt", "chosen", "rejected")))
+        text = "\n".join(f"{part}:\n{_turns(row[part])}" for part in message_parts(row))
+        # An unpaired row's label is part of it: the same answer marked good and bad is not a duplicate.
+        return _fold(text + (f"\nlabel: {row['label']}" if "label" in row else ""))
     return _fold(_turns(row["messages"]))
 
 

@@ -26,7 +26,7 @@ from tasks.data import near_dedup, pii
 from tasks.data.decontaminate import EvalIndex
 from tasks.data.formats import convert
 from tasks.data.plugins import apply_filters
-from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError, normalise, prompt_text
+from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError, message_parts, normalise, prompt_text
 from tasks.data.sources import Shard
 from tasks.data.token_counts import TokenCounter, TokenizerSpec
 
@@ -97,7 +97,7 @@ def _texts(row: dict[str, Any]) -> Iterator[str]:
     if "text" in row:
         yield row["text"]
         return
-    for part in ("prompt", "chosen", "rejected") if "prompt" in row else ("messages",):
+    for part in message_parts(row) if "prompt" in row else ("messages",):
         for message in row[part]:
             yield message["content"]
 
@@ -109,7 +109,7 @@ def _map_texts(row: dict[str, Any], fn) -> dict[str, Any]:
     if "text" in row:
         return {**row, "text": fn(row["text"])}
     if "prompt" in row:
-        return {**row, **{part: turns(row[part]) for part in ("prompt", "chosen", "rejected")}}
+        return {**row, **{part: turns(row[part]) for part in message_parts(row)}}
     return {**row, "messages": turns(row["messages"])}
 
 

@@ -73,6 +73,9 @@ def row_text(row: dict[str, Any]) -> tuple[str, int]:
     """(text to count, number of turns): what the trainer will see, before template markup."""
     if "text" in row:
         return row["text"], 0
+    if "completion" in row:  # an unpaired (KTO) row: one answer
+        turns = row["prompt"] + row["completion"]
+        return _content_text(turns), len(turns)
     if "prompt" in row:
         # The longer answer bounds the sequence the trainer builds for the pair.
         longer = max(row["chosen"], row["rejected"], key=lambda turns: len(_content_text(turns)))

@@ -188,6 +188,7 @@ def _job(
             step="train",
             output=layout.step(job_prefix, "train"),
             training=experiment["training"],
+            scoring=experiment["scoring"],
         )
     specs["evaluate"] = EvaluateSpec(
         **common,

@@ -35,7 +35,8 @@ def eval_rows(
     dataset = PreparedDataset.model_validate(dataset)
     for split in ("test", "validation"):
         if dataset.counts.get(split):
-            rows = read_split(dataset.uri, split)
+            # An unpaired (KTO) row's answer is a reference only when it is a good one.
+            rows = [row for row in read_split(dataset.uri, split) if row.get("label", True) is not False]
             return split, rows[:max_samples] if max_samples else rows
     raise ValueError(f"dataset '{dataset.name}' has no test or validation rows to score on")
 

@@ -11,8 +11,11 @@ from typing import Any
 
 
 def conversation_of(row: dict[str, Any]) -> list[dict[str, str]]:
-    """A chat row's messages; for a preference row (DPO), its prompt followed by the chosen answer."""
-    return row["messages"] if "messages" in row else [*row["prompt"], *row["chosen"]]
+    """A chat row's messages; for a preference row (DPO), its prompt followed by the chosen answer; for
+    an unpaired (KTO) row, its prompt and answer (good or bad: `eval_rows` scores on the good ones)."""
+    if "messages" in row:
+        return row["messages"]
+    return [*row["prompt"], *(row["completion"] if "completion" in row else row["chosen"])]
 
 
 def prompt_and_reference(row: dict[str, Any]) -> tuple[list[dict[str, str]], str]:

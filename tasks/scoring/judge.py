@@ -120,6 +120,20 @@ def judge_env(scoring_conf: Mapping[str, Any]) -> dict[str, str]:
     return connection_env(config.conn_id)
 
 
+def reward_judge_env(record: Mapping[str, Any]) -> dict[str, str]:
+    """The environment a GRPO train step needs for the run's resolved record (`experiment` and the
+    resolved `hparams` groups): the judge's connection when a group rewards with llm_judge (its
+    grpo_reward, else scoring.primary), else nothing. Call it inside the Airflow task."""
+    experiment = record.get("experiment") or {}
+    if (experiment.get("training") or {}).get("type") != "grpo":
+        return {}
+    scoring_conf = experiment.get("scoring") or {}
+    primary = scoring_conf.get("primary")
+    if not any((group.get("grpo_reward") or primary) == METRIC for group in record.get("hparams") or ()):
+        return {}
+    return connection_env(JudgeConfig.model_validate(scoring_conf.get("judge") or {}).conn_id)
+
+
 def judge(
     questions: Sequence[str],
     predictions: Sequence[str],

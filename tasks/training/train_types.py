@@ -6,6 +6,8 @@ loads, the trainer class and its type-specific settings. `tasks.training.trainer
   on nothing else (system, user and tool turns and the template's role headers are masked).
 - dpo: TRL's DPOTrainer on prompt/chosen/rejected rows. With LoRA/QLoRA the reference is the base
   model with the adapter switched off (no second copy); with full, TRL loads a frozen copy.
+- kto, orpo, simpo, cpo: `tasks.training.preference_types`; grpo (rewarded by a scoring metric):
+  `tasks.training.grpo_reward`.
 - methods: the model and PEFT config each trains come from `tasks.training.peft_methods`.
 
 Heavy imports stay inside functions; pure helpers (precision, accumulation, masks) are testable alone.
@@ -25,9 +27,13 @@ from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.launch import world_size
 from tasks.training.base_models import apply_tokenizer_overrides, load_tokenizer, weights_location
+from tasks.training.grpo_reward import build_grpo_trainer
 from tasks.training.parallel import check_parallel_runtime, parallel_arguments
 from tasks.training.parallel import deepspeed_config as deepspeed_config
 from tasks.training.peft_methods import is_prompt_learning, load_model, method_callbacks, prepare
+from tasks.training.preference_types import build_preference_trainer
+
+PREFERENCE_TYPES = ("kto", "orpo", "simpo", "cpo")
 
 log = logging.getLogger("tunerflow.train")
 
@@ -257,6 +263,29 @@ def build_trainer(
         # DeepSpeed ZeRO or FSDP2 (tasks.training.parallel)
         **parallel_arguments(hp),
     }
+    if training.type in PREFERENCE_TYPES:
+        trainer = build_preference_trainer(
+            training.type,
+            model,
+            tokenizer,
+            peft_config,
+            args,
+            hp.max_seq_length,
+            (train_rows, validation_rows, kind),
+            callbacks,
+        )
+        trainer.tunerflow_prepared = prepared
+        return trainer, tokenizer
+    if training.type == "grpo":
+        reward = hp.grpo_reward or (job.scoring.primary if job.scoring else None)
+        if reward is None:
+            raise StepError("grpo: set hparams.grpo_reward (this spec has no scoring.primary to default to)")
+        # The judge's own settings (model, rubric, concurrency) when it is the reward.
+        options = job.scoring.judge.model_dump() if job.scoring and reward == "llm_judge" else None
+        data = (train_rows, validation_rows, kind)
+        trainer = build_grpo_trainer(model, tokenizer, peft_config, args, data, reward, options, callbacks)
+        trainer.tunerflow_prepared = prepared
+        return trainer, tokenizer
     train_data = to_trl_rows(train_rows, kind)
     eval_data = to_trl_rows(validation_rows, kind)
 

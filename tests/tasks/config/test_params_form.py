@@ -14,6 +14,8 @@ from tasks.config.params import NO_DEFAULT, demo_conf_path, load_conf, param_spe
 from tasks.data import dataset_registry
 
 DEMO = load_conf(demo_conf_path())
+# The datasets shipped under include/data/, offered as built-in choices (sorted).
+BUILTINS = ["builtin:tuna_feedback", "builtin:tuna_identity", "builtin:tuna_preference"]
 CHOICES_ONLY = {
     "name": "identity",
     "datasets": ["builtin:tuna_identity"],
@@ -80,7 +82,7 @@ def test_only_the_prefilled_name_is_marked_required_and_rest_must_give_the_lists
 def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
     specs = param_specs()
     datasets, models, hparams = (specs[key][1] for key in ("datasets", "models", "hparams"))
-    assert datasets["examples"] == ["builtin:tuna_identity"]
+    assert datasets["examples"] == BUILTINS
     assert datasets["values_display"]["builtin:tuna_identity"] == "tuna_identity (built-in)"
     assert "smollm2-135m-instruct" in models["examples"]
     assert "bundled, works offline" in models["values_display"]["smollm2-135m-instruct"]
@@ -91,17 +93,22 @@ def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
     assert template["enum"] == [
         None,
         "adalora",
+        "cpo",
         "demo",
         "freeze",
+        "grpo",
         "ia3",
+        "kto",
         "lora-variants",
         "merge-ties",
         "multinode-fsdp2",
+        "orpo",
         "p-tuning",
         "prefix-tuning",
         "prompt-tuning",
         "search-halving",
         "search-tpe",
+        "simpo",
     ]
     assert template["values_display"]["demo"].startswith("demo: The demo experiment")
 
@@ -109,8 +116,8 @@ def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
 def test_registered_datasets_are_offered_from_a_local_store_only(store_root):
     dataset_registry.create(store_root, {"name": "support", "uri": "builtin:tuna_identity"})
     offered = param_specs(store_root)["datasets"][1]["examples"]
-    assert offered == ["builtin:tuna_identity", "registered:support"]
-    assert param_specs("s3://bucket/store")["datasets"][1]["examples"] == ["builtin:tuna_identity"]
+    assert offered == [*BUILTINS, "registered:support"]
+    assert param_specs("s3://bucket/store")["datasets"][1]["examples"] == BUILTINS
 
 
 def test_the_form_lists_no_openai_uploads_and_at_most_form_datasets_max_registered(store_root, monkeypatch):
@@ -163,14 +170,14 @@ def test_fields_filled_beside_a_template_replace_its_values_but_never_its_name()
 
 
 def test_an_unknown_template_is_refused_naming_the_known_ones():
-    with pytest.raises(ConfError, match="template: unknown 'nope'; known: adalora, demo, freeze"):
+    with pytest.raises(ConfError, match="template: unknown 'nope'; known: adalora, cpo, demo, freeze"):
         parse_experiment({"template": "nope", "name": "x"})
 
 
 @pytest.mark.parametrize("template", [{}, ["demo"], 3, True])
 def test_a_template_that_is_not_a_string_is_refused_naming_the_field(template):
     """Found by tests/tasks/config/test_hostile_confs.py: a dict here raised TypeError (unhashable)."""
-    with pytest.raises(ConfError, match=r"template: unknown .*; known: adalora, demo, freeze"):
+    with pytest.raises(ConfError, match=r"template: unknown .*; known: adalora, cpo, demo, freeze"):
         parse_experiment({"template": template, "name": "x"})
 
 

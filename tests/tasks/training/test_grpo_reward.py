@@ -1,0 +1,163 @@
+"""GRPO rewarded by a scoring metric: the reward function scores each generated answer with the same
+metric module the evaluate step ranks with, and on a tiny task that a random model can sometimes solve
+(a one-word answer from a vocabulary of a few words) the mean exact_match reward rises."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tasks.runtime.errors import StepError
+from tasks.training.grpo_reward import answer_text, grpo_rows, metric_reward
+from tests.tasks.training.test_train_types import make_job, trainer_for, write_dataset
+
+WORDS = ["user", "assistant", "say", "yes", "no"]
+SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
+CHATML = (
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
+    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+
+
+def build_word_model(target: Path) -> Path:
+    """A random Llama over a word-level vocabulary of nine tokens: a sampled one-word answer is right
+    about one time in nine, so GRPO's groups of answers hold both right and wrong ones."""
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    vocab = {token: index for index, token in enumerate(SPECIAL + WORDS)}
+    words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    words.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=words,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        bos_token="<|im_start|>",
+        unk_token="<unk>",
+        model_input_names=["input_ids", "attention_mask"],  # a Llama takes no token_type_ids
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL[:3]})
+    tokenizer.chat_template = CHATML
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    model = LlamaForCausalLM(config)
+    model.save_pretrained(target, safe_serialization=True)
+    tokenizer.save_pretrained(target)
+    return target
+
+
+def chat(question: str, answer: str) -> dict:
+    return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
+
+
+def test_grpo_raises_the_mean_exact_match_reward(tmp_path):
+    model = build_word_model(tmp_path / "words")
+    data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
+    job = make_job(
+        tmp_path,
+        model,
+        data,
+        "chat",
+        "grpo",
+        "full",
+        batch_size=16,
+        micro_batch_size=16,
+        max_steps=12,
+        learning_rate=3e-2,
+        grpo_reward="exact_match",
+        grpo_num_generations=8,
+        grpo_max_completion_length=1,
+        grpo_temperature=1.0,
+    )
+    trainer, _ = trainer_for(job, tmp_path)
+    trainer.train()
+    means = [
+        e["rewards/exact_match/mean"] for e in trainer.state.log_history if "rewards/exact_match/mean" in e
+    ]
+    print("grpo exact_match reward per step", [round(m, 3) for m in means])
+    assert len(means) == 12
+    first, last = sum(means[:3]) / 3, sum(means[-3:]) / 3
+    assert last > first + 0.2, means
+
+
+def test_the_reward_scores_each_answer_with_the_metric_module():
+    reward = metric_reward("exact_match")
+    prompts = [[{"role": "user", "content": "say yes"}]] * 3
+    completions = [
+        [{"role": "assistant", "content": "Yes."}],
+        [{"role": "assistant", "content": "no"}],
+        "yes",
+    ]
+    assert reward(prompts, completions, reference=["yes", "yes", "yes"]) == [1.0, 0.0, 1.0]
+    assert reward.__name__ == "exact_match"
+    assert answer_text([{"role": "assistant", "content": "a"}, {"role": "assistant", "content": "b"}]) == "ab"
+
+
+def test_grpo_rows_split_a_chat_before_its_last_answer_and_refuse_other_kinds():
+    rows = grpo_rows([{"id": "0", **chat("say yes", "yes")}], "chat")
+    assert rows == [{"prompt": [{"role": "user", "content": "say yes"}], "reference": "yes"}]
+    with pytest.raises(StepError, match="grpo trains on chat rows, not preference rows"):
+        grpo_rows([], "preference")
+    with pytest.raises(StepError, match="reward with a text metric"):
+        metric_reward("eval_loss")
+
+
+def test_the_llm_judge_rewards_through_its_client_and_the_train_step_gets_its_connection(monkeypatch):
+    from tasks.config.scoring import JudgeConfig
+    from tasks.scoring.judge import reward_judge_env
+    from tests.fixtures.openai_server import OpenAIServer, connection_json
+
+    with OpenAIServer() as server:
+        monkeypatch.setenv("AIRFLOW_CONN_TUNERFLOW_JUDGE", connection_json(server))
+        reward = metric_reward("llm_judge", JudgeConfig(backoff_s=0, timeout_s=5).model_dump())
+        prompts = [[{"role": "user", "content": "Capital of France?"}]] * 2
+        right, wrong = reward(prompts, ["It is Paris.", "Lyon"], reference=["Paris", "Paris"])
+        assert right > wrong
+        assert len(server.requests) == 2  # one grade per generated answer
+        record = {
+            "experiment": {"training": {"type": "grpo"}, "scoring": {"primary": "rouge_l"}},
+            "hparams": [{"name": "a", "grpo_reward": "llm_judge"}],
+        }
+        assert list(reward_judge_env(record)) == ["AIRFLOW_CONN_TUNERFLOW_JUDGE"]
+    record["hparams"] = [{"name": "a", "grpo_reward": None}]  # scoring.primary rouge_l: no judge
+    assert reward_judge_env(record) == {}
+    record["experiment"]["training"]["type"] = "sft"
+    assert reward_judge_env(record) == {}
+
+
+def test_the_reward_defaults_to_scoring_primary_and_the_eval_batch_holds_whole_groups(tmp_path):
+    from tasks.config.scoring import ScoringConfig
+
+    model = build_word_model(tmp_path / "words")
+    data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
+    job = make_job(
+        tmp_path,
+        model,
+        data,
+        "chat",
+        "grpo",
+        "lora",
+        batch_size=8,
+        micro_batch_size=2,
+        grpo_num_generations=4,
+    )
+    scoring = ScoringConfig(metrics=["rouge_l", "token_f1"], primary="token_f1")
+    trainer, _ = trainer_for(job.model_copy(update={"scoring": scoring}), tmp_path)
+    assert [reward.__name__ for reward in trainer.reward_funcs] == ["token_f1"]
+    # TRL refuses an eval batch that is not a multiple of num_generations; micro_batch_size 2 would be.
+    assert trainer.args.per_device_eval_batch_size == 4
+    assert trainer.args.generation_batch_size == 8  # batch_size answers per step: two prompts x 4
