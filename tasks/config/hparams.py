@@ -148,6 +148,12 @@ def training_hparam_problems(hp: ResolvedHParams, training_type: str) -> list[st
             f"hparams '{hp.name}': batch_size {hp.batch_size} must be a multiple of grpo_num_generations "
             f"{hp.grpo_num_generations} (each prompt's answers are compared within one batch); change one"
         )
+    if training_type == "grpo" and hp.early_stopping_patience is not None:
+        # GRPO's validation loss is its policy loss on fresh samples: about 0 whatever the model learned.
+        problems.append(
+            f"hparams '{hp.name}': early_stopping_patience is refused for GRPO, whose validation loss does "
+            "not measure the model; unset early_stopping_patience and set max_steps"
+        )
     if training_type == "pretrain" and hp.packing is False and hp.padding_free:
         problems.append(f"hparams '{hp.name}': padding_free needs packing for pretrain; unset one of them")
     for spec in HPARAM_FIELDS:

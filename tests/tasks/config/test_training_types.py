@@ -53,6 +53,7 @@ def test_reference_model_settings_are_refused_for_reference_free_types(type_):
             "batch_size 16 must be a multiple of grpo_num_generations 6",
         ),
         ({"packing": True}, "packing is refused for GRPO"),
+        ({"early_stopping_patience": 2}, "early_stopping_patience is refused for GRPO"),
     ],
 )
 def test_grpo_settings_it_cannot_run_are_refused(kwargs, message):
