@@ -184,6 +184,20 @@ class DatasetConfig(StrictModel):
         "memory is bounded by the shard size, not by the longest row. Default 1 MiB (about 250k tokens).",
         title="Max row bytes",
     )
+    max_image_bytes: int = Field(
+        20 * 1024 * 1024,
+        gt=0,
+        description="Vision rows: drop a row whose image file is larger than this many bytes "
+        "(`image_too_large`). Default 20 MiB.",
+        title="Max image bytes",
+    )
+    max_image_pixels: int = Field(
+        40_000_000,
+        gt=0,
+        description="Vision rows: drop a row whose image has more pixels (width x height) than this "
+        "(`image_too_large`), before it is decoded. Default 40 million.",
+        title="Max image pixels",
+    )
     max_drop_ratio: float = Field(
         0.2,
         description="Fail the dataset when more than this fraction of rows is dropped by validation.",
