@@ -8,6 +8,7 @@ loads, the trainer class and its type-specific settings. `tasks.training.trainer
   model with the adapter switched off (no second copy); with full, TRL loads a frozen copy.
 - kto, orpo, simpo, cpo: `tasks.training.preference_types`; grpo (rewarded by a scoring metric):
   `tasks.training.grpo_reward`.
+- vlm_pretrain, vlm_sft (vision-language models): `tasks.training.vision_types`.
 - methods: the model and PEFT config each trains come from `tasks.training.peft_methods`.
 
 Heavy imports stay inside functions; pure helpers (precision, accumulation, masks) are testable alone.
@@ -21,7 +22,7 @@ from typing import Any
 
 from tasks.config.hparams import ResolvedHParams, trainer_arguments, training_hparam_problems
 from tasks.config.peft_fields import method_hparam_problems
-from tasks.config.training import TrainingConfig
+from tasks.config.training import VISION_TYPES, TrainingConfig
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.launch import world_size
@@ -34,6 +35,7 @@ from tasks.training.parallel import check_parallel_runtime, parallel_arguments
 from tasks.training.parallel import deepspeed_config as deepspeed_config
 from tasks.training.peft_methods import is_prompt_learning, load_model, method_callbacks, prepare
 from tasks.training.preference_types import build_preference_trainer
+from tasks.training.vision_types import build_vision_trainer
 
 PREFERENCE_TYPES = ("kto", "orpo", "simpo", "cpo")
 
@@ -194,15 +196,6 @@ def build_trainer(
         accumulation,
     )
 
-    tokenizer = load_tokenizer(entry, job.store_root)
-    if kind != "text":
-        ensure_chat_template(tokenizer, entry)
-    model = load_model(entry, job.store_root, hp, training.method, precision)
-    apply_tokenizer_overrides(tokenizer, entry, model)
-    prepared = prepare(model, hp, training.method, weights_location(entry, job.store_root))
-    model, peft_config = prepared.model, prepared.peft_config
-    callbacks = [*callbacks, *method_callbacks(training.method)]
-
     args: dict[str, Any] = {
         **common,
         # The hyperparameters the trainer takes unchanged, as tasks/config/hparam_fields.py declares them.
@@ -217,6 +210,18 @@ def build_trainer(
         # DeepSpeed ZeRO or FSDP2 (tasks.training.parallel)
         **parallel_arguments(hp),
     }
+    if training.type in VISION_TYPES:
+        # A vision-language model: its processor, its own freezing and collator (tasks.training.vision_types).
+        return build_vision_trainer(job, train_rows, validation_rows, args, callbacks, precision)
+    tokenizer = load_tokenizer(entry, job.store_root)
+    if kind != "text":
+        ensure_chat_template(tokenizer, entry)
+    model = load_model(entry, job.store_root, hp, training.method, precision)
+    apply_tokenizer_overrides(tokenizer, entry, model)
+    prepared = prepare(model, hp, training.method, weights_location(entry, job.store_root))
+    model, peft_config = prepared.model, prepared.peft_config
+    callbacks = [*callbacks, *method_callbacks(training.method)]
+
     if training.type in PREFERENCE_TYPES:
         trainer = build_preference_trainer(
             training.type,
