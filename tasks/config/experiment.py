@@ -153,6 +153,11 @@ def _weights_problems(experiment: ExperimentConfig) -> list[str]:
                 f"merge.enabled is refused with training.type '{kind}': the merge of several jobs loads "
                 "causal language models only; set merge.enabled: false"
             )
+        if experiment.scoring.rank_on != "pytorch":
+            problems.append(
+                f"scoring.rank_on '{experiment.scoring.rank_on}' is refused with training.type '{kind}': it "
+                "scores an ONNX export, which a vision-language model has none of; set rank_on: pytorch"
+            )
         return problems
     if method in PROMPT_METHODS and experiment.export.enabled:
         problems.append(

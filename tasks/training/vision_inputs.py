@@ -211,3 +211,21 @@ def generate_answers(
         "tokens_per_s": round(generated / max(elapsed, 1e-9), 2),
     }
     return answers, stats
+
+
+def answer_loss(model: Any, processor: Any, rows: Sequence[dict[str, Any]]) -> float:
+    """Mean cross-entropy over the answer tokens of vision rows (the vlm_sft objective), one row a pass."""
+    import torch
+
+    collate = VisionCollator(processor, None)
+    total, count = 0.0, 0
+    for row in rows:
+        batch = collate([row])
+        answer_tokens = int((batch["labels"][:, 1:] != -100).sum())
+        if not answer_tokens:
+            continue
+        with torch.inference_mode():
+            loss = model(**{k: v.to(getattr(model, "device", "cpu")) for k, v in batch.items()}).loss
+        total += float(loss) * answer_tokens
+        count += answer_tokens
+    return total / max(count, 1)

@@ -61,3 +61,53 @@ def test_instruction_tuning_moves_lora_on_the_language_model_and_the_projector(l
     assert groups(result["moved"]) == {"language_model:lora", "multi_modal_projector"}
     assert not any("vision_tower" in name for name in result["trainable"])
     assert result["losses"][-1] < result["losses"][0]
+
+
+@pytest.mark.parametrize(("type_", "method"), [("vlm_sft", "lora"), ("vlm_pretrain", "full")])
+def test_the_train_step_saves_the_model_with_its_processor_and_it_is_scored(llava, tmp_path, type_, method):
+    from tasks.contracts.evaluate import EvaluateSpec
+    from tasks.scoring.evaluation import evaluate
+    from tasks.storage import store
+    from tasks.training.trainer import train
+
+    hp = {**VISION, "max_steps": 4, "learning_rate": 5e-2 if method == "full" else 1e-2}
+    job = make_job(tmp_path, llava["model"], llava["data"], "vision", type_, method, **hp)
+    result = train(job)
+    weights = store.local_path(result.adapter_uri or result.model_uri)
+    assert (weights / "preprocessor_config.json").exists() and result.steps == 4
+    assert result.eval_loss is not None and result.merged_uri is None
+    if method == "lora":  # the projector trains whole beside the adapter, and is saved with it
+        from safetensors.torch import load_file
+
+        saved = load_file(weights / "adapter_model.safetensors")
+        assert any("multi_modal_projector" in key for key in saved)
+        assert not any("vision_tower" in key for key in saved)
+    dataset = {
+        "name": "d",
+        "kind": "vision",
+        "uri": llava["data"].as_uri(),
+        "counts": {"train": 8, "validation": 2},
+    }
+    spec = EvaluateSpec(
+        store_root=job.store_root,
+        job_id="j",
+        label=job.label,
+        output=store.join(job.store_root, "jobs", "j", "evaluate"),
+        dataset=dataset,
+        model=job.model,
+        scoring={
+            "metrics": ["exact_match", "rouge_l", "eval_loss"],
+            "primary": "rouge_l",
+            "max_new_tokens": 8,
+        },
+        trained={"adapter_uri": result.adapter_uri, "model_uri": result.model_uri},
+    )
+    scored = evaluate(spec)
+    base = evaluate(spec.model_copy(update={"trained": None, "reference": True}))
+    print(type_, "scores", scored.metrics, "base", base.metrics)
+    # The trained weights are what is scored: their answer loss is below the untouched base model's.
+    assert scored.metrics["eval_loss"] < base.metrics["eval_loss"]
+    assert scored.n == 2 and set(scored.metrics) == {"exact_match", "rouge_l", "eval_loss"}
+    assert scored.metrics["eval_loss"] > 0
+    predictions = store.local_path(store.join(spec.output, "predictions.jsonl")).read_text().splitlines()
+    assert len(predictions) == 2
