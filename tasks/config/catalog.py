@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from tasks.config.base import StrictModel
+from tasks.config.base import AddedLaterAsGiven, StrictModel
 from tasks.config.experiment import ExperimentConfig
 from tasks.config.hparams import HPARAM_DEFAULTS, HParams, ResolvedHParams, training_hparam_problems
 from tasks.config.models import ModelConfig
@@ -46,8 +46,11 @@ class ModelSource(StrictModel):
         return self
 
 
-class CatalogEntry(StrictModel):
+class CatalogEntry(StrictModel, AddedLaterAsGiven):
     """A base model as the steps receive it: where its weights are and how to tokenize for it."""
+
+    # Added after specs were first stored with their model (see AddedLaterAsGiven).
+    ADDED_LATER = frozenset({"modality"})
 
     name: str = Field(description="Catalog name.")
     family: str = Field("unknown", description="Architecture family (llama, qwen2, mistral, gemma2, ...).")

@@ -10,12 +10,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from tasks.config.dataset import MAX_IMAGE_BYTES as DEFAULT_MAX_IMAGE_BYTES
+from tasks.config.dataset import MAX_IMAGE_PIXELS as DEFAULT_MAX_IMAGE_PIXELS
 from tasks.data.rows import RowError
 from tasks.data.vision_format import IMAGE_TOKEN
 from tasks.storage import store
-
-DEFAULT_MAX_IMAGE_BYTES = 20 * 1024 * 1024
-DEFAULT_MAX_IMAGE_PIXELS = 40_000_000
 
 
 def _pattern(reference: str, base_dir: Path) -> str:
