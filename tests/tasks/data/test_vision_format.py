@@ -153,3 +153,22 @@ def test_the_shipped_image_dataset_prepares(tmp_path):
     dataset = {"name": "tuna_images", "uri": "builtin:tuna_images", "split": "70,15,15"}
     result = prepare(PrepareSpec(store_root=(tmp_path / "store").as_uri(), dataset=dataset))
     assert result["kind"] == "vision" and result["dropped"] == 0 and sum(result["counts"].values()) == 16
+
+
+def test_s3_images_resolve_through_the_store_and_load_for_training(tmp_path, s3_store_root):
+    import boto3
+
+    from tasks.training.vision_inputs import load_images
+
+    bucket, prefix = s3_store_root.removeprefix("s3://").split("/", 1)
+    client = boto3.session.Session().client("s3")
+    for name in ("a.png", "b.png"):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/imgs/{name}", Body=png(tmp_path / name).read_bytes())
+    single = resolve_images(convert({**LLAVA, "image": f"{s3_store_root}/imgs/a.png"}, "llava"), tmp_path)
+    assert single["images"] == [f"{s3_store_root}/imgs/a.png"]
+    globbed = resolve_images(convert({**LLAVA, "image": f"{s3_store_root}/imgs/*.png"}, "llava"), tmp_path)
+    assert globbed["images"] == [f"{s3_store_root}/imgs/a.png", f"{s3_store_root}/imgs/b.png"]
+    assert [image.size for image in load_images(globbed["images"])] == [(8, 8), (8, 8)]
+    with pytest.raises(RowError) as error:
+        resolve_images(convert({**LLAVA, "image": f"{s3_store_root}/imgs/none.png"}, "llava"), tmp_path)
+    assert error.value.code == "missing_image"
