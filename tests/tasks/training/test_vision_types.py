@@ -111,3 +111,15 @@ def test_the_train_step_saves_the_model_with_its_processor_and_it_is_scored(llav
     assert scored.metrics["eval_loss"] > 0
     predictions = store.local_path(store.join(spec.output, "predictions.jsonl")).read_text().splitlines()
     assert len(predictions) == 2
+
+
+def test_full_instruction_tuning_moves_the_language_model_and_projector_never_the_vision_tower(
+    llava, tmp_path
+):
+    hp = {**VISION, "learning_rate": 5e-3, "max_steps": 6}
+    job = make_job(tmp_path, llava["model"], llava["data"], "vision", "vlm_sft", "full", **hp)
+    trainer, _ = trainer_for(job, tmp_path)
+    result = train_and_compare(trainer)
+    assert groups(result["moved"]) == {"language_model", "multi_modal_projector"}
+    assert not any("vision_tower" in name for name in result["trainable"])
+    assert result["losses"][-1] < result["losses"][0]
