@@ -32,7 +32,13 @@ def load_processor(path: str, entry: CatalogEntry | None = None) -> Any:
     from transformers import AutoProcessor
 
     kwargs = pretrained_kwargs(entry) if entry is not None else {}
-    processor = AutoProcessor.from_pretrained(path, **kwargs)
+    try:
+        processor = AutoProcessor.from_pretrained(path, **kwargs)
+    except ImportError as error:  # e.g. Qwen2-VL's processor builds a video processor needing torchvision
+        name = entry.name if entry is not None else path
+        raise StepError(
+            f"the processor of model '{name}' needs a package this trainer image lacks: {error}"
+        ) from None
     tokenizer = processor.tokenizer
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
