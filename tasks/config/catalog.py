@@ -11,7 +11,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import Field, model_validator
 
-from tasks.config.base import StrictModel
+from tasks.config.base import AddedLaterAsGiven, StrictModel
 from tasks.config.experiment import ExperimentConfig
 from tasks.config.hparams import HPARAM_DEFAULTS, HParams, ResolvedHParams, training_hparam_problems
 from tasks.config.models import ModelConfig
@@ -22,7 +22,7 @@ from tasks.config.paths import REPO_ROOT as REPO_ROOT
 from tasks.config.paths import config_dir
 from tasks.config.paths import data_dir as data_dir
 from tasks.config.peft_fields import method_hparam_problems
-from tasks.config.training import reward_problem
+from tasks.config.training import VISION_TYPES, reward_problem
 from tasks.storage import store
 
 PINNED_REVISION = re.compile(r"[0-9a-f]{40}")
@@ -46,8 +46,11 @@ class ModelSource(StrictModel):
         return self
 
 
-class CatalogEntry(StrictModel):
+class CatalogEntry(StrictModel, AddedLaterAsGiven):
     """A base model as the steps receive it: where its weights are and how to tokenize for it."""
+
+    # Added after specs were first stored with their model (see AddedLaterAsGiven).
+    ADDED_LATER = frozenset({"modality"})
 
     name: str = Field(description="Catalog name.")
     family: str = Field("unknown", description="Architecture family (llama, qwen2, mistral, gemma2, ...).")
@@ -72,6 +75,11 @@ class CatalogEntry(StrictModel):
         None, description="Jinja chat template for a base model whose tokenizer ships none."
     )
     lora_target_modules: list[str] | str = Field("all-linear", description="Default LoRA targets.")
+    modality: Literal["text", "vision"] = Field(
+        "text",
+        description="text: a causal language model; vision: an image-text-to-text model (LLaVA, Qwen2-VL) "
+        "with a processor, trained only by the vision types (training.type vlm_pretrain, vlm_sft).",
+    )
     kind: Literal["catalog", "uri"] = Field("catalog", description="Catalog entry or a user-given uri.")
 
     @model_validator(mode="after")
@@ -186,6 +194,43 @@ def model_family(entry: CatalogEntry) -> str:
         return "unknown"  # not readable here (s3://, another worker): the export step checks it
 
 
+def model_modality(entry: CatalogEntry) -> str:
+    """The catalog's modality, or for a user-given local model directory `vision` when its config.json has
+    a `vision_config` (LLaVA, Qwen2-VL); `unknown` when that cannot be read here."""
+    if entry.kind == "catalog" or not entry.source.path:
+        return entry.modality
+    directory = store.local_path_or_none(entry.source.path)
+    try:
+        config = json.loads((directory / "config.json").read_text()) if directory else None
+    except (OSError, ValueError):
+        config = None  # not readable here (s3://, another worker): the train step finds out
+    if config is None:
+        return "unknown"
+    return "vision" if "vision_config" in config else "text"
+
+
+def modality_problems(experiment: ExperimentConfig, entries: list[CatalogEntry]) -> list[str]:
+    """The vision types train image-text-to-text models only, and the text types causal language models."""
+    vision_type = experiment.training.type in VISION_TYPES
+    problems = []
+    for entry in entries:
+        modality = model_modality(entry)
+        if modality == "unknown" or (modality == "vision") == vision_type:
+            continue
+        if vision_type:
+            problems.append(
+                f"models: training.type '{experiment.training.type}' trains vision-language models and "
+                f"model '{entry.name}' is a text model; use a model whose catalog entry is modality: vision "
+                "(e.g. llava-1.5-7b, qwen2-vl-2b-instruct) or a text training.type"
+            )
+        else:
+            problems.append(
+                f"models: model '{entry.name}' is a vision-language model and training.type "
+                f"'{experiment.training.type}' trains text models; set training.type vlm_pretrain or vlm_sft"
+            )
+    return problems
+
+
 def gguf_problems(experiment: ExperimentConfig, entries: list[CatalogEntry]) -> list[str]:
     """export.formats with gguf: every model must be llama-family (any of them may win). A model whose
     family cannot be told here is left to the export step, which reads its config.json."""
@@ -214,7 +259,7 @@ def resolve_experiment(experiment: ExperimentConfig) -> dict[str, Any]:
             models_resolved.append(entries[-1].model_dump())
         except ValueError as error:
             problems.append(f"models.{index}: {error}")
-    problems += gguf_problems(experiment, entries)
+    problems += gguf_problems(experiment, entries) + modality_problems(experiment, entries)
     for index, group in enumerate(experiment.hparams):
         try:
             resolved = resolve_hparams(group)

@@ -80,6 +80,11 @@ class DataSource(StrictModel):
     columns: ColumnMap = Field(default_factory=dict, description=COLUMNS_DESCRIPTION)
 
 
+# Vision rows: an image over either limit drops its row as image_too_large (tasks.data.vision_images).
+MAX_IMAGE_BYTES = 20 * 1024 * 1024
+MAX_IMAGE_PIXELS = 40_000_000
+
+
 class DatasetConfig(StrictModel):
     """One dataset: where its rows are (one uri, several weighted sources, pre-split uris, or a dataset
     registered with `tunerflow dataset create`), how to read them and which checks drop rows."""
@@ -183,6 +188,20 @@ class DatasetConfig(StrictModel):
         "row; a longer CSV cell refuses the file) as `too_long` before they are converted, so preparation "
         "memory is bounded by the shard size, not by the longest row. Default 1 MiB (about 250k tokens).",
         title="Max row bytes",
+    )
+    max_image_bytes: int = Field(
+        MAX_IMAGE_BYTES,
+        gt=0,
+        description="Vision rows: drop a row whose image file is larger than this many bytes "
+        "(`image_too_large`). Default 20 MiB.",
+        title="Max image bytes",
+    )
+    max_image_pixels: int = Field(
+        MAX_IMAGE_PIXELS,
+        gt=0,
+        description="Vision rows: drop a row whose image has more pixels (width x height) than this "
+        "(`image_too_large`), before it is decoded. Default 40 million.",
+        title="Max image pixels",
     )
     max_drop_ratio: float = Field(
         0.2,
@@ -299,6 +318,10 @@ class DatasetConfig(StrictModel):
             data.pop("near_dedup_shingle", None)
         if data.get("max_row_bytes") == DEFAULT_MAX_ROW_BYTES:
             del data["max_row_bytes"]
+        # The image limits, added later still, likewise appear only away from their defaults.
+        for key, default in (("max_image_bytes", MAX_IMAGE_BYTES), ("max_image_pixels", MAX_IMAGE_PIXELS)):
+            if data.get(key) == default:
+                del data[key]
         return data
 
     @property

@@ -19,7 +19,14 @@ from tasks.config.models import ModelConfig
 from tasks.config.promotion import PromotionConfig
 from tasks.config.scoring import ScoringConfig
 from tasks.config.search import BudgetConfig, SearchConfig, experiment_problems
-from tasks.config.training import ALLOWED_METHODS, NOT_YET, PROMPT_METHODS, REFERENCE_FREE, TrainingConfig
+from tasks.config.training import (
+    ALLOWED_METHODS,
+    NOT_YET,
+    PROMPT_METHODS,
+    REFERENCE_FREE,
+    VISION_TYPES,
+    TrainingConfig,
+)
 from tasks.scoring import plugins as scoring_plugins
 from tasks.storage import layout, store
 
@@ -130,6 +137,28 @@ def _weights_problems(experiment: ExperimentConfig) -> list[str]:
     virtual tokens, and AdaLoRA's and IA3's adapters have no merge of several jobs."""
     method = experiment.training.method
     problems = []
+    kind = experiment.training.type
+    if kind in VISION_TYPES:
+        # ONNX, INT8 and GGUF are written here from a causal language model alone; a vision-language
+        # model's image tower, projector and image-token inputs have no path through those exports.
+        if experiment.export.enabled:
+            problems.append(
+                f"export.enabled is refused with training.type '{kind}': the ONNX, INT8 and GGUF exports "
+                "take a text-only causal language model, and a vision-language model's vision tower and "
+                "projector cannot go through them; set export.enabled: false (the trained model or "
+                "adapter is still scored and registered)"
+            )
+        if experiment.merge.enabled:
+            problems.append(
+                f"merge.enabled is refused with training.type '{kind}': the merge of several jobs loads "
+                "causal language models only; set merge.enabled: false"
+            )
+        if experiment.scoring.rank_on != "pytorch":
+            problems.append(
+                f"scoring.rank_on '{experiment.scoring.rank_on}' is refused with training.type '{kind}': it "
+                "scores an ONNX export, which a vision-language model has none of; set rank_on: pytorch"
+            )
+        return problems
     if method in PROMPT_METHODS and experiment.export.enabled:
         problems.append(
             f"export.enabled is refused with training.method '{method}': it learns virtual tokens, not "

@@ -11,7 +11,9 @@ from pydantic import Field, model_validator
 from tasks.config.base import StrictModel
 from tasks.scoring import plugins as scoring_plugins
 
-TrainingType = Literal["pretrain", "sft", "dpo", "kto", "orpo", "simpo", "cpo", "grpo"]
+TrainingType = Literal[
+    "pretrain", "sft", "dpo", "kto", "orpo", "simpo", "cpo", "grpo", "vlm_pretrain", "vlm_sft"
+]
 TrainingMethod = Literal[
     "full", "lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning", "freeze"
 ]
@@ -34,15 +36,40 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     # those trainers compute log-probabilities at, and IA3/AdaLoRA are untested there, so the weight
     # methods alone are offered.
     **dict.fromkeys(("kto", "orpo", "simpo", "cpo", "grpo"), ("full", "lora", "qlora", "freeze")),
+    # Vision-language models, as XTuner's LLaVA recipes train them: projector pretraining trains the
+    # projector's own weights whole (vision tower and language model frozen); instruction tuning puts LoRA
+    # on the language model (or trains it whole) with the projector, the vision tower frozen.
+    "vlm_pretrain": ("full",),
+    "vlm_sft": ("lora", "full"),
 }
-NOT_YET = {
-    ("pretrain", method): "pretraining adapts every weight; use method 'full' (or 'freeze': the last layers)"
-    for method in ADAPTER_METHODS
-} | {
-    (kind, method): f"TRL's {kind} trainer is run here with full, lora, qlora or freeze; use one of those"
-    for kind in ("kto", "orpo", "simpo", "cpo", "grpo")
-    for method in ("adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning")
-}
+# The types that train an image-text-to-text model (a catalog entry with `modality: vision`).
+VISION_TYPES = ("vlm_pretrain", "vlm_sft")
+NOT_YET = (
+    {
+        (
+            "pretrain",
+            method,
+        ): "pretraining adapts every weight; use method 'full' (or 'freeze': the last layers)"
+        for method in ADAPTER_METHODS
+    }
+    | {
+        (kind, method): f"TRL's {kind} trainer is run here with full, lora, qlora or freeze; use one of those"
+        for kind in ("kto", "orpo", "simpo", "cpo", "grpo")
+        for method in ("adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning")
+    }
+    | {
+        ("vlm_pretrain", method): "projector pretraining trains only the projector, all of its weights, the "
+        "vision tower and language model frozen; use method 'full'"
+        for method in _EVERY
+        if method != "full"
+    }
+    | {
+        ("vlm_sft", method): "vision instruction tuning runs with lora (on the language model, the projector "
+        "trained too) or full (language model and projector); use one of those"
+        for method in _EVERY
+        if method not in ("lora", "full")
+    }
+)
 GPU_METHODS = {
     "qlora": "QLoRA needs a CUDA device (bitsandbytes quantizes the base model to 4-bit NF4 there)"
 }
@@ -75,6 +102,9 @@ DATASET_KINDS: dict[str, tuple[str, ...]] = {
     "cpo": ("preference",),
     # GRPO generates answers to a chat row's prompt and rewards them against its last assistant turn.
     "grpo": ("chat",),
+    # Chat rows with images (formats llava and openai_vision); only the vision types read their images.
+    "vlm_pretrain": ("vision",),
+    "vlm_sft": ("vision",),
 }
 
 # The types that train without a reference model: reference-model settings are refused for them.
@@ -101,8 +131,11 @@ class TrainingConfig(StrictModel):
         "dpo (preference pairs, TRL DPOTrainer), kto (unpaired good/bad answers, or preference pairs "
         "split in two; TRL KTOTrainer), orpo (preference pairs, odds-ratio loss, no reference model), "
         "simpo or cpo (preference pairs, TRL CPOTrainer with loss simpo or sigmoid; no reference model), "
-        "or grpo (chat rows: answers are generated and rewarded by a scoring metric, hparams.grpo_reward, "
-        "default scoring.primary; TRL GRPOTrainer).",
+        "grpo (chat rows: answers are generated and rewarded by a scoring metric, hparams.grpo_reward, "
+        "default scoring.primary; TRL GRPOTrainer), vlm_pretrain (vision rows: projector pretraining of a "
+        "LLaVA-style model, method full: only the projector trains) or vlm_sft (vision rows: instruction "
+        "tuning, method lora on the language model plus the projector, or full; the vision tower frozen). "
+        "The vision types need a model whose catalog entry is `modality: vision`.",
     )
     method: TrainingMethod = Field(
         "lora",

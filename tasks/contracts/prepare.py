@@ -11,7 +11,7 @@ from tasks.config.catalog import CatalogEntry
 from tasks.config.dataset import DatasetConfig
 from tasks.contracts.base import Contract, OpenContract
 
-DatasetKind = Literal["chat", "text", "preference", "unpaired"]
+DatasetKind = Literal["chat", "text", "preference", "unpaired", "vision"]
 
 
 class EvalPrompt(Contract):
@@ -49,7 +49,8 @@ class PreparedDataset(OpenContract):
     name: str = Field(description="The dataset's name (the experiment's label once planned).")
     uri: str = Field(description="Prefix holding `<split>.jsonl`.")
     kind: DatasetKind = Field(
-        description="What its rows hold: chat, text, preference or unpaired (KTO's good/bad answers)."
+        description="What its rows hold: chat, text, preference, unpaired (KTO's good/bad answers) or "
+        "vision (chat rows with images)."
     )
     counts: dict[str, int] = Field(default_factory=dict, description="Rows per split.")
     version: str | None = Field(None, description="Content hash of the sources and settings.")

@@ -6,8 +6,8 @@ The modules, from the bottom up:
 - rows, fields: reason-coded row errors and normalisation; reading a source row's fields.
 - plugin_registry, plugin_discovery, plugins: data plugins (formats and filters) registered, found,
   looked up. plugins is the module plugin authors and the rest of `tasks` import.
-- chat_formats, preference_format, formats, format_detection: one converter per format, `convert`,
-  `columns`, and `auto` detection.
+- chat_formats, preference_format, vision_format, formats, format_detection: one converter per format,
+  `convert`, `columns`, and `auto` detection; vision_images: a vision row's images resolved and checked.
 - sources (files, S3, Hugging Face as shards), pii, token_counts, length_stats, decontaminate, splitting:
   the pieces of the per-row work.
 - scan (the per-shard work in worker processes), pool, parts (sources, formats, content version),

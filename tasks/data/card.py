@@ -11,7 +11,7 @@ The card is built from counts only: no row text is passed in, so none can leak i
     name: str                      dataset name
     version: str                   content version (directory name)
     format: str                    source row format (alpaca, sharegpt, messages, text, a plugin's, ...)
-    kind: "chat" | "text" | "preference" | "unpaired"
+    kind: "chat" | "text" | "preference" | "unpaired" | "vision"
     created_at: str                ISO 8601 time of preparation
     sources: [{"uri": str, "fingerprint": str, "rows_in": int, "weight": float}, ...]
     counts: {"train": int, "validation": int, "test": int}    rows written per split
@@ -46,6 +46,7 @@ KIND_SCHEMA = {
     "text": '{"id": str, "text": str}',
     "preference": '{"id": str, "prompt": [messages], "chosen": [messages], "rejected": [messages]}',
     "unpaired": '{"id": str, "prompt": [messages], "completion": [messages], "label": bool}',
+    "vision": '{"id": str, "messages": [messages with <image> placeholders], "images": [uri, ...]}',
 }
 REASONS = {
     "not_utf8": "the row's bytes are not valid UTF-8",

@@ -10,14 +10,17 @@ from typing import Any
 from tasks.data import plugins as data_plugins
 from tasks.data.chat_formats import GUANACO_MARKER
 from tasks.data.formats import apply_columns
+from tasks.data.vision_format import has_image_parts
 
 # Structured formats, in the order they are checked; a row matching more than one is ambiguous.
 SIGNATURES: tuple[tuple[str, Callable[[dict[str, Any]], bool]], ...] = (
     ("preference", lambda r: "chosen" in r and "rejected" in r),
     ("openai_preference", lambda r: "preferred_output" in r and "non_preferred_output" in r),
     ("unpaired", lambda r: "completion" in r and "label" in r),
-    ("messages", lambda r: "messages" in r),
-    ("sharegpt", lambda r: "conversations" in r),
+    ("openai_vision", lambda r: "messages" in r and has_image_parts(r)),
+    ("messages", lambda r: "messages" in r and not has_image_parts(r)),
+    ("llava", lambda r: "conversations" in r and "image" in r),
+    ("sharegpt", lambda r: "conversations" in r and "image" not in r),
     ("moss", lambda r: "chat" in r),
     ("alpaca", lambda r: "instruction" in r or "output" in r),
 )
@@ -55,7 +58,8 @@ def detect_format(record: dict[str, Any], columns: dict[str, str] | None = None)
        Dolly row also has alpaca's `instruction`); a plugin match wins over the built-ins below.
     2. preference (`chosen` and `rejected`), openai_preference (`preferred_output` and
        `non_preferred_output`: OpenAI's DPO rows), unpaired (`completion` and `label`: KTO's rows),
-       messages (`messages`), sharegpt (`conversations`), moss
+       openai_vision (`messages` with an `image_url` part), messages (`messages`), llava
+       (`conversations` and `image`), sharegpt (`conversations`), moss
        (`chat`), alpaca (`instruction` or `output`); a row matching two of these is ambiguous.
     3. Only when nothing above matches, the catch-alls: guanaco (`text` holding '### Human:'), then
        text (`text`)."""

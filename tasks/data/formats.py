@@ -12,6 +12,12 @@ plugin raised something other than RowError). Internal rows (the `id` is added b
 - text: `{"text": str}`.
 - preference: `{"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}`.
 - unpaired (KTO): `{"prompt": [messages], "completion": [assistant messages], "label": bool}`.
+- vision: a chat row with images, `{"messages": [...], "images": [ref, ...]}`: the user turns hold one
+  `<image>` placeholder per image, in the order of `images`. Converted from LLaVA's
+  `{"image", "conversations"}` (format `llava`) or OpenAI's messages with `image_url` parts (format
+  `openai_vision`) by `tasks.data.vision_format`; the scan resolves each reference (a path relative to
+  the dataset file, a glob, `file://`, `s3://`) to URIs and drops a row whose image is missing
+  (`missing_image`), unreadable (`bad_image`) or over the size limits (`image_too_large`).
 
 The converters are in `tasks.data.chat_formats` and `tasks.data.preference_format`, the field readers
 they share in `tasks.data.fields`, format detection in `tasks.data.format_detection`.
@@ -46,6 +52,13 @@ from tasks.data.preference_format import (
     convert_unpaired,
 )
 from tasks.data.rows import RowError
+from tasks.data.vision_format import (
+    LLAVA_KEYS,
+    OPENAI_VISION_KEYS,
+    check_vision_row,
+    convert_llava,
+    convert_openai_vision,
+)
 
 # Keys each format reads, so a `columns` mapping naming anything else is refused as a typo.
 EXPECTED_KEYS = {
@@ -58,6 +71,8 @@ EXPECTED_KEYS = {
     "preference": ("prompt", "chosen", "rejected", "system"),
     "openai_preference": OPENAI_PREFERENCE_KEYS,
     "unpaired": ("prompt", "completion", "label", "system"),
+    "llava": LLAVA_KEYS,
+    "openai_vision": OPENAI_VISION_KEYS,
 }
 KNOWN_KEYS = frozenset(key for keys in EXPECTED_KEYS.values() for key in keys)
 
@@ -109,6 +124,8 @@ CONVERTERS: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "preference": convert_preference,
     "openai_preference": convert_openai_preference,
     "unpaired": convert_unpaired,
+    "llava": convert_llava,
+    "openai_vision": convert_openai_vision,
 }
 
 # Per kind: the keys an internal row has, and the check that normalises it the way built-in rows are
@@ -118,6 +135,7 @@ OUTPUT_CHECKS: dict[str, tuple[frozenset[str], Callable[[dict[str, Any]], dict[s
     "text": (frozenset({"text"}), convert_text),
     "preference": (frozenset(PREFERENCE_KEYS), check_preference_row),
     "unpaired": (frozenset(UNPAIRED_KEYS), check_unpaired_row),
+    "vision": (frozenset({"messages", "images"}), check_vision_row),
 }
 
 

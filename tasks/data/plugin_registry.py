@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
-KINDS = ("chat", "text", "preference", "unpaired")
+KINDS = ("chat", "text", "preference", "unpaired", "vision")
 # The built-in formats, in the order they are listed, and the kind of rows each converter produces.
 BUILTIN_KINDS: dict[str, str] = {
     "alpaca": "chat",
@@ -28,6 +28,8 @@ BUILTIN_KINDS: dict[str, str] = {
     "preference": "preference",
     "openai_preference": "preference",
     "unpaired": "unpaired",
+    "llava": "vision",
+    "openai_vision": "vision",
 }
 BUILTIN_FORMATS = tuple(BUILTIN_KINDS)
 NAME = re.compile(r"^[a-z0-9][a-z0-9_.-]{0,62}$")
@@ -51,7 +53,7 @@ class FormatPlugin:
     """
 
     name: str
-    kind: Literal["chat", "text", "preference", "unpaired"]
+    kind: Literal["chat", "text", "preference", "unpaired", "vision"]
     keys: tuple[str, ...]
     convert: Callable[[Row], Row]
     detect: Callable[[Row], bool] | None = None
@@ -189,7 +191,7 @@ def _summary(fn: Callable[..., Any]) -> str:
 def data_format(
     *,
     name: str,
-    kind: Literal["chat", "text", "preference", "unpaired"],
+    kind: Literal["chat", "text", "preference", "unpaired", "vision"],
     keys: Iterable[str],
     detect: Callable[[Row], bool] | None = None,
     description: str = "",

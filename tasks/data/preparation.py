@@ -74,6 +74,8 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
         max_row_bytes=dataset.max_row_bytes,
         tokenizers=tuple(_tokenizers(job, work)),
         near_shingle=dataset.near_dedup_shingle if dataset.dedup == "near" else 0,
+        max_image_bytes=dataset.max_image_bytes,
+        max_image_pixels=dataset.max_image_pixels,
     )
     tasks = pool.shard_tasks(parts, formats, settings, work, pool.shard_bytes(total_bytes, workers))
     log.info(

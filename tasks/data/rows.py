@@ -60,7 +60,9 @@ def normalise(row: dict[str, Any]) -> str:
         text = "\n".join(f"{part}:\n{_turns(row[part])}" for part in message_parts(row))
         # An unpaired row's label is part of it: the same answer marked good and bad is not a duplicate.
         return _fold(text + (f"\nlabel: {row['label']}" if "label" in row else ""))
-    return _fold(_turns(row["messages"]))
+    # A vision row's images are part of it: the same question about two images is not a duplicate.
+    images = "".join(f"\nimage: {ref}" for ref in row.get("images", ()))
+    return _fold(_turns(row["messages"]) + images)
 
 
 def prompt_text(row: dict[str, Any]) -> str:
@@ -69,7 +71,9 @@ def prompt_text(row: dict[str, Any]) -> str:
     if "text" in row:
         return _fold(row["text"])
     messages = row["prompt"] if "prompt" in row else row["messages"][:-1]
-    return _fold("\n".join(m["content"] for m in messages if m["role"] in ("user", "tool")))
+    # A vision row asks about its images: the same question about another image is another question.
+    images = "".join(f"\nimage: {ref}" for ref in row.get("images", ()))
+    return _fold("\n".join(m["content"] for m in messages if m["role"] in ("user", "tool")) + images)
 
 
 def failure_message(

@@ -29,6 +29,7 @@ from tasks.data.plugins import apply_filters
 from tasks.data.rows import DEFAULT_MAX_ROW_BYTES, RowError, message_parts, normalise, prompt_text
 from tasks.data.sources import Shard
 from tasks.data.token_counts import TokenCounter, TokenizerSpec
+from tasks.data.vision_images import DEFAULT_MAX_IMAGE_BYTES, DEFAULT_MAX_IMAGE_PIXELS, resolve_images
 
 log = logging.getLogger("tunerflow.prepare_dataset")
 BATCH = 2048
@@ -44,6 +45,8 @@ class ScanSettings:
     max_row_bytes: int = DEFAULT_MAX_ROW_BYTES  # longer rows are dropped unparsed (tasks.data.raw_rows)
     sample_every: int = 1  # token lengths are counted for the statistics on rows whose key % this == 0
     near_shingle: int = 0  # words per shingle of the MinHash signatures for `dedup: near`; 0: none
+    max_image_bytes: int = DEFAULT_MAX_IMAGE_BYTES  # vision rows: larger image files are dropped
+    max_image_pixels: int = DEFAULT_MAX_IMAGE_PIXELS  # vision rows: larger images are dropped
 
 
 @dataclass(frozen=True)
@@ -136,6 +139,10 @@ def _convert(record: Any, task: ShardTask, pii_counts: Counter) -> dict[str, Any
     if isinstance(record, RowError):
         raise record
     row = convert(record, task.fmt, task.columns)
+    if "images" in row:  # a vision row: its images resolved beside the dataset file, and checked
+        settings = task.settings
+        base_dir = Path(task.shard.path).parent
+        row = resolve_images(row, base_dir, settings.max_image_bytes, settings.max_image_pixels)
     if task.settings.pii != "off":
         row = _apply_pii(row, task.settings.pii, pii_counts)
     if task.settings.filters:

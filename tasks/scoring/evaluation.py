@@ -20,6 +20,7 @@ from tasks.exporting.export_step import export_formats
 from tasks.runtime.errors import StepError
 from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
 from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, row_scores, score
+from tasks.scoring.vision_scoring import load_scored_model, score_vision
 from tasks.storage import store
 from tasks.training.base_models import load_model, load_tokenizer
 from tasks.training.trainer import read_split
@@ -148,17 +149,22 @@ def evaluate(job: EvaluateSpec) -> EvaluateResult:
         replaced = {"source": {"path": trained.model_uri}, "kind": "uri"}
         model_entry = CatalogEntry.model_validate({**model_entry.model_dump(), **replaced})
     adapter = trained.adapter_uri
-    model = load_model(model_entry, root, adapter_dir=str(store.fetch(adapter)) if adapter else None)
-    tokenizer = load_tokenizer(model_entry, root)
     split, rows = eval_rows(job.scored_on, scoring.max_samples)
-
-    metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
-    if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
-        metrics.update(loss_scores(scoring.metrics, answer_loss(model, tokenizer, rows, scoring.batch_size)))
+    vision = PreparedDataset.model_validate(job.scored_on).kind == "vision"
+    if vision:  # images with the prompts: the processor's path (no ONNX/INT8 ranking: refused at validation)
+        model, processor = load_scored_model(model_entry, root, adapter)
+        metrics, predictions, stats = score_vision(model, processor, rows, scoring)
+    else:
+        model = load_model(model_entry, root, adapter_dir=str(store.fetch(adapter)) if adapter else None)
+        tokenizer = load_tokenizer(model_entry, root)
+        metrics, predictions, stats = answer_and_score(model, tokenizer, rows, scoring)
+        if needs_loss(scoring.metrics):  # eval_loss and perplexity share one pass over the rows
+            loss = answer_loss(model, tokenizer, rows, scoring.batch_size)
+            metrics.update(loss_scores(scoring.metrics, loss))
     metrics = {name: metrics[name] for name in scoring.metrics}  # in the conf's order
     write_predictions(store.join(job.output, "predictions.jsonl"), rows, predictions, scoring.metrics)
     quantized = None
-    if scoring.rank_on != "pytorch" and not job.reference:
+    if scoring.rank_on != "pytorch" and not job.reference and not vision:
         quantized = quantized_scores(model, tokenizer, rows, job)
         log.info("%s as %s: %s", job.label, scoring.rank_on, quantized.metrics)
     log.info(

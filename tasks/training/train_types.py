@@ -8,6 +8,7 @@ loads, the trainer class and its type-specific settings. `tasks.training.trainer
   model with the adapter switched off (no second copy); with full, TRL loads a frozen copy.
 - kto, orpo, simpo, cpo: `tasks.training.preference_types`; grpo (rewarded by a scoring metric):
   `tasks.training.grpo_reward`.
+- vlm_pretrain, vlm_sft (vision-language models): `tasks.training.vision_types`.
 - methods: the model and PEFT config each trains come from `tasks.training.peft_methods`.
 
 Heavy imports stay inside functions; pure helpers (precision, accumulation, masks) are testable alone.
@@ -19,29 +20,26 @@ import importlib.util
 import logging
 from typing import Any
 
-from tasks.config.catalog import CatalogEntry
 from tasks.config.hparams import ResolvedHParams, trainer_arguments, training_hparam_problems
 from tasks.config.peft_fields import method_hparam_problems
-from tasks.config.training import TrainingConfig
+from tasks.config.training import VISION_TYPES, TrainingConfig
 from tasks.contracts.train import TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.runtime.launch import world_size
 from tasks.training.base_models import apply_tokenizer_overrides, load_tokenizer, weights_location
+from tasks.training.chat_spans import CHATML_TEMPLATE as CHATML_TEMPLATE
+from tasks.training.chat_spans import assistant_spans as assistant_spans
+from tasks.training.chat_spans import ensure_chat_template
 from tasks.training.grpo_reward import build_grpo_trainer
 from tasks.training.parallel import check_parallel_runtime, parallel_arguments
 from tasks.training.parallel import deepspeed_config as deepspeed_config
 from tasks.training.peft_methods import is_prompt_learning, load_model, method_callbacks, prepare
 from tasks.training.preference_types import build_preference_trainer
+from tasks.training.vision_types import build_vision_trainer
 
 PREFERENCE_TYPES = ("kto", "orpo", "simpo", "cpo")
 
 log = logging.getLogger("tunerflow.train")
-
-# Used only for a base model whose tokenizer ships no chat template and whose catalog entry names none.
-CHATML_TEMPLATE = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
 
 
 def resolve_precision(precision: str, cuda: bool, bf16_supported: bool) -> str:
@@ -109,48 +107,6 @@ def uses_padding_free(hp: ResolvedHParams, training_type: str) -> bool:
     if training_type != "sft" or uses_packing(hp, training_type):
         return False
     return hp.padding_free is not False
-
-
-def ensure_chat_template(tokenizer: Any, entry: CatalogEntry) -> None:
-    """Give a base model's tokenizer the catalog's chat template (else ChatML) when it has none."""
-    if tokenizer.chat_template:
-        return
-    template = getattr(entry, "chat_template", None)
-    if template:
-        tokenizer.chat_template = template
-        return
-    log.warning(
-        "model '%s' has no chat template; using ChatML (set chat_template in its catalog entry)", entry.name
-    )
-    tokenizer.chat_template = CHATML_TEMPLATE
-
-
-def _render(tokenizer: Any, messages: list[dict[str, Any]], generation_prompt: bool = False) -> str:
-    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
-
-
-def assistant_spans(tokenizer: Any, messages: list[dict[str, Any]]) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of each assistant answer in it.
-
-    An answer's span starts where the template's generation prompt for it ends and stops after the
-    end-of-turn token (whitespace after that token is a separator the model never generates). The
-    spans come from rendering growing prefixes of the conversation, which needs a template that
-    renders a prefix as a prefix of the whole (every common chat template does).
-    """
-    text = _render(tokenizer, messages)
-    spans = []
-    for index, message in enumerate(messages):
-        if message["role"] != "assistant":
-            continue
-        before = _render(tokenizer, messages[:index], generation_prompt=True)
-        through = _render(tokenizer, messages[: index + 1]).rstrip()
-        if not (through.startswith(before) and text.startswith(through)):
-            raise ValueError(
-                f"the chat template does not render turn {index} of the conversation as a prefix of the "
-                "whole conversation, so its answer tokens cannot be located"
-            )
-        spans.append((len(before), len(through)))
-    return text, spans
 
 
 def sft_features(tokenizer: Any, messages: list[dict[str, Any]], max_length: int | None) -> dict[str, Any]:
@@ -240,15 +196,6 @@ def build_trainer(
         accumulation,
     )
 
-    tokenizer = load_tokenizer(entry, job.store_root)
-    if kind != "text":
-        ensure_chat_template(tokenizer, entry)
-    model = load_model(entry, job.store_root, hp, training.method, precision)
-    apply_tokenizer_overrides(tokenizer, entry, model)
-    prepared = prepare(model, hp, training.method, weights_location(entry, job.store_root))
-    model, peft_config = prepared.model, prepared.peft_config
-    callbacks = [*callbacks, *method_callbacks(training.method)]
-
     args: dict[str, Any] = {
         **common,
         # The hyperparameters the trainer takes unchanged, as tasks/config/hparam_fields.py declares them.
@@ -263,6 +210,18 @@ def build_trainer(
         # DeepSpeed ZeRO or FSDP2 (tasks.training.parallel)
         **parallel_arguments(hp),
     }
+    if training.type in VISION_TYPES:
+        # A vision-language model: its processor, its own freezing and collator (tasks.training.vision_types).
+        return build_vision_trainer(job, train_rows, validation_rows, args, callbacks, precision)
+    tokenizer = load_tokenizer(entry, job.store_root)
+    if kind != "text":
+        ensure_chat_template(tokenizer, entry)
+    model = load_model(entry, job.store_root, hp, training.method, precision)
+    apply_tokenizer_overrides(tokenizer, entry, model)
+    prepared = prepare(model, hp, training.method, weights_location(entry, job.store_root))
+    model, peft_config = prepared.model, prepared.peft_config
+    callbacks = [*callbacks, *method_callbacks(training.method)]
+
     if training.type in PREFERENCE_TYPES:
         trainer = build_preference_trainer(
             training.type,

@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from tasks.config.training import ADAPTER_METHODS, MERGEABLE_ADAPTERS, dataset_kind_problem
+from tasks.config.training import ADAPTER_METHODS, MERGEABLE_ADAPTERS, VISION_TYPES, dataset_kind_problem
 from tasks.contracts.train import CheckpointsInfo, TrainResult, TrainSpec
 from tasks.runtime.errors import StepError
 from tasks.storage import store
@@ -297,7 +297,8 @@ def _train(job: TrainSpec, preemption: Preemption) -> TrainResult | None:
     # A pickle beside the weights: nothing loads it, and the outputs stay safetensors and JSON.
     (weights_dir / "training_args.bin").unlink(missing_ok=True)
     merged_dir = None
-    if hp.merge_adapter and training.method in MERGEABLE_ADAPTERS:
+    # A vision model's adapter is kept as it is: the merge loads causal language models only.
+    if hp.merge_adapter and training.method in MERGEABLE_ADAPTERS and training.type not in VISION_TYPES:
         merged_dir = out / "merged"
         del trainer
         _release_memory()

@@ -15,7 +15,12 @@ from tasks.data import dataset_registry
 
 DEMO = load_conf(demo_conf_path())
 # The datasets shipped under include/data/, offered as built-in choices (sorted).
-BUILTINS = ["builtin:tuna_feedback", "builtin:tuna_identity", "builtin:tuna_preference"]
+BUILTINS = [
+    "builtin:tuna_feedback",
+    "builtin:tuna_identity",
+    "builtin:tuna_images",
+    "builtin:tuna_preference",
+]
 CHOICES_ONLY = {
     "name": "identity",
     "datasets": ["builtin:tuna_identity"],
@@ -99,6 +104,7 @@ def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
         "grpo",
         "ia3",
         "kto",
+        "llava-instruct",
         "lora-variants",
         "merge-ties",
         "multinode-fsdp2",

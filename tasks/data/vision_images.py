@@ -1,0 +1,100 @@
+"""The images of vision rows at prepare time: each reference resolved to URIs (a path relative to the
+dataset file, an absolute path, a glob, `file://` or `s3://`, all read through `tasks.storage.store`) and
+each image checked, so that a row the trainer could not load is dropped here with its reason:
+`missing_image` (nothing at the reference), `bad_image` (Pillow cannot open or verify it) or
+`image_too_large` (over the dataset's `max_image_bytes` or `max_image_pixels`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from tasks.config.dataset import MAX_IMAGE_BYTES as DEFAULT_MAX_IMAGE_BYTES
+from tasks.config.dataset import MAX_IMAGE_PIXELS as DEFAULT_MAX_IMAGE_PIXELS
+from tasks.data.rows import RowError
+from tasks.data.vision_format import IMAGE_TOKEN
+from tasks.storage import store
+
+
+def _pattern(reference: str, base_dir: Path) -> str:
+    """The store URI or path pattern a reference names (relative paths are below the dataset file)."""
+    if "://" in reference:
+        return reference
+    path = Path(reference).expanduser()
+    return str(path if path.is_absolute() else base_dir / path)
+
+
+def _found(reference: str, base_dir: Path) -> list[tuple[str, Path]]:
+    """(URI, local file) of each image a reference names, in name order."""
+    pattern = _pattern(reference, base_dir)
+    try:
+        copies = store.local_copies(pattern)
+    except (OSError, ValueError, NotImplementedError, store.StoreError) as error:
+        raise RowError("missing_image", f"{reference}: {type(error).__name__}: {error}") from None
+    files = [(name, path) for name, path in copies if path.is_file()]
+    if not files:
+        raise RowError("missing_image", f"{reference}: no such file")
+    if store.is_s3(pattern):
+        glob_at = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
+        if glob_at < 0:
+            uris = [pattern]
+        else:
+            fixed = pattern[:glob_at].rsplit("/", 1)[0]
+            uris = [f"{fixed}/{name}" for name, _ in files]
+    else:
+        uris = [store.to_uri(path.resolve()) for _, path in files]
+    return sorted(zip(uris, (path for _, path in files), strict=True))
+
+
+def check_image(path: Path, reference: str, max_bytes: int, max_pixels: int) -> None:
+    """RowError unless the file is an image Pillow reads whole, within the limits."""
+    # Pillow is needed only when a dataset holds images.
+    from PIL import Image, UnidentifiedImageError
+
+    size = path.stat().st_size
+    if size > max_bytes:
+        raise RowError("image_too_large", f"{reference}: {size} bytes, over max_image_bytes {max_bytes}")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > max_pixels:
+                raise RowError(
+                    "image_too_large",
+                    f"{reference}: {width}x{height} pixels, over max_image_pixels {max_pixels}",
+                )
+            image.verify()
+        with Image.open(path) as image:
+            image.load()  # verify() does not decode the pixels: a truncated file fails only here
+    except RowError:
+        raise
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
+        raise RowError("bad_image", f"{reference}: {type(error).__name__}: {error}") from None
+
+
+def resolve_images(
+    row: dict[str, Any],
+    base_dir: Path,
+    max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
+    max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
+) -> dict[str, Any]:
+    """The vision row with its references replaced by the URIs of checked images; a glob matching k
+    images turns its placeholder into k placeholders."""
+    uris: list[str] = []
+    counts: list[int] = []
+    for reference in row["images"]:
+        found = _found(reference, base_dir)
+        for _, path in found:
+            check_image(path, reference, max_bytes, max_pixels)
+        uris += [uri for uri, _ in found]
+        counts.append(len(found))
+    messages = []
+    placeholder = 0
+    for message in row["messages"]:
+        pieces = message["content"].split(IMAGE_TOKEN)
+        content = pieces[0]
+        for piece in pieces[1:]:
+            content += "\n".join([IMAGE_TOKEN] * counts[placeholder]) + piece
+            placeholder += 1
+        messages.append({**message, "content": content})
+    return {**row, "messages": messages, "images": uris}
