@@ -29,22 +29,13 @@ def _found(reference: str, base_dir: Path) -> list[tuple[str, Path]]:
     """(URI, local file) of each image a reference names, in name order."""
     pattern = _pattern(reference, base_dir)
     try:
-        copies = store.local_copies(pattern)
+        copies = store.located_copies(pattern)
     except (OSError, ValueError, NotImplementedError, store.StoreError) as error:
         raise RowError("missing_image", f"{reference}: {type(error).__name__}: {error}") from None
-    files = [(name, path) for name, path in copies if path.is_file()]
+    files = sorted((uri, path) for uri, path in copies if path.is_file())
     if not files:
         raise RowError("missing_image", f"{reference}: no such file")
-    if store.is_s3(pattern):
-        glob_at = min((pattern.find(c) for c in "*?[" if c in pattern), default=-1)
-        if glob_at < 0:
-            uris = [pattern]
-        else:
-            fixed = pattern[:glob_at].rsplit("/", 1)[0]
-            uris = [f"{fixed}/{name}" for name, _ in files]
-    else:
-        uris = [store.to_uri(path.resolve()) for _, path in files]
-    return sorted(zip(uris, (path for _, path in files), strict=True))
+    return files
 
 
 def check_image(path: Path, reference: str, max_bytes: int, max_pixels: int) -> None:

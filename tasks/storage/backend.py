@@ -13,9 +13,9 @@ from functools import cache
 from pathlib import Path
 from typing import Any, Protocol
 
-from tasks.storage.file_backend import FileBackend
+from tasks.storage.file_backend import WILDCARDS, FileBackend
 from tasks.storage.s3_backend import S3Backend
-from tasks.storage.uris import dumps, is_local
+from tasks.storage.uris import dumps, is_local, to_uri
 
 
 class Backend(Protocol):
@@ -116,3 +116,15 @@ def local_copies(pattern: str, cache: Path | None = None) -> list[tuple[str, Pat
     downloaded only when the copy is not current. Raises FileNotFoundError / IsADirectoryError with a
     readable reason, StoreError when the store refuses."""
     return backend_for(pattern).local_copies(pattern, cache)
+
+
+def located_copies(pattern: str, cache: Path | None = None) -> list[tuple[str, Path]]:
+    """(URI, local file) of each file `local_copies` finds for a path, key or glob: the file's own
+    `file://` URI on a local store, its object's URI on a remote one (the name below the pattern's fixed
+    part, put back under it)."""
+    copies = local_copies(pattern, cache)
+    if is_local(pattern):
+        return [(to_uri(path.resolve()), path) for _, path in copies]
+    glob_at = min((pattern.find(c) for c in WILDCARDS if c in pattern), default=len(pattern))
+    base = pattern[: pattern.rfind("/", 0, glob_at) + 1]
+    return [(base + name, path) for name, path in copies]
