@@ -23,7 +23,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from tasks.backends import TRAIN_RETRIES
 from tasks.backends.local import StepFailed, run_step
-from tasks.config.experiment import load_experiment
+from tasks.config.experiment import load_run_record
 from tasks.pipeline import skips
 from tasks.storage import masking
 from tasks.storage.s3 import store_env
@@ -159,13 +159,12 @@ def run_locally(step: str, argv: list[str], context: Any, skip: SkipRule | None)
         # Loaded where the step runs: the judge is not a parse-time need.
         from tasks.scoring.judge import judge_env
 
-        env.update(judge_env(load_experiment(run_of(context).run_uri)["scoring"]))
+        env.update(judge_env(load_run_record(run_of(context).run_uri)["experiment"]["scoring"]))
     if step == "train":
         # GRPO may reward with llm_judge (tasks.training.grpo_reward): its train step calls the judge.
         from tasks.scoring.judge import reward_judge_env
-        from tasks.storage import layout, store
 
-        env.update(reward_judge_env(store.read_json(layout.experiment_record(run_of(context).run_uri))))
+        env.update(reward_judge_env(load_run_record(run_of(context).run_uri)))
     if step == COMPARE_STEP:
         env.update(endpoint_env(argv[-1]))
     try:

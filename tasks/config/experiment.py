@@ -174,9 +174,15 @@ def _weights_problems(experiment: ExperimentConfig) -> list[str]:
     return problems
 
 
+def load_run_record(run_uri: str) -> dict[str, Any]:
+    """What validate_conf recorded for a run: `experiment` (the conf with every default filled in) and
+    the resolved `hparams` groups, among others."""
+    return store.read_json(layout.experiment_record(run_uri))
+
+
 def load_experiment(run_uri: str) -> dict[str, Any]:
     """The conf a run recorded with every default filled in (the raw Params may omit nested fields)."""
-    return store.read_json(layout.experiment_record(run_uri))["experiment"]
+    return load_run_record(run_uri)["experiment"]
 
 
 def parse_experiment(conf: dict[str, Any]) -> ExperimentConfig:

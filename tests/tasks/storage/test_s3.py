@@ -198,7 +198,8 @@ def test_every_heavy_step_of_the_dag_gets_the_store_connection_in_its_environmen
     seen = []
     monkeypatch.setattr(heavy, "run_step", lambda argv, env=None: seen.append(env) or {})
     monkeypatch.setattr(heavy, "run_of", lambda context: SimpleNamespace(run_uri="s3://bucket/run"))
-    monkeypatch.setattr(heavy, "load_experiment", lambda run_uri: {"scoring": {}})
+    record = {"experiment": {"scoring": {}, "training": {"type": "sft"}}, "hparams": [{"name": "a"}]}
+    monkeypatch.setattr(heavy, "load_run_record", lambda run_uri: record)
     monkeypatch.setattr(judge, "judge_env", lambda scoring: {"AIRFLOW_CONN_TUNERFLOW_JUDGE": "{}"})
     value = json.dumps({"conn_type": "aws", "login": KEY_ID, "password": SECRET})
     monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", value)
