@@ -42,8 +42,10 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+# The demo's conf and prepared dataset as bench/export.py reads them (importable once REPO is on the path).
+from bench.export import demo_conf, log, prepared_dataset  # noqa: E402
+
 MODEL = "smollm2-135m-instruct"
-DEMO = REPO / "include" / "configs" / "experiments" / "demo.yaml"
 # q8_0 stores 8 bits plus one fp16 scale per 32 weights (8.5 bits) against fp32's 32: ~0.27 with the tied
 # embedding stored once; f16 is ~0.5. Shapes alone decide these, so the targets leave little slack.
 TARGET_Q8_0, TARGET_F16 = 0.3, 0.55
@@ -59,25 +61,6 @@ FIGURES = (
     "tokenizer_agreement",
     "metric_drop",
 )
-
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def demo_conf() -> dict[str, Any]:
-    import yaml
-
-    return yaml.safe_load(DEMO.read_text())
-
-
-def prepared_dataset(store_root: str, conf: dict[str, Any]) -> dict[str, Any]:
-    """The demo's dataset prepared as a run prepares it (reused when the store already has it)."""
-    from tasks.contracts.prepare import PrepareSpec
-    from tasks.data.preparation import prepare
-
-    result = prepare(PrepareSpec(store_root=store_root, dataset=conf["datasets"][0]))
-    return {key: result[key] for key in ("name", "uri", "kind", "counts")}
 
 
 def model_entry(model_dir: str | None) -> Any:
