@@ -157,3 +157,29 @@ def test_qlora_trains_the_preference_types_over_a_4bit_base(tiny_model_dir, pair
     assert run["trainable"] and all("lora_" in name for name in run["trainable"])
     assert run["moved"] <= run["trainable"]
     assert margins(run["history"])
+
+
+@pytest.mark.parametrize("type_", ["kto", "orpo", "simpo", "cpo"])
+def test_freeze_trains_only_the_last_layer_with_each_preference_type(
+    tiny_model_dir, pairs_dir, unpaired_dir, tmp_path, type_
+):
+    """method freeze (the last `freeze_trainable_layers` layers fully trained, the rest frozen) with the
+    new types: only the tiny model's last layer is trainable, and it is what moves."""
+    kind = "unpaired" if type_ == "kto" else "preference"
+    job = make_job(
+        tmp_path,
+        tiny_model_dir,
+        unpaired_dir if kind == "unpaired" else pairs_dir,
+        kind,
+        type_,
+        "freeze",
+        freeze_trainable_layers=1,
+        batch_size=PAIRS,
+        micro_batch_size=PAIRS,
+        max_steps=3,
+        learning_rate=5e-3,
+    )
+    trainer, _ = trainer_for(job, tmp_path)
+    run = train_and_compare(trainer)
+    assert run["moved"], "nothing trained"
+    assert all(".layers.1." in name for name in run["trainable"] | run["moved"]), sorted(run["trainable"])
