@@ -17,6 +17,7 @@ The last line is one JSON object: {"metric", "value", "baseline", "ratio", "targ
 
     python bench/export.py                                   # the full run
     python bench/export.py --runs 3 --rows 4 --fine-tune-steps 0 --samples 4 --seq-length 32   # smoke
+    python bench/export.py ... --model-dir DIR   # the same on any Hugging Face directory
 """
 
 from __future__ import annotations
@@ -50,6 +51,16 @@ def demo_conf() -> dict[str, Any]:
     return yaml.safe_load(DEMO.read_text())
 
 
+def model_entry(model_dir: str | None) -> Any:
+    """The catalog's demo model, or a local Hugging Face directory as a path entry (for smoke runs)."""
+    from tasks.config.catalog import CatalogEntry, models
+
+    if not model_dir:
+        return models()[MODEL]
+    path = Path(model_dir).resolve()
+    return CatalogEntry(name=path.name, source={"path": str(path)}, kind="uri")
+
+
 def prepared_dataset(store_root: str, conf: dict[str, Any]) -> dict[str, Any]:
     from tasks.contracts.prepare import PrepareSpec
     from tasks.data.preparation import prepare
@@ -59,10 +70,10 @@ def prepared_dataset(store_root: str, conf: dict[str, Any]) -> dict[str, Any]:
 
 
 def fine_tuned(
-    store_root: str, conf: dict[str, Any], dataset: dict[str, Any], steps: int, work: Path
+    store_root: str, conf: dict[str, Any], dataset: dict[str, Any], steps: int, work: Path, entry: Any
 ) -> Path:
     """The model the demo ships: the base with a LoRA adapter trained on the demo set, merged."""
-    from tasks.config.catalog import models, resolve_hparams
+    from tasks.config.catalog import resolve_hparams
     from tasks.config.hparams import HParams
     from tasks.contracts.train import TrainResult, TrainSpec
     from tasks.exporting.export_step import merge
@@ -70,7 +81,6 @@ def fine_tuned(
     from tasks.training.base_models import weights_location
     from tasks.training.trainer import train
 
-    entry = models()[MODEL]
     merged = work / "merged"
     if steps <= 0:
         return Path(weights_location(entry, store_root))
@@ -79,7 +89,7 @@ def fine_tuned(
         {
             "store_root": store_root,
             "job_id": f"bench-export-{steps}",
-            "label": f"tuna|{MODEL}|bench",
+            "label": f"tuna|{entry.name}|bench",
             "step": "train",
             "output": f"{store_root.rstrip('/')}/bench/export/train-{steps}",
             "dataset": dataset,
@@ -88,7 +98,7 @@ def fine_tuned(
             "training": conf["training"],
         }
     )
-    log(f"fine-tuning {MODEL} with LoRA for {steps} steps (committed runs are reused)")
+    log(f"fine-tuning {entry.name} with LoRA for {steps} steps (committed runs are reused)")
     trained = execute("train", train, job, TrainResult)
     merge(entry, store_root, merged, adapter_uri=trained["adapter_uri"])
     return merged
@@ -143,13 +153,17 @@ def main() -> int:
     parser.add_argument("--int8-mode", choices=["auto", "static", "dynamic"], default=None)
     parser.add_argument("--block-size", type=int, default=None, help="int8_block_size (default: shipped)")
     parser.add_argument("--store", default=None, help="store root (default: a bench store in the cache dir)")
+    parser.add_argument(
+        "--model-dir",
+        default=None,
+        help="smoke runs: export this Hugging Face directory instead of the demo model",
+    )
     args = parser.parse_args()
 
     import torch
     from optimum.onnxruntime import ORTModelForCausalLM
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from tasks.config.catalog import models
     from tasks.config.export import ExportConfig
     from tasks.config.scoring import ScoringConfig
     from tasks.data.parts import cache_dir
@@ -161,6 +175,7 @@ def main() -> int:
     from tasks.training.trainer import read_split
 
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    entry = model_entry(args.model_dir)
     conf = demo_conf()
     store_root = args.store or (cache_dir() / "bench-export-store").as_uri()
     if "://" not in store_root:
@@ -185,7 +200,7 @@ def main() -> int:
     rows = rows[: args.rows] if args.rows else rows
     with tempfile.TemporaryDirectory(prefix="bench-export-") as scratch:
         work = Path(scratch)
-        merged = fine_tuned(store_root, conf, dataset, args.fine_tune_steps, work)
+        merged = fine_tuned(store_root, conf, dataset, args.fine_tune_steps, work, entry)
         started = time.perf_counter()
         exported = export_formats(
             merged, work / "export", ["onnx", "onnx-int8"], export_config, dataset=dataset
@@ -194,7 +209,7 @@ def main() -> int:
         int8 = exported["formats"]["onnx-int8"]
         log(f"exported in {export_seconds:.0f} s; INT8 kept {int8['kept']}: {int8['reason']}")
 
-        tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), models()[MODEL])
+        tokenizer = apply_tokenizer_overrides(AutoTokenizer.from_pretrained(merged), entry)
         candidates = {
             "pytorch fp32": AutoModelForCausalLM.from_pretrained(merged, dtype=torch.float32).eval(),
             "onnx fp32": ORTModelForCausalLM.from_pretrained(work / "export" / "onnx"),
@@ -231,7 +246,7 @@ def main() -> int:
     metric = scoring.primary
     base = latency["pytorch fp32"]["p50_ms"]
     tuned = f"LoRA {args.fine_tune_steps} steps" if args.fine_tune_steps else "the untouched base"
-    print(f"demo model: {MODEL} ({tuned})")
+    print(f"demo model: {entry.name} ({tuned})")
     print(
         f"held-out rows: {len(rows)}; batch 1, {TOKENS} tokens, {args.runs} runs, {os.cpu_count()} CPU cores"
     )

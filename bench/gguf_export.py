@@ -43,7 +43,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 # The demo's conf and prepared dataset as bench/export.py reads them (importable once REPO is on the path).
-from bench.export import demo_conf, log, prepared_dataset  # noqa: E402
+from bench.export import demo_conf, log, model_entry, prepared_dataset  # noqa: E402
 
 MODEL = "smollm2-135m-instruct"
 # q8_0 stores 8 bits plus one fp16 scale per 32 weights (8.5 bits) against fp32's 32: ~0.27 with the tied
@@ -61,16 +61,6 @@ FIGURES = (
     "tokenizer_agreement",
     "metric_drop",
 )
-
-
-def model_entry(model_dir: str | None) -> Any:
-    """The catalog's demo model, or a local llama-family Hugging Face directory as a path entry."""
-    from tasks.config.catalog import CatalogEntry, models
-
-    if not model_dir:
-        return models()[MODEL]
-    path = Path(model_dir).resolve()
-    return CatalogEntry(name=path.name, source={"path": str(path)}, kind="uri")
 
 
 def quick_counts() -> None:
