@@ -10,22 +10,19 @@ import pytest
 
 from tasks.runtime.errors import StepError
 from tasks.training.grpo_reward import answer_text, grpo_rows, metric_reward
+from tests.fixtures.tiny_model import CHATML, save_tiny_llama
+from tests.fixtures.tiny_model import SPECIAL as CHAT_SPECIAL
 from tests.tasks.training.test_train_types import make_job, trainer_for, write_dataset
 
 WORDS = ["user", "assistant", "say", "yes", "no"]
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<unk>"]
-CHATML = (
-    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
-    "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
-)
+SPECIAL = [*CHAT_SPECIAL, "<unk>"]
 
 
 def build_word_model(target: Path) -> Path:
     """A random Llama over a word-level vocabulary of nine tokens: a sampled one-word answer is right
     about one time in nine, so GRPO's groups of answers hold both right and wrong ones."""
-    import torch
     from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast
 
     vocab = {token: index for index, token in enumerate(SPECIAL + WORDS)}
     words = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
@@ -40,24 +37,7 @@ def build_word_model(target: Path) -> Path:
     )
     tokenizer.add_special_tokens({"additional_special_tokens": SPECIAL[:3]})
     tokenizer.chat_template = CHATML
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config)
-    model.save_pretrained(target, safe_serialization=True)
-    tokenizer.save_pretrained(target)
-    return target
+    return save_tiny_llama(target, tokenizer, max_positions=64)
 
 
 def chat(question: str, answer: str) -> dict:
