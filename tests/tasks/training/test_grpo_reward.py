@@ -141,3 +141,31 @@ def test_the_reward_defaults_to_scoring_primary_and_the_eval_batch_holds_whole_g
     # TRL refuses an eval batch that is not a multiple of num_generations; micro_batch_size 2 would be.
     assert trainer.args.per_device_eval_batch_size == 4
     assert trainer.args.generation_batch_size == 8  # batch_size answers per step: two prompts x 4
+
+
+def test_grpo_with_freeze_trains_only_the_last_layer(tmp_path):
+    """method freeze with GRPO: the word model's last layer alone is trainable, and it moves."""
+    from tests.tasks.training.test_train_types import train_and_compare
+
+    model = build_word_model(tmp_path / "words")
+    data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
+    job = make_job(
+        tmp_path,
+        model,
+        data,
+        "chat",
+        "grpo",
+        "freeze",
+        freeze_trainable_layers=1,
+        batch_size=16,
+        micro_batch_size=16,
+        max_steps=2,
+        learning_rate=3e-2,
+        grpo_reward="exact_match",
+        grpo_num_generations=8,
+        grpo_max_completion_length=1,
+    )
+    trainer, _ = trainer_for(job, tmp_path)
+    run = train_and_compare(trainer)
+    assert run["moved"], "nothing trained"
+    assert all(".layers.1." in name for name in run["trainable"] | run["moved"]), sorted(run["trainable"])
