@@ -1,7 +1,9 @@
-"""The reference-free and unpaired preference types, KTO, ORPO, SimPO and CPO, as TRL trainers; and
-GRPO's (in `tasks.training.grpo_reward`). `tasks.training.train_types.build_trainer` loads the model and
-the shared arguments and hands them here.
+"""The preference types, DPO, KTO, ORPO, SimPO and CPO, as TRL trainers (GRPO's is in
+`tasks.training.grpo_reward`). `tasks.training.train_types.build_trainer` loads the model and the shared
+arguments and hands them here.
 
+- dpo: TRL's DPOTrainer on preference pairs. With an adapter the reference is the base with the adapter
+  switched off (no second copy); with full, TRL loads a frozen copy of the same weights.
 - kto: TRL's KTOTrainer on unpaired `prompt` / `completion` / `label` rows. A preference pair becomes two
   such rows (chosen: good, rejected: bad; TRL's unpairing), so DPO datasets train it too. With an adapter
   the reference is the base with the adapter switched off; with full, TRL loads a frozen copy.
@@ -70,13 +72,19 @@ def build_preference_trainer(
     data: tuple[list[dict[str, Any]], list[dict[str, Any]], str],
     callbacks: list[Any],
 ) -> Any:
-    """The TRL trainer of `training_type` (kto, orpo, simpo or cpo). `args` are the TrainingArguments
+    """The TRL trainer of `training_type` (dpo, kto, orpo, simpo or cpo). `args` are the TrainingArguments
     shared by every type plus the hyperparameters the type takes unchanged (trainer_arguments);
     `data` is (train rows, validation rows, dataset kind)."""
     from datasets import Dataset
 
     train_rows, eval_rows, kind = data
-    if training_type == "kto":
+    if training_type == "dpo":
+        from trl import DPOConfig, DPOTrainer
+
+        train, evaluation = pair_rows(train_rows, kind), pair_rows(eval_rows, kind)
+        # ref_model=None: TRL disables the adapter for the reference, or loads a frozen copy (full).
+        config_class, trainer_class, extra = DPOConfig, DPOTrainer, {"ref_model": None}
+    elif training_type == "kto":
         from trl import KTOConfig, KTOTrainer
 
         train, evaluation = kto_rows(train_rows, kind), kto_rows(eval_rows, kind)
@@ -97,7 +105,7 @@ def build_preference_trainer(
     else:
         raise StepError(f"training.type '{training_type}' is not a preference type")
     config = config_class(**args, max_length=max_length)
-    trainer = trainer_class(
+    return trainer_class(
         model=model,
         args=config,
         train_dataset=Dataset.from_list(train),
@@ -107,4 +115,3 @@ def build_preference_trainer(
         callbacks=callbacks,
         **extra,
     )
-    return trainer

@@ -4,9 +4,7 @@ loads, the trainer class and its type-specific settings. `tasks.training.trainer
 - pretrain: language modelling on all tokens, rows packed into `max_seq_length` rows (TRL packing).
 - sft: loss on the tokens of every assistant turn of a conversation, with the end-of-turn token, and
   on nothing else (system, user and tool turns and the template's role headers are masked).
-- dpo: TRL's DPOTrainer on prompt/chosen/rejected rows. With LoRA/QLoRA the reference is the base
-  model with the adapter switched off (no second copy); with full, TRL loads a frozen copy.
-- kto, orpo, simpo, cpo: `tasks.training.preference_types`; grpo (rewarded by a scoring metric):
+- dpo, kto, orpo, simpo, cpo: `tasks.training.preference_types`; grpo (rewarded by a scoring metric):
   `tasks.training.grpo_reward`.
 - vlm_pretrain, vlm_sft (vision-language models): `tasks.training.vision_types`.
 - methods: the model and PEFT config each trains come from `tasks.training.peft_methods`.
@@ -34,10 +32,10 @@ from tasks.training.grpo_reward import build_grpo_trainer
 from tasks.training.parallel import check_parallel_runtime, parallel_arguments
 from tasks.training.parallel import deepspeed_config as deepspeed_config
 from tasks.training.peft_methods import is_prompt_learning, load_model, method_callbacks, prepare
-from tasks.training.preference_types import build_preference_trainer
+from tasks.training.preference_types import build_preference_trainer, pair_rows
 from tasks.training.vision_types import build_vision_trainer
 
-PREFERENCE_TYPES = ("kto", "orpo", "simpo", "cpo")
+PREFERENCE_TYPES = ("dpo", "kto", "orpo", "simpo", "cpo")
 
 log = logging.getLogger("tunerflow.train")
 
@@ -156,7 +154,7 @@ def to_trl_rows(rows: list[dict[str, Any]], kind: str) -> list[dict[str, Any]]:
     if kind == "text":
         return [{"text": row["text"]} for row in rows]
     if kind == "preference":
-        return [{key: row[key] for key in ("prompt", "chosen", "rejected")} for row in rows]
+        return pair_rows(rows, kind)
     return [{"messages": row["messages"]} for row in rows]
 
 
@@ -179,7 +177,6 @@ def build_trainer(
     """(trainer, tokenizer) for this job. `common` holds the TrainingArguments shared by every type
     (output dir, steps, logging, checkpoints); the rest is chosen here from the type and method."""
     import torch
-    from datasets import Dataset
 
     hp, training, entry, kind = job.hparams, job.training, job.model, job.dataset.kind
     cuda = torch.cuda.is_available()
@@ -222,53 +219,43 @@ def build_trainer(
     model, peft_config = prepared.model, prepared.peft_config
     callbacks = [*callbacks, *method_callbacks(training.method)]
 
+    data = (train_rows, validation_rows, kind)
     if training.type in PREFERENCE_TYPES:
+        if training.type == "dpo":
+            args = {**args, "loss_type": [hp.dpo_loss_type]}
         trainer = build_preference_trainer(
-            training.type,
-            model,
-            tokenizer,
-            peft_config,
-            args,
-            hp.max_seq_length,
-            (train_rows, validation_rows, kind),
-            callbacks,
+            training.type, model, tokenizer, peft_config, args, hp.max_seq_length, data, callbacks
         )
-        trainer.tunerflow_prepared = prepared
-        return trainer, tokenizer
-    if training.type == "grpo":
+    elif training.type == "grpo":
         reward = hp.grpo_reward or (job.scoring.primary if job.scoring else None)
         if reward is None:
             raise StepError("grpo: set hparams.grpo_reward (this spec has no scoring.primary to default to)")
         # The judge's own settings (model, rubric, concurrency) when it is the reward.
         options = job.scoring.judge.model_dump() if job.scoring and reward == "llm_judge" else None
-        data = (train_rows, validation_rows, kind)
         trainer = build_grpo_trainer(model, tokenizer, peft_config, args, data, reward, options, callbacks)
-        trainer.tunerflow_prepared = prepared
-        return trainer, tokenizer
-    train_data = to_trl_rows(train_rows, kind)
-    eval_data = to_trl_rows(validation_rows, kind)
+    else:
+        trainer = _sft_trainer(hp, training, model, tokenizer, peft_config, args, data, callbacks)
+    trainer.tunerflow_prepared = prepared
+    return trainer, tokenizer
 
-    if training.type == "dpo":
-        from trl import DPOConfig, DPOTrainer
 
-        config = DPOConfig(**args, max_length=hp.max_seq_length, loss_type=[hp.dpo_loss_type])
-        # ref_model=None: with an adapter TRL scores the reference by disabling it (no second copy);
-        # for a full fine-tune it loads a frozen copy of the same weights.
-        trainer = DPOTrainer(
-            model=model,
-            ref_model=None,
-            args=config,
-            train_dataset=Dataset.from_list(train_data),
-            eval_dataset=Dataset.from_list(eval_data) if eval_data else None,
-            processing_class=tokenizer,
-            peft_config=peft_config,
-            callbacks=callbacks,
-        )
-        trainer.tunerflow_prepared = prepared
-        return trainer, tokenizer
-
+def _sft_trainer(
+    hp: ResolvedHParams,
+    training: TrainingConfig,
+    model: Any,
+    tokenizer: Any,
+    peft_config: Any,
+    args: dict[str, Any],
+    data: tuple[list[dict[str, Any]], list[dict[str, Any]], str],
+    callbacks: list[Any],
+) -> Any:
+    """TRL's SFTTrainer for pretrain (every token, packed) and sft (answer tokens only)."""
+    from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    train_rows, validation_rows, kind = data
+    train_data = to_trl_rows(train_rows, kind)
+    eval_data = to_trl_rows(validation_rows, kind)
     packing = uses_packing(hp, training.type)
     # Prompt-learning methods prepend virtual tokens to each row: rows stay apart (padded).
     padding_free = uses_padding_free(hp, training.type) and not is_prompt_learning(training.method)
@@ -290,7 +277,7 @@ def build_trainer(
         completion_only_loss=False,
         eos_token=tokenizer.eos_token,
     )
-    trainer = SFTTrainer(
+    return SFTTrainer(
         model=model,
         args=config,
         train_dataset=train_dataset,
@@ -299,5 +286,3 @@ def build_trainer(
         peft_config=peft_config,
         callbacks=callbacks,
     )
-    trainer.tunerflow_prepared = prepared
-    return trainer, tokenizer
