@@ -19,7 +19,7 @@ from tasks.contracts.train import TrainResult
 from tasks.exporting.export_step import export_formats
 from tasks.runtime.errors import StepError
 from tasks.scoring.generation import conversation_of, decoding, generate, prompt_and_reference, render_prompts
-from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, row_scores, score
+from tasks.scoring.metrics import loss_scores, needs_loss, row_scores, score_answers
 from tasks.scoring.vision_scoring import load_scored_model, score_vision
 from tasks.storage import store
 from tasks.training.base_models import load_model, load_tokenizer
@@ -80,14 +80,7 @@ def answer_and_score(
         decoding(scoring.temperature, scoring.top_p),
         scoring.seed,
     )
-    metrics = score(
-        scoring.metrics,
-        predictions,
-        references,
-        questions=questions_of(conversations),
-        options={"llm_judge": scoring.judge.model_dump()},
-    )
-    return metrics, list(predictions), stats
+    return score_answers(scoring, predictions, conversations, references), list(predictions), stats
 
 
 def write_predictions(

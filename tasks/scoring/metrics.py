@@ -162,6 +162,23 @@ def score(
     }
 
 
+def score_answers(
+    scoring: Any,
+    predictions: Sequence[str],
+    conversations: Sequence[Sequence[Mapping[str, str]]],
+    references: Sequence[str],
+) -> dict[str, float]:
+    """The text metrics of `scoring` (a ScoringConfig) on answers to held-out conversations, each row's
+    last user turn as its question and the judge with the conf's settings: how every job is scored."""
+    return score(
+        scoring.metrics,
+        predictions,
+        references,
+        questions=questions_of(conversations),
+        options={"llm_judge": scoring.judge.model_dump()},
+    )
+
+
 def scored_per_row(name: str) -> bool:
     """Whether text metric `name` is worth a score of its own on every row. Loss metrics have no
     per-row value here, and a metric that grades against the questions is a judge model's: one more call

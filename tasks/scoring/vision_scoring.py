@@ -9,7 +9,7 @@ from typing import Any
 from tasks.config.catalog import CatalogEntry
 from tasks.config.scoring import ScoringConfig
 from tasks.scoring.generation import decoding, prompt_and_reference
-from tasks.scoring.metrics import loss_scores, needs_loss, questions_of, score
+from tasks.scoring.metrics import loss_scores, needs_loss, score_answers
 from tasks.storage import store
 from tasks.training.base_models import weights_location
 from tasks.training.vision_inputs import answer_loss, generate_answers, load_processor, load_vision_model
@@ -30,18 +30,13 @@ def load_scored_model(entry: CatalogEntry, root: str, adapter_uri: str | None) -
 def score_vision(
     model: Any, processor: Any, rows: list[dict[str, Any]], scoring: ScoringConfig
 ) -> tuple[dict[str, float], list[str], dict[str, float]]:
-    """(metrics in the conf's order, answers, generation stats) on held-out vision rows."""
+    """(metrics, answers, generation stats) on held-out vision rows; the evaluate step puts the metrics
+    in the conf's order."""
     conversations, references = zip(*(prompt_and_reference(row) for row in rows), strict=True)
     predictions, stats = generate_answers(
         model, processor, rows, scoring.max_new_tokens, decoding(scoring.temperature, scoring.top_p)
     )
-    metrics = score(
-        scoring.metrics,
-        predictions,
-        references,
-        questions=questions_of(conversations),
-        options={"llm_judge": scoring.judge.model_dump()},
-    )
+    metrics = score_answers(scoring, predictions, conversations, references)
     if needs_loss(scoring.metrics):
         metrics.update(loss_scores(scoring.metrics, answer_loss(model, processor, rows)))
-    return {name: metrics[name] for name in scoring.metrics}, predictions, stats
+    return metrics, predictions, stats
