@@ -85,6 +85,15 @@ MAX_IMAGE_BYTES = 20 * 1024 * 1024
 MAX_IMAGE_PIXELS = 40_000_000
 
 
+# The limits added after dataset definitions were first stored, with their defaults: written only when set
+# to something else (DatasetConfig._as_stored).
+_LATER_LIMITS = {
+    "max_row_bytes": DEFAULT_MAX_ROW_BYTES,
+    "max_image_bytes": MAX_IMAGE_BYTES,
+    "max_image_pixels": MAX_IMAGE_PIXELS,
+}
+
+
 class DatasetConfig(StrictModel):
     """One dataset: where its rows are (one uri, several weighted sources, pre-split uris, or a dataset
     registered with `tunerflow dataset create`), how to read them and which checks drop rows."""
@@ -307,19 +316,16 @@ class DatasetConfig(StrictModel):
     @model_serializer(mode="wrap")
     def _as_stored(self, handler: Any) -> dict[str, Any]:
         # Stored specs and registry records, and the content version hashed from them, predate the dedup
-        # modes and max_row_bytes: exact/none are spelled true/false, the near-dedup settings appear only
-        # with dedup: near, and max_row_bytes only away from its default, so a definition written earlier
-        # dumps back unchanged and names the version it always did.
+        # modes and the size limits: exact/none are spelled true/false, the near-dedup settings appear
+        # only with dedup: near, and the limits (_LATER_LIMITS) only away from their defaults, so a
+        # definition written earlier dumps back unchanged and names the version it always did.
         data = handler(self)
         if self.dedup != "near":
             if "dedup" in data:
                 data["dedup"] = self.dedup == "exact"
             data.pop("near_dedup_threshold", None)
             data.pop("near_dedup_shingle", None)
-        if data.get("max_row_bytes") == DEFAULT_MAX_ROW_BYTES:
-            del data["max_row_bytes"]
-        # The image limits, added later still, likewise appear only away from their defaults.
-        for key, default in (("max_image_bytes", MAX_IMAGE_BYTES), ("max_image_pixels", MAX_IMAGE_PIXELS)):
+        for key, default in _LATER_LIMITS.items():
             if data.get(key) == default:
                 del data[key]
         return data
