@@ -46,6 +46,11 @@ def _fold(raw: str) -> str:
     return " ".join(folded.split())
 
 
+def _image_lines(row: dict[str, Any]) -> str:
+    """A vision row's image references, one line each (none for other rows)."""
+    return "".join(f"\nimage: {ref}" for ref in row.get("images", ()))
+
+
 def message_parts(row: dict[str, Any]) -> tuple[str, ...]:
     """The message-list fields of a prepared prompt/answer row: an unpaired (KTO) row's or a pair's."""
     return ("prompt", "completion") if "completion" in row else ("prompt", "chosen", "rejected")
@@ -61,8 +66,7 @@ def normalise(row: dict[str, Any]) -> str:
         # An unpaired row's label is part of it: the same answer marked good and bad is not a duplicate.
         return _fold(text + (f"\nlabel: {row['label']}" if "label" in row else ""))
     # A vision row's images are part of it: the same question about two images is not a duplicate.
-    images = "".join(f"\nimage: {ref}" for ref in row.get("images", ()))
-    return _fold(_turns(row["messages"]) + images)
+    return _fold(_turns(row["messages"]) + _image_lines(row))
 
 
 def prompt_text(row: dict[str, Any]) -> str:
@@ -72,8 +76,9 @@ def prompt_text(row: dict[str, Any]) -> str:
         return _fold(row["text"])
     messages = row["prompt"] if "prompt" in row else row["messages"][:-1]
     # A vision row asks about its images: the same question about another image is another question.
-    images = "".join(f"\nimage: {ref}" for ref in row.get("images", ()))
-    return _fold("\n".join(m["content"] for m in messages if m["role"] in ("user", "tool")) + images)
+    return _fold(
+        "\n".join(m["content"] for m in messages if m["role"] in ("user", "tool")) + _image_lines(row)
+    )
 
 
 def failure_message(
