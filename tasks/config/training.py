@@ -25,6 +25,8 @@ ADAPTER_METHODS = ("lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_t
 PROMPT_METHODS = ("prompt_tuning", "prefix_tuning", "p_tuning")
 MERGEABLE_ADAPTERS = ("lora", "qlora", "adalora", "ia3")
 
+# The training types added with TRL's KTO, ORPO, CPO (SimPO) and GRPO trainers.
+TRL_TYPES = ("kto", "orpo", "simpo", "cpo", "grpo")
 # Which (type, method) pairs this build can run, and why the others are refused up front.
 _EVERY = ("full", "lora", "qlora", "adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning", "freeze")
 ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
@@ -35,7 +37,7 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
     # a PEFT config or a whole model; the prompt-learning methods' virtual tokens shift the positions
     # those trainers compute log-probabilities at, and IA3/AdaLoRA are untested there, so the weight
     # methods alone are offered.
-    **dict.fromkeys(("kto", "orpo", "simpo", "cpo", "grpo"), ("full", "lora", "qlora", "freeze")),
+    **dict.fromkeys(TRL_TYPES, ("full", "lora", "qlora", "freeze")),
     # Vision-language models, as XTuner's LLaVA recipes train them: projector pretraining trains the
     # projector's own weights whole (vision tower and language model frozen); instruction tuning puts LoRA
     # on the language model (or trains it whole) with the projector, the vision tower frozen.
@@ -44,32 +46,24 @@ ALLOWED_METHODS: dict[str, tuple[str, ...]] = {
 }
 # The types that train an image-text-to-text model (a catalog entry with `modality: vision`).
 VISION_TYPES = ("vlm_pretrain", "vlm_sft")
-NOT_YET = (
-    {
-        (
-            "pretrain",
-            method,
-        ): "pretraining adapts every weight; use method 'full' (or 'freeze': the last layers)"
-        for method in ADAPTER_METHODS
-    }
-    | {
-        (kind, method): f"TRL's {kind} trainer is run here with full, lora, qlora or freeze; use one of those"
-        for kind in ("kto", "orpo", "simpo", "cpo", "grpo")
-        for method in ("adalora", "ia3", "prompt_tuning", "prefix_tuning", "p_tuning")
-    }
-    | {
-        ("vlm_pretrain", method): "projector pretraining trains only the projector, all of its weights, the "
-        "vision tower and language model frozen; use method 'full'"
-        for method in _EVERY
-        if method != "full"
-    }
-    | {
-        ("vlm_sft", method): "vision instruction tuning runs with lora (on the language model, the projector "
-        "trained too) or full (language model and projector); use one of those"
-        for method in _EVERY
-        if method not in ("lora", "full")
-    }
-)
+# Why a type refuses the methods ALLOWED_METHODS leaves out of it.
+_REFUSALS = {
+    "pretrain": "pretraining adapts every weight; use method 'full' (or 'freeze': the last layers)",
+    **{
+        kind: f"TRL's {kind} trainer is run here with full, lora, qlora or freeze; use one of those"
+        for kind in TRL_TYPES
+    },
+    "vlm_pretrain": "projector pretraining trains only the projector, all of its weights, the vision "
+    "tower and language model frozen; use method 'full'",
+    "vlm_sft": "vision instruction tuning runs with lora (on the language model, the projector trained "
+    "too) or full (language model and projector); use one of those",
+}
+NOT_YET = {
+    (kind, method): reason
+    for kind, reason in _REFUSALS.items()
+    for method in _EVERY
+    if method not in ALLOWED_METHODS[kind]
+}
 GPU_METHODS = {
     "qlora": "QLoRA needs a CUDA device (bitsandbytes quantizes the base model to 4-bit NF4 there)"
 }
