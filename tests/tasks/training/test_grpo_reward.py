@@ -44,15 +44,16 @@ def chat(question: str, answer: str) -> dict:
     return {"messages": [{"role": "user", "content": question}, {"role": "assistant", "content": answer}]}
 
 
-def test_grpo_raises_the_mean_exact_match_reward(tmp_path):
+def word_job(tmp_path: Path, method: str, **hparams):
+    """A GRPO job on the word model, over two rows asking for "yes" and "no"."""
     model = build_word_model(tmp_path / "words")
     data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
-    job = make_job(
+    return make_job(tmp_path, model, data, "chat", "grpo", method, **hparams)
+
+
+def test_grpo_raises_the_mean_exact_match_reward(tmp_path):
+    job = word_job(
         tmp_path,
-        model,
-        data,
-        "chat",
-        "grpo",
         "full",
         batch_size=16,
         micro_batch_size=16,
@@ -122,19 +123,7 @@ def test_the_llm_judge_rewards_through_its_client_and_the_train_step_gets_its_co
 def test_the_reward_defaults_to_scoring_primary_and_the_eval_batch_holds_whole_groups(tmp_path):
     from tasks.config.scoring import ScoringConfig
 
-    model = build_word_model(tmp_path / "words")
-    data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
-    job = make_job(
-        tmp_path,
-        model,
-        data,
-        "chat",
-        "grpo",
-        "lora",
-        batch_size=8,
-        micro_batch_size=2,
-        grpo_num_generations=4,
-    )
+    job = word_job(tmp_path, "lora", batch_size=8, micro_batch_size=2, grpo_num_generations=4)
     scoring = ScoringConfig(metrics=["rouge_l", "token_f1"], primary="token_f1")
     trainer, _ = trainer_for(job.model_copy(update={"scoring": scoring}), tmp_path)
     assert [reward.__name__ for reward in trainer.reward_funcs] == ["token_f1"]
@@ -147,14 +136,8 @@ def test_grpo_with_freeze_trains_only_the_last_layer(tmp_path):
     """method freeze with GRPO: the word model's last layer alone is trainable, and it moves."""
     from tests.tasks.training.test_train_types import train_and_compare
 
-    model = build_word_model(tmp_path / "words")
-    data = write_dataset(tmp_path / "chat", [chat("say yes", "yes"), chat("say no", "no")])
-    job = make_job(
+    job = word_job(
         tmp_path,
-        model,
-        data,
-        "chat",
-        "grpo",
         "freeze",
         freeze_trainable_layers=1,
         batch_size=16,
