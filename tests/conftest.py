@@ -59,6 +59,13 @@ _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "main")
 if "AIRFLOW_HOME" not in os.environ or os.environ.get("TUNERFLOW_TESTS_HOME_OF", _WORKER) != _WORKER:
     os.environ["AIRFLOW_HOME"] = tempfile.mkdtemp(prefix=f"tunerflow-airflow-{_WORKER}-")
     os.environ["TUNERFLOW_TESTS_HOME_OF"] = _WORKER
+if "PYTEST_XDIST_WORKER" in os.environ:
+    # The local backend's machine slot is a lock file machine-wide: without a directory of its own, a
+    # worker's steps would queue behind the other workers' (its Airflow tasks waiting idle). The cores
+    # are shared out instead, so that two workers' trainings do not oversubscribe them.
+    os.environ["TUNERFLOW_LOCK_DIR"] = tempfile.mkdtemp(prefix=f"tunerflow-locks-{_WORKER}-")
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max((os.cpu_count() or 1) // _workers, 1)))
 os.environ.setdefault("AIRFLOW__CORE__DAGS_FOLDER", str(REPO / "dags"))
 os.environ.setdefault("AIRFLOW__CORE__LOAD_EXAMPLES", "False")
 
