@@ -10,7 +10,9 @@ from tasks.registry import versions as registry
 from tasks.storage import layout, store
 from tests.conftest import DAG_TASKS, MERGE_TASKS, REPO, ROUND_TASKS
 from tests.fixtures.confs import tiny_conf
-from tests.fixtures.connections import connection_in_db, without_aws_environment
+from tests.fixtures.connections import connection_in_db
+from tests.fixtures.mlflow_records import check_mlflow_records
+from tests.fixtures.mlflow_server import mlflow_server
 from tests.fixtures.openlineage import check_lineage_chain
 
 
@@ -52,19 +54,25 @@ def _states(run) -> dict[str, list[str]]:
     return states
 
 
+@pytest.mark.slow
 def test_whole_experiment_runs_and_one_failed_job_still_gives_a_winner(
-    dag, tiny_model_dir, store_root, openlineage_events
+    dag, tiny_model_dir, store_root, openlineage_events, tmp_path
 ):
-    # With OpenLineage on (a file transport): the run's events carry its lineage chain, checked below.
-    run = dag.test(run_conf=_conf(tiny_model_dir))
-    assert str(run.state) == "success"
-    states = _states(run)
+    # With OpenLineage on (a file transport) and the `tunerflow_mlflow` connection pointing at a real
+    # `mlflow server`: the run's lineage chain and its MLflow records are checked below, on this one run.
+    with (
+        mlflow_server(tmp_path / "mlflow") as mlflow_uri,
+        connection_in_db("tunerflow_mlflow", "http", {"experiment_name": "tiny-tracked"}, host=mlflow_uri),
+    ):
+        run = dag.test(run_conf=_conf(tiny_model_dir))
+        assert str(run.state) == "success"
+        states = _states(run)
+        assert states["track_mlflow"] == ["success"]
+        check_mlflow_records(mlflow_uri, "tiny-tracked", run, store_root, "tiny", "tuna|tiny|broken")
     assert states["train"].count("success") == 2 and states["train"].count("failed") == 1
     assert sorted(states["evaluate"]) == ["skipped", "success", "success"]
     # No champion yet: nothing to score it against, and the winner is promoted.
     assert states["plan_champion"] == ["skipped"] and states["score_champion"] == ["skipped"]
-    # No tunerflow_mlflow connection in this test: tracking is off, and the run is not the worse for it.
-    assert states["track_mlflow"] == ["skipped"]
     for task in set(DAG_TASKS) - {"train", "evaluate", "plan_champion", "score_champion"}:
         assert set(states[task]) == {"success"}, (task, states[task])
     # No search, no merge: the later rounds skip, and the merge's tasks, planned nothing, skip too.
@@ -195,6 +203,8 @@ def test_the_champion_is_scored_again_on_the_challengers_fixed_questions(
     )
     first = dag.test(run_conf=base)
     assert str(first.state) == "success"
+    # No tunerflow_mlflow connection in this test: tracking is off, and the run is not the worse for it.
+    assert _states(first)["track_mlflow"] == ["skipped"]
     champion = registry.production(store_root, "tiny-cc")
     assert champion["version"] == 1 and champion["entry"]["adapter_uri"]
 
@@ -234,75 +244,3 @@ def test_the_champion_is_scored_again_on_the_challengers_fixed_questions(
     # Nothing the run wrote (specs, results, predictions, the report) holds the key.
     written = [p for p in store.local_path(run_uri).rglob("*") if p.is_file()]
     assert written and not any(b"sk-dag-test" in p.read_bytes() for p in written)
-
-
-@pytest.fixture
-def s3_only_through_the_connection(s3_store_root, s3_endpoint, airflow_db, monkeypatch):
-    """The store on the moto server, reachable only through the Airflow connection `aws_default` kept in
-    the metadata DB: no AWS_* endpoint or keys in the environment, so the light tasks must ask Airflow
-    for it and every heavy step must receive it from the DAG."""
-    without_aws_environment(monkeypatch)
-    secret = "moto-secret-for-the-dag-test"
-    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
-    with connection_in_db("aws_default", "aws", extra, login="AKIADAGTEST", password=secret):
-        yield secret
-
-
-@pytest.mark.slow
-def test_the_whole_experiment_runs_on_an_s3_store_through_the_aws_default_connection(
-    dag, tiny_model_dir, s3_store_root, s3_only_through_the_connection, s3_endpoint, monkeypatch
-):
-    import boto3
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    conf = tiny_conf(tiny_model_dir, hparams=[{"name": "a", "preset": "lora-fast", "max_steps": 2}])
-    conf["promotion"] = {"registry_name": "tiny-s3"}
-    run = dag.test(run_conf=conf)
-    assert str(run.state) == "success", _states(run)
-
-    # Read back with the same connection, as the worker would.
-    secret = s3_only_through_the_connection
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "AKIADAGTEST",
-                "password": secret,
-                "extra": {"endpoint_url": s3_endpoint},
-            }
-        ),
-    )
-    run_uri = layout.run(s3_store_root, "tiny-exp", run.run_id)
-    board = store.read_json(store.join(run_uri, "leaderboard.json"))
-    assert board["winner"]["label"] == "tuna|tiny|a"
-    job = layout.job(run_uri, board["winner"]["job_id"])
-    for step in ("train", "evaluate"):
-        assert store.verify(layout.step(job, step)) == []
-    assert store.committed_result(store.join(run_uri, "check_export"))["passed"] is True
-    assert registry.production(s3_store_root, "tiny-s3")["version"] == 1
-
-    bucket, prefix = s3_store_root[5:].split("/", 1)
-    client = boto3.session.Session().client(
-        "s3",
-        endpoint_url=s3_endpoint,
-        aws_access_key_id="x",
-        aws_secret_access_key="x",
-        region_name="us-east-1",
-    )
-    keys = [
-        item["Key"]
-        for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-        for item in page.get("Contents", [])
-    ]
-    assert any(key.endswith("/train/adapter/adapter_model.safetensors") for key in keys)
-    assert f"{prefix}/{run_uri.split(prefix + '/', 1)[1]}/export/manifest.json" in keys
-    # The key never leaves the connection: not in XCom, not in any object the run wrote.
-    with create_session() as session:
-        values = [str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
-    assert values and not any(secret in value for value in values)
-    small = [key for key in keys if key.endswith(".json") or key.endswith(".jsonl")]
-    assert small and not any(
-        secret.encode() in client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in small
-    )

@@ -2,15 +2,23 @@
 job `a`'s training uploads a checkpoint, and while its train step commits its output (the PUT of its
 manifest.json). Both outages are ridden out by the store's bounded retries: the run succeeds with no task
 retried and every committed output verifies. The undisturbed reference is in the same run: job `twin`,
-the same hyperparameters under another name, trained after the outages, must score and lose alike."""
+the same hyperparameters under another name, trained after the outages, must score and lose alike.
+
+The store is reachable only through the Airflow connection `aws_default` in the metadata DB (no AWS_*
+endpoint or keys in the environment): the light tasks must ask Airflow for it and every heavy step,
+export and check_export included, must receive it from the DAG; its key reaches no XCom and no object."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
+from tasks.registry import versions as registry
 from tasks.storage import layout, store
 from tests.dags.test_finetune_experiment import dag  # noqa: F401
 from tests.fixtures.confs import tiny_conf
+from tests.fixtures.connections import connection_in_db, without_aws_environment
 from tests.fixtures.leaderboards import assert_same_row
 
 OUTAGE_S = 30
@@ -29,17 +37,39 @@ def _conf(model_dir) -> dict:
             "max_new_tokens": 4,
             "compare_base": False,
         },
-        export={"enabled": False},
+        promotion={"registry_name": "tiny-s3"},
     )
 
 
-def _committed(prefix: str) -> list[str]:
-    """Every committed output (a prefix holding manifest.json) under an s3:// prefix."""
+@pytest.fixture
+def s3_only_through_the_connection(s3_store_root, s3_endpoint, airflow_db, monkeypatch):
+    """The store on the moto server, reachable only through the Airflow connection `aws_default` kept in
+    the metadata DB: no AWS_* endpoint or keys in the environment, so the light tasks must ask Airflow
+    for it and every heavy step must receive it from the DAG."""
+    without_aws_environment(monkeypatch)
+    secret = "moto-secret-for-the-dag-test"
+    extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
+    with connection_in_db("aws_default", "aws", extra, login="AKIADAGTEST", password=secret):
+        yield secret
+
+
+def _client(endpoint: str):
     import boto3
 
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
+    )
+
+
+def _keys(client, prefix: str) -> tuple[str, list[str]]:
+    """The bucket of an s3:// prefix and every key under it."""
     bucket, key = prefix.removeprefix("s3://").split("/", 1)
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
+    return bucket, [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
+def _committed(bucket: str, keys: list[str]) -> list[str]:
+    """Every committed output (a prefix holding manifest.json) among the keys."""
     return [
         f"s3://{bucket}/{k.removesuffix('/' + store.MANIFEST)}"
         for k in keys
@@ -52,8 +82,14 @@ def test_a_run_rides_out_two_30s_outages_of_its_s3_endpoint(
     dag,  # noqa: F811  (the fixture imported above)
     tiny_model_dir,
     s3_store_root,
+    s3_only_through_the_connection,
+    s3_endpoint,
     s3_stalls,
+    monkeypatch,
 ):
+    from airflow.models.xcom import XComModel
+    from airflow.utils.session import create_session
+
     checkpoint = r"/jobs/[^/]+--a/checkpoints/checkpoint-4/adapter_model\.safetensors$"
     upload = s3_stalls.add("PUT", checkpoint, OUTAGE_S)
     commit = s3_stalls.add("PUT", r"/jobs/[^/]+--a/train/manifest\.json$", OUTAGE_S)
@@ -69,11 +105,31 @@ def test_a_run_rides_out_two_30s_outages_of_its_s3_endpoint(
 
     # Nothing partial: every output the run committed is whole.
     prefix = layout.run(s3_store_root, "s3-outage", run.run_id)
-    committed = _committed(prefix)
+    client = _client(s3_endpoint)
+    bucket, keys = _keys(client, prefix)
+    committed = _committed(bucket, keys)
     assert any(p.endswith("--a/checkpoints/checkpoint-4") for p in committed), committed
     assert any(p.endswith("--a/train") for p in committed), committed
+    assert {"export", "check_export"} <= {p.rsplit("/", 1)[1] for p in committed}, committed
+    assert any(key.endswith("/train/adapter/adapter_model.safetensors") for key in keys)
+    # Read back with the same connection, as the worker would.
+    secret = s3_only_through_the_connection
+    conn = {"conn_type": "aws", "login": "AKIADAGTEST", "password": secret}
+    conn["extra"] = {"endpoint_url": s3_endpoint}
+    monkeypatch.setenv("AIRFLOW_CONN_AWS_DEFAULT", json.dumps(conn))
     for output in committed:
         assert store.verify(output) == [], output
+    assert store.committed_result(store.join(prefix, "check_export"))["passed"] is True
+    assert registry.production(s3_store_root, "tiny-s3")["version"] == 1
+
+    # The key never leaves the connection: not in XCom, not in any object the run wrote.
+    with create_session() as session:
+        values = [str(x.value) for x in session.query(XComModel).filter(XComModel.run_id == run.run_id)]
+    assert values and not any(secret in value for value in values)
+    small = [key for key in keys if key.endswith((".json", ".jsonl"))]
+    assert small and not any(
+        secret.encode() in client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in small
+    )
 
     board = store.read_json(store.join(prefix, "leaderboard.json"))
     rows = {row["label"].rsplit("|", 1)[-1]: row for row in board["rows"]}
