@@ -21,10 +21,9 @@ from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training.base_models import weights_location
 from tasks.training.chat_spans import assistant_spans, ensure_chat_template
+from tasks.training.image_tokens import PLACEHOLDER, image_text, image_token_id
 
 log = logging.getLogger("tunerflow.train")
-
-PLACEHOLDER = "<image>"  # as in the prepared rows (tasks.data.vision_format)
 
 
 def load_processor(path: str, entry: CatalogEntry | None = None) -> Any:
@@ -57,15 +56,6 @@ def load_vision_model(entry: CatalogEntry, store_root: str, dtype: Any = None) -
     return AutoModelForImageTextToText.from_pretrained(weights_location(entry, store_root), **kwargs)
 
 
-def image_text(processor: Any) -> str:
-    """What a `<image>` placeholder becomes in the model's own prompt."""
-    token = getattr(processor, "image_token", None) or PLACEHOLDER
-    vocab = processor.tokenizer.get_vocab()
-    if "<|vision_start|>" in vocab and token == "<|image_pad|>":  # Qwen2-VL wraps each image
-        return f"<|vision_start|>{token}<|vision_end|>"
-    return token
-
-
 def _model_messages(processor: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     text = image_text(processor)
     return [{**m, "content": m["content"].replace(PLACEHOLDER, text)} for m in messages]
@@ -83,11 +73,6 @@ def load_images(uris: Sequence[str]) -> list[Any]:
     return images
 
 
-def _image_token_id(processor: Any) -> int:
-    token = getattr(processor, "image_token", None) or PLACEHOLDER
-    return processor.tokenizer.convert_tokens_to_ids(token)
-
-
 def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
     """One vision row as the model's inputs: `input_ids`, `labels` (-100 off the answers and on image
     tokens), `pixel_values` and whatever else the processor returns per image (`image_grid_thw`)."""
@@ -99,7 +84,7 @@ def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
         text=[text], images=load_images(row["images"]), return_tensors="pt", add_special_tokens=False
     )
     ids = encoded["input_ids"][0].tolist()
-    image_id = _image_token_id(processor)
+    image_id = image_token_id(processor)
     labels: list[int] = []
     at = 0
     for token, in_answer in zip(plain["input_ids"], answer, strict=True):
