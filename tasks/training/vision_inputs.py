@@ -21,7 +21,14 @@ from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training.base_models import weights_location
 from tasks.training.chat_spans import assistant_spans, ensure_chat_template
-from tasks.training.image_tokens import PLACEHOLDER, image_text, image_token_id
+from tasks.training.image_tokens import (
+    PLACEHOLDER,
+    fixed_count,
+    image_sizes,
+    image_text,
+    image_token_id,
+    tokens_per_image,
+)
 
 log = logging.getLogger("tunerflow.train")
 
@@ -73,13 +80,21 @@ def load_images(uris: Sequence[str]) -> list[Any]:
     return images
 
 
-def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """One vision row as the model's inputs: `input_ids`, `labels` (-100 off the answers and on image
-    tokens), `pixel_values` and whatever else the processor returns per image (`image_grid_thw`)."""
+def _plain(processor: Any, row: dict[str, Any]) -> tuple[str, list[int], list[bool]]:
+    """(the rendered conversation, its tokens with one image token per image, whether each is in an
+    answer): the row as text, no image read."""
     tokenizer = processor.tokenizer
     text, spans = assistant_spans(tokenizer, _model_messages(processor, row["messages"]))
     plain = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     answer = [any(start <= begin < stop for start, stop in spans) for begin, _ in plain["offset_mapping"]]
+    return text, plain["input_ids"], answer
+
+
+def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """One vision row as the model's inputs: `input_ids`, `labels` (-100 off the answers and on image
+    tokens), `pixel_values` and whatever else the processor returns per image (`image_grid_thw`). Each
+    image is read (and decoded) here once."""
+    text, plain_ids, answer = _plain(processor, row)
     encoded = processor(
         text=[text], images=load_images(row["images"]), return_tensors="pt", add_special_tokens=False
     )
@@ -87,7 +102,7 @@ def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
     image_id = image_token_id(processor)
     labels: list[int] = []
     at = 0
-    for token, in_answer in zip(plain["input_ids"], answer, strict=True):
+    for token, in_answer in zip(plain_ids, answer, strict=True):
         if token == image_id:
             start = at
             while at < len(ids) and ids[at] == image_id:
@@ -115,7 +130,12 @@ class VisionCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        items = [encode_row(self.processor, row) for row in rows]
+        items = []
+        for row in rows:
+            try:
+                items.append(encode_row(self.processor, row))
+            except ValueError as error:
+                raise StepError(f"row {row.get('id', '?')}: {error}") from None
         pad = self.processor.tokenizer.pad_token_id
         width = max(len(item["input_ids"]) for item in items)
         batch: dict[str, Any] = {
@@ -133,18 +153,38 @@ class VisionCollator:
         return batch
 
 
+def probe_length(processor: Any, row: dict[str, Any], per_image: int | None = None) -> tuple[int, bool]:
+    """(the row's token count, image tokens included; whether it holds an answer token), from its text and
+    `per_image` (`image_tokens.fixed_count`), else the image sizes the prepare step read: no image is
+    decoded (the collator decodes each one, once)."""
+    _, ids, answer = _plain(processor, row)
+    image_id = image_token_id(processor)
+    shown = ids.count(image_id)
+    if shown != len(row["images"]):
+        raise ValueError(f"{shown} image token(s) in the text for {len(row['images'])} image(s)")
+    if per_image is not None:
+        counts = [per_image] * shown
+    else:
+        counts = tokens_per_image(processor, image_sizes(row)) if shown else []
+    has_answer = any(flag and token != image_id for token, flag in zip(ids, answer, strict=True))
+    return len(ids) - shown + sum(counts), has_answer
+
+
 def fitting_rows(
     processor: Any, rows: list[dict[str, Any]], max_length: int, split: str
 ) -> list[dict[str, Any]]:
     """The rows whose tokens (image tokens included) fit `max_length` and hold an answer token. A longer
-    row is dropped, not cut: a cut through its image tokens cannot be fed to the model."""
+    row is dropped, not cut: a cut through its image tokens cannot be fed to the model. The prepare step
+    already drops rows over the dataset's max_tokens with their image tokens counted; this is the guard
+    for a max_seq_length below it."""
     kept = []
+    per_image = fixed_count(processor)
     for index, row in enumerate(rows):
         try:
-            item = encode_row(processor, row)
+            length, has_answer = probe_length(processor, row, per_image)
         except ValueError as error:
             raise StepError(f"{split} row {index} ({row.get('id', '?')}): {error}") from None
-        if len(item["input_ids"]) <= max_length and any(label != -100 for label in item["labels"]):
+        if length <= max_length and has_answer:
             kept.append(row)
     if rows and not kept:
         raise StepError(
