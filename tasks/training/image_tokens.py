@@ -10,7 +10,6 @@ ones the prepare step's image check read (`image_sizes` of a prepared row, `[wid
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,8 +20,6 @@ from tasks.config.catalog import CatalogEntry, pretrained_kwargs
 from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training.base_models import weights_location
-
-log = logging.getLogger("tunerflow.train")
 
 PLACEHOLDER = "<image>"  # as in the prepared rows (tasks.data.vision_format)
 # Sizes (width, height) that tell a count fixed per image from one that follows the image's size.

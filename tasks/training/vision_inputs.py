@@ -178,10 +178,18 @@ def fitting_rows(
     already drops rows over the dataset's max_tokens with their image tokens counted; this is the guard
     for a max_seq_length below it."""
     kept = []
-    per_image = fixed_count(processor)
+    try:
+        per_image, counted = fixed_count(processor), True
+    except StepError as error:  # a processor that does not say its count: measure each row, images read
+        log.warning("%s: %s; each row's length is measured with its images", split, error)
+        per_image, counted = None, False
     for index, row in enumerate(rows):
         try:
-            length, has_answer = probe_length(processor, row, per_image)
+            if counted:
+                length, has_answer = probe_length(processor, row, per_image)
+            else:
+                item = encode_row(processor, row)
+                length, has_answer = len(item["input_ids"]), any(x != -100 for x in item["labels"])
         except ValueError as error:
             raise StepError(f"{split} row {index} ({row.get('id', '?')}): {error}") from None
         if length <= max_length and has_answer:

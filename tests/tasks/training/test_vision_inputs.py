@@ -74,3 +74,12 @@ def test_one_epoch_of_the_train_step_opens_each_image_once(llava, tmp_path, open
     print("batches", len(batches), "opens", dict(opened))
     assert len(batches) == 2 and sum(len(b["input_ids"]) for b in batches) == len(names) == 8
     assert opened == Counter(names)  # every image once, in the collator
+
+
+def test_a_processor_that_does_not_say_its_image_count_is_measured_with_its_images(llava, opened):
+    from tasks.training.vision_inputs import fitting_rows, load_processor
+
+    processor = load_processor(str(llava["model"]))
+    processor._get_num_multimodal_tokens = None  # as an older or custom processor without it
+    assert fitting_rows(processor, llava["rows"], 64, "train") == llava["rows"]
+    assert sum(opened.values()) == len(llava["rows"])  # the fallback reads each row's image to measure it
