@@ -88,3 +88,18 @@ def test_prepare_counts_and_the_train_probe_match_the_processor_without_opening_
     # The sizes make the difference: 16 more tokens for the 64x32 image than the 32x32 one.
     assert counted[1] - counted[0] == exact[1] - exact[0] == 16
     assert opened == []  # the sizes came from the rows, as the prepare step's image check read them
+
+
+def test_llava_1_5s_processor_settings_give_576_tokens_per_image(tiny_model_dir):
+    """llava-hf/llava-1.5-7b-hf's processor_config: CLIP at 336 px, 14 px patches, one extra (CLS) token
+    that the `default` strategy drops: (336 / 14)^2 = 576, whatever the image's size."""
+    from transformers import AutoTokenizer, CLIPImageProcessor, LlavaProcessor
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    images = CLIPImageProcessor(size={"shortest_edge": 336}, crop_size={"height": 336, "width": 336})
+    strategy = {"vision_feature_select_strategy": "default", "num_additional_image_tokens": 1}
+    processor = LlavaProcessor(images, tokenizer, patch_size=14, **strategy)
+    rule = image_tokens(processor)
+    assert fixed_count(processor) == 576 and (rule.per_image, rule.markup) == (576, 0)
+    assert rule.added(None, 2) == 2 * 575  # each placeholder, one token of the text, becomes 576
