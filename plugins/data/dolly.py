@@ -17,7 +17,10 @@ or ship it in a package with an entry point in group `tunerflow.data_plugins`. A
   `record -> internal row` (or `register_format(FormatPlugin(...))`). `kind` is what it produces:
   `chat` -> `{"messages": [{"role", "content"}, ...]}` (user/assistant alternating, optional system
   first, the last turn the assistant's), `text` -> `{"text": str}`, `preference` ->
-  `{"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}`.
+  `{"prompt": [messages], "chosen": [assistant messages], "rejected": [assistant messages]}`, `vision`
+  -> `{"messages": [...], "images": [path or URI, ...]}` with one `<image>` in the user turns per image
+  (paths relative to the dataset file; the images are then resolved and checked like the built-in
+  `llava` format's).
   `keys` are the source keys it reads, so users can map theirs with `columns`. For a record it
   cannot use, raise `RowError(code, detail)` with a lowercase snake_case code (`missing_field`,
   `empty_field`, `bad_type` like the built-in formats, whose field readers are in `tasks.data.fields`);

@@ -16,7 +16,8 @@ The modules, from the bottom up:
 - dataset_registry: registered datasets and their prepared versions.
 - row_lookup: one source row read again by id, for the Datasets pages.
 
-May import `tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime` and
-`tasks.training.base_models` (for tokenizers). Heavy libraries (datasets, pyarrow, tokenizers,
+May import `tasks.config`, `tasks.contracts`, `tasks.storage`, `tasks.runtime`,
+`tasks.training.base_models` (for tokenizers) and `tasks.training.image_tokens` (the tokens a vision
+model gives each image). Heavy libraries (datasets, pyarrow, tokenizers,
 matplotlib) are imported inside functions.
 """

@@ -24,6 +24,7 @@ The card is built from counts only: no row text is passed in, so none can leak i
                "dedup": bool | "near", "decontaminate_ngram": int, "filters": [str, ...]}
     checks: [tasks.data.checks.CheckRun as JSON, ...]   every check the definition turned on, run or not
     token_lengths: {tokenizer name: tasks.data.length_stats.LengthHistogram.to_dict()}   may be empty
+    image_tokens: {tokenizer name: tokens per image, or "by image size"}   vision rows only; in the lengths
 
 The picture is drawn by `tasks.data.card_plot`.
 """
@@ -46,7 +47,8 @@ KIND_SCHEMA = {
     "text": '{"id": str, "text": str}',
     "preference": '{"id": str, "prompt": [messages], "chosen": [messages], "rejected": [messages]}',
     "unpaired": '{"id": str, "prompt": [messages], "completion": [messages], "label": bool}',
-    "vision": '{"id": str, "messages": [messages with <image> placeholders], "images": [uri, ...]}',
+    "vision": '{"id": str, "messages": [messages with <image> placeholders], "images": [uri, ...], '
+    '"image_sizes": [[width, height], ...]}',
 }
 REASONS = {
     "not_utf8": "the row's bytes are not valid UTF-8",
@@ -269,7 +271,12 @@ def _settings(stats: dict[str, Any]) -> list[str]:
     return ["## Preparation settings", "", *_table(["Setting", "Value"], rows)]
 
 
-def _lengths(histograms: dict[str, LengthHistogram], has_png: bool, sample: str = "all rows") -> list[str]:
+def _lengths(
+    histograms: dict[str, LengthHistogram],
+    has_png: bool,
+    sample: str = "all rows",
+    image_tokens: dict[str, Any] | None = None,
+) -> list[str]:
     lines = ["## Token lengths", ""]
     if not histograms:
         return [*lines, "Token lengths were not counted.", ""]
@@ -287,6 +294,9 @@ def _lengths(histograms: dict[str, LengthHistogram], has_png: bool, sample: str 
         "16 tokens, above that the top of a quarter-octave bin (at most about 19% high).",
         "",
     ]
+    if image_tokens:
+        each = ", ".join(f"{_code(name)}: {count}" for name, count in image_tokens.items())
+        lines += [f"The lengths include the tokens each image becomes in the model (per image: {each}).", ""]
     if has_png:
         lines += [f"![token lengths]({PNG})", ""]
     return lines
@@ -323,7 +333,12 @@ def render(directory: Path, stats: dict[str, Any], has_png: bool) -> str:
         _dropped(stats),
         _pii(stats),
         _settings(stats),
-        _lengths(_histograms(stats), has_png, stats.get("token_lengths_sample") or "all rows"),
+        _lengths(
+            _histograms(stats),
+            has_png,
+            stats.get("token_lengths_sample") or "all rows",
+            stats.get("image_tokens"),
+        ),
         _loading(directory, stats),
     ]
     body = "\n".join(line for section in sections for line in section).rstrip() + "\n"

@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+from tasks.config.catalog import model_modality
 from tasks.config.dataset import DatasetConfig
 from tasks.contracts.prepare import PrepareSpec
 from tasks.data.format_detection import detect_format
@@ -92,6 +93,10 @@ def content_version(parts: list[Part], job: PrepareSpec) -> str:
         ]
     settings["v"] = PREP_VERSION
     settings["tokenizers"] = sorted({tokenizer_identity(entry) for entry in job.tokenizers})
+    if any(model_modality(entry) == "vision" for entry in job.tokenizers):
+        # Rows are counted with their image tokens since this key: a version prepared before, when rows
+        # too long with them passed, is not reused (datasets prepared for text models keep their versions).
+        settings["image_tokens"] = 1
     settings["parts"] = [[p.role, p.weight, p.fmt, p.columns, p.source.fingerprint] for p in parts]
     return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
 

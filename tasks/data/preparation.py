@@ -119,6 +119,12 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
     total = sum(scan.rows_in for scan in scans)
     stats = dataset_stats(job, parts, formats, kind, plan, counts, reasons, total, settings.sample_every)
     tokenizer_names = [spec.name for spec in settings.tokenizers]
+    if kind == "vision":
+        stats["image_tokens"] = {
+            spec.name: spec.images.per_image if spec.images.per_image >= 0 else "by image size"
+            for spec in settings.tokenizers
+            if spec.images is not None
+        }
     stats["checks"] = [
         check.model_dump(mode="json", exclude_none=True)
         for check in checks_run(dataset, tokenizer_names, reasons, decontaminated)

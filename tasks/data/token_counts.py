@@ -4,7 +4,10 @@ The main process loads every tokenizer once with transformers (catalog overrides
 measures what the chat template adds; worker processes then count with the Rust `tokenizers` library
 alone (`encode_batch_fast`, no transformers import, no Python lists of ids). A chat row is counted as
 its turns' contents joined by newlines plus the template's measured per-turn and fixed overheads, so
-the count matches the rendered template to within a token or two per turn.
+the count matches the rendered template to within a token or two per turn. A vision row's count adds the
+tokens each of its images becomes in a vision model (`tasks.training.image_tokens`: LLaVA-1.5's 576 per
+image, Qwen2-VL's from the image's size as the image check read it), so `max_tokens` and the card's
+lengths see what the model will.
 """
 
 from __future__ import annotations
@@ -17,8 +20,10 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from tasks.config.catalog import CatalogEntry
+from tasks.config.catalog import CatalogEntry, model_modality
+from tasks.runtime.errors import StepError
 from tasks.training.base_models import load_tokenizer
+from tasks.training.image_tokens import ImageTokens, model_image_tokens
 
 log = logging.getLogger("tunerflow.token_counts")
 Entry = TypeVar("Entry", CatalogEntry, dict[str, Any])
@@ -37,6 +42,8 @@ class TokenizerSpec:
     token stands for at least one and at most `max_token_bytes` bytes of the text, so a text of b bytes
     has between ceil(b / max_token_bytes) and b + 1 tokens. Rows those bounds already place inside
     [min_tokens, max_tokens] need no counting to be validated.
+
+    `images`: for a vision model, what each image of a row adds to the count; None for a text model.
     """
 
     name: str
@@ -45,6 +52,7 @@ class TokenizerSpec:
     fixed_overhead: int
     byte_level: bool = False
     max_token_bytes: int = 0
+    images: ImageTokens | None = None
 
 
 def tokenizer_identity(entry: CatalogEntry | dict[str, Any]) -> str:
@@ -130,9 +138,42 @@ def prepare_tokenizers(entries: list[CatalogEntry], store_root: str, work_dir: P
         tokenizer.backend_tokenizer.save(str(target))
         turn, fixed = _overheads(tokenizer)
         byte_level, longest = _byte_level_facts(target)
-        specs.append(TokenizerSpec(entry.name, str(target), turn, fixed, byte_level, longest))
+        images = _image_tokens(entry, store_root, work_dir / f"processor-{index}")
+        specs.append(TokenizerSpec(entry.name, str(target), turn, fixed, byte_level, longest, images))
         log.info("tokenizer of %s: %.1f template tokens per turn, %d fixed", entry.name, turn, fixed)
     return specs
+
+
+def _image_tokens(entry: CatalogEntry, store_root: str, save_dir: Path) -> ImageTokens | None:
+    """A vision model's image token rule; None for a text model, or (said in the log) where its processor
+    does not load here, leaving the train step's length check to drop the rows its images make too long."""
+    if model_modality(entry) != "vision":
+        return None
+    try:
+        rule = model_image_tokens(entry, store_root, save_dir)
+    except (OSError, ValueError, ImportError, StepError) as error:  # no processor here: count the text
+        log.warning(
+            "model %s: image tokens are not counted (its processor does not load here: %s: %s); rows too "
+            "long with them are dropped by the train step",
+            entry.name,
+            type(error).__name__,
+            error,
+        )
+        return None
+    shown = rule.per_image if rule.per_image >= 0 else "by image size"
+    log.info("model %s: image tokens per image: %s", entry.name, shown)
+    return rule
+
+
+def _image_extra(spec: TokenizerSpec, rows: list[dict[str, Any]]) -> np.ndarray:
+    """Tokens each row's images add under the spec's model (0 for a text model or a row without images)."""
+    if spec.images is None:
+        return np.zeros(len(rows), dtype=np.int64)
+    return np.fromiter(
+        (spec.images.added(row.get("image_sizes"), len(row.get("images", ()))) for row in rows),
+        dtype=np.int64,
+        count=len(rows),
+    )
 
 
 class TokenCounter:
@@ -165,6 +206,7 @@ class TokenCounter:
         out = {}
         for spec, tokenizer in zip(self.specs, self._tokenizers, strict=True):
             extra = np.ceil(turns_array * spec.turn_overhead).astype(np.int64) + spec.fixed_overhead
+            extra += _image_extra(spec, rows)
             need = sampled.copy()
             if spec.byte_level:
                 if max_tokens is not None:

@@ -2,7 +2,8 @@
 dataset file, an absolute path, a glob, `file://` or `s3://`, all read through `tasks.storage.store`) and
 each image checked, so that a row the trainer could not load is dropped here with its reason:
 `missing_image` (nothing at the reference), `bad_image` (Pillow cannot open or verify it) or
-`image_too_large` (over the dataset's `max_image_bytes` or `max_image_pixels`).
+`image_too_large` (over the dataset's `max_image_bytes` or `max_image_pixels`). The sizes the check reads
+are kept in the row (`image_sizes`), so no later step decodes an image to learn its size.
 """
 
 from __future__ import annotations
@@ -38,8 +39,9 @@ def _found(reference: str, base_dir: Path) -> list[tuple[str, Path]]:
     return files
 
 
-def check_image(path: Path, reference: str, max_bytes: int, max_pixels: int) -> None:
-    """RowError unless the file is an image Pillow reads whole, within the limits."""
+def check_image(path: Path, reference: str, max_bytes: int, max_pixels: int) -> tuple[int, int]:
+    """The image's (width, height); RowError unless the file is an image Pillow reads whole, within the
+    limits."""
     # Pillow is needed only when a dataset holds images.
     from PIL import Image, UnidentifiedImageError
 
@@ -61,6 +63,7 @@ def check_image(path: Path, reference: str, max_bytes: int, max_pixels: int) -> 
         raise
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as error:
         raise RowError("bad_image", f"{reference}: {type(error).__name__}: {error}") from None
+    return width, height
 
 
 def resolve_images(
@@ -69,14 +72,15 @@ def resolve_images(
     max_bytes: int = DEFAULT_MAX_IMAGE_BYTES,
     max_pixels: int = DEFAULT_MAX_IMAGE_PIXELS,
 ) -> dict[str, Any]:
-    """The vision row with its references replaced by the URIs of checked images; a glob matching k
+    """The vision row with its references replaced by the URIs of checked images, and `image_sizes` (each
+    one's [width, height], for the image tokens a size-dependent model gives it); a glob matching k
     images turns its placeholder into k placeholders."""
     uris: list[str] = []
+    sizes: list[list[int]] = []
     counts: list[int] = []
     for reference in row["images"]:
         found = _found(reference, base_dir)
-        for _, path in found:
-            check_image(path, reference, max_bytes, max_pixels)
+        sizes += [list(check_image(path, reference, max_bytes, max_pixels)) for _, path in found]
         uris += [uri for uri, _ in found]
         counts.append(len(found))
     messages = []
@@ -88,4 +92,4 @@ def resolve_images(
             content += "\n".join([IMAGE_TOKEN] * counts[placeholder]) + piece
             placeholder += 1
         messages.append({**message, "content": content})
-    return {**row, "messages": messages, "images": uris}
+    return {**row, "messages": messages, "images": uris, "image_sizes": sizes}

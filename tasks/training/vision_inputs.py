@@ -21,10 +21,16 @@ from tasks.runtime.errors import StepError
 from tasks.storage import store
 from tasks.training.base_models import weights_location
 from tasks.training.chat_spans import assistant_spans, ensure_chat_template
+from tasks.training.image_tokens import (
+    PLACEHOLDER,
+    fixed_count,
+    image_sizes,
+    image_text,
+    image_token_id,
+    tokens_per_image,
+)
 
 log = logging.getLogger("tunerflow.train")
-
-PLACEHOLDER = "<image>"  # as in the prepared rows (tasks.data.vision_format)
 
 
 def load_processor(path: str, entry: CatalogEntry | None = None) -> Any:
@@ -57,15 +63,6 @@ def load_vision_model(entry: CatalogEntry, store_root: str, dtype: Any = None) -
     return AutoModelForImageTextToText.from_pretrained(weights_location(entry, store_root), **kwargs)
 
 
-def image_text(processor: Any) -> str:
-    """What a `<image>` placeholder becomes in the model's own prompt."""
-    token = getattr(processor, "image_token", None) or PLACEHOLDER
-    vocab = processor.tokenizer.get_vocab()
-    if "<|vision_start|>" in vocab and token == "<|image_pad|>":  # Qwen2-VL wraps each image
-        return f"<|vision_start|>{token}<|vision_end|>"
-    return token
-
-
 def _model_messages(processor: Any, messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
     text = image_text(processor)
     return [{**m, "content": m["content"].replace(PLACEHOLDER, text)} for m in messages]
@@ -83,26 +80,29 @@ def load_images(uris: Sequence[str]) -> list[Any]:
     return images
 
 
-def _image_token_id(processor: Any) -> int:
-    token = getattr(processor, "image_token", None) or PLACEHOLDER
-    return processor.tokenizer.convert_tokens_to_ids(token)
-
-
-def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
-    """One vision row as the model's inputs: `input_ids`, `labels` (-100 off the answers and on image
-    tokens), `pixel_values` and whatever else the processor returns per image (`image_grid_thw`)."""
+def _plain(processor: Any, row: dict[str, Any]) -> tuple[str, list[int], list[bool]]:
+    """(the rendered conversation, its tokens with one image token per image, whether each is in an
+    answer): the row as text, no image read."""
     tokenizer = processor.tokenizer
     text, spans = assistant_spans(tokenizer, _model_messages(processor, row["messages"]))
     plain = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     answer = [any(start <= begin < stop for start, stop in spans) for begin, _ in plain["offset_mapping"]]
+    return text, plain["input_ids"], answer
+
+
+def encode_row(processor: Any, row: dict[str, Any]) -> dict[str, Any]:
+    """One vision row as the model's inputs: `input_ids`, `labels` (-100 off the answers and on image
+    tokens), `pixel_values` and whatever else the processor returns per image (`image_grid_thw`). Each
+    image is read (and decoded) here once."""
+    text, plain_ids, answer = _plain(processor, row)
     encoded = processor(
         text=[text], images=load_images(row["images"]), return_tensors="pt", add_special_tokens=False
     )
     ids = encoded["input_ids"][0].tolist()
-    image_id = _image_token_id(processor)
+    image_id = image_token_id(processor)
     labels: list[int] = []
     at = 0
-    for token, in_answer in zip(plain["input_ids"], answer, strict=True):
+    for token, in_answer in zip(plain_ids, answer, strict=True):
         if token == image_id:
             start = at
             while at < len(ids) and ids[at] == image_id:
@@ -130,7 +130,12 @@ class VisionCollator:
     def __call__(self, rows: list[dict[str, Any]]) -> dict[str, Any]:
         import torch
 
-        items = [encode_row(self.processor, row) for row in rows]
+        items = []
+        for row in rows:
+            try:
+                items.append(encode_row(self.processor, row))
+            except ValueError as error:
+                raise StepError(f"row {row.get('id', '?')}: {error}") from None
         pad = self.processor.tokenizer.pad_token_id
         width = max(len(item["input_ids"]) for item in items)
         batch: dict[str, Any] = {
@@ -148,18 +153,46 @@ class VisionCollator:
         return batch
 
 
+def probe_length(processor: Any, row: dict[str, Any], per_image: int | None = None) -> tuple[int, bool]:
+    """(the row's token count, image tokens included; whether it holds an answer token), from its text and
+    `per_image` (`image_tokens.fixed_count`), else the image sizes the prepare step read: no image is
+    decoded (the collator decodes each one, once)."""
+    _, ids, answer = _plain(processor, row)
+    image_id = image_token_id(processor)
+    shown = ids.count(image_id)
+    if shown != len(row["images"]):
+        raise ValueError(f"{shown} image token(s) in the text for {len(row['images'])} image(s)")
+    if per_image is not None:
+        counts = [per_image] * shown
+    else:
+        counts = tokens_per_image(processor, image_sizes(row)) if shown else []
+    has_answer = any(flag and token != image_id for token, flag in zip(ids, answer, strict=True))
+    return len(ids) - shown + sum(counts), has_answer
+
+
 def fitting_rows(
     processor: Any, rows: list[dict[str, Any]], max_length: int, split: str
 ) -> list[dict[str, Any]]:
     """The rows whose tokens (image tokens included) fit `max_length` and hold an answer token. A longer
-    row is dropped, not cut: a cut through its image tokens cannot be fed to the model."""
+    row is dropped, not cut: a cut through its image tokens cannot be fed to the model. The prepare step
+    already drops rows over the dataset's max_tokens with their image tokens counted; this is the guard
+    for a max_seq_length below it."""
     kept = []
+    try:
+        per_image, counted = fixed_count(processor), True
+    except StepError as error:  # a processor that does not say its count: measure each row, images read
+        log.warning("%s: %s; each row's length is measured with its images", split, error)
+        per_image, counted = None, False
     for index, row in enumerate(rows):
         try:
-            item = encode_row(processor, row)
+            if counted:
+                length, has_answer = probe_length(processor, row, per_image)
+            else:
+                item = encode_row(processor, row)
+                length, has_answer = len(item["input_ids"]), any(x != -100 for x in item["labels"])
         except ValueError as error:
             raise StepError(f"{split} row {index} ({row.get('id', '?')}): {error}") from None
-        if len(item["input_ids"]) <= max_length and any(label != -100 for label in item["labels"]):
+        if length <= max_length and has_answer:
             kept.append(row)
     if rows and not kept:
         raise StepError(
