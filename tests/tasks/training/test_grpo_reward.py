@@ -135,26 +135,48 @@ def test_the_reward_defaults_to_scoring_primary_and_the_eval_batch_holds_whole_g
     assert trainer.args.generation_batch_size == 8  # batch_size answers per step: two prompts x 4
 
 
-def test_grpo_with_freeze_trains_only_the_last_layer(tmp_path):
-    """method freeze with GRPO: the word model's last layer alone is trainable, and it moves."""
-    from tests.tasks.training.test_train_types import train_and_compare
+def expected_exact_match(model, tokenizer) -> float:
+    """The mean exact_match reward a one-word answer sampled at temperature 1 gets on the two rows: the
+    model's probability of the right word, exactly (no sampling noise)."""
+    import torch
+
+    total = 0.0
+    for question, answer in (("say yes", "yes"), ("say no", "no")):
+        prompt = [{"role": "user", "content": question}]
+        ids = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, return_tensors="pt")
+        with torch.no_grad():
+            logits = model(input_ids=ids.to(model.device)).logits[0, -1].float()
+        total += torch.softmax(logits, -1)[tokenizer.convert_tokens_to_ids(answer)].item()
+    return total / 2
+
+
+@pytest.mark.parametrize(("layers", "checkpointing"), [(1, False), (2, True)])
+def test_grpo_with_freeze_raises_the_reward_and_changes_only_the_last_layers(tmp_path, layers, checkpointing):
+    """method freeze with GRPO: the expected exact_match reward rises in 4 steps, and of the state dict
+    only the last N layers' weights change (embeddings, the tied lm_head and the final norm stay)."""
+    from tests.tasks.training.test_train_types import assert_only_the_last_layers_changed, train_and_compare
 
     job = word_job(
         tmp_path,
         "freeze",
-        freeze_trainable_layers=1,
+        freeze_trainable_layers=layers,
+        gradient_checkpointing=checkpointing,
         batch_size=16,
         micro_batch_size=16,
-        max_steps=2,
+        max_steps=4,
         learning_rate=3e-2,
         grpo_reward="exact_match",
         grpo_num_generations=8,
         grpo_max_completion_length=1,
+        grpo_temperature=1.0,
     )
-    trainer, _ = trainer_for(job, tmp_path)
+    trainer, tokenizer = trainer_for(job, tmp_path)
+    before = expected_exact_match(trainer.model, tokenizer)
     run = train_and_compare(trainer)
-    assert run["moved"], "nothing trained"
-    assert all(".layers.1." in name for name in run["trainable"] | run["moved"]), sorted(run["trainable"])
+    after = expected_exact_match(trainer.model, tokenizer)
+    print("grpo freeze", layers, "expected exact_match", round(before, 4), "->", round(after, 4))
+    assert_only_the_last_layers_changed(run, layers)
+    assert after > before + 0.02, (before, after)
 
 
 KEY = "sk-test-0123456789abcdef"
