@@ -203,7 +203,7 @@ def test_the_llm_judge_grades_a_batch_of_answers_concurrently_and_in_order(monke
     with OpenAIServer(api_key=KEY) as server:
         reward = judge_reward(monkeypatch, server, max_concurrency=concurrency)
         # Every request is slow, the first to arrive the slowest: replies come back out of row order.
-        server.queue(*[Scripted(delay_s=0.1 * (len(ANSWERS) - i)) for i in range(len(ANSWERS))])
+        server.queue(*[Scripted(delay_s=0.5 + 0.1 * (len(ANSWERS) - i)) for i in range(len(ANSWERS))])
         prompts = [[{"role": "user", "content": "Capital of France?"}]] * len(ANSWERS)
         rewards = reward(prompts, ANSWERS, reference=["Paris"] * len(ANSWERS))
         assert rewards == pytest.approx(EXPECTED)
@@ -257,7 +257,7 @@ def test_grpo_training_with_the_judge_grades_each_batch_concurrently(monkeypatch
     scoring = ScoringConfig(metrics=["llm_judge"], primary="llm_judge", judge=judge)
     with OpenAIServer(api_key=KEY) as server:
         monkeypatch.setenv("AIRFLOW_CONN_TUNERFLOW_JUDGE", connection_json(server))
-        server.queue(*[Scripted(delay_s=0.3) for _ in range(8)])
+        server.queue(*[Scripted(delay_s=0.5) for _ in range(8)])
         trainer, _ = trainer_for(job.model_copy(update={"scoring": scoring}), tmp_path)
         trainer.train()
     assert len(server.requests) == 8
