@@ -6,7 +6,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from tasks.config.base import format_validation_error, path_part
 from tasks.openai_api.objects import ApiError
@@ -65,12 +73,29 @@ class DpoMethod(Strict):
     )
 
 
+# Why `method.type: reinforcement` is refused rather than mapped onto GRPO (docs/openai-api.md).
+REINFORCEMENT_REFUSED = (
+    "'reinforcement' is not supported: OpenAI's RFT rows end with a user turn and keep the "
+    "reference in fields its grader reads ({{item.<field>}}), and its graders have no exact counterpart "
+    "among tunerflow's rewards (string_check's eq is case-sensitive where exact_match normalises, "
+    "like/ilike and most text_similarity metrics have none); use type supervised or dpo here, or train "
+    "with GRPO through an experiment conf (training.type grpo, hparams.grpo_reward)"
+)
+
+
 class Method(Strict):
     """`{"type": "supervised" | "dpo", "supervised": {...}, "dpo": {...}}`; reinforcement is refused."""
 
     type: Literal["supervised", "dpo"] = Field(description="supervised (sft) or dpo.")
     supervised: SupervisedMethod | None = Field(None, description="With type supervised.")
     dpo: DpoMethod | None = Field(None, description="With type dpo.")
+
+    @field_validator("type", mode="before")
+    @classmethod
+    def _reinforcement_says_why(cls, value: Any) -> Any:
+        if value == "reinforcement":
+            raise ValueError(REINFORCEMENT_REFUSED)
+        return value
 
     @model_validator(mode="after")
     def _settings_match_type(self) -> Method:

@@ -141,13 +141,15 @@ def judge(
     config: JudgeConfig,
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, float]:
-    """{"llm_judge": mean normalised grade, "llm_judge_ungraded": rows without a grade}.
+    """{"llm_judge": mean normalised grade, "llm_judge_ungraded": rows without a grade, "llm_judge_rows":
+    each row's normalised grade in row order (GRPO's rewards, `tasks.scoring.metrics.row_values`)}.
 
-    A row the judge could not grade (no grade in its reply, or still failing after the retries) counts
-    as 0 and is logged by index; more than `max_ungraded_share` of such rows fails the metric, since the
-    score would then measure the endpoint, not the model."""
+    The rows are graded `config.max_concurrency` at a time. A row the judge could not grade (no grade in
+    its reply, or still failing after the retries) counts as 0 and is logged by index; more than
+    `max_ungraded_share` of such rows fails the metric, since the score would then measure the endpoint,
+    not the model."""
     if not predictions:
-        return {METRIC: 0.0, f"{METRIC}_ungraded": 0}
+        return {METRIC: 0.0, f"{METRIC}_ungraded": 0, f"{METRIC}_rows": []}
     client = JudgeClient(read_connection(config.conn_id, environ), config)
     conversations = [
         messages(question, answer, reference, config.rubric)
@@ -171,6 +173,7 @@ def judge(
         log.warning(
             "llm_judge: %d of %d rows got no grade and count 0: %s%s", len(problems), total, listed, more
         )
-    mean = sum(normalised(grade) for grade in grades if grade is not None) / total
+    rows = [0.0 if grade is None else normalised(grade) for grade in grades]
+    mean = sum(rows) / total
     log.info("llm_judge: %s graded %d rows, mean %.4f", client.model, graded, mean)
-    return {METRIC: mean, f"{METRIC}_ungraded": len(problems)}
+    return {METRIC: mean, f"{METRIC}_ungraded": len(problems), f"{METRIC}_rows": rows}

@@ -107,6 +107,17 @@ def compute(
     """Text metric `name` over the rows, unrounded. `questions` go only to a metric that declares them
     (evaluate would hand an undeclared input to its `_compute` as an unknown argument); `options` are the
     metric's keyword arguments."""
+    return _computed(name, predictions, references, questions, options)[0]
+
+
+def _computed(
+    name: str,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    questions: Sequence[str] | None,
+    options: Mapping[str, Any] | None,
+) -> tuple[float, dict[str, Any]]:
+    """`compute`'s value, and the module's whole result (which may hold more than the value)."""
     inputs: dict[str, list[str]] = {"predictions": list(predictions), "references": list(references)}
     declared = inputs_of(name)
     unsupported = [item for item in declared if item not in (*inputs, *OPTIONAL_INPUTS)]
@@ -132,7 +143,39 @@ def compute(
             f"metric '{name}' ({scoring_plugins.get(name).script}) returned {result!r}; its _compute must "
             f"return {{'{name}': <finite number>}}"
         )
-    return float(value)
+    return float(value), result
+
+
+def row_values(
+    name: str,
+    predictions: Sequence[str],
+    references: Sequence[str],
+    questions: Sequence[str] | None = None,
+    options: Mapping[str, Any] | None = None,
+) -> list[float]:
+    """Each row's own value of text metric `name`, unrounded, in row order (GRPO's rewards).
+
+    A metric that grades against the questions is a judge model's: it is computed once over all the rows,
+    so its client grades them `max_concurrency` at a time as in the evaluate step (one call per row would
+    grade them one after the other), and its per-row values are the `<name>_rows` list of its result (an
+    ungraded row counts 0 there, as in its mean). Every other metric is computed on each row alone."""
+    predictions, references = list(predictions), list(references)
+    if not predictions:
+        return []
+    if "questions" not in inputs_of(name):
+        return [
+            compute(name, [prediction], [reference], None, options)
+            for prediction, reference in zip(predictions, references, strict=True)
+        ]
+    _, result = _computed(name, predictions, references, questions, options)
+    rows = result.get(f"{name}_rows") if isinstance(result, dict) else None
+    if not isinstance(rows, list) or len(rows) != len(predictions):
+        raise ValueError(
+            f"metric '{name}' ({scoring_plugins.get(name).script}) grades answers against their questions "
+            f"but returned no per-row values; to reward GRPO with it, its _compute must also return "
+            f"{{'{name}_rows': [<one number per row>]}}"
+        )
+    return [float(value) for value in rows]
 
 
 def score(

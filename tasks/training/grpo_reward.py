@@ -3,9 +3,11 @@
 A chat row becomes a prompt (the conversation before its last assistant turn) and a reference (that
 turn), as the evaluate step splits it (`tasks.scoring.generation.prompt_and_reference`), so the datasets
 SFT trains on train GRPO too. TRL generates `grpo_num_generations` answers per prompt and calls the
-reward with them and the rows' references; each answer is scored alone by the same metric module the
-evaluate step ranks with (`tasks.scoring.metrics.compute`: exact_match, token_f1, keyword_hit, a scoring
-plugin, or llm_judge through its client and the connection the worker hands the step). A metric whose
+reward with them and the rows' references; each answer gets its own value of the same metric module the
+evaluate step ranks with (`tasks.scoring.metrics.row_values`): exact_match, token_f1, keyword_hit or a
+scoring plugin score each answer alone; llm_judge grades the whole batch at once through the evaluate
+step's client, `scoring.judge.max_concurrency` answers at a time, with its retries and its share of
+ungraded answers (more fails the step), over the connection the worker hands the step. A metric whose
 lower values are better is negated, so a higher reward is always better.
 
 Heavy imports (trl, datasets) stay inside functions.
@@ -48,8 +50,8 @@ def answer_text(completion: Any) -> str:
 
 
 def metric_reward(metric: str, options: Mapping[str, Any] | None = None) -> Callable[..., list[float]]:
-    """The reward function TRL calls: each completion scored alone against its row's `reference` with
-    text metric `metric` (`options`: the metric's keyword arguments, e.g. the judge settings)."""
+    """The reward function TRL calls: each completion's value of text metric `metric` against its row's
+    `reference`, in order (`options`: the metric's keyword arguments, e.g. the judge settings)."""
     spec = scoring_plugins.get(metric)  # ScoringPluginError (a ValueError) naming the known metrics
     if spec.kind != "text":
         raise StepError(f"grpo_reward '{metric}' comes from the model's loss; reward with a text metric")
@@ -59,10 +61,9 @@ def metric_reward(metric: str, options: Mapping[str, Any] | None = None) -> Call
         questions = scoring_metrics.questions_of(
             [p if isinstance(p, list) else [{"role": "user", "content": p}] for p in prompts]
         )
-        return [
-            sign * scoring_metrics.compute(metric, [answer_text(c)], [ref], [question], options)
-            for c, ref, question in zip(completions, reference, questions, strict=True)
-        ]
+        answers = [answer_text(completion) for completion in completions]
+        values = scoring_metrics.row_values(metric, answers, reference, questions, options)
+        return [sign * value for value in values]
 
     reward.__name__ = metric  # TRL logs each reward function's mean as rewards/<__name__>/mean
     return reward

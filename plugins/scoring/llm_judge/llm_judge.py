@@ -66,11 +66,13 @@ Args:
 Returns:
     llm_judge (float, 0-1): the mean normalised grade; an ungraded row counts 0.
     llm_judge_ungraded (int): how many rows got no grade.
+    llm_judge_rows (list of float): each row's normalised grade, in row order (0 for an ungraded row);
+        GRPO rewards each generated answer with it.
 Examples:
     >>> # with AIRFLOW_CONN_TUNERFLOW_JUDGE set to the endpoint's connection
     >>> metric = evaluate.load("plugins/scoring/llm_judge/llm_judge.py")
     >>> metric.compute(predictions=["Paris."], references=["Paris"], questions=["Capital of France?"])
-    {'llm_judge': 1.0, 'llm_judge_ungraded': 0}
+    {'llm_judge': 1.0, 'llm_judge_ungraded': 0, 'llm_judge_rows': [1.0]}
 """
 
 

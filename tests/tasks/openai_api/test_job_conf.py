@@ -116,7 +116,11 @@ def test_a_registry_version_is_a_base_model(store_root, uploaded, tmp_path):
             "",
         ),
         ({"hyperparameters": {"epochs": 2}}, "hyperparameters.epochs", "Extra inputs"),
-        ({"method": {"type": "reinforcement"}}, "method.type", ""),
+        (
+            {"method": {"type": "reinforcement", "reinforcement": {"grader": {"type": "string_check"}}}},
+            "method.type",
+            "'reinforcement' is not supported: OpenAI's RFT rows end with a user turn",
+        ),
         ({"method": {"type": "supervised", "dpo": {}}}, "method", "method.dpo is given"),
         ({"method": {"type": "dpo"}}, "training_file", "holds chat rows, but method 'dpo'"),
         ({"seed": -1}, "seed", ""),

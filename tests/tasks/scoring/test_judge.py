@@ -253,7 +253,7 @@ def test_rows_are_graded_concurrently_within_the_bound(server):
     n = 6
     started = time.monotonic()
     result = judge.judge(["q"] * n, ["Paris"] * n, ["paris"] * n, fast(max_concurrency=3))
-    assert result == {"llm_judge": 1.0, "llm_judge_ungraded": 0}
+    assert result == {"llm_judge": 1.0, "llm_judge_ungraded": 0, "llm_judge_rows": [1.0] * n}
     assert server.max_in_flight == 3
     assert time.monotonic() - started < 6 * 0.3  # not one after the other
 
@@ -273,7 +273,7 @@ def test_too_many_ungraded_rows_fail_the_metric_and_say_which(server, caplog):
     config = fast(max_concurrency=1, max_retries=2, max_ungraded_share=0.5)
     with caplog.at_level(logging.WARNING, logger="tunerflow.judge"):
         result = judge.judge(["q", "q"], ["Paris", "Paris"], ["Paris", "Paris"], config)
-    assert result == {"llm_judge": 0.5, "llm_judge_ungraded": 1}  # (0 + 1) / 2
+    assert result == {"llm_judge": 0.5, "llm_judge_ungraded": 1, "llm_judge_rows": [0.0, 1.0]}  # (0 + 1) / 2
     assert "1 of 2 rows got no grade and count 0: row 0: HTTP 500, 3 tries" in caplog.text
     server.queue(Scripted(reply="no idea"), Scripted(reply="no idea"))
     with pytest.raises(

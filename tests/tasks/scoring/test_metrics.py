@@ -263,3 +263,16 @@ def test_the_question_is_the_last_user_turn_of_the_prompt():
         [{"role": "system", "content": "No user turn."}],
     ]
     assert scoring.questions_of(conversations) == ["Capital of France?", "Who wrote Hamlet?", ""]
+
+
+def test_row_values_are_each_row_s_own_score_and_a_judge_metric_must_list_its_rows(tmp_path, monkeypatch):
+    # token_f1 row by row (see the token_f1 test): 0.8 and 0, in row order; their mean is score()'s 0.4.
+    values = scoring.row_values("token_f1", ["dog", "the cat sat"], ["bird", "a cat sat down"])
+    assert values == [0.0, pytest.approx(0.8)]
+    assert scoring.row_values("exact_match", [], []) == []
+    # A metric graded against the questions is computed once over the batch (the judge's concurrent
+    # path), so it must hand back its per-row values; question_echo only returns its mean.
+    _plugin(tmp_path, "question_echo3", "questions")
+    monkeypatch.setenv("TUNERFLOW_SCORING_PLUGINS", str(tmp_path))
+    with pytest.raises(ValueError, match=r"returned no per-row values; .* \{'question_echo3_rows'"):
+        scoring.row_values("question_echo3", ["a"], ["a"], ["q"])

@@ -166,14 +166,24 @@ def trainer_for(job: TrainSpec, tmp_path: Path):
 
 
 def train_and_compare(trainer) -> dict:
-    """Train; which parameters were trainable, which moved, and the logged records."""
+    """Train; which parameters were trainable, which moved, which state-dict entries (parameters, tied
+    weights under each of their names, buffers) changed, and the logged records."""
     before = {name: p.detach().clone() for name, p in trainer.model.named_parameters()}
+    state = {key: tensor.detach().clone() for key, tensor in trainer.model.state_dict().items()}
     trainable = {name for name, p in trainer.model.named_parameters() if p.requires_grad}
     trainer.train()
     after = dict(trainer.model.named_parameters())
     moved = {name for name, tensor in before.items() if not tensor.equal(after[name].detach())}
+    changed = {key for key, tensor in trainer.model.state_dict().items() if not state[key].equal(tensor)}
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-    return {"trainable": trainable, "moved": moved, "losses": losses, "history": trainer.state.log_history}
+    return {
+        "parameters": set(before),
+        "trainable": trainable,
+        "moved": moved,
+        "changed": changed,
+        "losses": losses,
+        "history": trainer.state.log_history,
+    }
 
 
 def assert_loss_goes_down(losses: list[float]) -> None:
@@ -181,6 +191,18 @@ def assert_loss_goes_down(losses: list[float]) -> None:
     first, last = sum(losses[:3]) / 3, sum(losses[-3:]) / 3
     # A random model starts near ln(vocab); a 3% drop over a few steps is far beyond step-to-step noise.
     assert last < 0.97 * first, losses
+
+
+def assert_only_the_last_layers_changed(run: dict, layers: int, total: int = 2) -> None:
+    """method freeze: the parameters of the last `layers` of the model's `total` decoder layers are the
+    trainable ones, every one of them moved, and no other state-dict entry (embeddings and the lm_head
+    tied to them, the final norm, earlier layers, buffers) changed."""
+    last = tuple(f"model.layers.{index}." for index in range(total - layers, total))
+    assert run["trainable"] == {name for name in run["parameters"] if name.startswith(last)}, sorted(
+        run["trainable"]
+    )
+    assert run["moved"] == run["trainable"], sorted(run["trainable"] - run["moved"])
+    assert run["changed"] == run["trainable"], sorted(run["changed"] ^ run["trainable"])[:5]
 
 
 def assert_only_trainable_moved(run: dict, every_trainable: bool = True) -> None:
