@@ -33,7 +33,7 @@ from tasks.openai_api.runs import (
     train_prefix,
     trained_tokens,
 )
-from tasks.storage import store
+from tasks.storage import layout, store
 
 JOB_ID = re.compile(r"^ftjob-[a-z0-9]{1,64}$")
 # How long a job may wait for its DAG run to show in Airflow before it reads failed.
@@ -86,6 +86,14 @@ def load(root: str, job_id: str) -> dict[str, Any]:
 def cancelled_at(root: str, job_id: str) -> int | None:
     uri = store.join(job_prefix(root, job_id), "cancelled.json")
     return store.read_json(uri)["cancelled_at"] if store.exists(uri) else None
+
+
+def stop_at_start(root: str, record: dict[str, Any]) -> None:
+    """Record in the job's DAG run that it is cancelled, before Airflow is told: a run the scheduler starts
+    after all (it can write back a queued run's state over the cancel) stops at validate_conf."""
+    run_uri = layout.run(root, record["conf"]["name"], record["id"])
+    with contextlib.suppress(FileExistsError):
+        store.create_json(layout.cancel_request(run_uri), {"cancelled_at": int(time.time())})
 
 
 def mark_cancelled(root: str, job_id: str) -> None:

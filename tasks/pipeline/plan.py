@@ -32,6 +32,10 @@ from tasks.storage import layout, store
 HEAVY_STEPS = ("prepare_dataset", "train", "evaluate", "export", "check_export")
 
 
+class RunCancelled(RuntimeError):
+    """The run was cancelled from outside Airflow before it started (`layout.cancel_request`)."""
+
+
 def run_info(experiment_name: str, run_id: str, store_root: str) -> RunInfo:
     """Where a run lives: derived from the experiment name and run id only, so every task agrees."""
     return RunInfo(run_uri=layout.run(store_root, experiment_name, run_id), store_root=store_root)
@@ -121,6 +125,10 @@ def validate_conf(
     except ValueError as error:
         raise ConfError(f"invalid experiment conf:\n{error}") from None
     run_uri = run_info(experiment.name, run_id, store_root).run_uri
+    if store.exists(layout.cancel_request(run_uri)):
+        # Airflow's scheduler can start a queued run that was just marked failed (it writes back the
+        # state it read before): the cancel's own record stops such a run before it prepares or trains.
+        raise RunCancelled(f"run {run_id} was cancelled ({layout.cancel_request(run_uri)}); not starting it")
     definitions = prepared_definitions(experiment, store_root)
     evaluation = eval_definition(experiment, store_root)
     roots = allowed_roots if allowed_roots is not None else allowed_paths.configured()

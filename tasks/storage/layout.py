@@ -22,6 +22,12 @@ def experiment_record(run_prefix: str) -> str:
     return join(run_prefix, "experiment.json")
 
 
+def cancel_request(run_prefix: str) -> str:
+    """Written when a run is cancelled from outside Airflow (the OpenAI-compatible API) before Airflow is
+    told: a run the scheduler starts anyway stops at validate_conf (tasks.pipeline.plan)."""
+    return join(run_prefix, "cancelled.json")
+
+
 def job(run_prefix: str, job_id: str) -> str:
     return join(run_prefix, "jobs", job_id)
 

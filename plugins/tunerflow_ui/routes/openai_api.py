@@ -176,7 +176,8 @@ def get_job(
 # Seconds between the checks that a run marked failed stays failed. The scheduler starts a queued run by
 # setting the state it read a moment before, so a run failed while still queued can come back as running
 # (seen on SQLite, 2026-12-03: a cancelled job went on to succeed); each check that finds it unfailed marks
-# it again.
+# it again. Past the checks (a scheduler slower than 3 s under load, seen in CI), the run's own cancel
+# record (jobs.stop_at_start) fails it at validate_conf.
 CANCEL_CHECKS_S = (1.0, 2.0, 3.0)
 
 
@@ -205,6 +206,7 @@ def cancel_job(
 ):
     record, run = _job(root, api, viewer, job_id)
     jobs.check_cancellable(jobs.job_object(root, record, run).status, job_id)
+    jobs.stop_at_start(root, record)
     if run.state is not None:
         _fail_run(api, viewer, job_id)
     jobs.mark_cancelled(root, job_id)

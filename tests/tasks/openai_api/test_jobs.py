@@ -127,6 +127,16 @@ def test_cancel_is_recorded_once_and_a_finished_job_cannot_be_cancelled(store_ro
     jobs.check_cancellable("running", JOB)
 
 
+def test_a_cancel_is_recorded_in_the_run_so_that_validation_stops_it(store_root, record):
+    from tasks.pipeline.plan import RunCancelled, validate_conf
+
+    jobs.stop_at_start(store_root, record)
+    run_uri = layout.run(store_root, record["conf"]["name"], JOB)
+    assert "cancelled_at" in store.read_json(layout.cancel_request(run_uri))
+    with pytest.raises(RunCancelled):
+        validate_conf(record["conf"], JOB, store_root)
+
+
 def test_jobs_are_listed_newest_first_and_unknown_ids_are_404(store_root, record):
     later = dict(record, id="ftjob-later", created_at=record["created_at"] + 10)
     store.write_json(store.join(jobs.job_prefix(store_root, "ftjob-later"), "job.json"), later)

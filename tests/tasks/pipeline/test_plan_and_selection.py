@@ -6,7 +6,7 @@ import pytest
 
 from tasks.contracts.planning import RunInfo
 from tasks.contracts.prepare import PlannedDataset, PreparedDataset
-from tasks.pipeline.plan import plan_jobs, plan_references, planned, validate_conf
+from tasks.pipeline.plan import RunCancelled, plan_jobs, plan_references, planned, validate_conf
 from tasks.pipeline.selection import leaderboard
 from tasks.storage import layout, store
 
@@ -53,6 +53,14 @@ def test_run_keys_come_from_experiment_and_run_id_only(store_root):
     first = validate_conf(CONF, "manual__x", store_root)
     again = validate_conf(CONF, "manual__x", store_root)
     assert first == again
+
+
+def test_a_run_cancelled_before_it_started_stops_at_validation_having_written_nothing(store_root):
+    run_uri = layout.run(store_root, "exp", "ftjob-abc")
+    store.write_json(layout.cancel_request(run_uri), {"cancelled_at": 1})
+    with pytest.raises(RunCancelled, match="ftjob-abc was cancelled"):
+        validate_conf(CONF, "ftjob-abc", store_root)
+    assert not store.exists(layout.experiment_record(run_uri))
 
 
 def _commit(prefix: str, result: dict) -> None:
