@@ -28,7 +28,7 @@ from fastapi.routing import APIRoute
 
 from plugins.tunerflow_ui.app import URL_PREFIX, create_app
 from tasks.config.experiment import load_experiment, parse_experiment
-from tasks.config.form import TEMPLATE, load_conf
+from tasks.config.form import TEMPLATE, load_conf, templates
 from tasks.config.params import DEMO, demo_conf_path
 from tasks.registry.production import production
 from tasks.storage import layout, store
@@ -347,6 +347,31 @@ def test_a_comparison_started_on_the_compare_page_runs_as_the_user(
     assert any(other["label"] in h for h in headers)
     assert PROMPT in _text(frame)
     screenshots.take(tab, "compare-result", frame)
+
+
+def test_the_trigger_form_offers_every_shipped_experiment_and_a_training_section(
+    tab, airflow_server, screenshots
+):
+    """Every example under include/configs/experiments/ (one per training method and type) is a choice of
+    Start from, with its description; the Training section opens on the training type and method."""
+    dialog = trigger_form(tab, airflow_server.base_url, DAG_ID)
+    dialog.get_by_role("button", name="Experiment", exact=True).click()
+    dialog.get_by_label("Start from", exact=True).click()
+    options = tab.get_by_role("option")
+    options.first.wait_for()
+    # "name: its leading comment" per example, and the empty choice ("Nothing: fill in the fields below").
+    listed = {text.split(":", 1)[0].strip() for text in options.all_inner_texts()} - {"Nothing"}
+    shipped = set(templates())
+    assert shipped >= {"kto", "orpo", "simpo", "cpo", "grpo", "llava-instruct", "freeze", "adalora"}
+    assert listed == shipped, sorted(listed ^ shipped)
+    with resized(tab, height=1300):
+        screenshots.take(tab, "trigger-form-start-from-choices")
+    tab.keyboard.press("Escape")
+    dialog.get_by_role("button", name="Training", exact=True).click()
+    field = dialog.get_by_text("Training type and method", exact=True)
+    field.wait_for()
+    with resized(tab, height=1300):
+        screenshots.element(dialog, "trigger-form-training-section")
 
 
 def test_the_demo_starts_from_airflows_trigger_form_by_choosing(tab, airflow_server, screenshots):
