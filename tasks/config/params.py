@@ -185,6 +185,14 @@ CHOICE_HELP = {
     "model. To change a preset's values, write the group in the conf JSON as an object.",
 }
 OPTIONAL_HELP = "Optional: leave it empty for the default, or the value of the conf chosen in Start from."
+
+
+def training_help() -> str:
+    """The training field is a JSON object in the form: what it may hold, so nobody has to look it up."""
+    pairs = "; ".join(f"{kind}: {', '.join(methods)}" for kind, methods in ALLOWED_METHODS.items())
+    return f'Write {{"type": ..., "method": ...}}. Each type with the methods it takes: {pairs}.'
+
+
 NAME_HELP = "Prefilled with the demo's name; give an experiment of your own its own name."
 
 
@@ -287,5 +295,7 @@ def param_specs(store_root: str | None = None) -> dict[str, tuple[Any, dict[str,
         else:
             default = ExperimentConfig.model_fields[name].get_default(call_default_factory=True)
             default = default.model_dump(mode="json") if isinstance(default, BaseModel) else default
+            if name == "training":
+                schema = {**schema, "description": f"{schema['description']} {training_help()}"}
             specs[name] = (None, _optional_schema(schema, default))
     return specs

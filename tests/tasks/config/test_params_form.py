@@ -119,6 +119,15 @@ def test_datasets_models_and_presets_are_offered_as_choices_with_labels():
     assert template["values_display"]["demo"].startswith("demo: The demo experiment")
 
 
+def test_the_training_field_says_every_type_and_the_methods_each_takes():
+    from tasks.config.training import ALLOWED_METHODS
+
+    description = param_specs()["training"][1]["description"]
+    for kind, methods in ALLOWED_METHODS.items():
+        assert f"{kind}: {', '.join(methods)}" in description
+    assert "grpo: full, lora, qlora, freeze" in description and "vlm_sft: lora, full" in description
+
+
 def test_registered_datasets_are_offered_from_a_local_store_only(store_root):
     dataset_registry.create(store_root, {"name": "support", "uri": "builtin:tuna_identity"})
     offered = param_specs(store_root)["datasets"][1]["examples"]
