@@ -366,10 +366,15 @@ def test_the_trigger_form_offers_every_shipped_experiment_and_a_training_section
     assert listed == shipped, sorted(listed ^ shipped)
     with resized(tab, height=1300):
         screenshots.take(tab, "trigger-form-start-from-choices")
-    tab.keyboard.press("Escape")
+    # Choosing closes the list (Escape would close the whole dialog).
+    options.filter(has_text=re.compile(r"^grpo: ")).click()
+    # The choice shows in the field.
+    dialog.get_by_text(re.compile(r"^grpo: ")).first.wait_for()
     dialog.get_by_role("button", name="Training", exact=True).click()
-    field = dialog.get_by_text("Training type and method", exact=True)
-    field.wait_for()
+    dialog.get_by_text("Training type and method", exact=True).wait_for()
+    # The field is a JSON object: its help lists each type with the methods it takes.
+    dialog.get_by_text(re.compile(r"grpo: full, lora, qlora, freeze")).wait_for()
+    dialog.get_by_text("Start from", exact=True).wait_for(state="hidden")  # the other section closed
     with resized(tab, height=1300):
         screenshots.element(dialog, "trigger-form-training-section")
 
