@@ -208,14 +208,23 @@ def _from_experiment(dataset: dict[str, Any] | None, tokenizer: Any) -> Calibrat
     )
 
 
+def _turns(value: Any, role: str) -> list[dict[str, Any]]:
+    """Messages as they are; a plain string (a row prepared as text) as one message of `role`."""
+    return value if isinstance(value, list) else [{"role": role, "content": str(value)}]
+
+
 def row_text(row: dict[str, Any], tokenizer: Any) -> str:
-    """A prepared row as the model sees it: chat rows through the chat template, text rows as they are."""
-    if row.get("messages") and tokenizer is not None and getattr(tokenizer, "chat_template", None):
-        return tokenizer.apply_chat_template(row["messages"], tokenize=False)
-    if row.get("messages"):
-        return "\n".join(message["content"] for message in row["messages"])
-    if "prompt" in row:
-        return f"{row['prompt']}{row.get('chosen', '')}"
+    """A prepared row as the model sees it: chat rows through the chat template, text rows as they are.
+    Preference pairs and KTO's unpaired rows are their prompt followed by the chosen answer (or the one
+    answer): a conversation like any chat row's."""
+    messages = row.get("messages")
+    if not messages and "prompt" in row:
+        answer = row.get("chosen", row.get("completion", ""))
+        messages = _turns(row["prompt"], "user") + _turns(answer, "assistant")
+    if messages and tokenizer is not None and getattr(tokenizer, "chat_template", None):
+        return tokenizer.apply_chat_template(messages, tokenize=False)
+    if messages:
+        return "\n".join(str(message["content"]) for message in messages)
     return str(row.get("text", ""))
 
 

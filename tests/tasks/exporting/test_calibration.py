@@ -158,6 +158,21 @@ def test_the_experiment_set_renders_chat_rows_with_the_template(tiny_model_dir, 
         load_texts(config("experiment"), tokenizer=tokenizer)
 
 
+def test_preference_and_unpaired_rows_calibrate_as_their_prompt_and_answer(tiny_model_dir):
+    from transformers import AutoTokenizer
+
+    from tasks.exporting.calibration import row_text
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = [{"role": "user", "content": "Who are you?"}]
+    good, bad = [{"role": "assistant", "content": "Tuna."}], [{"role": "assistant", "content": "A fish."}]
+    expected = "<|im_start|>user\nWho are you?<|im_end|>\n<|im_start|>assistant\nTuna.<|im_end|>\n"
+    assert row_text({"prompt": prompt, "chosen": good, "rejected": bad}, tokenizer) == expected
+    assert row_text({"prompt": prompt, "completion": good, "label": True}, tokenizer) == expected
+    # Without a chat template: the turns' text, never the Python repr of the message lists.
+    assert row_text({"prompt": prompt, "chosen": good, "rejected": bad}, None) == "Who are you?\nTuna."
+
+
 def test_windows_are_seeded_full_length_and_counted(tiny_model_dir, tmp_path):
     from transformers import AutoTokenizer
 
