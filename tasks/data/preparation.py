@@ -121,7 +121,7 @@ def _prepare_rows(job: PrepareSpec) -> PreparedDataset:
     tokenizer_names = [spec.name for spec in settings.tokenizers]
     if kind == "vision":
         stats["image_tokens"] = {
-            spec.name: spec.images.per_image if spec.images.per_image >= 0 else "by image size"
+            spec.name: spec.images.per_image_shown()
             for spec in settings.tokenizers
             if spec.images is not None
         }

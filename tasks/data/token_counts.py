@@ -160,8 +160,7 @@ def _image_tokens(entry: CatalogEntry, store_root: str, save_dir: Path) -> Image
             error,
         )
         return None
-    shown = rule.per_image if rule.per_image >= 0 else "by image size"
-    log.info("model %s: image tokens per image: %s", entry.name, shown)
+    log.info("model %s: image tokens per image: %s", entry.name, rule.per_image_shown())
     return rule
 
 

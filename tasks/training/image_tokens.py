@@ -71,6 +71,10 @@ class ImageTokens:
     markup: int
     processor_dir: str = ""
 
+    def per_image_shown(self) -> int | str:
+        """The tokens per image as the log and the dataset card say it."""
+        return self.per_image if self.per_image >= 0 else "by image size"
+
     def added(self, sizes: Sequence[Sequence[int]] | None, count: int) -> int:
         """Tokens `count` images of these sizes add (sizes may be None where the count is fixed)."""
         if not count:
