@@ -88,20 +88,21 @@ def cancelled_at(root: str, job_id: str) -> int | None:
     return store.read_json(uri)["cancelled_at"] if store.exists(uri) else None
 
 
+def _record_cancel(uri: str) -> None:
+    """Write the cancel's time at `uri` once (a second cancel keeps the first time)."""
+    with contextlib.suppress(FileExistsError):
+        store.create_json(uri, {"cancelled_at": int(time.time())})
+
+
 def stop_at_start(root: str, record: dict[str, Any]) -> None:
     """Record in the job's DAG run that it is cancelled, before Airflow is told: a run the scheduler starts
     after all (it can write back a queued run's state over the cancel) stops at validate_conf."""
-    run_uri = layout.run(root, record["conf"]["name"], record["id"])
-    with contextlib.suppress(FileExistsError):
-        store.create_json(layout.cancel_request(run_uri), {"cancelled_at": int(time.time())})
+    _record_cancel(layout.cancel_request(layout.run(root, record["conf"]["name"], record["id"])))
 
 
 def mark_cancelled(root: str, job_id: str) -> None:
     """Record the cancel once (a second cancel keeps the first time)."""
-    with contextlib.suppress(FileExistsError):
-        store.create_json(
-            store.join(job_prefix(root, job_id), "cancelled.json"), {"cancelled_at": int(time.time())}
-        )
+    _record_cancel(store.join(job_prefix(root, job_id), "cancelled.json"))
 
 
 def ids(root: str) -> list[str]:
