@@ -20,6 +20,7 @@ from tests.dags.test_finetune_experiment import dag  # noqa: F401
 from tests.fixtures.confs import tiny_conf
 from tests.fixtures.connections import connection_in_db, without_aws_environment
 from tests.fixtures.leaderboards import assert_same_row
+from tests.fixtures.s3_objects import keys_under, s3_client
 
 OUTAGE_S = 30
 
@@ -51,21 +52,6 @@ def s3_only_through_the_connection(s3_store_root, s3_endpoint, airflow_db, monke
     extra = {"endpoint_url": s3_endpoint, "region_name": "us-east-1"}
     with connection_in_db("aws_default", "aws", extra, login="AKIADAGTEST", password=secret):
         yield secret
-
-
-def _client(endpoint: str):
-    import boto3
-
-    return boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
-    )
-
-
-def _keys(client, prefix: str) -> tuple[str, list[str]]:
-    """The bucket of an s3:// prefix and every key under it."""
-    bucket, key = prefix.removeprefix("s3://").split("/", 1)
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=key + "/")
-    return bucket, [item["Key"] for page in pages for item in page.get("Contents", [])]
 
 
 def _committed(bucket: str, keys: list[str]) -> list[str]:
@@ -105,8 +91,8 @@ def test_a_run_rides_out_two_30s_outages_of_its_s3_endpoint(
 
     # Nothing partial: every output the run committed is whole.
     prefix = layout.run(s3_store_root, "s3-outage", run.run_id)
-    client = _client(s3_endpoint)
-    bucket, keys = _keys(client, prefix)
+    client = s3_client(s3_endpoint)
+    bucket, keys = keys_under(client, prefix + "/")
     committed = _committed(bucket, keys)
     assert any(p.endswith("--a/checkpoints/checkpoint-4") for p in committed), committed
     assert any(p.endswith("--a/train") for p in committed), committed

@@ -17,6 +17,7 @@ from urllib.parse import quote, quote_plus
 import pytest
 
 from tests.fixtures.confs import tiny_conf
+from tests.fixtures.s3_objects import keys_under, s3_client
 
 # '/' and '+' make the URL-encoded and base64 forms differ from the value itself.
 S3_SECRET = "s3Conn/Secret+Key-7d41e9"
@@ -149,14 +150,8 @@ def planted(s3_store_root, s3_endpoint, tmp_path, monkeypatch):
 
 
 def _objects(root: str, endpoint: str) -> dict[str, bytes]:
-    import boto3
-
-    bucket, prefix = root[len("s3://") :].split("/", 1)
-    client = boto3.session.Session().client(
-        "s3", endpoint_url=endpoint, aws_access_key_id="x", aws_secret_access_key="x", region_name="us-east-1"
-    )
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
-    keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+    client = s3_client(endpoint)
+    bucket, keys = keys_under(client, root)
     return {key: client.get_object(Bucket=bucket, Key=key)["Body"].read() for key in keys}
 
 
